@@ -1,0 +1,97 @@
+"""The `jobrelay` command (DESIGN.md section 1). Parsing only; each subcommand lives elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mcp_server import __version__
+from mcp_server.config import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_AVAILABLE = 3
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobrelay",
+        description=(
+            "MCP server for long-running Seamless.ai research and AgentSEO jobs: start, watch, "
+            "and explain errors. Without API keys it runs against an embedded sandbox."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"jobrelay {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    serve.add_argument(
+        "--sandbox", action="store_true", help="serve the embedded sandbox even if keys are set"
+    )
+
+    sandbox = sub.add_parser("sandbox", help="serve the simulated Seamless and AgentSEO APIs")
+    sandbox.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8766, help="port (default 8766)")
+    sandbox.add_argument("--seed", type=int, default=0, help="seed for generated records")
+    sandbox.add_argument(
+        "--time-scale", type=float, default=1.0, help="virtual seconds per real second"
+    )
+    sandbox.add_argument(
+        "--job-seconds", type=float, default=None, help="how long simulated jobs take"
+    )
+
+    sub.add_parser("demo", help="scripted end-to-end session against the sandbox")
+
+    explain = sub.add_parser("explain", help="advice for an upstream HTTP status / error code")
+    explain.add_argument("status", type=int, help="HTTP status, e.g. 429")
+    explain.add_argument("--code", help="API error code, e.g. insufficientCredits")
+    explain.add_argument("--provider", choices=["seamless", "agentseo", "auto"], default="auto")
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K:V",
+        help="a response header, repeatable (e.g. X-RateLimit-Reset:1790000000)",
+    )
+
+    sub.add_parser("doctor", help="check configuration and reachability")
+    return parser
+
+
+def _not_available(command: str) -> int:
+    print(
+        f"jobrelay {command}: not available yet in this version. "
+        "Run `jobrelay --help` for what works today.",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_AVAILABLE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "sandbox":
+            from mcp_server.sandbox.app import serve_sandbox
+
+            return serve_sandbox(
+                host=args.host,
+                port=args.port,
+                seed=args.seed,
+                time_scale=args.time_scale,
+                job_seconds=args.job_seconds,
+            )
+        return _not_available(args.command)
+    except ConfigError as exc:
+        print(f"jobrelay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

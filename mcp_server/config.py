@@ -1,0 +1,198 @@
+"""Settings: the one place that reads the environment (DESIGN.md section 1).
+
+`load_settings()` validates once at start and turns pydantic's errors into one readable
+message per bad variable, naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mcp_server.models import Provider
+
+DEFAULT_SEAMLESS_BASE_URL = "https://api.seamless.ai/api/client/v1"
+DEFAULT_AGENTSEO_BASE_URL = "https://www.agentseo.dev/api/v1"
+
+
+class Plan(StrEnum):
+    HOBBY = "hobby"
+    STARTER = "starter"
+    PRO = "pro"
+    AGENCY = "agency"
+
+
+#: AgentSEO per-key budgets per minute: (workload, control). UPSTREAMS.md section 2.
+PLAN_BUDGETS: dict[Plan, tuple[int, int]] = {
+    Plan.HOBBY: (60, 600),
+    Plan.STARTER: (120, 1200),
+    Plan.PRO: (300, 3000),
+    Plan.AGENCY: (1000, 10000),
+}
+
+SandboxMode = Literal["auto", "on", "off"]
+
+
+def default_db_path() -> Path:
+    return Path(platformdirs.user_data_dir("jobrelay", appauthor=False)) / "jobs.sqlite3"
+
+
+def key_fingerprint(key: str | SecretStr | None) -> str:
+    """A short, stable, non-reversible id for an API key: partitions jobs and buckets by key."""
+    raw = key.get_secret_value() if isinstance(key, SecretStr) else (key or "")
+    if not raw:
+        return "nokey"
+    return "k_" + hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+class ConfigError(Exception):
+    """The environment holds a value jobrelay cannot use; the message says which and why."""
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Everything jobrelay reads from the environment. Secrets are `SecretStr`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    seamless_api_key: SecretStr | None = Field(None, validation_alias=_alias("SEAMLESS_API_KEY"))
+    seamless_base_url: str = Field(
+        DEFAULT_SEAMLESS_BASE_URL, validation_alias=_alias("SEAMLESS_BASE_URL")
+    )
+    agentseo_api_key: SecretStr | None = Field(None, validation_alias=_alias("AGENTSEO_API_KEY"))
+    agentseo_base_url: str = Field(
+        DEFAULT_AGENTSEO_BASE_URL, validation_alias=_alias("AGENTSEO_BASE_URL")
+    )
+    agentseo_plan: Plan = Field(Plan.HOBBY, validation_alias=_alias("AGENTSEO_PLAN"))
+    sandbox: SandboxMode = Field("auto", validation_alias=_alias("JOBRELAY_SANDBOX"))
+    db_path: Path = Field(default_factory=default_db_path, validation_alias=_alias("JOBRELAY_DB"))
+    max_wait_seconds: float = Field(
+        45.0, gt=0, le=3600, validation_alias=_alias("JOBRELAY_MAX_WAIT_SECONDS")
+    )
+    retry_max_attempts: int = Field(
+        3, ge=1, le=10, validation_alias=_alias("JOBRELAY_RETRY_MAX_ATTEMPTS")
+    )
+    credit_budget: int | None = Field(None, ge=0, validation_alias=_alias("JOBRELAY_CREDIT_BUDGET"))
+    http_token: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_HTTP_TOKEN"))
+
+    @field_validator("seamless_api_key", "agentseo_api_key", "http_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("credit_budget", mode="before")
+    @classmethod
+    def _blank_budget_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _sandbox_mode(cls, value: object) -> object:
+        if value is None:
+            return "auto"
+        text = str(value).strip().lower()
+        if text in {"", "auto"}:
+            return "auto"
+        if text in {"1", "true", "yes", "on"}:
+            return "on"
+        if text in {"0", "false", "no", "off"}:
+            return "off"
+        return value  # rejected by the Literal with the allowed values
+
+    @field_validator("agentseo_plan", mode="before")
+    @classmethod
+    def _plan_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("seamless_base_url", "agentseo_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    def api_key(self, provider: Provider) -> SecretStr | None:
+        return self.seamless_api_key if provider == "seamless" else self.agentseo_api_key
+
+    def base_url(self, provider: Provider) -> str:
+        return self.seamless_base_url if provider == "seamless" else self.agentseo_base_url
+
+    def uses_sandbox(self, provider: Provider) -> bool:
+        """True when `provider` is served by the embedded sandbox rather than its base URL."""
+        if self.sandbox == "on":
+            return True
+        if self.sandbox == "off":
+            return False
+        return self.api_key(provider) is None
+
+    @property
+    def agentseo_budgets(self) -> tuple[int, int]:
+        """(workload, control) requests per minute for the configured plan."""
+        return PLAN_BUDGETS[self.agentseo_plan]
+
+
+_ENV_NAMES = {
+    "seamless_api_key": "SEAMLESS_API_KEY",
+    "seamless_base_url": "SEAMLESS_BASE_URL",
+    "agentseo_api_key": "AGENTSEO_API_KEY",
+    "agentseo_base_url": "AGENTSEO_BASE_URL",
+    "agentseo_plan": "AGENTSEO_PLAN",
+    "sandbox": "JOBRELAY_SANDBOX",
+    "db_path": "JOBRELAY_DB",
+    "max_wait_seconds": "JOBRELAY_MAX_WAIT_SECONDS",
+    "retry_max_attempts": "JOBRELAY_RETRY_MAX_ATTEMPTS",
+    "credit_budget": "JOBRELAY_CREDIT_BUDGET",
+    "http_token": "JOBRELAY_HTTP_TOKEN",
+}
+
+_FIELD_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}
+
+_SECRET_FIELDS = {"seamless_api_key", "agentseo_api_key", "http_token"}
+
+
+def _describe(error: Mapping[str, object]) -> str:
+    loc = error.get("loc") or ("?",)
+    field = str(loc[0]).lower() if isinstance(loc, tuple) and loc else "?"
+    field = _FIELD_BY_ENV.get(field.upper(), field)
+    env = _ENV_NAMES.get(field, field.upper())
+    kind = str(error.get("type", ""))
+    msg = str(error.get("msg", "invalid value"))
+    value = error.get("input")
+    shown = "<hidden>" if field in _SECRET_FIELDS else repr(value)
+    if field == "agentseo_plan":
+        msg = "allowed values are " + ", ".join(p.value for p in Plan)
+    elif field == "sandbox":
+        msg = "allowed values are auto, 1 (force the sandbox) and 0 (never)"
+    elif kind.startswith(("int_", "float_")) or "greater" in kind or "less" in kind:
+        msg = msg[0].lower() + msg[1:]
+    return f"{env}={shown} is not valid: {msg}."
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the environment once. Raise `ConfigError` naming each bad variable.
+
+    `env`, when given, replaces the process environment (tests, subprocess launchers).
+    """
+    try:
+        if env is None:
+            return Settings()
+        data = {k.lower(): v for k, v in env.items() if k.upper() in _ENV_NAMES.values()}
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None

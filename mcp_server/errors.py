@@ -1,0 +1,251 @@
+"""The exception tree. Every failure jobrelay can meet is one of these, never a bare exception.
+
+```
+JobRelayError                     .code (ErrorCode), .provider, .retryable
+├── UpstreamError                 talking to an upstream went wrong (.operation, .method, .path)
+│   ├── NoResponse                no HTTP response arrived
+│   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
+│   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
+│   └── BadResponse               a response, but not the success we need
+│       │                         (.status, .api_code, .message, .request_id, .hints, .body_excerpt)
+│       ├── InvalidRequest        400 (and 422 without a known code); .details
+│       ├── AuthenticationFailed  401
+│       ├── CreditsExhausted      402 CREDITS_EXHAUSTED, 422 insufficientCredits
+│       ├── PermissionDenied      403 (Seamless insufficientScope; AgentSEO revoked/policy)
+│       ├── NotFoundError         404
+│       ├── Conflict              409
+│       ├── LicenseMissing        422 missingLicense
+│       ├── RateLimited           429
+│       ├── ServerError           5xx
+│       └── MalformedResponse     a body we could not parse or with the wrong shape
+├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
+├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
+├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
+├── BudgetExceeded                JOBRELAY_CREDIT_BUDGET would be exceeded (never sent)
+└── UnknownJob                    a job handle or upstream id that the ledger does not know
+```
+
+"No response" and "bad response" are split because they decide whether a credit-spending
+POST may be replayed: only `RequestNotSent` and `RateLimited` prove it was not processed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp_server.models import ErrorCode, Provider
+from mcp_server.upstream._headers import RateLimitHints
+
+__all__ = [
+    "AuthenticationFailed",
+    "BadResponse",
+    "BudgetExceeded",
+    "Conflict",
+    "CreditsExhausted",
+    "InvalidRequest",
+    "JobRelayError",
+    "LicenseMissing",
+    "LocalRateLimited",
+    "MalformedResponse",
+    "NoResponse",
+    "NotFoundError",
+    "OutcomeUnknown",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestNotSent",
+    "ResponseLost",
+    "RetryBudgetExhausted",
+    "ServerError",
+    "UnknownJob",
+    "UpstreamError",
+]
+
+
+class JobRelayError(Exception):
+    """Base of every jobrelay failure."""
+
+    code: ErrorCode = ErrorCode.UPSTREAM_ERROR
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: Provider | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+
+
+class UpstreamError(JobRelayError):
+    """Talking to an upstream went wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        operation: str,
+        method: str = "GET",
+        path: str = "",
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.operation = operation
+        self.method = method
+        self.path = path
+        self.attempts = attempts
+
+    @property
+    def endpoint(self) -> str:
+        """`METHOD /path/template`, the rate-limit bucket name."""
+        return f"{self.method} {self.path}"
+
+
+class NoResponse(UpstreamError):
+    """No HTTP response arrived."""
+
+    code = ErrorCode.UPSTREAM_UNREACHABLE
+    retryable = True
+
+
+class RequestNotSent(NoResponse):
+    """The request never left: connect error, DNS, connect or pool timeout. Safe to replay."""
+
+
+class ResponseLost(NoResponse):
+    """The request was sent but no (complete) response came back. It may have been processed."""
+
+
+class BadResponse(UpstreamError):
+    """An HTTP response arrived, but it is not the success we need."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        operation: str,
+        method: str = "GET",
+        path: str = "",
+        status: int,
+        api_code: str | None = None,
+        request_id: str | None = None,
+        hints: RateLimitHints | None = None,
+        body_excerpt: str = "",
+        details: dict[str, Any] | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            operation=operation,
+            method=method,
+            path=path,
+            attempts=attempts,
+        )
+        self.status = status
+        self.api_code = api_code
+        self.request_id = request_id
+        self.hints = hints or RateLimitHints()
+        self.body_excerpt = body_excerpt
+        self.details = details or {}
+
+
+class InvalidRequest(BadResponse):
+    code = ErrorCode.INVALID_INPUT
+
+
+class AuthenticationFailed(BadResponse):
+    code = ErrorCode.AUTH_FAILED
+
+
+class CreditsExhausted(BadResponse):
+    code = ErrorCode.CREDITS_EXHAUSTED
+
+
+class PermissionDenied(BadResponse):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class NotFoundError(BadResponse):
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(BadResponse):
+    code = ErrorCode.UPSTREAM_ERROR
+    retryable = True
+
+
+class LicenseMissing(BadResponse):
+    code = ErrorCode.LICENSE_MISSING
+
+
+class RateLimited(BadResponse):
+    code = ErrorCode.RATE_LIMITED
+    retryable = True
+
+
+class ServerError(BadResponse):
+    code = ErrorCode.UPSTREAM_ERROR
+    retryable = True
+
+
+class MalformedResponse(BadResponse):
+    code = ErrorCode.UPSTREAM_ERROR
+    retryable = True
+
+
+class LocalRateLimited(JobRelayError):
+    """Our own token bucket cannot give a token within the call's deadline; nothing was sent."""
+
+    code = ErrorCode.LOCAL_RATE_LIMITED
+    retryable = True
+
+    def __init__(self, message: str, *, provider: Provider, bucket: str, retry_after: float):
+        super().__init__(message, provider=provider)
+        self.bucket = bucket
+        self.retry_after = retry_after
+
+
+class RetryBudgetExhausted(JobRelayError):
+    """Too many recent retryable failures on one upstream: we stop retrying for a while."""
+
+    code = ErrorCode.UPSTREAM_DEGRADED
+    retryable = True
+
+    def __init__(self, message: str, *, provider: Provider, cause: UpstreamError | None = None):
+        super().__init__(message, provider=provider)
+        self.cause = cause
+        self.retry_after = 60.0
+
+
+class OutcomeUnknown(JobRelayError):
+    """A credit-spending POST failed after it may have been processed. Never replayed."""
+
+    code = ErrorCode.OUTCOME_UNKNOWN
+
+    def __init__(self, message: str, *, provider: Provider, cause: UpstreamError) -> None:
+        super().__init__(message, provider=provider)
+        self.cause = cause
+
+
+class BudgetExceeded(JobRelayError):
+    """Starting this research would exceed JOBRELAY_CREDIT_BUDGET for the UTC day."""
+
+    code = ErrorCode.BUDGET_EXCEEDED
+
+    def __init__(
+        self, message: str, *, spent: int, budget: int, requested: int, resets_in: float
+    ) -> None:
+        super().__init__(message, provider="seamless")
+        self.spent = spent
+        self.budget = budget
+        self.requested = requested
+        self.resets_in = resets_in
+
+
+class UnknownJob(JobRelayError):
+    """A job handle or upstream id the ledger does not know (or that belongs to another tenant)."""
+
+    code = ErrorCode.NOT_FOUND
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

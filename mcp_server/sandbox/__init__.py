@@ -1,0 +1,1 @@
+"""The embedded sandbox: Starlette apps that imitate the Seamless.ai and AgentSEO APIs."""

@@ -1,0 +1,1 @@
+"""HTTP clients for the two upstream APIs: Seamless.ai and AgentSEO."""
