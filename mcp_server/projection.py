@@ -1,0 +1,223 @@
+"""Small answers (DESIGN.md section 2.6): project upstream records to what an agent needs.
+
+A Seamless contact record has ~100 fields (~4.3k characters). By default an agent sees a
+handful: name, title, company, best email and phone with their confidence, LinkedIn. The full
+record is one `get_job_result(fields=[...])` away. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+#: No answer above ~20k tokens, ever (chars/4 estimate).
+MAX_RESULT_CHARS = 80_000
+
+_PERCENT = re.compile(r"^\s*(\d{1,3})(?:\.\d+)?\s*%?\s*$")
+
+
+def _confidence(value: object) -> int | None:
+    """Seamless writes confidence as "98%"; return 98, or None when absent or unparseable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return max(0, min(100, int(value)))
+    if isinstance(value, str) and (m := _PERCENT.match(value)):
+        return min(100, int(m.group(1)))
+    return None
+
+
+def _text(record: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _best_email(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    candidates: list[tuple[int, int, str, str | None]] = []
+    for i in (1, 2, 3):
+        address = _text(record, f"email{i}")
+        if not address:
+            continue
+        conf = _confidence(record.get(f"email{i}TotalAI")) or 0
+        selected = 1 if record.get(f"email{i}Selected") is True else 0
+        candidates.append((selected, conf, address, _text(record, f"email{i}EmailAI")))
+    if not candidates:
+        address = _text(record, "email")
+        return {"address": address, "confidence": None} if address else None
+    _, conf, chosen, status = max(candidates, key=lambda c: (c[0], c[1]))
+    best: dict[str, Any] = {"address": chosen, "confidence": conf or None}
+    if status:
+        best["status"] = status
+    return best
+
+
+def _best_phone(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    candidates: list[tuple[int, int, str, str]] = []
+    for i, prefix in enumerate(("contactPhone1", "contactPhone2", "companyPhone1")):
+        number = _text(record, prefix)
+        if not number:
+            continue
+        conf = _confidence(record.get(f"{prefix}TotalAI"))
+        # Direct lines first, then confidence: a 60 % mobile beats a 99 % switchboard.
+        direct = 1 if prefix.startswith("contact") else 0
+        candidates.append((direct, conf if conf is not None else 50 - i, number, prefix))
+    if not candidates:
+        return None
+    _, _, best, prefix = max(candidates, key=lambda c: (c[0], c[1]))
+    return {
+        "number": best,
+        "type": _text(record, f"{prefix}DataType"),
+        "confidence": _confidence(record.get(f"{prefix}TotalAI")),
+    }
+
+
+def project_contact(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The default view of a researched contact."""
+    out: dict[str, Any] = {
+        "name": _text(record, "fullName", "name"),
+        "title": _text(record, "title"),
+        "company": _text(record, "company"),
+        "domain": _text(record, "companyDomain", "website", "domain"),
+        "email": _best_email(record),
+        "phone": _best_phone(record),
+        "linkedin": _text(record, "lIProfileUrl", "liProfileUrl", "liUrl"),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def project_company(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The default view of a researched company."""
+    out: dict[str, Any] = {
+        "name": _text(record, "name", "companyName"),
+        "domain": _text(record, "domain", "website"),
+        "industry": _text(record, "industry", "companyIndustry"),
+        "employees": _text(record, "staffCountRange", "employeeSizeRange", "staffCount"),
+        "revenue": _text(record, "revenueRange", "companyRevenue", "annualRevenue"),
+        "location": _location(record),
+        "linkedin": _text(record, "linkedInUrl", "liProfileUrl", "companyLIProfileUrl"),
+        "phone": _text(record, "phone", "companyPhone1"),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _location(record: Mapping[str, Any]) -> str | None:
+    parts = [_text(record, k) for k in ("city", "state", "country")]
+    joined = ", ".join(p for p in parts if p)
+    return joined or _text(record, "location", "headquarters")
+
+
+def project_search_item(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A search hit: the `search_result_id` to research, and enough to choose."""
+    if kind == "contacts":
+        out: dict[str, Any] = {
+            "search_result_id": _text(item, "searchResultId"),
+            "name": _text(item, "name", "fullName"),
+            "title": _text(item, "title"),
+            "company": _text(item, "company"),
+            "domain": _text(item, "domain"),
+            "seniority": _text(item, "seniority"),
+            "location": _location(item),
+            "linkedin": _text(item, "liUrl", "lIProfileUrl"),
+        }
+    else:
+        out = {
+            "search_result_id": _text(item, "searchResultId"),
+            "name": _text(item, "name", "companyName"),
+            "domain": _text(item, "domain"),
+            "industry": _text(item, "industry"),
+            "employees": _text(item, "employeeSizeRange", "staffCountRange"),
+            "location": _location(item),
+        }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def project_seo_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The default view of an AgentSEO result: the decision block plus a short summary.
+
+    `agent_workflow` is what the API designed for agents; lists elsewhere are cut to five
+    entries and long strings to 300 characters. `get_job_result(fields=...)` has the rest.
+    """
+    shrunk: dict[str, Any] = _shrink(dict(result), list_items=5, text_chars=300, depth=3)
+    return shrunk
+
+
+def _shrink(value: Any, *, list_items: int, text_chars: int, depth: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= text_chars else value[: text_chars - 1] + "…"
+    if isinstance(value, Mapping):
+        if depth <= 0:
+            return f"<{len(value)} fields>"
+        return {
+            str(k): _shrink(v, list_items=list_items, text_chars=text_chars, depth=depth - 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        if depth <= 0:
+            return f"<{len(value)} items>"
+        head = [
+            _shrink(v, list_items=list_items, text_chars=text_chars, depth=depth - 1)
+            for v in value[:list_items]
+        ]
+        if len(value) > list_items:
+            head.append(f"<{len(value) - list_items} more>")
+        return head
+    return value
+
+
+def select_fields(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """Pick `fields` (top-level names, or dotted paths like `agent_workflow.decision`)."""
+    out: dict[str, Any] = {}
+    for path in fields:
+        node: Any = record
+        for part in path.split("."):
+            if isinstance(node, Mapping) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = _MISSING
+                break
+        if node is not _MISSING:
+            out[path] = node
+    return out
+
+
+def unknown_fields(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
+    """Requested fields that no record has, so the agent can be told which names exist."""
+    seen: set[str] = set()
+    for record in records:
+        seen.update(select_fields(record, fields))
+    return [f for f in fields if f not in seen]
+
+
+def available_fields(records: Iterable[Mapping[str, Any]], limit: int = 120) -> list[str]:
+    names: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            names.setdefault(str(key), None)
+            if len(names) >= limit:
+                return list(names)
+    return list(names)
+
+
+def fit(items: list[Any], max_chars: int = MAX_RESULT_CHARS) -> tuple[list[Any], bool]:
+    """Drop trailing items until the JSON fits `max_chars`; True when something was dropped."""
+    size = len(json.dumps(items, default=str))
+    if size <= max_chars:
+        return items, False
+    kept = list(items)
+    while kept and len(json.dumps(kept, default=str)) > max_chars:
+        kept.pop()
+    return kept, True
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
