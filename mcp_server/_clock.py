@@ -30,6 +30,10 @@ class Clock(Protocol):
         """Sleep `seconds` of this clock's time."""
         ...
 
+    def move_on_after(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope that expires after `seconds` of this clock's time."""
+        ...
+
 
 class SystemClock:
     def monotonic(self) -> float:
@@ -40,6 +44,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
+
+    def move_on_after(self, seconds: float) -> anyio.CancelScope:
+        return anyio.move_on_after(max(0.0, seconds))
 
 
 class ScaledClock:
@@ -64,6 +71,9 @@ class ScaledClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds) / self.scale)
+
+    def move_on_after(self, seconds: float) -> anyio.CancelScope:
+        return anyio.move_on_after(max(0.0, seconds) / self.scale)
 
     def rescale(self, scale: float) -> None:
         """Change speed without a jump in virtual time."""
@@ -92,6 +102,11 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self._now += max(0.0, seconds)
+
+    def move_on_after(self, seconds: float) -> anyio.CancelScope:
+        """Fake time never passes by itself: the scope ends only by the awaited event."""
+        del seconds
+        return anyio.CancelScope()
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)

@@ -1,0 +1,253 @@
+"""Bounded watching shared between waiters (DESIGN.md section 2.5).
+
+- `PollCoalescer`: one poll loop per (tenant, Seamless endpoint). Every waiter registers the
+  request ids it cares about; each round polls all outstanding ids in one call, so 100 waits
+  cost one upstream call per interval, not 100.
+- `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
+  shared by every waiter on that job.
+
+Both run their loops in a long-lived task group owned by the server lifespan, never in the
+tool call's scope: cancelling a wait never stops the loop other waiters rely on, and never
+touches the upstream job. Loops stop by themselves when nobody is watching.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio
+
+from mcp_server._clock import Clock
+from mcp_server.errors import JobRelayError
+
+T = TypeVar("T")
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+class Latest(Generic[T]):
+    """The newest value of something many waiters watch; every publish wakes them all."""
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.version = 0
+        self._changed = anyio.Event()
+
+    def publish(self, value: T) -> None:
+        self.value = value
+        self.version += 1
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    def bump(self) -> None:
+        """Wake waiters without a new value (e.g. the producer stopped)."""
+        self.version += 1
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def wait_newer(self, seen: int) -> None:
+        if self.version == seen:
+            await self._changed.wait()
+
+
+async def wait_newer_until(latest: Latest[T], seen: int, clock: Clock, deadline: float) -> bool:
+    """Wait for a publish newer than `seen` until `deadline` (clock time); False on timeout."""
+    remaining = deadline - clock.monotonic()
+    if remaining <= 0:
+        return latest.version != seen
+    with clock.move_on_after(remaining):
+        await latest.wait_newer(seen)
+        return True
+    return latest.version != seen
+
+
+# --------------------------------------------------------------------------------------------
+# Seamless: coalesced polling
+
+
+@dataclass
+class PollRound:
+    """What one poll round (or a direct poll) left behind for waiters."""
+
+    number: int
+    error: JobRelayError | None = None
+    """The last round's failure, e.g. rate limited: waiters report it if they must return."""
+    retry_after: float | None = None
+
+
+class PollCoalescer(Generic[T]):
+    """All outstanding request ids of one endpoint, polled together on one cadence.
+
+    `poll(ids)` does one upstream call (it may chunk internally) and returns the items it got,
+    keyed by id. `interval(round_index)` is the poll cadence (2 s rising to 5 s for Seamless).
+    """
+
+    def __init__(
+        self,
+        *,
+        poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]],
+        is_terminal: Callable[[T], bool],
+        interval: Callable[[int], float],
+        clock: Clock,
+        spawn: Spawn,
+        fresh_interval: float = 2.0,
+    ) -> None:
+        self._poll = poll
+        self._is_terminal = is_terminal
+        self._interval = interval
+        self._clock = clock
+        self._spawn = spawn
+        self._fresh_interval = fresh_interval
+        self._interest: Counter[str] = Counter()
+        self._latest: dict[str, T] = {}
+        self.board: Latest[PollRound] = Latest()
+        self._running = False
+        self._kick = anyio.Event()
+        self._last_round_at: float | None = None
+        self.calls = 0
+        """Upstream poll calls made (loop rounds and direct polls), for benchmarks."""
+
+    def latest(self, ids: Sequence[str]) -> dict[str, T]:
+        return {i: self._latest[i] for i in ids if i in self._latest}
+
+    def seed(self, items: Mapping[str, T]) -> None:
+        """Record items learnt elsewhere (e.g. the ledger), so terminal ids are never polled."""
+        self._latest.update(items)
+
+    def _pending(self) -> list[str]:
+        return [
+            i
+            for i, n in self._interest.items()
+            if n > 0 and not (i in self._latest and self._is_terminal(self._latest[i]))
+        ]
+
+    async def poll_now(self, ids: Sequence[str]) -> dict[str, T]:
+        """One direct call for `ids` (get_job_status); results are shared with waiters."""
+        self.calls += 1
+        items = await self._poll(list(ids))
+        self._latest.update(items)
+        self.board.publish(PollRound(number=self.board.version + 1))
+        return self.latest(ids)
+
+    @asynccontextmanager
+    async def watch(self, ids: Sequence[str]) -> AsyncIterator[None]:
+        """Register interest in `ids` for the duration of the block; start the loop if idle."""
+        fresh = any(i not in self._latest for i in ids)
+        self._interest.update(ids)
+        try:
+            if not self._running:
+                self._running = True
+                self._spawn(self._loop)
+            elif fresh:
+                self._kick.set()
+            yield
+        finally:
+            self._interest.subtract(ids)
+            for i in ids:
+                if self._interest[i] <= 0:
+                    del self._interest[i]
+
+    async def _loop(self) -> None:
+        index = 0
+        try:
+            while pending := self._pending():
+                extra_wait = 0.0
+                error: JobRelayError | None = None
+                try:
+                    self.calls += 1
+                    items = await self._poll(pending)
+                    self._latest.update(items)
+                except JobRelayError as exc:
+                    error = exc
+                    extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
+                    hints = getattr(exc, "hints", None)
+                    if hints is not None and hints.not_before is not None:
+                        extra_wait = max(extra_wait, hints.not_before)
+                self._last_round_at = self._clock.monotonic()
+                self.board.publish(
+                    PollRound(number=self.board.version + 1, error=error, retry_after=extra_wait)
+                )
+                await self._pause(max(self._interval(index), extra_wait))
+                index += 1
+        finally:
+            self._running = False
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep until the next round; a new waiter with unseen ids shortens it to 2 s."""
+        with self._clock.move_on_after(seconds):
+            await self._kick.wait()
+            # Kicked: still keep the endpoint's cadence floor, so a burst of new waiters
+            # never turns into a burst of calls.
+            since = self._clock.monotonic() - (self._last_round_at or 0.0)
+            await self._clock.sleep(max(0.0, self._fresh_interval - since))
+        self._kick = anyio.Event()
+
+
+# --------------------------------------------------------------------------------------------
+# AgentSEO: one follower per job
+
+
+@dataclass
+class _Topic(Generic[T]):
+    latest: Latest[T] = field(default_factory=Latest)
+    subscribers: int = 0
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    error: JobRelayError | None = None
+    finished: bool = False
+
+
+class StreamHub(Generic[T]):
+    """One upstream follower per job id, fanned out to every waiter on that job."""
+
+    def __init__(
+        self,
+        *,
+        follow: Callable[[str], AsyncIterator[T]],
+        is_terminal: Callable[[T], bool],
+        spawn: Spawn,
+    ) -> None:
+        self._follow = follow
+        self._is_terminal = is_terminal
+        self._spawn = spawn
+        self._topics: dict[str, _Topic[T]] = {}
+        self.followers_started = 0
+        """Follower tasks started, for tests and benchmarks (one per job being watched)."""
+
+    @asynccontextmanager
+    async def watch(self, job_id: str, initial: T | None = None) -> AsyncIterator[_Topic[T]]:
+        topic = self._topics.get(job_id)
+        if topic is None:
+            topic = _Topic()
+            if initial is not None:
+                topic.latest.publish(initial)
+            self._topics[job_id] = topic
+            self.followers_started += 1
+            self._spawn(lambda: self._run(job_id, topic))
+        topic.subscribers += 1
+        try:
+            yield topic
+        finally:
+            topic.subscribers -= 1
+            if topic.subscribers <= 0:
+                topic.scope.cancel()
+                if self._topics.get(job_id) is topic:
+                    del self._topics[job_id]
+
+    async def _run(self, job_id: str, topic: _Topic[T]) -> None:
+        with topic.scope:
+            try:
+                async for value in self._follow(job_id):
+                    topic.latest.publish(value)
+                    if self._is_terminal(value):
+                        break
+            except JobRelayError as exc:
+                topic.error = exc
+            finally:
+                topic.finished = True
+                # Wake waiters so they see `finished`/`error` without waiting out the clock.
+                topic.latest.bump()
+                if self._topics.get(job_id) is topic:
+                    del self._topics[job_id]

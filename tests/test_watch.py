@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+import anyio
+import pytest
+
+from mcp_server._clock import ScaledClock
+from mcp_server.errors import LocalRateLimited
+from mcp_server.watch import Latest, PollCoalescer, StreamHub, wait_newer_until
+
+pytestmark = pytest.mark.anyio
+
+SCALE = 200.0  # 1 virtual second = 5 ms
+
+
+class FakeEndpoint:
+    """A poll endpoint whose items finish after `done_after` polls of them."""
+
+    def __init__(self, done_after: int = 2) -> None:
+        self.calls: list[list[str]] = []
+        self.seen: dict[str, int] = {}
+        self.done_after = done_after
+        self.fail_next: Exception | None = None
+
+    async def poll(self, ids: Sequence[str]) -> Mapping[str, str]:
+        self.calls.append(list(ids))
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        out = {}
+        for i in ids:
+            self.seen[i] = self.seen.get(i, 0) + 1
+            out[i] = "done" if self.seen[i] >= self.done_after else "researching"
+        return out
+
+
+async def _wait_all_done(
+    co: PollCoalescer[str], ids: list[str], clock: ScaledClock, budget: float
+) -> dict[str, str]:
+    deadline = clock.monotonic() + budget
+    async with co.watch(ids):
+        while True:
+            seen = co.board.version
+            latest = co.latest(ids)
+            if len(latest) == len(ids) and all(v == "done" for v in latest.values()):
+                return latest
+            if not await wait_newer_until(co.board, seen, clock, deadline):
+                return latest
+
+
+def _coalescer(
+    tg: anyio.abc.TaskGroup, endpoint: FakeEndpoint, clock: ScaledClock
+) -> PollCoalescer[str]:
+    def spawn(fn: Callable[[], Awaitable[None]]) -> None:
+        tg.start_soon(fn)
+
+    return PollCoalescer(
+        poll=endpoint.poll,
+        is_terminal=lambda s: s == "done",
+        interval=lambda i: min(5.0, 2.0 * 1.5**i),
+        clock=clock,
+        spawn=spawn,
+    )
+
+
+async def test_many_waiters_share_one_poll_call_per_round() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=3)
+    results: dict[int, dict[str, str]] = {}
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+
+            async def waiter(n: int) -> None:
+                results[n] = await _wait_all_done(co, [f"r{n}"], clock, budget=60)
+
+            async with anyio.create_task_group() as waiters:
+                for n in range(100):
+                    waiters.start_soon(waiter, n)
+    assert all(r == {f"r{n}": "done"} for n, r in results.items())
+    assert len(results) == 100
+    # 100 jobs, each done on its third poll: a handful of rounds, never one call per job.
+    assert len(endpoint.calls) <= 5
+    assert max(len(c) for c in endpoint.calls) == 100
+    assert co.calls == len(endpoint.calls)
+
+
+async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            assert await _wait_all_done(co, ["a", "b"], clock, budget=30) == {
+                "a": "done",
+                "b": "done",
+            }
+            # Already known terminal: a new wait returns without another upstream call.
+            before = len(endpoint.calls)
+            assert await _wait_all_done(co, ["a"], clock, budget=30) == {"a": "done"}
+            assert len(endpoint.calls) == before
+
+
+async def test_wait_returns_at_deadline_with_latest_state() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=10_000)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            start = clock.monotonic()
+            latest = await _wait_all_done(co, ["x"], clock, budget=7)
+            elapsed = clock.monotonic() - start
+    assert latest == {"x": "researching"}
+    assert 7 <= elapsed < 9
+
+
+async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    endpoint.fail_next = LocalRateLimited(
+        "no token", provider="seamless", bucket="GET /contacts/research/poll", retry_after=9.0
+    )
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            async with co.watch(["q"]):
+                seen = co.board.version
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                first = co.board.value
+                assert first is not None
+                assert isinstance(first.error, LocalRateLimited)
+                assert first.retry_after == 9.0
+                t0 = clock.monotonic()
+                seen = co.board.version
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                assert clock.monotonic() - t0 >= 9.0
+                assert co.latest(["q"]) == {"q": "done"}
+
+
+async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=3)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            with anyio.move_on_after(0.001):
+                await _wait_all_done(co, ["z"], clock, budget=60)
+            assert await _wait_all_done(co, ["z"], clock, budget=60) == {"z": "done"}
+
+
+async def test_stream_hub_shares_one_follower_per_job() -> None:
+    follows: list[str] = []
+    gate = anyio.Event()
+
+    async def follow(job_id: str) -> AsyncIterator[int]:
+        follows.append(job_id)
+        for pct in (10, 50):
+            yield pct
+        await gate.wait()
+        yield 100
+
+    seen: dict[int, list[int]] = {}
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            def spawn(fn: Callable[[], Awaitable[None]]) -> None:
+                tg.start_soon(fn)
+
+            hub: StreamHub[int] = StreamHub(
+                follow=follow, is_terminal=lambda p: p == 100, spawn=spawn
+            )
+
+            async def waiter(n: int) -> None:
+                got: list[int] = []
+                async with hub.watch("job1") as topic:
+                    while True:
+                        version = topic.latest.version
+                        if topic.latest.value is not None and (
+                            not got or got[-1] != topic.latest.value
+                        ):
+                            got.append(topic.latest.value)
+                        if topic.latest.value == 100 or topic.finished:
+                            break
+                        await topic.latest.wait_newer(version)
+                seen[n] = got
+
+            async with anyio.create_task_group() as waiters:
+                for n in range(5):
+                    waiters.start_soon(waiter, n)
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+    assert follows == ["job1"]
+    assert hub.followers_started == 1
+    assert all(v[-1] == 100 for v in seen.values())
+
+
+async def test_latest_wakes_all_waiters() -> None:
+    latest: Latest[str] = Latest()
+    woke: list[int] = []
+
+    async def w(n: int) -> None:
+        await latest.wait_newer(0)
+        woke.append(n)
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(w, n)
+            await anyio.wait_all_tasks_blocked()
+            latest.publish("x")
+    assert sorted(woke) == [0, 1, 2]
