@@ -19,6 +19,7 @@ from email.utils import formatdate
 from typing import Any, Literal
 
 import anyio
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
@@ -176,13 +177,22 @@ class SandboxState:
         return prefix + secrets.token_urlsafe(n)[:n]
 
 
-def _route_template(scope: Scope) -> str:
-    """The matched route's path template (e.g. /jobs/{job_id}), else the raw path."""
+def _route_template(scope: Scope, app: ASGIApp | None = None) -> str:
+    """The matched route's path template (e.g. /jobs/{job_id}), else the path below the mount.
+
+    With `app`, the template is looked up in its routes first: a fault that answers before
+    routing must be counted under the same key as a routed response.
+    """
+    for candidate in getattr(app, "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is not Match.NONE:
+            return str(candidate.path)
     route = scope.get("route")
     path = getattr(route, "path", None)
-    if isinstance(path, str):
+    if isinstance(path, str) and not isinstance(route, Mount):
         return path
-    return str(scope.get("path", ""))
+    full, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return full.removeprefix(root) or "/"  # unmatched: the raw path below the API's mount
 
 
 def _five_xx_body(provider: SandboxProvider, status: int, request_id: str) -> bytes:
@@ -224,7 +234,7 @@ class FaultMiddleware:
 
         if faults.error_rate > 0 and state.fault_rng.random() < faults.error_rate:
             status = state.fault_rng.choice((500, 502, 503))
-            key = f"{self.provider} {method} {scope.get('path', '')}"
+            key = f"{self.provider} {method} {_route_template(scope, self.app)}"
             state.requests[key] += 1
             state.responses[f"{key} {status}"] += 1
             body = _five_xx_body(self.provider, status, state.new_id("req_", 10))

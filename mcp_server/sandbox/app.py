@@ -3,21 +3,54 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
 from mcp_server.sandbox._state import FaultMiddleware, Faults, SandboxState
 from mcp_server.sandbox.agentseo import create_agentseo_app
 from mcp_server.sandbox.seamless import create_seamless_app
 
+if TYPE_CHECKING:
+    import uvicorn
+
 SEAMLESS_PREFIX = "/seamless/api/client/v1"
 AGENTSEO_PREFIX = "/agentseo/api/v1"
+
+
+class _VirtualDate:
+    """Gives every response the sandbox's virtual `Date` unless the app already set one.
+
+    Reset epochs in rate-limit headers are virtual too; a client corrects skew with `Date`,
+    so a real-time `Date` (uvicorn's, or none) would make them look wrong at any time scale.
+    """
+
+    def __init__(self, app: ASGIApp, state: SandboxState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"date" for k, _ in headers):
+                    headers.append((b"date", self.state.http_date().encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_dated)
 
 
 def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
@@ -58,10 +91,24 @@ def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
             Mount(
                 AGENTSEO_PREFIX, app=FaultMiddleware(create_agentseo_app(state), state, "agentseo")
             ),
-        ]
+        ],
+        middleware=[Middleware(_VirtualDate, state=state)],
     )
     app.state.sandbox = state
     return app
+
+
+def sandbox_uvicorn_config(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0
+) -> uvicorn.Config:
+    """How to serve the sandbox with uvicorn (CLI, loopback tests, the embedded default).
+
+    uvicorn's own `Date` header is turned off: it is real time and would sit next to the
+    sandbox's virtual one, contradicting `X-RateLimit-Reset` whenever time is scaled.
+    """
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", date_header=False)
 
 
 def serve_sandbox(
@@ -72,7 +119,11 @@ def serve_sandbox(
     time_scale: float = 1.0,
     job_seconds: float | None = None,
 ) -> int:
-    """`jobrelay sandbox`: serve both APIs until interrupted."""
+    """`jobrelay sandbox`: serve both APIs until interrupted.
+
+    The base URLs are printed to stderr once the port is bound (with the real port when
+    `--port 0`), so a script can wait for that line instead of polling the port.
+    """
     import uvicorn
 
     faults = Faults(seed=seed, time_scale=time_scale)
@@ -84,15 +135,26 @@ def serve_sandbox(
         print(f"jobrelay sandbox: {exc}", file=sys.stderr)
         return 2
     state = SandboxState(faults=faults, clock=ScaledClock(time_scale))
-    base = f"http://{host}:{port}"
-    print(
-        "jobrelay sandbox: simulated APIs (any key works; scenario keys trigger errors)\n"
-        f"  SEAMLESS_BASE_URL={base}{SEAMLESS_PREFIX}\n"
-        f"  AGENTSEO_BASE_URL={base}{AGENTSEO_PREFIX}\n"
-        f"  control: GET {base}/_sandbox/stats, POST {base}/_sandbox/faults,"
-        f" POST {base}/_sandbox/reset",
-        file=sys.stderr,
-        flush=True,
-    )
-    uvicorn.run(create_sandbox_app(state), host=host, port=port, log_level="warning")
+
+    def announce(bound_port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        base = f"http://{shown}:{bound_port}"
+        print(
+            "jobrelay sandbox: simulated APIs (any key works; scenario keys trigger errors)\n"
+            f"  SEAMLESS_BASE_URL={base}{SEAMLESS_PREFIX}\n"
+            f"  AGENTSEO_BASE_URL={base}{AGENTSEO_PREFIX}\n"
+            f"  control: GET {base}/_sandbox/stats, POST {base}/_sandbox/faults,"
+            f" POST {base}/_sandbox/reset",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    class _AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                listening = [s for server in self.servers for s in (server.sockets or ())]
+                announce(int(listening[0].getsockname()[1]) if listening else port)
+
+    _AnnouncingServer(sandbox_uvicorn_config(create_sandbox_app(state), host=host, port=port)).run()
     return 0
