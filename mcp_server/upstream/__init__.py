@@ -1,1 +1,109 @@
-"""HTTP clients for the two upstream APIs: Seamless.ai and AgentSEO."""
+"""HTTP clients for the two upstream APIs: Seamless.ai and AgentSEO.
+
+Everything the rest of jobrelay needs is exported here; the `_modules` are plumbing.
+Imports are lazy (PEP 562): `mcp_server.errors` imports `upstream._headers`, so importing the
+clients (which import the errors) when this package loads would be circular.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
+    from mcp_server.upstream._headers import RateLimitHints, parse_hints
+    from mcp_server.upstream._http import InvalidArguments, same_origin
+    from mcp_server.upstream._models import (
+        AGENTSEO_TERMINAL,
+        SEAMLESS_TERMINAL,
+        CompanyDescriptor,
+        ContactDescriptor,
+        JobEnvelope,
+        JobError,
+        JobProgress,
+        JobUpstream,
+        PollItem,
+        RecordsPage,
+        ResearchAccepted,
+        SeamlessKind,
+        SearchPage,
+    )
+    from mcp_server.upstream._ratelimit import BucketKey, BucketSnapshot, InMemoryLimiter, Limiter
+    from mcp_server.upstream.agentseo import WORKFLOW_ENDPOINTS, AgentSEOClient
+    from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
+
+__all__ = [
+    "AGENTSEO_TERMINAL",
+    "MAX_POLL_IDS",
+    "SEAMLESS_TERMINAL",
+    "WORKFLOW_ENDPOINTS",
+    "AgentSEOClient",
+    "BackoffPolicy",
+    "BucketKey",
+    "BucketSnapshot",
+    "CompanyDescriptor",
+    "ContactDescriptor",
+    "InMemoryLimiter",
+    "InvalidArguments",
+    "JobEnvelope",
+    "JobError",
+    "JobProgress",
+    "JobUpstream",
+    "Limiter",
+    "PollItem",
+    "RateLimitHints",
+    "RecordsPage",
+    "RequestKind",
+    "ResearchAccepted",
+    "RetryBudget",
+    "SeamlessClient",
+    "SeamlessKind",
+    "SearchPage",
+    "parse_hints",
+    "same_origin",
+]
+
+_HOMES = {
+    "AGENTSEO_TERMINAL": "_models",
+    "MAX_POLL_IDS": "seamless",
+    "SEAMLESS_TERMINAL": "_models",
+    "WORKFLOW_ENDPOINTS": "agentseo",
+    "AgentSEOClient": "agentseo",
+    "BackoffPolicy": "_backoff",
+    "BucketKey": "_ratelimit",
+    "BucketSnapshot": "_ratelimit",
+    "CompanyDescriptor": "_models",
+    "ContactDescriptor": "_models",
+    "InMemoryLimiter": "_ratelimit",
+    "InvalidArguments": "_http",
+    "JobEnvelope": "_models",
+    "JobError": "_models",
+    "JobProgress": "_models",
+    "JobUpstream": "_models",
+    "Limiter": "_ratelimit",
+    "PollItem": "_models",
+    "RateLimitHints": "_headers",
+    "RecordsPage": "_models",
+    "RequestKind": "_backoff",
+    "ResearchAccepted": "_models",
+    "RetryBudget": "_backoff",
+    "SeamlessClient": "seamless",
+    "SeamlessKind": "_models",
+    "SearchPage": "_models",
+    "parse_hints": "_headers",
+    "same_origin": "_http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,666 @@
+"""The one place that builds upstream HTTP clients, sends requests and classifies failures.
+
+Both API clients (`seamless.py`, `agentseo.py`) send through `UpstreamHTTP.send`, so these
+rules hold everywhere:
+
+- every request takes a token from the local limiter first (never sent without one);
+- every response, success or not, feeds its rate-limit hints back into the limiter;
+- every failure becomes one class of `mcp_server.errors`, never a bare httpx/JSON exception;
+- retries follow `_backoff.decide` and a credit-spending POST is replayed only when it was
+  provably not processed (`RequestNotSent`, or `RateLimited` with a wait that fits);
+- bodies are read with a size cap, and the API key never appears in a message or excerpt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from html import unescape
+from typing import Any, Final, Generic, NoReturn, TypeVar
+
+import httpx
+import pydantic
+from pydantic import SecretStr
+
+from mcp_server import __version__
+from mcp_server._clock import Clock
+from mcp_server.errors import (
+    AuthenticationFailed,
+    BadResponse,
+    Conflict,
+    CreditsExhausted,
+    InvalidRequest,
+    JobRelayError,
+    LicenseMissing,
+    LocalRateLimited,
+    MalformedResponse,
+    NotFoundError,
+    OutcomeUnknown,
+    PermissionDenied,
+    RateLimited,
+    RequestNotSent,
+    ResponseLost,
+    RetryBudgetExhausted,
+    ServerError,
+    UpstreamError,
+)
+from mcp_server.models import ErrorCode, Provider
+from mcp_server.upstream._backoff import (
+    BackoffPolicy,
+    RequestKind,
+    RetryBudget,
+    StopReason,
+    decide,
+)
+from mcp_server.upstream._headers import RateLimitHints, parse_hints
+from mcp_server.upstream._ratelimit import BucketKey, Limiter, bucket_key
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BODY_BYTES",
+    "SSE_TIMEOUT",
+    "USER_AGENT",
+    "Call",
+    "InvalidArguments",
+    "Reply",
+    "ShapeError",
+    "UpstreamHTTP",
+    "build_client",
+    "same_origin",
+]
+
+USER_AGENT: Final = f"jobrelay/{__version__}"
+#: Request/response calls: fail fast on connect, allow slow upstream reads.
+DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
+#: SSE: the read timeout must exceed the ~15 s keep-alive interval (RETRY_POLICY C.2).
+SSE_TIMEOUT: Final = httpx.Timeout(10.0, read=60.0)
+#: Larger bodies are refused: the biggest documented page is well under 1 MiB.
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+_EXCERPT_CHARS: Final = 200
+_MESSAGE_CHARS: Final = 300
+_MIN_SECRET: Final = 4
+"""Shorter "keys" (sandbox placeholders) are not redacted: it would garble every message."""
+
+_AUTH_HEADER: Final[Mapping[Provider, str]] = {"seamless": "Token", "agentseo": "x-api-key"}
+_DISPLAY: Final[Mapping[Provider, str]] = {"seamless": "Seamless", "agentseo": "AgentSEO"}
+_REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+
+T = TypeVar("T")
+
+
+class InvalidArguments(JobRelayError, ValueError):
+    """Arguments rejected locally before anything was sent (e.g. an unknown workflow name)."""
+
+    code = ErrorCode.INVALID_INPUT
+
+    def __init__(
+        self, message: str, *, provider: Provider, argument: str, allowed: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.argument = argument
+        self.allowed = allowed
+
+
+class ShapeError(ValueError):
+    """A 2xx body that parsed but does not have the documented shape (becomes Malformed)."""
+
+
+# --------------------------------------------------------------------------------------------
+# client construction
+
+
+class _ApiKeyAuth(httpx.Auth):
+    """Adds the key per request, so it is not in the client's default headers or any repr."""
+
+    def __init__(self, header: str, key: SecretStr) -> None:
+        self._header = header
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._header] = self._key.get_secret_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return f"_ApiKeyAuth({self._header!r}, '**********')"
+
+
+def build_client(
+    provider: Provider,
+    base_url: str,
+    api_key: SecretStr | str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+) -> httpx.AsyncClient:
+    """The only constructor of upstream `httpx.AsyncClient`s: auth, UA, timeouts, no redirects."""
+    key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        auth=_ApiKeyAuth(_AUTH_HEADER[provider], key),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        timeout=timeout,
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """True when `url` (absolute, or a path) resolves to `base_url`'s scheme, host and port.
+
+    Upstream-supplied `poll_url`/`events_url` are followed only then, so a hostile or broken
+    envelope cannot send our API key to another host.
+    """
+    try:
+        base = httpx.URL(base_url)
+        target = base.join(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return False
+    return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
+
+# --------------------------------------------------------------------------------------------
+# body parsing and sanitising
+
+_TAG_BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>?")
+_SPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SECRET_FIELD = re.compile(
+    r"(?i)\b(token|x-api-key|api[_-]?key|apikey|authorization|secret|password)"
+    r"(\"?\s*[:=]\s*\"?)(bearer\s+)?[^\s\"',;&}]+"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def _sanitise(text: str, secrets: tuple[str, ...], limit: int) -> str:
+    """One short line with secrets, markup and control characters removed."""
+    for secret in secrets:
+        if len(secret) >= _MIN_SECRET:
+            text = text.replace(secret, "***")
+    text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _BEARER.sub("Bearer ***", text)
+    text = _CONTROL.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _strip_html(text: str) -> str:
+    return unescape(_TAG.sub(" ", _TAG_BLOCK.sub(" ", text)))
+
+
+def _looks_like_html(content_type: str, text: str) -> bool:
+    return "html" in content_type.lower() or text.lstrip()[:1] == "<"
+
+
+def _scalar_text(value: object) -> str | None:
+    """A code/message/id from a body, only if it is a plain string or number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str | int | float):
+        text = str(value).strip()
+        return text or None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _ErrorBody:
+    api_code: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+    details: dict[str, Any] | None = None
+    excerpt: str = ""
+
+
+def _decode_json(raw: bytes) -> Any:
+    """JSON or `ValueError`; bytes are decoded leniently so a stray byte is not a crash."""
+    return json.loads(raw.decode("utf-8", errors="replace"))
+
+
+def _parse_error_body(raw: bytes, content_type: str, secrets: tuple[str, ...]) -> _ErrorBody:
+    """Read either documented error shape, or none; never raises.
+
+    Seamless: `{"code", "msg"}` (the 429 example spells it `message`).
+    AgentSEO: `{"error": {"code", "message", "details", "request_id"}}`.
+    Anything else (HTML error pages, truncated JSON, wrong types) yields just an excerpt.
+    """
+    text = raw[:65536].decode("utf-8", errors="replace")
+    try:
+        data = _decode_json(raw) if raw.strip() else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        shown = _strip_html(text) if _looks_like_html(content_type, text) else text
+        return _ErrorBody(excerpt=_sanitise(shown, secrets, _EXCERPT_CHARS))
+    nested = data.get("error")
+    inner: dict[str, Any] = nested if isinstance(nested, dict) else {}
+    code = _scalar_text(inner.get("code")) or _scalar_text(data.get("code"))
+    message = (
+        _scalar_text(inner.get("message"))
+        or _scalar_text(inner.get("msg"))
+        or _scalar_text(data.get("msg"))
+        or _scalar_text(data.get("message"))
+        or _scalar_text(nested)  # {"error": "Unauthorized"}
+    )
+    request_id = (
+        _scalar_text(inner.get("request_id"))
+        or _scalar_text(data.get("request_id"))
+        or _scalar_text(data.get("requestId"))
+    )
+    details_raw = inner.get("details", data.get("details"))
+    details = details_raw if isinstance(details_raw, dict) else None
+    return _ErrorBody(
+        api_code=_sanitise(code, secrets, 80) if code else None,
+        message=_sanitise(message, secrets, _MESSAGE_CHARS) if message else None,
+        request_id=_sanitise(request_id, secrets, 120) if request_id else None,
+        details=details,
+        excerpt=_sanitise(text, secrets, _EXCERPT_CHARS),
+    )
+
+
+def _norm_code(code: str | None) -> str:
+    return (code or "").replace("_", "").replace("-", "").lower()
+
+
+def _error_class(status: int, api_code: str | None) -> type[BadResponse]:
+    """The status decides; the body's code refines only where the docs say it does (422)."""
+    code = _norm_code(api_code)
+    if status == 422:
+        if code in {"insufficientcredits", "creditsexhausted"}:
+            return CreditsExhausted
+        if code == "missinglicense":
+            return LicenseMissing
+        if code == "insufficientscope":
+            return PermissionDenied
+        return InvalidRequest
+    by_status: dict[int, type[BadResponse]] = {
+        400: InvalidRequest,
+        401: AuthenticationFailed,
+        402: CreditsExhausted,
+        403: PermissionDenied,
+        404: NotFoundError,
+        409: Conflict,
+        410: NotFoundError,
+        429: RateLimited,
+        408: ServerError,  # the server gave up waiting for us: transient, maybe processed
+    }
+    if status in by_status:
+        return by_status[status]
+    if status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return InvalidRequest
+    return MalformedResponse  # 1xx/3xx (we never follow redirects) or an unexpected 2xx
+
+
+# --------------------------------------------------------------------------------------------
+# requests and replies
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One upstream operation as sent: names it, routes it to a bucket, says how to retry it."""
+
+    operation: str
+    """Upstream operation name, e.g. `researchContacts` (for messages and logs)."""
+    method: str
+    path: str
+    """Concrete path below the base URL, e.g. `/jobs/abc123`."""
+    template: str
+    """Path template for buckets and messages, e.g. `/jobs/{id}`."""
+    kind: RequestKind
+    params: Mapping[str, str] | None = None
+    json_body: Any = None
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    """A successful (2xx) reply, its parsed value and what it said about rate limits."""
+
+    value: T
+    status: int
+    hints: RateLimitHints
+    headers: httpx.Headers
+    attempts: int
+    request_id: str | None = None
+
+
+class _TooLarge(Exception):
+    """The body passed the size cap."""
+
+
+def _no_response_class(exc: httpx.TransportError) -> type[RequestNotSent | ResponseLost]:
+    """Connect-phase failures provably sent nothing; anything later may have been processed.
+
+    `WriteTimeout`/`WriteError` count as lost: part of the body may have reached the server.
+    """
+    not_sent = (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        httpx.ProxyError,
+        httpx.UnsupportedProtocol,
+    )
+    if isinstance(exc, not_sent):
+        return RequestNotSent
+    return ResponseLost
+
+
+class UpstreamHTTP:
+    """One upstream's sender: the `httpx.AsyncClient`, its limiter buckets and retry budget.
+
+    `deadline` arguments are absolute `clock.monotonic()` seconds; `None` means
+    `default_wait` seconds from now. Use as an async context manager (it owns the client).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        base_url: str,
+        api_key: SecretStr | str,
+        *,
+        clock: Clock,
+        limiter: Limiter,
+        policy: BackoffPolicy,
+        budget: RetryBudget,
+        tenant: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        default_wait: float = 45.0,
+    ) -> None:
+        key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self.provider: Provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.tenant = tenant
+        self.clock = clock
+        self.limiter = limiter
+        self.policy = policy
+        self.budget = budget
+        self.credits: int | None = None
+        """Last `X-PublicAPI-Credits` seen on any response (Seamless), else None."""
+        self.last_hints: RateLimitHints | None = None
+        self._secrets = (key.get_secret_value(),)
+        self._max_body = max_body_bytes
+        self._default_wait = default_wait
+        self.client = build_client(
+            provider, self.base_url, key, transport=transport, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"UpstreamHTTP({self.provider!r}, {self.base_url!r}, tenant={self.tenant!r})"
+
+    async def __aenter__(self) -> UpstreamHTTP:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # helpers shared with the SSE follower ------------------------------------------------------
+    def deadline(self, deadline: float | None) -> float:
+        """`deadline`, or the default wait from now."""
+        return self.clock.monotonic() + self._default_wait if deadline is None else deadline
+
+    def bucket(self, call: Call) -> BucketKey:
+        return bucket_key(self.provider, self.tenant, call.method, call.template)
+
+    def url(self, path: str) -> httpx.URL:
+        """Absolute URL of `path` (relative to the base URL, or an absolute same-origin URL)."""
+        if path.startswith(("http://", "https://")):
+            return httpx.URL(path)
+        return httpx.URL(self.base_url + "/" + path.lstrip("/"))
+
+    def sanitise(self, text: str, limit: int = _MESSAGE_CHARS) -> str:
+        return _sanitise(text, self._secrets, limit)
+
+    def _where(self, call: Call) -> str:
+        return f"{_DISPLAY[self.provider]} {call.method} {call.template}"
+
+    def no_response(self, call: Call, exc: httpx.TransportError) -> RequestNotSent | ResponseLost:
+        """The typed error for a transport failure (its text never includes headers)."""
+        cls = _no_response_class(exc)
+        what = (
+            "could not connect; the request was not sent"
+            if cls is RequestNotSent
+            else "the connection failed after the request was sent; it may have been processed"
+        )
+        detail = self.sanitise(str(exc), 120)
+        suffix = f" ({type(exc).__name__}: {detail})" if detail else f" ({type(exc).__name__})"
+        return cls(
+            f"{self._where(call)}: {what}{suffix}",
+            provider=self.provider,
+            operation=call.operation,
+            method=call.method,
+            path=call.template,
+        )
+
+    def _request_id(self, headers: httpx.Headers, body_id: str | None) -> str | None:
+        if body_id:
+            return body_id
+        for name in _REQUEST_ID_HEADERS:
+            value = headers.get(name)
+            if value:
+                return self.sanitise(value, 120)
+        return None
+
+    async def observe(self, call: Call, response: httpx.Response, body: object) -> RateLimitHints:
+        """Feed one response's hints to the limiter; remember credits. Every response."""
+        hints = parse_hints(
+            self.provider, response.status_code, response.headers, body, now=self.clock.time()
+        )
+        self.last_hints = hints
+        if hints.credits is not None:
+            self.credits = hints.credits
+        await self.limiter.observe(self.bucket(call), response.status_code, hints)
+        return hints
+
+    def bad_response(
+        self,
+        call: Call,
+        response: httpx.Response,
+        raw: bytes,
+        hints: RateLimitHints,
+        *,
+        reason: str | None = None,
+    ) -> BadResponse:
+        """The typed error for a non-2xx response, or a 2xx one we cannot use (`reason`)."""
+        status = response.status_code
+        ctype = response.headers.get("content-type", "")
+        parsed = _parse_error_body(raw, ctype, self._secrets)
+        cls = MalformedResponse if reason is not None else _error_class(status, parsed.api_code)
+        text = reason or parsed.message or (response.reason_phrase or "").strip() or "no detail"
+        code = f" {parsed.api_code}" if parsed.api_code else ""
+        return cls(
+            f"{self._where(call)}: HTTP {status}{code}: {self.sanitise(text)}",
+            provider=self.provider,
+            operation=call.operation,
+            method=call.method,
+            path=call.template,
+            status=status,
+            api_code=parsed.api_code,
+            request_id=self._request_id(response.headers, parsed.request_id),
+            hints=hints,
+            body_excerpt=parsed.excerpt,
+            details=parsed.details,
+        )
+
+    async def read_capped(self, response: httpx.Response, cap: int | None = None) -> bytes:
+        """The (decoded) body, refusing more than `cap` bytes (`_TooLarge`)."""
+        cap = self._max_body if cap is None else cap
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > cap:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def error_from(self, call: Call, response: httpx.Response) -> BadResponse:
+        """Read (at most 64 KiB of) a failed streamed response and classify it."""
+        try:
+            raw = await self.read_capped(response, 65_536)
+        except (_TooLarge, httpx.HTTPError):
+            raw = b""
+        body = _safe_json(raw)
+        hints = await self.observe(call, response, None if body is _INVALID else body)
+        return self.bad_response(call, response, raw, hints)
+
+    # the request/response path ---------------------------------------------------------------
+    async def send(
+        self, call: Call, parse: Callable[[Any], T], *, deadline: float | None = None
+    ) -> Reply[T]:
+        """Send `call` with limiter, retries and classification; return `parse(json)`.
+
+        `parse` raises `ShapeError` (or `ValueError`/`TypeError`/pydantic's
+        `ValidationError`) for a 2xx body of the wrong shape: that is a `MalformedResponse`,
+        retried like any other for reads and never replayed for PAID calls.
+
+        Raises: `LocalRateLimited` (nothing sent), a `BadResponse` or `NoResponse` subclass
+        (with `.attempts`), `OutcomeUnknown` (PAID call that may have been processed),
+        `RetryBudgetExhausted` (a retry was due but the upstream looks degraded).
+        """
+        deadline = self.deadline(deadline)
+        attempt = 0
+        last: UpstreamError | None = None
+        while True:
+            attempt += 1
+            try:
+                reply = await self._attempt(call, parse, deadline, attempt)
+            except LocalRateLimited as exc:
+                if last is None:
+                    raise
+                # A retry found no slot in time: the upstream's own answer says more.
+                raise last from exc
+            except UpstreamError as err:
+                err.attempts = attempt
+                self.budget.record(err)
+                decision = decide(
+                    call.kind,
+                    err,
+                    attempt,
+                    policy=self.policy,
+                    budget=self.budget,
+                    now=self.clock.monotonic(),
+                    deadline=deadline,
+                )
+                if decision.retry and decision.delay is not None:
+                    last = err
+                    await self.clock.sleep(decision.delay)
+                    continue
+                self._give_up(call, err, decision.reason)
+            else:
+                self.budget.record(None)
+                return reply
+
+    def _give_up(self, call: Call, err: UpstreamError, reason: StopReason | None) -> NoReturn:
+        if reason is StopReason.UNSAFE_TO_REPLAY:
+            raise OutcomeUnknown(
+                f"{self._where(call)}: outcome unknown, the request may have been processed "
+                f"and was not resubmitted (cause: {err.message})",
+                provider=self.provider,
+                cause=err,
+            ) from err
+        if reason is StopReason.BUDGET_EXHAUSTED:
+            raise RetryBudgetExhausted(
+                f"{_DISPLAY[self.provider]} looks degraded (many recent failures); not retrying "
+                f"automatically (last: {err.message})",
+                provider=self.provider,
+                cause=err,
+            ) from err
+        raise err
+
+    async def _attempt(
+        self, call: Call, parse: Callable[[Any], T], deadline: float, attempt: int
+    ) -> Reply[T]:
+        await self.limiter.acquire(self.bucket(call), cost=1.0, deadline=deadline)
+        request = self.client.build_request(
+            call.method,
+            self.url(call.path),
+            params=dict(call.params) if call.params else None,
+            json=call.json_body,
+            headers=dict(call.headers) if call.headers else None,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise self.no_response(call, exc) from exc
+        try:
+            ok = 200 <= response.status_code < 300
+            try:
+                raw = await self.read_capped(response, None if ok else 65_536)
+            except _TooLarge:
+                if not ok:
+                    raw = b""
+                else:
+                    hints = await self.observe(call, response, None)
+                    raise self.bad_response(
+                        call,
+                        response,
+                        b"",
+                        hints,
+                        reason=f"response body larger than {self._max_body // (1024 * 1024)} MiB",
+                    ) from None
+            except httpx.DecodingError:
+                raw = b""
+                if ok:
+                    hints = await self.observe(call, response, None)
+                    raise self.bad_response(
+                        call, response, b"", hints, reason="undecodable content encoding"
+                    ) from None
+            except httpx.TransportError as exc:
+                raise self.no_response(call, exc) from exc
+        finally:
+            await response.aclose()
+        body = _safe_json(raw)
+        hints = await self.observe(call, response, None if body is _INVALID else body)
+        if not ok:
+            raise self.bad_response(call, response, raw, hints)
+        if raw.strip() and body is _INVALID:
+            raise self.bad_response(call, response, raw, hints, reason="invalid JSON")
+        try:
+            value = parse(None if body is _INVALID else body)
+        except (ShapeError, ValueError, TypeError, KeyError, pydantic.ValidationError) as exc:
+            reason = f"unexpected response shape: {_shape_reason(exc)}"
+            raise self.bad_response(call, response, raw, hints, reason=reason) from None
+        return Reply(
+            value=value,
+            status=response.status_code,
+            hints=hints,
+            headers=response.headers,
+            attempts=attempt,
+            request_id=self._request_id(response.headers, None),
+        )
+
+
+_INVALID: Final = object()
+
+
+def _safe_json(raw: bytes) -> Any:
+    """Decoded JSON, or `_INVALID` (empty or unparseable bodies)."""
+    if not raw.strip():
+        return _INVALID
+    try:
+        return _decode_json(raw)
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
+def _shape_reason(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        errors = exc.errors()
+        if not errors:
+            return "invalid"
+        loc = ".".join(str(p) for p in errors[0]["loc"])
+        return f"{loc or 'body'}: {errors[0]['msg']}"
+    return str(exc) or type(exc).__name__

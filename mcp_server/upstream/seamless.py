@@ -1,0 +1,354 @@
+"""Seamless.ai Public API v1 client: search, research, poll, org records (UPSTREAMS.md section 1).
+
+Research POSTs spend credits and have no idempotency key, so they are `PAID` calls: replayed
+only when provably not processed (see `_http`). Everything else is a free read. Polls take
+many request ids in one call (`requestIds=a,b`, chunked by 100), because each endpoint has
+its own org-wide window of about 60 requests per minute.
+
+The last `X-PublicAPI-Credits` seen is `client.credits`; the buckets are `rate_limits()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from mcp_server._clock import Clock
+from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
+from mcp_server.upstream._http import (
+    DEFAULT_TIMEOUT,
+    Call,
+    InvalidArguments,
+    ShapeError,
+    UpstreamHTTP,
+)
+from mcp_server.upstream._models import (
+    CompanyDescriptor,
+    ContactDescriptor,
+    PollItem,
+    RecordsPage,
+    ResearchAccepted,
+    SeamlessKind,
+    SearchPage,
+)
+from mcp_server.upstream._ratelimit import BucketSnapshot, Limiter
+
+__all__ = ["MAX_POLL_IDS", "SeamlessClient"]
+
+MAX_POLL_IDS: Final = 100
+"""Request ids per poll call; more are split into several calls."""
+_KINDS: Final = ("contacts", "companies")
+_OPS: Final[Mapping[SeamlessKind, tuple[str, str, str, str]]] = {
+    "contacts": (
+        "searchContacts",
+        "researchContacts",
+        "pollContactsResearchResults",
+        "getContacts",
+    ),
+    "companies": (
+        "searchCompanies",
+        "researchCompanies",
+        "pollCompanyResearchResults",
+        "getCompanies",
+    ),
+}
+
+
+def _kind(kind: str) -> SeamlessKind:
+    if kind == "contacts":
+        return "contacts"
+    if kind == "companies":
+        return "companies"
+    raise InvalidArguments(
+        f"Unknown Seamless kind {kind!r}; allowed: contacts, companies.",
+        provider="seamless",
+        argument="kind",
+        allowed=_KINDS,
+    )
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _data_list(body: Any) -> list[dict[str, Any]]:
+    """`body.data` as a list of objects (non-objects dropped); a missing list is malformed."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise ShapeError("expected an object with a `data` list")
+    return [item for item in body["data"] if isinstance(item, dict)]
+
+
+def _supplemental(body: dict[str, Any]) -> dict[str, Any]:
+    extra = body.get("supplementalData")
+    return extra if isinstance(extra, dict) else {}
+
+
+def _descriptor(
+    item: ContactDescriptor | CompanyDescriptor | Mapping[str, Any],
+) -> dict[str, Any]:
+    """Wire form of a target: models by alias, mappings as given; empty values dropped."""
+    raw = (
+        item.model_dump(by_alias=True, exclude_none=True)
+        if isinstance(item, ContactDescriptor | CompanyDescriptor)
+        else dict(item)
+    )
+    return {k: v for k, v in raw.items() if v not in (None, "", [], {})}
+
+
+def _day(value: str | date | datetime) -> str:
+    return value.isoformat() if isinstance(value, date | datetime) else value
+
+
+class SeamlessClient:
+    """One API key's view of Seamless. Use as an async context manager (owns its client).
+
+    `deadline` arguments are absolute `clock.monotonic()` seconds; `None` means
+    `default_wait` seconds from now.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr | str,
+        *,
+        clock: Clock,
+        limiter: Limiter,
+        policy: BackoffPolicy,
+        budget: RetryBudget,
+        tenant: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        default_wait: float = 45.0,
+    ) -> None:
+        self._http = UpstreamHTTP(
+            "seamless",
+            base_url,
+            api_key,
+            clock=clock,
+            limiter=limiter,
+            policy=policy,
+            budget=budget,
+            tenant=tenant,
+            transport=transport,
+            timeout=timeout,
+            default_wait=default_wait,
+        )
+        self.base_url = self._http.base_url
+        self.tenant = tenant
+
+    def __repr__(self) -> str:
+        return f"SeamlessClient({self.base_url!r}, tenant={self.tenant!r})"
+
+    async def __aenter__(self) -> SeamlessClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def credits(self) -> int | None:
+        """Research credits left for the org, from the last `X-PublicAPI-Credits` seen."""
+        return self._http.credits
+
+    async def rate_limits(self) -> list[BucketSnapshot]:
+        """This key's Seamless buckets (one per endpoint) as the limiter sees them."""
+        return [
+            b
+            for b in await self._http.limiter.snapshot()
+            if b.provider == "seamless" and b.key_fingerprint == self.tenant
+        ]
+
+    # ---- operations -------------------------------------------------------------------------
+    async def search(
+        self,
+        kind: SeamlessKind,
+        filters: Mapping[str, Any],
+        *,
+        limit: int = 10,
+        next_token: str | None = None,
+        deadline: float | None = None,
+    ) -> SearchPage:
+        """One page of search hits (free). Feed `searchResultId`s to `research`."""
+        k = _kind(kind)
+        body: dict[str, Any] = {**filters, "limit": limit}
+        if next_token:
+            body["nextToken"] = next_token
+
+        def parse(raw: Any) -> SearchPage:
+            items = _data_list(raw)
+            extra = _supplemental(raw)
+            token = _text(extra.get("nextToken"))
+            is_more = extra.get("isMore")
+            return SearchPage(
+                kind=k,
+                items=items,
+                next_token=token,
+                total=_int(extra.get("total")),
+                is_more=is_more if isinstance(is_more, bool) else token is not None,
+                per_page=_int(extra.get("perPage")),
+            )
+
+        path = f"/search/{k}"
+        call = Call(_OPS[k][0], "POST", path, path, RequestKind.READ, json_body=body)
+        return (await self._http.send(call, parse, deadline=deadline)).value
+
+    async def research(
+        self,
+        kind: SeamlessKind,
+        *,
+        search_result_ids: Sequence[str] = (),
+        contacts: Sequence[ContactDescriptor | Mapping[str, Any]] = (),
+        companies: Sequence[CompanyDescriptor | Mapping[str, Any]] = (),
+        is_job_change: bool = False,
+        skip_dedup: bool = False,
+        deadline: float | None = None,
+    ) -> ResearchAccepted:
+        """Queue research (spends credits): one `requestId` per target, in order.
+
+        Never replayed after an ambiguous failure: that raises `OutcomeUnknown`.
+        """
+        k = _kind(kind)
+        if contacts and k != "contacts":
+            raise InvalidArguments(
+                "`contacts` descriptors only apply to kind 'contacts'.",
+                provider="seamless",
+                argument="contacts",
+            )
+        if companies and k != "companies":
+            raise InvalidArguments(
+                "`companies` descriptors only apply to kind 'companies'.",
+                provider="seamless",
+                argument="companies",
+            )
+        ids = [i for i in (s.strip() for s in search_result_ids) if i]
+        targets = [_descriptor(c) for c in (contacts if k == "contacts" else companies)]
+        if not ids and not targets:
+            raise InvalidArguments(
+                f"Nothing to research: give search_result_ids and/or {k} descriptors.",
+                provider="seamless",
+                argument="search_result_ids",
+            )
+        body: dict[str, Any] = {}
+        if ids:
+            body["searchResultIds"] = ids
+        if targets:
+            body[k] = targets
+        if k == "contacts":
+            body["isJobChange"] = is_job_change
+        body["skipDeduplicationCheck"] = skip_dedup
+
+        def parse(raw: Any) -> list[str]:
+            if not isinstance(raw, dict) or raw.get("success") is False:
+                raise ShapeError("expected {success: true, requestIds: [...]}")
+            request_ids = raw.get("requestIds")
+            if not isinstance(request_ids, list) or not request_ids:
+                raise ShapeError("no requestIds in the answer")
+            out = [_text(r) for r in request_ids]
+            if any(r is None for r in out):
+                raise ShapeError("a requestId is not text")
+            return [r for r in out if r is not None]
+
+        path = f"/{k}/research"
+        call = Call(_OPS[k][1], "POST", path, path, RequestKind.PAID, json_body=body)
+        reply = await self._http.send(call, parse, deadline=deadline)
+        credits = reply.hints.credits if reply.hints.credits is not None else self.credits
+        return ResearchAccepted(kind=k, request_ids=reply.value, credits=credits)
+
+    async def poll(
+        self, kind: SeamlessKind, request_ids: Sequence[str], *, deadline: float | None = None
+    ) -> list[PollItem]:
+        """The state of many research requests: one call per 100 ids (`requestIds=a,b`).
+
+        Items are returned as the API sends them: unknown statuses verbatim, items without a
+        `requestId` dropped, ids the API did not mention simply absent.
+        """
+        k = _kind(kind)
+        unique = list(dict.fromkeys(i for i in (s.strip() for s in request_ids) if i))
+        record_key = "contact" if k == "contacts" else "company"
+
+        def parse(raw: Any) -> list[PollItem]:
+            items: list[PollItem] = []
+            for item in _data_list(raw):
+                request_id = _text(item.get("requestId"))
+                if request_id is None:
+                    continue
+                record = item.get(record_key)
+                items.append(
+                    PollItem(
+                        request_id=request_id,
+                        status=_text(item.get("status")) or "unknown",
+                        search_result_id=_text(item.get("searchResultId")),
+                        message=_text(item.get("message")),
+                        record=record if isinstance(record, dict) else None,
+                    )
+                )
+            return items
+
+        template = f"/{k}/research/poll"
+        out: list[PollItem] = []
+        for start in range(0, len(unique), MAX_POLL_IDS):
+            chunk = unique[start : start + MAX_POLL_IDS]
+            # Commas kept literal, as documented; each id percent-encoded on its own.
+            query = ",".join(quote(i, safe="") for i in chunk)
+            call = Call(
+                _OPS[k][2], "GET", f"{template}?requestIds={query}", template, RequestKind.READ
+            )
+            out.extend((await self._http.send(call, parse, deadline=deadline)).value)
+        return out
+
+    async def get_records(
+        self,
+        kind: SeamlessKind,
+        *,
+        start_date: str | date | datetime,
+        end_date: str | date | datetime,
+        page: int = 1,
+        limit: int = 50,
+        deadline: float | None = None,
+    ) -> RecordsPage:
+        """The org's researched records finished in [start_date, end_date] (free)."""
+        k = _kind(kind)
+
+        def parse(raw: Any) -> RecordsPage:
+            items = _data_list(raw)
+            extra = _supplemental(raw)
+            is_more = extra.get("isMore")
+            return RecordsPage(
+                kind=k,
+                items=items,
+                page=page,
+                limit=limit,
+                total=_int(extra.get("total")),
+                is_more=is_more if isinstance(is_more, bool) else None,
+            )
+
+        params = {
+            "startDate": _day(start_date),
+            "endDate": _day(end_date),
+            "page": str(page),
+            "limit": str(limit),
+        }
+        call = Call(_OPS[k][3], "GET", f"/{k}", f"/{k}", RequestKind.READ, params=params)
+        return (await self._http.send(call, parse, deadline=deadline)).value
