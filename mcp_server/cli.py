@@ -12,7 +12,6 @@ from mcp_server.config import ConfigError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_NOT_AVAILABLE = 3
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -63,13 +62,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_available(command: str) -> int:
-    print(
-        f"jobrelay {command}: not available yet in this version. "
-        "Run `jobrelay --help` for what works today.",
-        file=sys.stderr,
+def _configure_logging() -> None:
+    """Logs go to stderr only: on stdio, stdout carries nothing but the protocol."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    return EXIT_NOT_AVAILABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,7 +88,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time_scale=args.time_scale,
                 job_seconds=args.job_seconds,
             )
-        return _not_available(args.command)
+        if args.command == "serve":
+            from mcp_server.transport import serve
+
+            _configure_logging()
+            return serve(
+                transport=args.transport, host=args.host, port=args.port, sandbox=args.sandbox
+            )
+        if args.command == "explain":
+            from mcp_server.advice import explain_cli
+
+            try:
+                print(explain_cli(args.status, args.code, args.provider, list(args.header)))
+            except ValueError as exc:
+                print(f"jobrelay explain: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            return EXIT_OK
+        if args.command == "demo":
+            from mcp_server.demo import run_demo
+
+            return run_demo()
+        if args.command == "doctor":
+            from mcp_server.doctor import run_doctor
+
+            return run_doctor()
+        parser.error(f"unknown command {args.command!r}")
     except ConfigError as exc:
         print(f"jobrelay: {exc}", file=sys.stderr)
         return EXIT_USAGE

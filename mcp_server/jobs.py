@@ -1,0 +1,1313 @@
+"""The job service: what each tool does, between the ledger, the clients and the watchers.
+
+Tools (`tools.py`) stay thin: they parse arguments, call one method here and render the
+outcome. Everything that decides money and durability lives here:
+
+- a credit-spending POST is preceded by a ledger row (intent) and followed by its completion;
+  an ambiguous failure leaves the row `unknown` and the agent is told not to resubmit;
+- budget and rerun guardrails run before anything is sent;
+- waits are bounded by the caller's `wait_seconds` and `JOBRELAY_MAX_WAIT_SECONDS`, and share
+  upstream calls through `watch.PollCoalescer` / `watch.StreamHub`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcp_server import advice as advice_mod
+from mcp_server._clock import Clock
+from mcp_server.config import Settings
+from mcp_server.errors import (
+    BudgetExceeded,
+    CreditsExhausted,
+    JobRelayError,
+    OutcomeUnknown,
+    UnknownJob,
+)
+from mcp_server.ledger import JobRecord, Ledger, new_job_id, target_keys
+from mcp_server.models import Advice, ErrorCode, JobState, Progress, Provider
+from mcp_server.projection import (
+    available_fields,
+    fit,
+    project_company,
+    project_contact,
+    project_seo_result,
+    select_fields,
+    unknown_fields,
+)
+from mcp_server.schemas import (
+    CompanyTarget,
+    ContactTarget,
+    ItemStatus,
+    JobOutput,
+    JobSummary,
+    Kind,
+    ListOutput,
+    ResultPage,
+    StatusOutput,
+)
+from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str | None], Awaitable[None]]
+"""`(percent 0-100, message)`; the tool layer turns it into MCP progress notifications."""
+
+#: Warn in results when the org's research credits drop below this.
+LOW_CREDITS_THRESHOLD = 25
+#: A rerun within this many days is flagged before anything is spent.
+RERUN_WINDOW_DAYS = 30
+#: Research targets per start_research call (one handle covers all their requestIds).
+MAX_TARGETS = 100
+#: Per-target statuses shown inline; the rest are summarised.
+MAX_ITEMS_SHOWN = 20
+
+SEAMLESS_STATES: Mapping[str, JobState] = {
+    "researching": JobState.RUNNING,
+    "done": JobState.SUCCEEDED,
+    "missing": JobState.NOT_FOUND,
+    "error": JobState.FAILED,
+    "duplicate": JobState.DUPLICATE,
+}
+AGENTSEO_STATES: Mapping[str, JobState] = {
+    "queued": JobState.QUEUED,
+    "processing": JobState.RUNNING,
+    "completed": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+}
+
+
+def seamless_state(raw: str | None) -> JobState:
+    """Unknown statuses are treated as still running: keep watching, boundedly."""
+    return SEAMLESS_STATES.get((raw or "").lower(), JobState.RUNNING)
+
+
+def agentseo_state(raw: str | None) -> JobState:
+    return AGENTSEO_STATES.get((raw or "").lower(), JobState.RUNNING)
+
+
+def aggregate_state(states: Sequence[JobState]) -> JobState:
+    """One state for a research job from its per-target states."""
+    if not states:
+        return JobState.UNKNOWN
+    if any(not s.terminal for s in states):
+        return JobState.RUNNING
+    kinds = set(states)
+    if kinds == {JobState.DUPLICATE}:
+        return JobState.DUPLICATE
+    if kinds & {JobState.SUCCEEDED, JobState.DUPLICATE}:
+        return JobState.SUCCEEDED
+    if kinds == {JobState.NOT_FOUND}:
+        return JobState.NOT_FOUND
+    return JobState.FAILED
+
+
+# ---- per-workflow parameter validation (AgentSEO) -------------------------------------------
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SerpParams(_Params):
+    keyword: str = Field(min_length=1)
+    location: str | None = None
+    location_code: int | None = None
+    device: Literal["desktop", "mobile"] | None = None
+
+
+class KeywordParams(_Params):
+    keywords: list[str] = Field(min_length=1, max_length=1000)
+    location: str | None = None
+    location_code: int | None = None
+
+
+class LocalAuditParams(_Params):
+    domain: str | None = None
+    business_name: str | None = None
+    location: str | None = None
+    location_code: int | None = None
+
+
+class LocalAuditBatchParams(_Params):
+    targets: list[LocalAuditParams] = Field(min_length=1, max_length=100)
+
+
+WORKFLOW_PARAMS: Mapping[str, type[_Params]] = {
+    "serp_analysis": SerpParams,
+    "keyword_metrics": KeywordParams,
+    "local_audit": LocalAuditParams,
+    "local_audit_batch": LocalAuditBatchParams,
+}
+
+
+class InputProblem(JobRelayError):
+    """Arguments jobrelay rejects before anything is sent; the message names the fix."""
+
+    code = ErrorCode.INVALID_INPUT
+
+    def __init__(self, message: str, *, field: str, provider: Provider | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.field = field
+
+
+def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    model = WORKFLOW_PARAMS.get(workflow)
+    if model is None:
+        allowed = ", ".join(WORKFLOW_PARAMS)
+        raise InputProblem(f"Unknown workflow {workflow!r}; allowed: {allowed}.", field="workflow")
+    try:
+        parsed = model.model_validate(dict(params))
+    except ValidationError as exc:
+        raise InputProblem(
+            f"Invalid params for {workflow}: {_pydantic_problems(exc)}.", field="params"
+        ) from None
+    if isinstance(parsed, LocalAuditParams) and not (parsed.domain or parsed.business_name):
+        raise InputProblem(
+            "local_audit needs params.domain or params.business_name (and usually location).",
+            field="params.domain",
+        )
+    return parsed.model_dump(exclude_none=True)
+
+
+def _pydantic_problems(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "params"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def research_targets(
+    kind: Kind,
+    search_result_ids: Sequence[str],
+    contacts: Sequence[ContactTarget],
+    companies: Sequence[CompanyTarget],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Validate research targets before anything is spent; return descriptors and labels."""
+    if kind == "contacts" and companies:
+        raise InputProblem(
+            "companies=[...] goes with kind='companies'; for people use contacts=[...].",
+            field="companies",
+        )
+    if kind == "companies" and contacts:
+        raise InputProblem(
+            "contacts=[...] goes with kind='contacts'; for companies use companies=[...].",
+            field="contacts",
+        )
+    descriptors: list[dict[str, Any]] = []
+    labels: list[str] = [f"searchResultId {s}" for s in search_result_ids]
+    for c in contacts:
+        d = c.model_dump(exclude_none=True)
+        if not (c.linkedin_url or c.email or (c.name and (c.company or c.domain))):
+            raise InputProblem(
+                "Each contact needs linkedin_url, email, or name plus company/domain "
+                f"to be identifiable; got {d or 'an empty object'}.",
+                field="contacts",
+            )
+        descriptors.append(d)
+        labels.append(_contact_label(c))
+    for co in companies:
+        d = co.model_dump(exclude_none=True)
+        if not (co.domain or co.name):
+            raise InputProblem("Each company needs a domain or a name.", field="companies")
+        descriptors.append(d)
+        labels.append(co.domain or co.name or "company")
+    requested = len(labels)
+    if requested == 0:
+        raise InputProblem(
+            "Give search_result_ids (from search_prospects) or contacts/companies to research.",
+            field="search_result_ids",
+        )
+    if requested > MAX_TARGETS:
+        raise InputProblem(
+            f"At most {MAX_TARGETS} targets per call; got {requested}. Split the list.",
+            field="search_result_ids",
+        )
+    return descriptors, labels
+
+
+# ---- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a service call produced: the structured output and the sentence(s) for the agent.
+
+    `failed` marks a tool failure (isError); a job that failed upstream is not one.
+    """
+
+    output: BaseModel
+    text: str
+    failed: bool = False
+
+
+@dataclass
+class Caller:
+    """Who is calling: which keys and tenant fingerprints apply (per request over HTTP)."""
+
+    tenants: Mapping[Provider, str]
+    sandbox: Mapping[Provider, bool]
+
+    def tenant(self, provider: Provider) -> str:
+        return self.tenants[provider]
+
+
+class Clients:
+    """What the service needs from the runtime: per-caller clients and watchers."""
+
+    def seamless(self, caller: Caller) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def agentseo(self, caller: Caller) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def coalescer(self, caller: Caller, kind: Kind) -> PollCoalescer[Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def hub(self, caller: Caller) -> StreamHub[Any]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class JobService:
+    settings: Settings
+    ledger: Ledger
+    clock: Clock
+    clients: Clients
+    low_credits_threshold: int = LOW_CREDITS_THRESHOLD
+    _credits_seen: dict[str, int] = field(default_factory=dict)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.clock.time()
+
+    def _utcnow(self) -> datetime:
+        return datetime.fromtimestamp(self._now(), tz=UTC)
+
+    def _deadline(self, wait_seconds: float) -> float:
+        return self.clock.monotonic() + max(0.0, min(wait_seconds, self.settings.max_wait_seconds))
+
+    def _call_deadline(self) -> float:
+        """Deadline for a single non-waiting call: the tool-call cap."""
+        return self.clock.monotonic() + self.settings.max_wait_seconds
+
+    def failure(self, error: JobRelayError, *, tool: str, job_id: str | None = None) -> Outcome:
+        adv = advice_mod.advise_error(error, now=self._now(), tool=tool)
+        return self._advice_failure(adv, job_id=job_id)
+
+    def _advice_failure(self, adv: Advice, *, job_id: str | None = None) -> Outcome:
+        text = advice_mod.render_text(adv)
+        if job_id:
+            text = f"Job {job_id}: {text}"
+        return Outcome(JobOutput(job_id=job_id, error=adv.as_error()), text, failed=True)
+
+    def _low_credit_warning(self, credits: int | None) -> list[str]:
+        if credits is not None and credits < self.low_credits_threshold:
+            return [
+                f"Only {credits} Seamless research credits left for the organisation; "
+                "each researched target uses one."
+            ]
+        return []
+
+    # ---- search -----------------------------------------------------------------------------
+    async def search(
+        self,
+        caller: Caller,
+        *,
+        kind: Kind,
+        query: str | None,
+        filters: Mapping[str, Any],
+        limit: int,
+        next_token: str | None,
+    ) -> Any:
+        """Returns the client's search page; the tool renders it."""
+        client = self.clients.seamless(caller)
+        return await client.search(
+            kind,
+            _seamless_filters(kind, query, filters),
+            limit=limit,
+            next_token=next_token,
+            deadline=self._call_deadline(),
+        )
+
+    # ---- start research ------------------------------------------------------------------
+    async def start_research(
+        self,
+        caller: Caller,
+        *,
+        kind: Kind,
+        search_result_ids: Sequence[str],
+        contacts: Sequence[ContactTarget],
+        companies: Sequence[CompanyTarget],
+        allow_rerun: bool,
+        wait_seconds: float,
+        progress: ProgressFn | None,
+    ) -> Outcome:
+        tool = "start_research"
+        descriptors, labels = research_targets(kind, search_result_ids, contacts, companies)
+        requested = len(labels)
+
+        tenant = caller.tenant("seamless")
+        keys = target_keys(
+            kind,
+            contacts=[c.model_dump(exclude_none=True) for c in contacts],
+            companies=[c.model_dump(exclude_none=True) for c in companies],
+            search_result_ids=list(search_result_ids),
+        )
+        now_dt = self._utcnow()
+
+        client = self.clients.seamless(caller)
+        credits_known = getattr(client, "credits", None)
+        if credits_known == 0:
+            return self.failure(
+                CreditsExhausted(
+                    "The last Seamless response said the organisation has 0 research credits.",
+                    provider="seamless",
+                    operation="research",
+                    method="POST",
+                    path=f"/{kind}/research",
+                    status=422,
+                    api_code="insufficientCredits",
+                ),
+                tool=tool,
+            )
+
+        warnings: list[str] = []
+        if keys:
+            earlier = await self.ledger.recent_targets(
+                keys, tenant=tenant, within_days=RERUN_WINDOW_DAYS, now=now_dt
+            )
+            if earlier and not allow_rerun:
+                return self._rerun_refusal(earlier)
+            if earlier:
+                warnings.append(
+                    f"Re-researching {len(earlier)} target(s) already researched in the last "
+                    f"{RERUN_WINDOW_DAYS} days (allow_rerun=true): fresh research spends credits."
+                )
+
+        params: dict[str, Any] = {
+            "kind": kind,
+            "search_result_ids": list(search_result_ids),
+            "targets": descriptors,
+            "labels": labels,
+        }
+        try:
+            # Budget check and intent row in one transaction: concurrent starts can't overshoot.
+            record = await self.ledger.record_intent(
+                JobRecord.new(
+                    job_id=new_job_id("seamless"),
+                    provider="seamless",
+                    operation=f"research_{kind}",
+                    tenant=tenant,
+                    sandbox=caller.sandbox["seamless"],
+                    params=params,
+                    targets=keys,
+                    credits_requested=requested,
+                ),
+                budget=self.settings.credit_budget,
+            )
+        except BudgetExceeded as exc:
+            return self.failure(exc, tool=tool)
+        try:
+            accepted = await client.research(
+                kind,
+                search_result_ids=list(search_result_ids),
+                contacts=[_seamless_contact(c) for c in contacts],
+                companies=[_seamless_company(c) for c in companies],
+                skip_dedup=allow_rerun,
+                deadline=self._call_deadline(),
+            )
+        except OutcomeUnknown as exc:
+            await self.ledger.fail_submit(
+                record.job_id, error=self._error_dict(exc, tool), processed="maybe"
+            )
+            return self.failure(exc, tool=tool, job_id=record.job_id)
+        except JobRelayError as exc:
+            await self.ledger.fail_submit(
+                record.job_id, error=self._error_dict(exc, tool), processed="no"
+            )
+            return self.failure(exc, tool=tool)
+
+        request_ids = list(accepted.request_ids)
+        credits = accepted.credits
+        items = [
+            {
+                "request_id": rid,
+                "target": labels[i] if i < len(labels) else None,
+                "raw_status": "researching",
+            }
+            for i, rid in enumerate(request_ids)
+        ]
+        await self.ledger.complete_submit(
+            record.job_id,
+            upstream_ids=request_ids,
+            state=JobState.RUNNING,
+            raw_status="researching",
+            snapshot={"kind": kind, "items": items},
+            credits_seen=credits,
+        )
+        warnings.extend(self._low_credit_warning(credits))
+        if wait_seconds > 0:
+            return await self.wait(
+                caller,
+                record.job_id,
+                wait_seconds=wait_seconds,
+                progress=progress,
+                warnings=warnings,
+            )
+        job = await self._get(caller, record.job_id)
+        return self._render(job, warnings=warnings, started=True)
+
+    def _rerun_refusal(self, earlier: Mapping[str, str]) -> Outcome:
+        jobs = sorted(set(earlier.values()))
+        first = jobs[0]
+        targets = ", ".join(sorted(k.split(":", 1)[-1] for k in earlier)[:3])
+        adv = Advice(
+            code=None,
+            provider="seamless",
+            title="Already researched",
+            what_happened=(
+                f"Not started: {len(earlier)} target(s) ({targets}) were researched in the last "
+                f"{RERUN_WINDOW_DAYS} days, in job(s) {', '.join(jobs)}. Nothing was spent."
+            ),
+            retryable=False,
+            next_step=(
+                f'Read the earlier results with get_job_result(job_id="{first}"), or call '
+                "start_research again with allow_rerun=true to pay for fresh research."
+            ),
+            do_not="Do not resubmit without allow_rerun: the same targets would be sent again.",
+        )
+        out = JobOutput(
+            advice=adv,
+            warnings=[adv.what_happened],
+            sandbox=False,
+        )
+        return Outcome(out, f"{adv.what_happened} {adv.next_step}")
+
+    def _error_dict(self, exc: JobRelayError, tool: str) -> dict[str, Any]:
+        adv = advice_mod.advise_error(exc, now=self._now(), tool=tool)
+        return adv.model_dump(mode="json")
+
+    # ---- start SEO --------------------------------------------------------------------------
+    async def start_seo(
+        self,
+        caller: Caller,
+        *,
+        workflow: str,
+        params: Mapping[str, Any],
+        wait_seconds: float,
+        progress: ProgressFn | None,
+    ) -> Outcome:
+        tool = "start_seo_job"
+        clean = validate_workflow_params(workflow, params)
+        tenant = caller.tenant("agentseo")
+        record = await self.ledger.record_intent(
+            JobRecord.new(
+                job_id=new_job_id("agentseo"),
+                provider="agentseo",
+                operation=f"seo:{workflow}",
+                tenant=tenant,
+                sandbox=caller.sandbox["agentseo"],
+                params={"workflow": workflow, "params": clean},
+                targets=[],
+                credits_requested=0,
+            )
+        )
+        client = self.clients.agentseo(caller)
+        try:
+            started = await client.start(workflow, clean, deadline=self._call_deadline())
+        except OutcomeUnknown as exc:
+            await self.ledger.fail_submit(
+                record.job_id, error=self._error_dict(exc, tool), processed="maybe"
+            )
+            return self.failure(exc, tool=tool, job_id=record.job_id)
+        except JobRelayError as exc:
+            await self.ledger.fail_submit(
+                record.job_id, error=self._error_dict(exc, tool), processed="no"
+            )
+            return self.failure(exc, tool=tool)
+        envelopes = started if isinstance(started, list) else [started]
+        upstream_ids = [_env_id(e) for e in envelopes]
+        first = envelopes[0]
+        state = agentseo_state(_env_status(first)) if len(envelopes) == 1 else JobState.QUEUED
+        await self.ledger.complete_submit(
+            record.job_id,
+            upstream_ids=upstream_ids,
+            state=state,
+            raw_status=_env_status(first),
+            snapshot={"envelopes": [_env_dump(e) for e in envelopes]},
+        )
+        if state.terminal:
+            await self._finish_seo(record.job_id, envelopes)
+        if wait_seconds > 0 and not state.terminal:
+            return await self.wait(
+                caller, record.job_id, wait_seconds=wait_seconds, progress=progress
+            )
+        job = await self._get(caller, record.job_id)
+        return self._render(job, started=True)
+
+    async def _finish_seo(self, job_id: str, envelopes: Sequence[Any]) -> JobRecord:
+        states = [agentseo_state(_env_status(e)) for e in envelopes]
+        state = states[0] if len(states) == 1 else aggregate_state(states)
+        results = [{"job_id": _env_id(e), "result": _env_result(e)} for e in envelopes]
+        error = None
+        failed = [e for e in envelopes if agentseo_state(_env_status(e)) is JobState.FAILED]
+        if failed:
+            error = _env_error(failed[0])
+        return await self.ledger.update(
+            job_id,
+            state=state,
+            raw_status=_env_status(envelopes[0]) if len(envelopes) == 1 else state.value,
+            snapshot={"envelopes": [_env_dump(e) for e in envelopes]},
+            result={"results": results},
+            error=error,
+        )
+
+    # ---- lookups ----------------------------------------------------------------------------
+    async def _get(self, caller: Caller, job_id: str) -> JobRecord:
+        """A handle or a raw upstream id, scoped to the caller's tenant for that provider."""
+        job_id = job_id.strip()
+        providers: list[Provider]
+        if job_id.startswith("sea_"):
+            providers = ["seamless"]
+        elif job_id.startswith("seo_"):
+            providers = ["agentseo"]
+        else:
+            providers = ["seamless", "agentseo"]
+        for provider in providers:
+            tenant = caller.tenant(provider)
+            rec = await self.ledger.get(job_id, tenant=tenant)
+            if rec is None:
+                rec = await self.ledger.find_by_upstream_id(job_id, tenant=tenant)
+            if rec is not None:
+                return rec
+        raise UnknownJob(f"No job {job_id!r} in this ledger (for this API key).", job_id=job_id)
+
+    async def describe(self, caller: Caller, job_id: str) -> Outcome:
+        """The job as the ledger last saw it (no upstream call): for resources and lists."""
+        return self._render(await self._get(caller, job_id))
+
+    # ---- status -----------------------------------------------------------------------------
+    async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
+        outputs: list[JobOutput] = []
+        records: list[JobRecord] = []
+        for jid in job_ids:
+            try:
+                records.append(await self._get(caller, jid))
+            except UnknownJob as exc:
+                adv = advice_mod.advise_error(exc, now=self._now(), tool="get_job_status")
+                outputs.append(JobOutput(job_id=jid, error=adv.as_error()))
+        # One poll call per Seamless endpoint for every open research job in the batch.
+        by_kind: dict[str, list[JobRecord]] = {}
+        for rec in records:
+            if rec.provider == "seamless" and not rec.state.terminal and rec.upstream_ids:
+                by_kind.setdefault(str((rec.snapshot or {}).get("kind", "contacts")), []).append(
+                    rec
+                )
+        fresh: dict[str, JobRecord] = {}
+        problems: dict[str, JobRelayError] = {}
+        for kind, recs in by_kind.items():
+            ids = [i for r in recs for i in _open_request_ids(r)]
+            co = self.clients.coalescer(caller, "companies" if kind == "companies" else "contacts")
+            try:
+                latest = await co.poll_now(ids)
+            except JobRelayError as exc:
+                for r in recs:
+                    problems[r.job_id] = exc
+                continue
+            for r in recs:
+                fresh[r.job_id] = await self._apply_seamless(r, latest)
+        for rec in records:
+            if rec.provider == "agentseo" and not rec.state.terminal and rec.upstream_ids:
+                try:
+                    fresh[rec.job_id] = await self._refresh_seo(caller, rec)
+                except JobRelayError as exc:
+                    problems[rec.job_id] = exc
+        for rec in records:
+            current = fresh.get(rec.job_id, rec)
+            out = self._job_output(current)
+            if rec.job_id in problems:
+                adv = advice_mod.advise_error(
+                    problems[rec.job_id], now=self._now(), tool="get_job_status"
+                )
+                out.advice = adv
+                out.next_check_after_seconds = (
+                    adv.retry_after_seconds or out.next_check_after_seconds
+                )
+            outputs.append(out)
+        nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
+        status_out = StatusOutput(
+            jobs=outputs,
+            next_check_after_seconds=min(nexts) if nexts else None,
+            sandbox=any(caller.sandbox.values()),
+        )
+        all_unknown = all(o.error is not None for o in outputs)
+        return Outcome(status_out, _status_text(outputs), failed=all_unknown)
+
+    async def _refresh_seo(self, caller: Caller, rec: JobRecord) -> JobRecord:
+        client = self.clients.agentseo(caller)
+        envelopes = [
+            await client.get_job(uid, deadline=self._call_deadline()) for uid in rec.upstream_ids
+        ]
+        return await self._store_seo(rec, envelopes)
+
+    async def _store_seo(self, rec: JobRecord, envelopes: Sequence[Any]) -> JobRecord:
+        states = [agentseo_state(_env_status(e)) for e in envelopes]
+        if all(s.terminal for s in states):
+            return await self._finish_seo(rec.job_id, envelopes)
+        env = envelopes[0]
+        return await self.ledger.update(
+            rec.job_id,
+            state=states[0] if len(states) == 1 else aggregate_state(states),
+            raw_status=_env_status(env),
+            snapshot={"envelopes": [_env_dump(e) for e in envelopes]},
+        )
+
+    async def _apply_seamless(self, rec: JobRecord, latest: Mapping[str, Any]) -> JobRecord:
+        """Fold poll items into the job's snapshot; store records once everything is final."""
+        snapshot = dict(rec.snapshot or {})
+        items = [dict(i) for i in snapshot.get("items", [])]
+        records: dict[str, Any] = dict((rec.result or {}).get("records") or {})
+        changed = False
+        for item in items:
+            polled = latest.get(item["request_id"])
+            if polled is None:
+                continue
+            raw = _poll_status(polled)
+            if raw != item.get("raw_status"):
+                item["raw_status"] = raw
+                changed = True
+            message = _poll_message(polled)
+            if message:
+                item["message"] = message
+            record = _poll_record(polled)
+            if record is not None and item["request_id"] not in records:
+                records[item["request_id"]] = record
+                changed = True
+        if not changed:
+            return rec
+        states = [seamless_state(i.get("raw_status")) for i in items]
+        state = aggregate_state(states)
+        snapshot["items"] = items
+        return await self.ledger.update(
+            rec.job_id,
+            state=state,
+            raw_status=_seamless_raw_summary(items),
+            snapshot=snapshot,
+            result={"records": records} if records else None,
+        )
+
+    # ---- wait -------------------------------------------------------------------------------
+    async def wait(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        wait_seconds: float,
+        progress: ProgressFn | None,
+        warnings: Sequence[str] = (),
+    ) -> Outcome:
+        rec = await self._get(caller, job_id)
+        deadline = self._deadline(wait_seconds)
+        if rec.state.terminal or not rec.upstream_ids:
+            return self._render(rec, warnings=warnings)
+        if rec.provider == "seamless":
+            rec, problem = await self._wait_seamless(caller, rec, deadline, progress)
+        else:
+            rec, problem = await self._wait_seo(caller, rec, deadline, progress)
+        out = self._render(rec, warnings=warnings)
+        if problem is not None and not rec.state.terminal:
+            adv = advice_mod.advise_error(problem, now=self._now(), tool="wait_for_job")
+            if isinstance(out.output, JobOutput):
+                out.output.advice = adv
+                if adv.retry_after_seconds:
+                    out.output.next_check_after_seconds = adv.retry_after_seconds
+            out.text = f"{out.text} Meanwhile: {advice_mod.render_text(adv)}"
+        return out
+
+    async def _wait_seamless(
+        self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
+    ) -> tuple[JobRecord, JobRelayError | None]:
+        kind: Kind = "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
+        co = self.clients.coalescer(caller, kind)
+        ids = _open_request_ids(rec)
+        problem: JobRelayError | None = None
+        last_pct: float | None = None
+        async with co.watch(ids):
+            while True:
+                seen = co.board.version
+                rec = await self._apply_seamless(rec, co.latest(ids))
+                items = (rec.snapshot or {}).get("items", [])
+                done = sum(1 for i in items if seamless_state(i.get("raw_status")).terminal)
+                pct = 100.0 * done / max(1, len(items))
+                if progress is not None and pct != last_pct:
+                    last_pct = pct
+                    await progress(pct, f"{done} of {len(items)} targets finished")
+                if rec.state.terminal:
+                    return rec, None
+                round_ = co.board.value
+                problem = round_.error if round_ is not None else None
+                if not await wait_newer_until(co.board, seen, self.clock, deadline):
+                    return rec, problem
+
+    async def _wait_seo(
+        self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
+    ) -> tuple[JobRecord, JobRelayError | None]:
+        hub = self.clients.hub(caller)
+        envelopes = {_env_id(e): e for e in (await self._current_envelopes(caller, rec))}
+        open_ids = [
+            u
+            for u in rec.upstream_ids
+            if not agentseo_state(_env_status(envelopes[u]) if u in envelopes else None).terminal
+        ]
+        if len(open_ids) != 1:
+            # Batches: watch the first open job; the rest refresh by polling on return.
+            pass
+        if not open_ids:
+            return await self._store_seo(rec, list(envelopes.values())), None
+        uid = open_ids[0]
+        last_key: tuple[Any, ...] | None = None
+        async with hub.watch(uid, initial=envelopes.get(uid)) as topic:
+            while True:
+                seen = topic.latest.version
+                env = topic.latest.value
+                if env is not None:
+                    envelopes[uid] = env
+                    key = (_env_status(env), _env_phase(env), _env_percent(env))
+                    if progress is not None and key != last_key:
+                        last_key = key
+                        pct = _env_percent(env)
+                        if agentseo_state(_env_status(env)).terminal:
+                            pct = 100.0
+                        await progress(pct if pct is not None else 0.0, _env_progress_text(env))
+                    if agentseo_state(_env_status(env)).terminal:
+                        break
+                if topic.finished and topic.error is not None:
+                    rec = await self._store_seo(
+                        rec, [envelopes[u] for u in rec.upstream_ids if u in envelopes]
+                    )
+                    return rec, topic.error
+                if not await wait_newer_until(topic.latest, seen, self.clock, deadline):
+                    break
+        ordered = [envelopes[u] for u in rec.upstream_ids if u in envelopes]
+        if len(ordered) != len(rec.upstream_ids):
+            return rec, None
+        return await self._store_seo(rec, ordered), None
+
+    async def _current_envelopes(self, caller: Caller, rec: JobRecord) -> list[Any]:
+        """Last known envelopes from the ledger snapshot (as client models)."""
+        client = self.clients.agentseo(caller)
+        raw = (rec.snapshot or {}).get("envelopes") or []
+        parse = getattr(client, "parse_envelope", None)
+        out: list[Any] = []
+        for env in raw:
+            out.append(parse(env) if parse is not None else env)
+        if not out:
+            out = [
+                await client.get_job(uid, deadline=self._call_deadline())
+                for uid in rec.upstream_ids
+            ]
+        return out
+
+    # ---- results ----------------------------------------------------------------------------
+    async def result(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        fields: Sequence[str] | None,
+        offset: int,
+        limit: int,
+    ) -> Outcome:
+        rec = await self._get(caller, job_id)
+        sandbox = rec.sandbox
+        if not rec.state.terminal:
+            text = (
+                f"Job {rec.job_id} has no result yet (state {rec.state.value}). "
+                f'Call wait_for_job(job_id="{rec.job_id}") first.'
+            )
+            return Outcome(ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox), text)
+        records = _result_records(rec)
+        total = len(records)
+        window = records[offset : offset + limit]
+        if fields:
+            items = [dict(select_fields(r, fields), **_item_key(r)) for r in window]
+            missing = unknown_fields(window, list(fields))
+        else:
+            items = [_default_projection(rec, r) for r in window]
+            missing = []
+        items, cut = fit(items)
+        next_offset = offset + len(items) if offset + len(items) < total else None
+        page = ResultPage(
+            job_id=rec.job_id,
+            state=rec.state,
+            items=items,
+            offset=offset,
+            total=total,
+            next_offset=next_offset,
+            fields_available=available_fields(window) if missing else None,
+            sandbox=sandbox,
+        )
+        text = f"Job {rec.job_id}: items {offset + 1}-{offset + len(items)} of {total}"
+        if not items:
+            text = f"Job {rec.job_id}: no items at offset {offset} (total {total})."
+        else:
+            text += "."
+        if missing:
+            text += f" Unknown fields: {', '.join(missing)} (see fields_available)."
+        if cut:
+            text += " Cut to fit the size limit;"
+        if next_offset is not None:
+            text += f' Next page: get_job_result(job_id="{rec.job_id}", offset={next_offset}).'
+        elif items:
+            text += " That is everything."
+        return Outcome(page, text)
+
+    # ---- list -------------------------------------------------------------------------------
+    async def list_jobs(
+        self,
+        caller: Caller,
+        *,
+        provider: Provider | None,
+        state: JobState | None,
+        since_hours: float | None,
+        limit: int,
+    ) -> Outcome:
+        rows: list[JobRecord] = []
+        providers: list[Provider] = [provider] if provider else ["seamless", "agentseo"]
+        for p in providers:
+            rows.extend(
+                r
+                for r in await self.ledger.list(
+                    tenant=caller.tenant(p),
+                    provider=p,
+                    state=state,
+                    since_hours=since_hours,
+                    limit=limit,
+                )
+            )
+        rows.sort(key=lambda r: r.created_at, reverse=True)
+        rows = rows[:limit]
+        summaries = [
+            JobSummary(
+                job_id=r.job_id,
+                provider=r.provider,
+                operation=r.operation,
+                state=r.state,
+                raw_status=r.raw_status,
+                targets=len(r.upstream_ids) or r.credits_requested,
+                created_at=r.created_at,
+                advice=_list_advice(r),
+            )
+            for r in rows
+        ]
+        out = ListOutput(jobs=summaries, sandbox=any(caller.sandbox.values()))
+        if not rows:
+            return Outcome(
+                out, "No jobs in the ledger match. Start one with start_research or start_seo_job."
+            )
+        open_jobs = [r for r in rows if not r.state.terminal]
+        text = f"{len(rows)} job(s), newest first; {len(open_jobs)} not finished."
+        if open_jobs:
+            text += f' Next: wait_for_job(job_id="{open_jobs[0].job_id}").'
+        else:
+            text += f' Next: get_job_result(job_id="{rows[0].job_id}").'
+        return Outcome(out, text)
+
+    # ---- rendering --------------------------------------------------------------------------
+    def _job_output(self, rec: JobRecord, *, warnings: Sequence[str] = ()) -> JobOutput:
+        snapshot = rec.snapshot or {}
+        out = JobOutput(
+            job_id=rec.job_id,
+            provider=rec.provider,
+            operation=rec.operation,
+            state=rec.state,
+            raw_status=rec.raw_status,
+            sandbox=rec.sandbox,
+            warnings=list(warnings),
+            credits_remaining=rec.credits_seen if rec.provider == "seamless" else None,
+        )
+        if rec.provider == "seamless":
+            items = snapshot.get("items", [])
+            out.items = [
+                ItemStatus(
+                    request_id=i["request_id"],
+                    target=i.get("target"),
+                    state=seamless_state(i.get("raw_status")),
+                    raw_status=i.get("raw_status") or "unknown",
+                )
+                for i in items[:MAX_ITEMS_SHOWN]
+            ]
+            done = sum(1 for i in items if seamless_state(i.get("raw_status")).terminal)
+            if items:
+                out.progress = Progress(
+                    percent=round(100.0 * done / len(items), 1),
+                    message=f"{done} of {len(items)} targets finished",
+                )
+            if not rec.state.terminal and rec.upstream_ids:
+                out.next_check_after_seconds = 5.0
+        else:
+            envs = snapshot.get("envelopes") or []
+            if envs:
+                env = envs[0]
+                prog = env.get("progress") or {}
+                out.progress = Progress(
+                    percent=_clamp_pct(prog.get("percent")),
+                    phase=env.get("phase"),
+                    message=env.get("message"),
+                    eta_seconds=_nonneg(prog.get("eta_seconds")),
+                )
+                if not rec.state.terminal:
+                    hint = _nonneg(env.get("retry_after_seconds"))
+                    out.next_check_after_seconds = hint if hint else 2.0
+        if rec.state.terminal:
+            records = _result_records(rec)
+            projected = [_default_projection(rec, r) for r in records[:10]]
+            out.results, _ = fit(projected, max_chars=24_000)
+            out.results_total = len(records)
+        if rec.state in (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, JobState.UNKNOWN):
+            out.advice = self._job_advice(rec)
+        return out
+
+    def _job_advice(self, rec: JobRecord) -> Advice:
+        if rec.state is JobState.UNKNOWN:
+            if rec.error:
+                try:
+                    return Advice.model_validate(rec.error)
+                except ValidationError:
+                    pass
+            return _interrupted_submit_advice(rec)
+        if rec.provider == "agentseo":
+            env = ((rec.snapshot or {}).get("envelopes") or [{}])[0]
+            return advice_mod.advise_job(
+                "agentseo",
+                rec.raw_status or "unknown",
+                error=env.get("error") or rec.error,
+                retry_after=_nonneg(env.get("retry_after_seconds")),
+                now=self._now(),
+                job_id=rec.job_id,
+            )
+        raw = {
+            JobState.FAILED: "error",
+            JobState.NOT_FOUND: "missing",
+            JobState.DUPLICATE: "duplicate",
+        }.get(rec.state, rec.raw_status or "unknown")
+        return advice_mod.advise_job("seamless", raw, now=self._now(), job_id=rec.job_id)
+
+    def _render(
+        self, rec: JobRecord, *, warnings: Sequence[str] = (), started: bool = False
+    ) -> Outcome:
+        out = self._job_output(rec, warnings=warnings)
+        return Outcome(out, _job_text(rec, out, started=started))
+
+
+# ---- small pure helpers -----------------------------------------------------------------------
+
+
+def _interrupted_submit_advice(rec: JobRecord) -> Advice:
+    """A row left `submitting` by a process that stopped between the ledger write and the
+    API's answer: the POST may or may not have been processed."""
+    name = "Seamless" if rec.provider == "seamless" else "AgentSEO"
+    dedupe = (
+        " Seamless deduplicates research, so one careful resubmit (allow_rerun=false) returns "
+        "'duplicate' at no cost if it did arrive."
+        if rec.provider == "seamless"
+        else ""
+    )
+    return Advice(
+        code=ErrorCode.OUTCOME_UNKNOWN,
+        provider=rec.provider,
+        title="Submit outcome unknown",
+        what_happened=(
+            f"jobrelay stopped while submitting {rec.job_id} to {name}; the request may or may "
+            f"not have been accepted, and no upstream id was recorded.{dedupe}"
+        ),
+        retryable=False,
+        next_step=(
+            "Check list_jobs for a later job with the same targets before starting it again."
+        ),
+        do_not="Do not resubmit in a loop: each accepted submit can spend credits.",
+    )
+
+
+def _clamp_pct(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(max(0.0, min(100.0, value)))
+    return None
+
+
+def _nonneg(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _contact_label(c: ContactTarget) -> str:
+    if c.name and (c.company or c.domain):
+        return f"{c.name} @ {c.company or c.domain}"
+    return c.linkedin_url or c.email or c.name or "contact"
+
+
+def _seamless_contact(c: ContactTarget) -> dict[str, Any]:
+    out = {
+        "contactName": c.name,
+        "companyName": c.company,
+        "domain": c.domain,
+        "title": c.title,
+        "email": c.email,
+        "liProfileUrl": c.linkedin_url,
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def _seamless_company(c: CompanyTarget) -> dict[str, Any]:
+    out = {"name": c.name, "domain": c.domain}
+    return {k: v for k, v in out.items() if v}
+
+
+def _seamless_filters(kind: Kind, query: str | None, filters: Mapping[str, Any]) -> dict[str, Any]:
+    """Our filter names to Seamless search body fields (UPSTREAMS.md section 1)."""
+    body: dict[str, Any] = {}
+    f = {k: v for k, v in filters.items() if v}
+    if query:
+        body["keyword"] = query
+    mapping = {
+        "title": ("jobTitle", True),
+        "seniority": ("seniority", True),
+        "department": ("department", True),
+        "industry": ("industry", True),
+        "location": ("contactCountry" if kind == "contacts" else "companyCountry", True),
+        "company_name": ("companyName", True),
+        "company_domain": ("companyDomain", True),
+    }
+    for ours, (theirs, as_list) in mapping.items():
+        if ours in f:
+            body[theirs] = [f[ours]] if as_list else f[ours]
+    return body
+
+
+def _open_request_ids(rec: JobRecord) -> list[str]:
+    items = (rec.snapshot or {}).get("items", [])
+    if not items:
+        return list(rec.upstream_ids)
+    return [i["request_id"] for i in items if not seamless_state(i.get("raw_status")).terminal]
+
+
+def _seamless_raw_summary(items: Sequence[Mapping[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for i in items:
+        raw = str(i.get("raw_status") or "unknown")
+        counts[raw] = counts.get(raw, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return obj[name]
+        elif hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _poll_status(item: Any) -> str:
+    return str(_get(item, "status") or "researching")
+
+
+def _poll_message(item: Any) -> str | None:
+    msg = _get(item, "message")
+    return str(msg) if msg else None
+
+
+def _poll_record(item: Any) -> dict[str, Any] | None:
+    rec = _get(item, "record", "contact", "company")
+    if isinstance(rec, BaseModel):
+        return rec.model_dump(mode="json", by_alias=True)
+    return dict(rec) if isinstance(rec, Mapping) else None
+
+
+def _env_id(env: Any) -> str:
+    return str(_get(env, "job_id", "jobId") or "")
+
+
+def _env_status(env: Any) -> str:
+    return str(_get(env, "status") or "unknown")
+
+
+def _env_phase(env: Any) -> str | None:
+    phase = _get(env, "phase")
+    return str(phase) if phase else None
+
+
+def _env_percent(env: Any) -> float | None:
+    return _clamp_pct(_get(_get(env, "progress"), "percent"))
+
+
+def _env_result(env: Any) -> Any:
+    result = _get(env, "result")
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    return result
+
+
+def _env_error(env: Any) -> dict[str, Any] | None:
+    err = _get(env, "error")
+    if isinstance(err, BaseModel):
+        return err.model_dump(mode="json", by_alias=True)
+    return dict(err) if isinstance(err, Mapping) else None
+
+
+def _env_dump(env: Any) -> dict[str, Any]:
+    if isinstance(env, BaseModel):
+        return env.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dict(env) if isinstance(env, Mapping) else {}
+
+
+def _env_progress_text(env: Any) -> str:
+    phase = _env_phase(env)
+    msg = _get(env, "message")
+    eta = _nonneg(_get(_get(env, "progress"), "eta_seconds"))
+    parts = [p for p in (phase, str(msg) if msg else None) if p]
+    text = ": ".join(parts) if parts else _env_status(env)
+    if eta:
+        text += f" (about {eta:.0f} s left)"
+    return text
+
+
+def _result_records(rec: JobRecord) -> list[dict[str, Any]]:
+    result = rec.result or {}
+    if rec.provider == "seamless":
+        records = result.get("records") or {}
+        out = []
+        for item in (rec.snapshot or {}).get("items", []):
+            r = records.get(item["request_id"])
+            if isinstance(r, Mapping):
+                out.append({"request_id": item["request_id"], **dict(r)})
+        return out
+    out = []
+    for entry in result.get("results") or []:
+        r = entry.get("result")
+        if isinstance(r, Mapping):
+            out.append({"job_id": entry.get("job_id"), **dict(r)})
+    return out
+
+
+def _item_key(record: Mapping[str, Any]) -> dict[str, Any]:
+    key = "request_id" if "request_id" in record else "job_id"
+    return {key: record.get(key)}
+
+
+def _default_projection(rec: JobRecord, record: Mapping[str, Any]) -> dict[str, Any]:
+    if rec.provider == "seamless":
+        kind = (rec.snapshot or {}).get("kind", "contacts")
+        projected = project_contact(record) if kind == "contacts" else project_company(record)
+        return {"request_id": record.get("request_id"), **projected}
+    body = {k: v for k, v in record.items() if k != "job_id"}
+    return {"job_id": record.get("job_id"), **project_seo_result(body)}
+
+
+def _list_advice(rec: JobRecord) -> str | None:
+    if rec.state is JobState.UNKNOWN:
+        return (
+            "Outcome unknown: the request may have been accepted. Check with "
+            f'get_job_status(job_ids=["{rec.job_id}"]) before resubmitting.'
+            if rec.upstream_ids
+            else "Outcome unknown: the submit may or may not have reached the API. "
+            "Do not resubmit blindly; compare with the provider's dashboard or results."
+        )
+    if not rec.state.terminal:
+        return f'Still running: wait_for_job(job_id="{rec.job_id}").'
+    return None
+
+
+def _job_text(rec: JobRecord, out: JobOutput, *, started: bool) -> str:
+    what = "Research" if rec.provider == "seamless" else f"SEO {rec.operation.removeprefix('seo:')}"
+    jid = rec.job_id
+    lead = f"{what} job {jid}"
+    if started and not rec.state.terminal:
+        n = len(rec.upstream_ids)
+        detail = f" covering {n} target(s)" if rec.provider == "seamless" else ""
+        credits = (
+            f"; {out.credits_remaining} research credits left"
+            if out.credits_remaining is not None
+            else ""
+        )
+        text = (
+            f"{lead} started{detail} (state {rec.state.value}{credits}). "
+            f'Next: wait_for_job(job_id="{jid}") to follow it.'
+        )
+    elif rec.state is JobState.SUCCEEDED or rec.state is JobState.DUPLICATE:
+        total = out.results_total or 0
+        shown = len(out.results or [])
+        more = (
+            f' Next: get_job_result(job_id="{jid}", offset={shown}) for the rest.'
+            if total > shown
+            else f' Full records: get_job_result(job_id="{jid}", fields=[...]).'
+        )
+        note = ""
+        if rec.provider == "seamless" and rec.raw_status and "," in rec.raw_status:
+            note = f" ({rec.raw_status})"
+        text = f"{lead} finished{note}: {total} result(s), {shown} shown.{more}"
+    elif rec.state.terminal or rec.state is JobState.UNKNOWN:
+        adv = out.advice
+        text = f"{lead} {rec.state.value}." + (f" {advice_mod.render_text(adv)}" if adv else "")
+    else:
+        pct = out.progress.percent if out.progress else None
+        msg = out.progress.message if out.progress and out.progress.message else None
+        where = f" ({pct:.0f}%{', ' + msg if msg else ''})" if pct is not None else ""
+        after = out.next_check_after_seconds
+        text = f'{lead} is still {rec.state.value}{where}. Next: wait_for_job(job_id="{jid}")' + (
+            f" again, or check back in ~{after:.0f} s." if after else " again."
+        )
+    if out.warnings:
+        text += " Note: " + " ".join(out.warnings)
+    return text
+
+
+def _status_text(outputs: Sequence[JobOutput]) -> str:
+    if len(outputs) == 1:
+        o = outputs[0]
+        if o.error is not None:
+            return f"{o.job_id}: {o.error.next_step}"
+        running = o.state is not None and not o.state.terminal
+        base = f"Job {o.job_id} is {o.state.value if o.state else 'unknown'}"
+        if o.progress and o.progress.percent is not None:
+            base += f" ({o.progress.percent:.0f}%)"
+        if running:
+            return (
+                f'{base}. Next: wait_for_job(job_id="{o.job_id}"), or check again in '
+                f"~{o.next_check_after_seconds or 5:.0f} s."
+            )
+        return f'{base}. Next: get_job_result(job_id="{o.job_id}").'
+    counts: dict[str, int] = {}
+    for o in outputs:
+        key = o.state.value if o.state else "not_found"
+        counts[key] = counts.get(key, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
+    if open_jobs:
+        return (
+            f'{len(outputs)} jobs: {summary}. Next: wait_for_job(job_id="{open_jobs[0].job_id}").'
+        )
+    done = [o for o in outputs if o.state is not None and o.state.terminal]
+    if done:
+        return f'{len(outputs)} jobs: {summary}. Next: get_job_result(job_id="{done[0].job_id}").'
+    return f"{len(outputs)} jobs: {summary}. Check the ids with list_jobs."
+
+
+def utc_midnight_after(now: datetime) -> datetime:
+    day = now.astimezone(UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

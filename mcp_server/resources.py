@@ -1,0 +1,56 @@
+"""MCP resources: a job by id, the advice catalogue per provider, and usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+
+from mcp_server import advice as advice_mod
+from mcp_server.errors import UnknownJob
+from mcp_server.tools import caller_for
+
+
+def register_resources(server: MCPServer[Any]) -> None:
+    @server.resource(
+        "jobrelay://jobs/{job_id}",
+        title="A job from the ledger",
+        description="The job's state, progress and compact results, as get_job_status shows it.",
+        mime_type="application/json",
+    )
+    async def job_resource(job_id: str, ctx: Context[Any, Any]) -> str:
+        runtime = ctx.request_context.lifespan_context
+        try:
+            outcome = await runtime.service.describe(caller_for(ctx), job_id)
+        except UnknownJob as exc:
+            raise ResourceError(f"No job {exc.job_id!r}; list_jobs shows the known ones.") from None
+        text: str = outcome.output.model_dump_json(exclude_none=True)
+        return text
+
+    @server.resource(
+        "jobrelay://errors/{provider}",
+        title="Error advice catalogue",
+        description="Every documented status/code of seamless or agentseo, with recovery advice.",
+        mime_type="text/markdown",
+    )
+    async def errors_resource(provider: str) -> str:
+        if provider == "seamless":
+            return advice_mod.catalogue_markdown("seamless")
+        if provider == "agentseo":
+            return advice_mod.catalogue_markdown("agentseo")
+        raise ResourceError("Unknown provider; use jobrelay://errors/seamless or .../agentseo.")
+
+    @server.resource(
+        "jobrelay://usage{?provider}",
+        title="Usage and rate limits",
+        description="Rate-limit buckets, credits last seen and the daily credit budget.",
+        mime_type="application/json",
+    )
+    async def usage_resource(ctx: Context[Any, Any], provider: str = "") -> str:
+        from mcp_server.usage import usage_outcome
+
+        outcome = await usage_outcome(ctx.request_context.lifespan_context, caller_for(ctx))
+        del provider  # reserved for filtering; the whole report is small
+        text: str = outcome.output.model_dump_json(exclude_none=True)
+        return text

@@ -1,0 +1,157 @@
+"""Tool inputs and outputs: the agent-facing schemas (DESIGN.md section 1).
+
+Argument names and types are public contract; descriptions are written for a model and kept
+short, because every tool's schema is sent to the model on each `tools/list`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_server.models import Advice, ErrorInfo, JobState, Progress, Provider
+
+Kind = Literal["contacts", "companies"]
+Workflow = Literal["serp_analysis", "keyword_metrics", "local_audit", "local_audit_batch"]
+WORKFLOWS: tuple[str, ...] = get_args(Workflow)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+class SearchFilters(_Strict):
+    company_name: str | None = None
+    company_domain: str | None = None
+    title: str | None = Field(None, description="Job title, e.g. 'VP Sales'.")
+    seniority: str | None = Field(None, description="e.g. 'C-Level', 'VP', 'Director'.")
+    department: str | None = None
+    industry: str | None = None
+    location: str | None = Field(None, description="Country, state or city.")
+
+
+class ContactTarget(_Strict):
+    """Enough to identify the person; linkedin_url or email is best."""
+
+    name: str | None = None
+    company: str | None = None
+    domain: str | None = None
+    title: str | None = None
+    email: str | None = None
+    linkedin_url: str | None = None
+
+
+class CompanyTarget(_Strict):
+    name: str | None = None
+    domain: str | None = Field(None, description="e.g. acme.com (best identifier)")
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+
+class ItemStatus(BaseModel):
+    """One target inside a research job."""
+
+    request_id: str
+    target: str | None = None
+    state: JobState
+    raw_status: str
+
+
+class JobOutput(BaseModel):
+    """A job as the agent sees it. On failure only `error` (and the handle, if any) is set."""
+
+    job_id: str | None = None
+    provider: Provider | None = None
+    operation: str | None = None
+    state: JobState | None = None
+    raw_status: str | None = None
+    progress: Progress | None = None
+    items: list[ItemStatus] | None = None
+    results: list[dict[str, Any]] | None = Field(
+        None, description="Compact results (first page) once finished."
+    )
+    results_total: int | None = None
+    next_check_after_seconds: float | None = None
+    advice: Advice | None = None
+    warnings: list[str] = Field(default_factory=list)
+    credits_remaining: int | None = None
+    sandbox: bool = False
+    error: ErrorInfo | None = None
+
+
+class StatusOutput(BaseModel):
+    jobs: list[JobOutput] = Field(default_factory=list)
+    next_check_after_seconds: float | None = None
+    sandbox: bool = False
+    error: ErrorInfo | None = None
+
+
+class SearchOutput(BaseModel):
+    kind: Kind | None = None
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    total: int | None = None
+    next_token: str | None = None
+    sandbox: bool = False
+    error: ErrorInfo | None = None
+
+
+class ResultPage(BaseModel):
+    job_id: str | None = None
+    state: JobState | None = None
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    offset: int = 0
+    total: int = 0
+    next_offset: int | None = None
+    fields_available: list[str] | None = None
+    sandbox: bool = False
+    error: ErrorInfo | None = None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    provider: Provider
+    operation: str
+    state: JobState
+    raw_status: str | None = None
+    targets: int = 0
+    created_at: datetime
+    advice: str | None = None
+
+
+class ListOutput(BaseModel):
+    jobs: list[JobSummary] = Field(default_factory=list)
+    sandbox: bool = False
+    error: ErrorInfo | None = None
+
+
+class ExplainOutput(BaseModel):
+    advice: Advice | None = None
+    error: ErrorInfo | None = None
+
+
+class BucketUsage(BaseModel):
+    bucket: str
+    limit: int | None = None
+    remaining: float | None = None
+    blocked_for_seconds: float | None = None
+
+
+class ProviderUsage(BaseModel):
+    provider: Provider
+    sandbox: bool
+    credits_remaining: int | None = None
+    buckets: list[BucketUsage] = Field(default_factory=list)
+
+
+class UsageOutput(BaseModel):
+    providers: list[ProviderUsage] = Field(default_factory=list)
+    credit_budget: int | None = Field(None, description="JOBRELAY_CREDIT_BUDGET per UTC day.")
+    credits_spent_today: int | None = None
+    budget_resets_at: datetime | None = None
+    error: ErrorInfo | None = None

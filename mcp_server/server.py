@@ -1,0 +1,375 @@
+"""The MCP server: `build_server(settings)` and the runtime its lifespan owns.
+
+The lifespan opens, in order, the ledger, a task group for background loops (poll coalescers,
+stream followers), the embedded sandbox on an ephemeral loopback port when a provider has no
+key (a real server, not ASGITransport, so progress streams live), and the HTTP clients; it
+closes them in reverse. Tools reach it as `ctx.request_context.lifespan_context`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, TextContent
+from mcp.types import Tool as MCPTool
+from pydantic import SecretStr, ValidationError
+
+from mcp_server import __version__
+from mcp_server._clock import Clock, SystemClock
+from mcp_server._schema import compact, shallow_output
+from mcp_server.config import Settings, key_fingerprint, load_settings
+from mcp_server.jobs import Caller, Clients, JobService
+from mcp_server.ledger import SqliteLedger
+from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, Provider
+from mcp_server.sandbox._state import SandboxState
+from mcp_server.schemas import Kind
+from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
+from mcp_server.upstream._ratelimit import InMemoryLimiter
+from mcp_server.upstream.agentseo import AgentSEOClient
+from mcp_server.upstream.seamless import SeamlessClient
+from mcp_server.watch import PollCoalescer, StreamHub
+
+log = logging.getLogger(__name__)
+
+SANDBOX_KEY = "jobrelay-sandbox"
+"""The key sent to the embedded sandbox when no real key is configured (any key works there)."""
+
+INSTRUCTIONS = (
+    "jobrelay starts and watches long-running Seamless.ai research (contacts/companies; costs "
+    "credits) and AgentSEO jobs (SERP, keywords, local audits). Start a job, then wait_for_job "
+    "until it finishes, then get_job_result. Every result says the one next step; follow it. "
+    "If you lose a job id, list_jobs finds it. Never resubmit research to retry: check status."
+)
+
+
+@dataclass
+class Runtime(Clients):
+    """Everything the tools share for the server's lifetime."""
+
+    settings: Settings
+    clock: Clock
+    ledger: SqliteLedger
+    limiter: InMemoryLimiter
+    policy: BackoffPolicy
+    task_group: anyio.abc.TaskGroup
+    base_urls: Mapping[Provider, str]
+    sandboxed: Mapping[Provider, bool]
+    stack: AsyncExitStack
+    transports: Mapping[Provider, Any] = field(default_factory=dict)
+    budgets: dict[Provider, RetryBudget] = field(default_factory=dict)
+    _seamless: dict[str, SeamlessClient] = field(default_factory=dict)
+    _agentseo: dict[str, AgentSEOClient] = field(default_factory=dict)
+    _coalescers: dict[tuple[str, str], PollCoalescer[Any]] = field(default_factory=dict)
+    _hubs: dict[str, StreamHub[Any]] = field(default_factory=dict)
+    service: JobService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.service = JobService(
+            settings=self.settings, ledger=self.ledger, clock=self.clock, clients=self
+        )
+        for p in ("seamless", "agentseo"):
+            self.budgets.setdefault(p, RetryBudget())
+
+    # ---- callers and keys ---------------------------------------------------------------
+    def effective_key(self, provider: Provider, override: SecretStr | None) -> SecretStr:
+        if override is not None:
+            return override
+        configured = self.settings.api_key(provider)
+        if configured is not None:
+            return configured
+        return SecretStr(SANDBOX_KEY)
+
+    def caller(self, overrides: Mapping[Provider, SecretStr] | None = None) -> Caller:
+        overrides = overrides or {}
+        keys = {p: self.effective_key(p, overrides.get(p)) for p in PROVIDERS}
+        self._keys.update({key_fingerprint(k): k for k in keys.values()})
+        return Caller(
+            tenants={p: key_fingerprint(k) for p, k in keys.items()},
+            sandbox=dict(self.sandboxed),
+        )
+
+    _keys: dict[str, SecretStr] = field(default_factory=dict)
+
+    def _key_for(self, caller: Caller, provider: Provider) -> SecretStr:
+        return self._keys[caller.tenant(provider)]
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await fn()
+
+        self.task_group.start_soon(run)
+
+    # ---- Clients interface ----------------------------------------------------------------
+    def seamless(self, caller: Caller) -> SeamlessClient:
+        tenant = caller.tenant("seamless")
+        client = self._seamless.get(tenant)
+        if client is None:
+            client = SeamlessClient(
+                self.base_urls["seamless"],
+                self._key_for(caller, "seamless"),
+                clock=self.clock,
+                limiter=self.limiter,
+                policy=self.policy,
+                budget=self.budgets["seamless"],
+                transport=self.transports.get("seamless"),
+                tenant=tenant,
+            )
+            self._seamless[tenant] = client
+        return client
+
+    def agentseo(self, caller: Caller) -> AgentSEOClient:
+        tenant = caller.tenant("agentseo")
+        client = self._agentseo.get(tenant)
+        if client is None:
+            client = AgentSEOClient(
+                self.base_urls["agentseo"],
+                self._key_for(caller, "agentseo"),
+                clock=self.clock,
+                limiter=self.limiter,
+                policy=self.policy,
+                budget=self.budgets["agentseo"],
+                transport=self.transports.get("agentseo"),
+                tenant=tenant,
+            )
+            self._agentseo[tenant] = client
+        return client
+
+    def coalescer(self, caller: Caller, kind: Kind) -> PollCoalescer[Any]:
+        key = (caller.tenant("seamless"), kind)
+        co = self._coalescers.get(key)
+        if co is None:
+            client = self.seamless(caller)
+            clock = self.clock
+            policy = self.policy
+
+            async def poll(ids: Any) -> dict[str, Any]:
+                items = await client.poll(kind, list(ids), deadline=clock.monotonic() + 30.0)
+                return {i.request_id: i for i in items}
+
+            co = PollCoalescer(
+                poll=poll,
+                is_terminal=lambda item: bool(item.terminal),
+                interval=lambda n: poll_interval("seamless", n, policy=policy),
+                clock=self.clock,
+                spawn=self.spawn,
+            )
+            self._coalescers[key] = co
+        return co
+
+    def hub(self, caller: Caller) -> StreamHub[Any]:
+        tenant = caller.tenant("agentseo")
+        hub = self._hubs.get(tenant)
+        if hub is None:
+            client = self.agentseo(caller)
+
+            def follow(job_id: str) -> AsyncIterator[Any]:
+                return client.follow(job_id, deadline=None)
+
+            hub = StreamHub(
+                follow=follow,
+                is_terminal=lambda env: bool(env.terminal),
+                spawn=self.spawn,
+            )
+            self._hubs[tenant] = hub
+        return hub
+
+    async def aclose(self) -> None:
+        for seamless in self._seamless.values():
+            await seamless.aclose()
+        for agentseo in self._agentseo.values():
+            await agentseo.aclose()
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers: the jobrelay process owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def _embedded_sandbox(
+    tg: anyio.abc.TaskGroup, state: SandboxState | None
+) -> AsyncIterator[str]:
+    """Serve the sandbox on an ephemeral loopback port for the server's lifetime."""
+    from mcp_server.sandbox.app import create_sandbox_app
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_sandbox_app(state or SandboxState()),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _QuietUvicorn(config)
+    tg.start_soon(server.serve)
+    with anyio.fail_after(10):
+        while not server.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
+            await anyio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+
+
+def build_server(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    sandbox_state: SandboxState | None = None,
+    transports: Mapping[Provider, Any] | None = None,
+) -> JobRelayServer:
+    """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
+    settings = settings or load_settings()
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
+        async with AsyncExitStack() as stack:
+            ledger = await stack.enter_async_context(SqliteLedger.open(settings.db_path))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            sandboxed: dict[Provider, bool] = {
+                p: settings.uses_sandbox(p) for p in ("seamless", "agentseo")
+            }
+            base_urls: dict[Provider, str] = {
+                p: settings.base_url(p) for p in ("seamless", "agentseo")
+            }
+            if any(sandboxed.values()):
+                from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX
+
+                root = await stack.enter_async_context(_embedded_sandbox(tg, sandbox_state))
+                if sandboxed["seamless"]:
+                    base_urls["seamless"] = root + SEAMLESS_PREFIX
+                if sandboxed["agentseo"]:
+                    base_urls["agentseo"] = root + AGENTSEO_PREFIX
+                names = [p for p, on in sandboxed.items() if on]
+                log.warning(
+                    "jobrelay: no API key for %s: serving the embedded sandbox (simulated data)",
+                    " and ".join(names),
+                )
+            runtime = Runtime(
+                settings=settings,
+                clock=clock,
+                ledger=ledger,
+                limiter=InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan),
+                policy=BackoffPolicy.from_settings(settings),
+                task_group=tg,
+                base_urls=base_urls,
+                sandboxed=sandboxed,
+                stack=stack,
+                transports=dict(transports or {}),
+            )
+            stack.push_async_callback(runtime.aclose)
+            yield runtime
+
+    server = JobRelayServer(
+        "jobrelay",
+        version=__version__,
+        title="jobrelay",
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level="WARNING",
+    )
+    from mcp_server.resources import register_resources
+    from mcp_server.tools import register_tools
+
+    register_tools(server)
+    register_resources(server)
+    return server
+
+
+class JobRelayServer(MCPServer[Runtime]):
+    """MCPServer with compact tool schemas, and argument errors that name the field and the
+    allowed values, as a tool result."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        tools = await super().list_tools()
+        return [
+            tool.model_copy(
+                update={
+                    "description": " ".join((tool.description or "").split()),
+                    "input_schema": compact(tool.input_schema),
+                    "output_schema": shallow_output(tool.output_schema),
+                }
+            )
+            for tool in tools
+        ]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Runtime, Any] | None = None
+    ) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as exc:
+            # A bug in jobrelay: the traceback goes to our log (stderr), never to the agent.
+            # The cause's traceback (not the SDK wrapper's) goes to stderr.
+            log.error("tool %s crashed", name, exc_info=exc.__cause__ or exc)  # noqa: TRY400
+            return internal_error_result(name)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                return invalid_arguments_result(name, exc.__cause__)
+            raise
+
+
+def _describe_problem(err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    where = ".".join(loc) or "arguments"
+    kind = str(err.get("type", ""))
+    msg = str(err.get("msg", "invalid"))
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known argument"
+    got = err.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+    return f"{where}: {msg[0].lower() + msg[1:]}{shown}"
+
+
+def invalid_arguments_result(tool: str, exc: ValidationError) -> CallToolResult:
+    problems = [_describe_problem(e) for e in exc.errors()]
+    first = problems[0] if problems else "invalid arguments"
+    next_step = f"Call {tool} again with {first.split(':')[0].split(' is ')[0]} fixed."
+    error = ErrorInfo(
+        code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step, http_status=None
+    )
+    text = f"Invalid arguments for {tool}: {'; '.join(problems)}. {next_step}"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content={"error": error.model_dump(mode="json")},
+        is_error=True,
+    )
+
+
+def internal_error_result(tool: str) -> CallToolResult:
+    next_step = (
+        "Try the call once more; if it fails again, use list_jobs to find any job it started "
+        "and report the problem. No job id is lost: the ledger keeps every started job."
+    )
+    error = ErrorInfo(code=ErrorCode.UPSTREAM_ERROR, retryable=True, next_step=next_step)
+    text = f"jobrelay hit an internal error in {tool}. {next_step}"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content={"error": error.model_dump(mode="json")},
+        is_error=True,
+    )

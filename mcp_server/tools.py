@@ -1,0 +1,342 @@
+"""The nine MCP tools (DESIGN.md section 1). Thin: parse, call `JobService`, render.
+
+Docstrings here are read by the model on every `tools/list`: when to use the tool, what it
+returns, what to call next, in a few sentences. Keep them short (the whole list is measured).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, SecretStr
+
+from mcp_server import advice as advice_mod
+from mcp_server.errors import JobRelayError
+from mcp_server.jobs import Caller, InputProblem, Outcome, ProgressFn
+from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
+from mcp_server.projection import project_search_item
+from mcp_server.schemas import (
+    CompanyTarget,
+    ContactTarget,
+    ExplainOutput,
+    JobOutput,
+    Kind,
+    ListOutput,
+    ResultPage,
+    SearchFilters,
+    SearchOutput,
+    StatusOutput,
+    UsageOutput,
+    Workflow,
+)
+
+log = logging.getLogger(__name__)
+
+#: Request headers that carry a tenant's own upstream keys over HTTP (never stored or echoed).
+KEY_HEADERS: dict[Provider, str] = {
+    "seamless": "x-seamless-api-key",
+    "agentseo": "x-agentseo-api-key",
+}
+
+StateName = Literal["queued", "running", "succeeded", "failed", "not_found", "duplicate", "unknown"]
+
+READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+SPEND = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+
+
+def _runtime(ctx: Context[Any, Any]) -> Any:
+    return ctx.request_context.lifespan_context
+
+
+def caller_for(ctx: Context[Any, Any]) -> Caller:
+    """The caller's keys: per-request headers over HTTP when sent, else the server's."""
+    overrides: dict[Provider, SecretStr] = {}
+    request = getattr(ctx.request_context, "request", None)
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        for provider, name in KEY_HEADERS.items():
+            value = headers.get(name)
+            if isinstance(value, str) and value.strip():
+                overrides[provider] = SecretStr(value.strip())
+    runtime = _runtime(ctx)
+    caller: Caller = runtime.caller(overrides)
+    return caller
+
+
+def to_result(outcome: Outcome) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=outcome.text)],
+        structured_content=outcome.output.model_dump(mode="json", exclude_none=True),
+        is_error=outcome.failed,
+    )
+
+
+def _input_problem(exc: InputProblem, tool: str) -> Outcome:
+    next_step = f"Call {tool} again with {exc.field} fixed."
+    error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
+    return Outcome(JobOutput(error=error), f"{exc.message} {next_step}", failed=True)
+
+
+async def _guard(
+    ctx: Context[Any, Any], tool: str, run: Callable[[], Awaitable[Outcome]]
+) -> CallToolResult:
+    """Every expected failure becomes an isError result with advice; never a traceback."""
+    try:
+        return to_result(await run())
+    except InputProblem as exc:
+        return to_result(_input_problem(exc, tool))
+    except JobRelayError as exc:
+        return to_result(_runtime(ctx).service.failure(exc, tool=tool))
+
+
+def _progress(ctx: Context[Any, Any]) -> ProgressFn:
+    """MCP progress, only on change and never going backwards (a no-op if not requested)."""
+    last: list[Any] = [-1.0, None]
+
+    async def report(percent: float, message: str | None) -> None:
+        percent = max(percent, last[0])
+        if (percent, message) == (last[0], last[1]):
+            return
+        last[0], last[1] = percent, message
+        await ctx.report_progress(percent, 100, message)
+
+    return report
+
+
+def register_tools(server: MCPServer[Any]) -> None:
+    @server.tool(title="Search prospects", annotations=READ)
+    async def search_prospects(
+        kind: Kind,
+        ctx: Context[Any, Any],
+        query: Annotated[str | None, Field(description="Free text, e.g. 'CTO fintech'")] = None,
+        filters: SearchFilters | None = None,
+        limit: Annotated[int, Field(ge=1, le=50)] = 10,
+        next_token: Annotated[str | None, Field(description="From a previous page")] = None,
+    ) -> Annotated[CallToolResult, SearchOutput]:
+        """Search Seamless.ai contacts or companies (free). Returns a search_result_id per hit
+        to pass to start_research for emails and phones."""
+
+        async def run() -> Outcome:
+            rt = _runtime(ctx)
+            caller = caller_for(ctx)
+            page = await rt.service.search(
+                caller,
+                kind=kind,
+                query=query,
+                filters=(filters.model_dump(exclude_none=True) if filters else {}),
+                limit=limit,
+                next_token=next_token,
+            )
+            items = [project_search_item(kind, _as_dict(i)) for i in page.items]
+            out = SearchOutput(
+                kind=kind,
+                items=items,
+                total=page.total,
+                next_token=page.next_token,
+                sandbox=caller.sandbox["seamless"],
+            )
+            if not items:
+                return Outcome(out, "No matches. Loosen the query or filters and search again.")
+            ids = ", ".join(
+                f'"{i["search_result_id"]}"' for i in items[:3] if "search_result_id" in i
+            )
+            more = f' More: next_token="{page.next_token}".' if page.next_token else ""
+            text = (
+                f"{len(items)} {kind} found"
+                + (f" of {page.total}" if page.total else "")
+                + f'. Next: start_research(kind="{kind}", search_result_ids=[{ids}, ...]) '
+                "to get contact details (spends one credit per target)." + more
+            )
+            return Outcome(out, text)
+
+        return await _guard(ctx, "search_prospects", run)
+
+    @server.tool(title="Start research", annotations=SPEND)
+    async def start_research(
+        kind: Kind,
+        ctx: Context[Any, Any],
+        search_result_ids: Annotated[
+            list[str], Field(max_length=100, description="From search_prospects")
+        ] = [],  # noqa: B006  # pydantic copies defaults; this is the schema's default
+        contacts: Annotated[list[ContactTarget], Field(max_length=100)] = [],  # noqa: B006
+        companies: Annotated[list[CompanyTarget], Field(max_length=100)] = [],  # noqa: B006
+        allow_rerun: Annotated[
+            bool, Field(description="Pay again for targets researched in the last 30 days")
+        ] = False,
+        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 0,
+    ) -> Annotated[CallToolResult, JobOutput]:
+        """Research contacts or companies on Seamless.ai (1 credit per target). Returns one
+        job_id for all targets; then wait_for_job. Refuses over the daily budget, warns before
+        re-researching. Never resubmit to retry."""
+        return await _guard(
+            ctx,
+            "start_research",
+            lambda: _runtime(ctx).service.start_research(
+                caller_for(ctx),
+                kind=kind,
+                search_result_ids=search_result_ids,
+                contacts=contacts,
+                companies=companies,
+                allow_rerun=allow_rerun,
+                wait_seconds=wait_seconds,
+                progress=_progress(ctx),
+            ),
+        )
+
+    @server.tool(title="Start SEO job", annotations=SPEND)
+    async def start_seo_job(
+        workflow: Workflow,
+        params: Annotated[
+            dict[str, Any],
+            Field(
+                description="serp_analysis: {keyword, location?}; keyword_metrics: {keywords: "
+                "[...], location?}; local_audit: {domain or business_name, location}; "
+                "local_audit_batch: {targets: [...]}"
+            ),
+        ],
+        ctx: Context[Any, Any],
+        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 0,
+    ) -> Annotated[CallToolResult, JobOutput]:
+        """Start an AgentSEO workflow. Returns a job_id; then wait_for_job, or pass
+        wait_seconds to wait here with progress."""
+        return await _guard(
+            ctx,
+            "start_seo_job",
+            lambda: _runtime(ctx).service.start_seo(
+                caller_for(ctx),
+                workflow=workflow,
+                params=params,
+                wait_seconds=wait_seconds,
+                progress=_progress(ctx),
+            ),
+        )
+
+    @server.tool(title="Job status", annotations=READ)
+    async def get_job_status(
+        job_ids: Annotated[
+            list[str],
+            Field(min_length=1, max_length=100, description="Job ids or upstream ids"),
+        ],
+        ctx: Context[Any, Any],
+    ) -> Annotated[CallToolResult, StatusOutput]:
+        """Status of one or more jobs without waiting: state, progress,
+        next_check_after_seconds. To get the outcome, prefer wait_for_job."""
+        return await _guard(
+            ctx,
+            "get_job_status",
+            lambda: _runtime(ctx).service.status(caller_for(ctx), job_ids),
+        )
+
+    @server.tool(title="Wait for job", annotations=READ)
+    async def wait_for_job(
+        job_id: str,
+        ctx: Context[Any, Any],
+        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 30,
+    ) -> Annotated[CallToolResult, JobOutput]:
+        """Wait (bounded, with progress) until a job finishes. Returns compact results when
+        done, or the state and when to call again. Safe to call repeatedly; never re-runs."""
+        return await _guard(
+            ctx,
+            "wait_for_job",
+            lambda: _runtime(ctx).service.wait(
+                caller_for(ctx), job_id, wait_seconds=wait_seconds, progress=_progress(ctx)
+            ),
+        )
+
+    @server.tool(title="Job results", annotations=READ)
+    async def get_job_result(
+        job_id: str,
+        ctx: Context[Any, Any],
+        fields: Annotated[
+            list[str] | None, Field(description="Full-record fields to return, e.g. email2")
+        ] = None,
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, le=50)] = 10,
+    ) -> Annotated[CallToolResult, ResultPage]:
+        """Results of a finished job, paged. Default: compact records; pass fields for more
+        of the full record."""
+        return await _guard(
+            ctx,
+            "get_job_result",
+            lambda: _runtime(ctx).service.result(
+                caller_for(ctx), job_id, fields=fields, offset=offset, limit=limit
+            ),
+        )
+
+    @server.tool(title="List jobs", annotations=READ)
+    async def list_jobs(
+        ctx: Context[Any, Any],
+        provider: Provider | None = None,
+        state: StateName | None = None,
+        since_hours: Annotated[float | None, Field(gt=0)] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> Annotated[CallToolResult, ListOutput]:
+        """Jobs started here, newest first (kept across restarts). Use it to find paid work
+        again after losing a job id."""
+        return await _guard(
+            ctx,
+            "list_jobs",
+            lambda: _runtime(ctx).service.list_jobs(
+                caller_for(ctx),
+                provider=provider,
+                state=JobState(state) if state else None,
+                since_hours=since_hours,
+                limit=limit,
+            ),
+        )
+
+    @server.tool(
+        title="Explain error",
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def explain_error(
+        ctx: Context[Any, Any],
+        provider: Literal["seamless", "agentseo", "auto"] = "auto",
+        http_status: Annotated[int | None, Field(ge=100, le=599)] = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: str | dict[str, Any] | None = None,
+        job_status: str | None = None,
+    ) -> Annotated[CallToolResult, ExplainOutput]:
+        """Turn a Seamless/AgentSEO status, error code, headers, body or job status into
+        advice: what happened, if and when to retry, the one next step."""
+
+        async def run() -> Outcome:
+            rt = _runtime(ctx)
+            if all(v is None for v in (http_status, code, headers, body, job_status)):
+                raise InputProblem(
+                    "Pass at least one of http_status, code, headers, body or job_status.",
+                    field="http_status",
+                )
+            adv: Advice = advice_mod.advise_http(
+                provider, http_status, code, headers, body, job_status, now=rt.clock.time()
+            )
+            return Outcome(ExplainOutput(advice=adv), advice_mod.render_text(adv))
+
+        return await _guard(ctx, "explain_error", run)
+
+    @server.tool(title="Usage", annotations=READ)
+    async def get_usage(ctx: Context[Any, Any]) -> Annotated[CallToolResult, UsageOutput]:
+        """Rate-limit budgets per provider and bucket, research credits left, and the daily
+        credit budget. Check before large batches."""
+
+        async def run() -> Outcome:
+            from mcp_server.usage import usage_outcome
+
+            return await usage_outcome(_runtime(ctx), caller_for(ctx))
+
+        return await _guard(ctx, "get_usage", run)
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    if isinstance(item, BaseModel):
+        return item.model_dump(mode="json", by_alias=True)
+    return dict(item) if isinstance(item, dict) else {}
