@@ -12,7 +12,8 @@ Auth and order of checks
     for `sandbox-insufficient-credits`, whose responses also say `X-PublicAPI-Credits: 0`).
     Error bodies are `{"code", "msg"}` with codes `unauthorized`, `badRequest`, `notFound`,
     `insufficientScope`, `missingLicense`, `insufficientCredits`; the 429 body spells its text
-    `message`, as documented. A wrong method on a known path is a 404 too.
+    `message`, as documented. A wrong method on a known path, or a trailing slash, is a 404
+    too (no 405, no redirect).
 
 Rate limits
     `faults.seamless_rate_limit` (default 60) requests per fixed virtual-time window of 60 s
@@ -66,7 +67,9 @@ Org data
     time in [`startDate`, `endDate`] (ISO 8601 date or date-time; a date-only `endDate` covers
     that whole day), oldest first, `page` (from 1) and `limit` 1-100 (default 50).
 
-Everything is dropped when `state.generation` changes (`POST /_sandbox/reset`).
+Org data (jobs, rate windows, credits spent, the dedupe and searchResultId indexes) belongs to
+the `SandboxState`, so every app built on one state shares it, and it is dropped when
+`state.generation` changes (`POST /_sandbox/reset`).
 """
 
 from __future__ import annotations
@@ -823,7 +826,6 @@ def create_seamless_app(state: SandboxState) -> Starlette:
         Route(path, api.endpoint(path, handler), methods=[method])
         for method, path, handler in table
     ]
-    return Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: api.not_found},
-    )
+    app = Starlette(routes=routes, exception_handlers={HTTPException: api.not_found})
+    app.router.redirect_slashes = False  # a trailing slash is an unknown path (JSON 404)
+    return app

@@ -746,7 +746,10 @@ async def test_invalid_or_deeply_nested_json_is_a_400_not_a_500() -> None:
     assert company.json() == {"code": "badRequest", "msg": "companies[0] needs a name or a domain."}
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("DELETE", "/contacts/research")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/nope"), ("DELETE", "/contacts/research"), ("POST", "/contacts/research/")],
+)
 async def test_unknown_paths_and_methods_get_a_json_404(method: str, path: str) -> None:
     async with _client(_state()) as client:
         r = await client.request(method, path)
