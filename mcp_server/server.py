@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -199,33 +198,24 @@ class _QuietUvicorn(uvicorn.Server):
         yield
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def _embedded_sandbox(
     tg: anyio.abc.TaskGroup, state: SandboxState | None
 ) -> AsyncIterator[str]:
-    """Serve the sandbox on an ephemeral loopback port for the server's lifetime."""
-    from mcp_server.sandbox.app import create_sandbox_app
+    """Serve the sandbox on an ephemeral loopback port for the server's lifetime.
 
-    port = _free_port()
-    config = uvicorn.Config(
-        create_sandbox_app(state or SandboxState()),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
+    Port 0 lets the OS choose, so two servers never race for the same port.
+    """
+    from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
+
+    config = sandbox_uvicorn_config(create_sandbox_app(state or SandboxState()), port=0)
+    config.lifespan = "off"
     server = _QuietUvicorn(config)
     tg.start_soon(server.serve)
     with anyio.fail_after(10):
         while not server.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
             await anyio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
