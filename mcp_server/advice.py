@@ -2048,7 +2048,12 @@ def explain_cli(
     advice = advise_http(chosen, status, code, parsed, None, None, now=moment)
     service = _SERVICE[advice.provider] if advice.provider else "unknown API"
     label = advice.code.value if advice.code else "no error code"
-    lines = [f"{advice.title} ({service}, HTTP {status}, {label})", "", advice.what_happened]
+    context = (
+        f"HTTP {status}, {label}"
+        if service in advice.title
+        else f"{service}, HTTP {status}, {label}"
+    )
+    lines = [f"{advice.title} ({context})", "", advice.what_happened]
     if advice.retryable and advice.retry_at is not None and advice.retry_after_seconds is not None:
         wait = _fmt_duration(int(advice.retry_after_seconds))
         lines.append(f"Retry: yes, after {_fmt_clock(advice.retry_at, moment)} (in {wait}).")

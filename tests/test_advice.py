@@ -847,7 +847,7 @@ def test_explain_cli_formats_the_advice_for_a_terminal() -> None:
         now=NOW,
     )
     assert out == (
-        "Rate limited by Seamless (Seamless, HTTP 429, rate_limited)\n"
+        "Rate limited by Seamless (HTTP 429, rate_limited)\n"
         "\n"
         "Rate limited by Seamless (org-wide 60/min) until 14:13:20Z (in 37 s). "
         "Other Seamless endpoints have their own windows.\n"
@@ -861,7 +861,7 @@ def test_explain_cli_formats_the_advice_for_a_terminal() -> None:
 def test_explain_cli_non_retryable_and_auto_provider() -> None:
     out = explain_cli(422, "missingLicense", "auto", [], now=NOW)
     assert out.splitlines()[0] == (
-        "Seamless Public API license missing (Seamless, HTTP 422, license_missing)"
+        "Seamless Public API license missing (HTTP 422, license_missing)"
     )
     assert "Retry: no, retrying won't help." in out
 
