@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mcp_server import __version__
 from mcp_server.config import ConfigError
+from mcp_server.ledger import LedgerError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -31,6 +32,22 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
     serve.add_argument(
         "--sandbox", action="store_true", help="serve the embedded sandbox even if keys are set"
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="HTTP: also accept this Host name (DNS-rebinding allowlist; loopback is always "
+        "accepted), repeatable",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="HTTP: also accept requests with this Origin, e.g. https://app.example.com, "
+        "repeatable",
     )
 
     sandbox = sub.add_parser("sandbox", help="serve the simulated Seamless and AgentSEO APIs")
@@ -93,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _configure_logging()
             return serve(
-                transport=args.transport, host=args.host, port=args.port, sandbox=args.sandbox
+                transport=args.transport,
+                host=args.host,
+                port=args.port,
+                sandbox=args.sandbox,
+                allow_hosts=args.allow_host,
+                allow_origins=args.allow_origin,
             )
         if args.command == "explain":
             from mcp_server.advice import explain_cli
@@ -115,6 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {args.command!r}")
     except ConfigError as exc:
         print(f"jobrelay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LedgerError as exc:
+        # The ledger file cannot be used (damaged, locked, foreign, unwritable): one line that
+        # names the file and what to do, never a traceback. The file was left untouched.
+        print(f"jobrelay: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BaseExceptionGroup as group:
+        # The server's lifespan opens the ledger inside the SDK's task groups (stdio), so
+        # its LedgerError arrives wrapped in exception groups.
+        found, _rest = group.split(LedgerError)
+        if found is None:
+            raise
+        leaf: BaseException = found
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        print(f"jobrelay: {leaf}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -9,8 +9,9 @@ closes them in reverse. Tools reach it as `ctx.request_context.lifespan_context`
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +27,9 @@ from pydantic import SecretStr, ValidationError
 
 from mcp_server import __version__
 from mcp_server._clock import Clock, SystemClock
-from mcp_server._schema import compact, shallow_output
+from mcp_server._schema import compact, inline_defs, shallow_output
 from mcp_server.config import Settings, key_fingerprint, load_settings
-from mcp_server.jobs import Caller, Clients, JobService
+from mcp_server.jobs import Caller, Clients, InputProblem, JobService
 from mcp_server.ledger import SqliteLedger
 from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, Provider
 from mcp_server.sandbox._state import SandboxState
@@ -90,13 +91,28 @@ class Runtime(Clients):
         return SecretStr(SANDBOX_KEY)
 
     def caller(self, overrides: Mapping[Provider, SecretStr] | None = None) -> Caller:
+        """The tenants (key fingerprints) of a call: its jobs, clients and rate-limit buckets.
+
+        A per-request key that is sent to the sandbox when the server itself has no key is
+        partitioned by its own fingerprint all the same.
+        """
         overrides = overrides or {}
         keys = {p: self.effective_key(p, overrides.get(p)) for p in PROVIDERS}
-        self._keys.update({key_fingerprint(k): k for k in keys.values()})
-        return Caller(
-            tenants={p: key_fingerprint(k) for p, k in keys.items()},
-            sandbox=dict(self.sandboxed),
-        )
+        tenants = {p: key_fingerprint(k) for p, k in keys.items()}
+        for provider, key in keys.items():
+            known = self._keys.setdefault(tenants[provider], key)
+            if not hmac.compare_digest(
+                known.get_secret_value().encode(), key.get_secret_value().encode()
+            ):
+                # Two keys behind one fingerprint would share a ledger partition and a client
+                # holding the other key: refuse rather than mix tenants.
+                raise InputProblem(
+                    "This API key cannot be told apart from another key in use on this "
+                    "server; use a different key.",
+                    field="the API key",
+                    provider=provider,
+                )
+        return Caller(tenants=tenants, sandbox=dict(self.sandboxed))
 
     _keys: dict[str, SecretStr] = field(default_factory=dict)
 
@@ -211,7 +227,15 @@ async def _embedded_sandbox(
     config = sandbox_uvicorn_config(create_sandbox_app(state or SandboxState()), port=0)
     config.lifespan = "off"
     server = _QuietUvicorn(config)
-    tg.start_soon(server.serve)
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        finally:
+            stopped.set()
+
+    tg.start_soon(serve)
     with anyio.fail_after(10):
         while not server.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
             await anyio.sleep(0.005)
@@ -220,6 +244,15 @@ async def _embedded_sandbox(
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
+        # uvicorn must close its listening socket before the task group is cancelled,
+        # or the socket leaks (ResourceWarning) on every shutdown.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await stopped.wait()
+        # The task group is cancelled next, before uvicorn's own shutdown would close the
+        # listening socket (its loop looks at should_exit every 0.1 s): close it now, so no
+        # socket is left for the garbage collector (a ResourceWarning).
+        for listener in server.servers:
+            listener.close()
 
 
 def build_server(
@@ -236,7 +269,7 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
-            ledger = await stack.enter_async_context(SqliteLedger.open(settings.db_path))
+            ledger = await stack.enter_async_context(SqliteLedger.open(settings.db_path, clock=clock))
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             sandboxed: dict[Provider, bool] = {
@@ -293,22 +326,44 @@ class JobRelayServer(MCPServer[Runtime]):
     """MCPServer with compact tool schemas, and argument errors that name the field and the
     allowed values, as a tool result."""
 
+    _input_schemas: dict[str, dict[str, Any]] | None = None
+
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
         return [
             tool.model_copy(
                 update={
                     "description": " ".join((tool.description or "").split()),
-                    "input_schema": compact(tool.input_schema),
+                    "input_schema": compact(inline_defs(tool.input_schema)),
                     "output_schema": shallow_output(tool.output_schema),
                 }
             )
             for tool in tools
         ]
 
+    async def _schemas(self) -> dict[str, dict[str, Any]]:
+        """The published input schemas by tool name (tools are fixed once built)."""
+        if self._input_schemas is None:
+            self._input_schemas = {t.name: t.input_schema for t in await self.list_tools()}
+        return self._input_schemas
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Runtime, Any] | None = None
     ) -> Any:
+        schemas = await self._schemas()
+        schema = schemas.get(name)
+        if schema is None:
+            return unknown_tool_result(name, sorted(schemas))
+        # The SDK ignores unknown top-level arguments; a misspelt `wait_seconds` would then
+        # silently fall back to its default, so they are refused by name instead.
+        known = schema.get("properties", {})
+        extra = [k for k in arguments or {} if k not in known]
+        if extra:
+            return invalid_arguments_result(
+                name,
+                [{"loc": (k,), "type": "extra_forbidden", "msg": "unknown"} for k in extra],
+                schema,
+            )
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
@@ -318,46 +373,82 @@ class JobRelayServer(MCPServer[Runtime]):
             return internal_error_result(name)
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
-                return invalid_arguments_result(name, exc.__cause__)
+                return invalid_arguments_result(name, exc.__cause__.errors(), schema)
             raise
 
 
-def _describe_problem(err: Mapping[str, Any]) -> str:
-    loc = [str(p) for p in err.get("loc", ())]
-    where = ".".join(loc) or "arguments"
+def _schema_at(schema: Mapping[str, Any], loc: Sequence[Any]) -> Mapping[str, Any] | None:
+    """The (compact) schema node an error location points at: names are properties, numbers
+    are list items."""
+    node: Any = schema
+    for part in loc:
+        if not isinstance(node, Mapping):
+            return None
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            node = node.get("items")
+        else:
+            node = node.get("properties", {}).get(str(part))
+    return node if isinstance(node, Mapping) else None
+
+
+def _allowed(node: Mapping[str, Any] | None) -> str:
+    values = node.get("enum") if node else None
+    if isinstance(values, list) and values:
+        return " (one of " + ", ".join(repr(v) for v in values) + ")"
+    return ""
+
+
+def _describe_problem(err: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[str, str]:
+    """`(field, sentence fragment)` for one validation error, with the allowed names or
+    values when the schema lists them."""
+    loc = list(err.get("loc", ()))
+    where = ".".join(str(p) for p in loc) or "arguments"
     kind = str(err.get("type", ""))
     msg = str(err.get("msg", "invalid"))
     if kind == "missing":
-        return f"{where} is required"
+        return where, f"{where} is required{_allowed(_schema_at(schema, loc))}"
     if kind == "extra_forbidden":
-        return f"{where} is not a known argument"
+        parent = _schema_at(schema, loc[:-1])
+        names = sorted((parent or {}).get("properties", {}))
+        known = f" (known: {', '.join(names)})" if names else ""
+        return where, f"{where} is not a known {'argument' if len(loc) == 1 else 'field'}{known}"
     got = err.get("input")
     shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
-    return f"{where}: {msg[0].lower() + msg[1:]}{shown}"
+    return where, f"{where}: {msg[0].lower() + msg[1:]}{shown}"
 
 
-def invalid_arguments_result(tool: str, exc: ValidationError) -> CallToolResult:
-    problems = [_describe_problem(e) for e in exc.errors()]
-    first = problems[0] if problems else "invalid arguments"
-    next_step = f"Call {tool} again with {first.split(':')[0].split(' is ')[0]} fixed."
-    error = ErrorInfo(
-        code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step, http_status=None
-    )
-    text = f"Invalid arguments for {tool}: {'; '.join(problems)}. {next_step}"
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content={"error": error.model_dump(mode="json")},
-        is_error=True,
-    )
+def invalid_arguments_result(
+    tool: str, errors: Sequence[Mapping[str, Any]], schema: Mapping[str, Any]
+) -> CallToolResult:
+    """isError `invalid_input` naming every bad field, what is allowed, and the one fix."""
+    described = [_describe_problem(e, schema) for e in errors]
+    field = described[0][0] if described else "the arguments"
+    problems = "; ".join(d[1] for d in described) or "invalid arguments"
+    if errors and errors[0].get("type") == "extra_forbidden":
+        next_step = f"Call {tool} again without {field}."
+    else:
+        next_step = f"Call {tool} again with {field} fixed."
+    error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
+    text = f"Invalid arguments for {tool}: {problems}. Next: {next_step}"
+    return _error_result(text, error)
+
+
+def unknown_tool_result(tool: str, names: Sequence[str]) -> CallToolResult:
+    next_step = f"Call one of: {', '.join(names)}."
+    error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
+    return _error_result(f"jobrelay has no tool {tool!r}. Next: {next_step}", error)
 
 
 def internal_error_result(tool: str) -> CallToolResult:
     next_step = (
-        "Try the call once more; if it fails again, use list_jobs to find any job it started "
-        "and report the problem. No job id is lost: the ledger keeps every started job."
+        "try the call once more; if it fails again, find any job it started with list_jobs "
+        "(the ledger keeps every started job) and report the problem."
     )
     error = ErrorInfo(code=ErrorCode.UPSTREAM_ERROR, retryable=True, next_step=next_step)
-    text = f"jobrelay hit an internal error in {tool}. {next_step}"
+    return _error_result(f"jobrelay hit an internal error in {tool}. Next: {next_step}", error)
+
+
+def _error_result(text: str, error: ErrorInfo) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
         structured_content={"error": error.model_dump(mode="json")},

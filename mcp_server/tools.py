@@ -38,13 +38,18 @@ log = logging.getLogger(__name__)
 
 #: Request headers that carry a tenant's own upstream keys over HTTP (never stored or echoed).
 KEY_HEADERS: dict[Provider, str] = {
-    "seamless": "x-seamless-api-key",
-    "agentseo": "x-agentseo-api-key",
+    "seamless": "X-Seamless-Api-Key",
+    "agentseo": "X-AgentSEO-Api-Key",
 }
+
+_MAX_KEY_CHARS = 512
 
 StateName = Literal["queued", "running", "succeeded", "failed", "not_found", "duplicate", "unknown"]
 
 READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+"""Reads that reach an upstream API."""
+LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+"""Reads of jobrelay's own state (ledger, limiter, catalogue): no upstream call."""
 SPEND = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
 )
@@ -55,32 +60,52 @@ def _runtime(ctx: Context[Any, Any]) -> Any:
 
 
 def caller_for(ctx: Context[Any, Any]) -> Caller:
-    """The caller's keys: per-request headers over HTTP when sent, else the server's."""
+    """The caller's keys: per-request headers over HTTP when sent, else the server's.
+
+    Over HTTP (both protocol eras) the SDK hands the Starlette request to the tool as
+    `ctx.request_context.request`; over stdio and in-process there is none. A header key is
+    used for this call only: kept as a SecretStr, never stored, logged or echoed.
+    """
     overrides: dict[Provider, SecretStr] = {}
     request = getattr(ctx.request_context, "request", None)
     headers = getattr(request, "headers", None)
     if headers is not None:
         for provider, name in KEY_HEADERS.items():
             value = headers.get(name)
-            if isinstance(value, str) and value.strip():
-                overrides[provider] = SecretStr(value.strip())
+            if not isinstance(value, str) or not value.strip():
+                continue
+            value = value.strip()
+            if len(value) > _MAX_KEY_CHARS or not value.isprintable() or " " in value:
+                raise InputProblem(
+                    f"The {name} header does not hold a usable API key (printable "
+                    f"characters without spaces, at most {_MAX_KEY_CHARS}).",
+                    field=f"the {name} header",
+                    provider=provider,
+                )
+            overrides[provider] = SecretStr(value)
     runtime = _runtime(ctx)
     caller: Caller = runtime.caller(overrides)
     return caller
 
 
 def to_result(outcome: Outcome) -> CallToolResult:
+    """Nulls are left out to save tokens, except inside `error`, whose shape is contract
+    (DESIGN.md section 1: every key present, null when unknown)."""
+    structured = outcome.output.model_dump(mode="json", exclude_none=True)
+    error = getattr(outcome.output, "error", None)
+    if isinstance(error, ErrorInfo):
+        structured["error"] = error.model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=outcome.text)],
-        structured_content=outcome.output.model_dump(mode="json", exclude_none=True),
+        structured_content=structured,
         is_error=outcome.failed,
     )
 
 
 def _input_problem(exc: InputProblem, tool: str) -> Outcome:
-    next_step = f"Call {tool} again with {exc.field} fixed."
+    next_step = exc.next_step or f"Call {tool} again with {exc.field} fixed."
     error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
-    return Outcome(JobOutput(error=error), f"{exc.message} {next_step}", failed=True)
+    return Outcome(JobOutput(error=error), f"{exc.message} Next: {next_step}", failed=True)
 
 
 async def _guard(
@@ -96,14 +121,15 @@ async def _guard(
 
 
 def _progress(ctx: Context[Any, Any]) -> ProgressFn:
-    """MCP progress, only on change and never going backwards (a no-op if not requested)."""
-    last: list[Any] = [-1.0, None]
+    """MCP progress as percent of 100: sent only when the percent rises, because the
+    protocol requires every notification's progress to increase (a no-op if not requested)."""
+    last = [-1.0]
 
     async def report(percent: float, message: str | None) -> None:
-        percent = max(percent, last[0])
-        if (percent, message) == (last[0], last[1]):
+        percent = round(min(100.0, max(0.0, percent)), 1)
+        if percent <= last[0]:
             return
-        last[0], last[1] = percent, message
+        last[0] = percent
         await ctx.report_progress(percent, 100, message)
 
     return report
@@ -117,10 +143,10 @@ def register_tools(server: MCPServer[Any]) -> None:
         query: Annotated[str | None, Field(description="Free text, e.g. 'CTO fintech'")] = None,
         filters: SearchFilters | None = None,
         limit: Annotated[int, Field(ge=1, le=50)] = 10,
-        next_token: Annotated[str | None, Field(description="From a previous page")] = None,
+        next_token: Annotated[str | None, Field(description="From the previous page")] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        """Search Seamless.ai contacts or companies (free). Returns a search_result_id per hit
-        to pass to start_research for emails and phones."""
+        """Search Seamless.ai contacts or companies (free, no contact details). Pass the hits'
+        search_result_id values to start_research to get emails and phones."""
 
         async def run() -> Outcome:
             rt = _runtime(ctx)
@@ -141,19 +167,7 @@ def register_tools(server: MCPServer[Any]) -> None:
                 next_token=page.next_token,
                 sandbox=caller.sandbox["seamless"],
             )
-            if not items:
-                return Outcome(out, "No matches. Loosen the query or filters and search again.")
-            ids = ", ".join(
-                f'"{i["search_result_id"]}"' for i in items[:3] if "search_result_id" in i
-            )
-            more = f' More: next_token="{page.next_token}".' if page.next_token else ""
-            text = (
-                f"{len(items)} {kind} found"
-                + (f" of {page.total}" if page.total else "")
-                + f'. Next: start_research(kind="{kind}", search_result_ids=[{ids}, ...]) '
-                "to get contact details (spends one credit per target)." + more
-            )
-            return Outcome(out, text)
+            return Outcome(out, _search_text(kind, items, page.total, page.next_token))
 
         return await _guard(ctx, "search_prospects", run)
 
@@ -169,11 +183,11 @@ def register_tools(server: MCPServer[Any]) -> None:
         allow_rerun: Annotated[
             bool, Field(description="Pay again for targets researched in the last 30 days")
         ] = False,
-        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=300, description=_WAIT_HERE)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Research contacts or companies on Seamless.ai (1 credit per target). Returns one
-        job_id for all targets; then wait_for_job. Refuses over the daily budget, warns before
-        re-researching. Never resubmit to retry."""
+        """Research contacts or companies on Seamless.ai for emails and phones (1 credit per
+        target). One job_id covers all targets; then wait_for_job. Refuses targets already
+        researched unless allow_rerun. Never resubmit to retry."""
         return await _guard(
             ctx,
             "start_research",
@@ -201,10 +215,11 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         ],
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=300, description=_WAIT_HERE)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Start an AgentSEO workflow. Returns a job_id; then wait_for_job, or pass
-        wait_seconds to wait here with progress."""
+        """Start an AgentSEO job (SERP analysis, keyword metrics, local audits). Returns a
+        job_id; then wait_for_job. Each start spends AgentSEO credits: never resubmit to
+        retry."""
         return await _guard(
             ctx,
             "start_seo_job",
@@ -225,8 +240,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         ],
         ctx: Context[Any, Any],
     ) -> Annotated[CallToolResult, StatusOutput]:
-        """Status of one or more jobs without waiting: state, progress,
-        next_check_after_seconds. To get the outcome, prefer wait_for_job."""
+        """Status of one or many jobs now, without waiting (one upstream call per batch):
+        state, progress, next_check_after_seconds. To wait, use wait_for_job."""
         return await _guard(
             ctx,
             "get_job_status",
@@ -237,10 +252,12 @@ def register_tools(server: MCPServer[Any]) -> None:
     async def wait_for_job(
         job_id: str,
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[float, Field(ge=0, le=300)] = 30,
+        wait_seconds: Annotated[
+            float, Field(ge=0, le=300, description="Capped by the server (45 s by default)")
+        ] = 30,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Wait (bounded, with progress) until a job finishes. Returns compact results when
-        done, or the state and when to call again. Safe to call repeatedly; never re-runs."""
+        """Wait, bounded and with progress, until a job finishes; returns compact results, or
+        the state and when to call again. Safe to repeat: never re-runs the job."""
         return await _guard(
             ctx,
             "wait_for_job",
@@ -249,18 +266,19 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="Job results", annotations=READ)
+    @server.tool(title="Job results", annotations=LOCAL)
     async def get_job_result(
         job_id: str,
         ctx: Context[Any, Any],
         fields: Annotated[
-            list[str] | None, Field(description="Full-record fields to return, e.g. email2")
+            list[str] | None,
+            Field(description="Full-record fields instead of the compact view, e.g. email2"),
         ] = None,
         offset: Annotated[int, Field(ge=0)] = 0,
         limit: Annotated[int, Field(ge=1, le=50)] = 10,
     ) -> Annotated[CallToolResult, ResultPage]:
-        """Results of a finished job, paged. Default: compact records; pass fields for more
-        of the full record."""
+        """Results of a finished job, paged (offset, limit): compact records by default, or
+        the named fields of the full records."""
         return await _guard(
             ctx,
             "get_job_result",
@@ -269,7 +287,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="List jobs", annotations=READ)
+    @server.tool(title="List jobs", annotations=LOCAL)
     async def list_jobs(
         ctx: Context[Any, Any],
         provider: Provider | None = None,
@@ -277,8 +295,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         since_hours: Annotated[float | None, Field(gt=0)] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
     ) -> Annotated[CallToolResult, ListOutput]:
-        """Jobs started here, newest first (kept across restarts). Use it to find paid work
-        again after losing a job id."""
+        """Jobs started through jobrelay, newest first, kept across restarts: how to find paid
+        work again after losing a job_id."""
         return await _guard(
             ctx,
             "list_jobs",
@@ -291,12 +309,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(
-        title="Explain error",
-        annotations=ToolAnnotations(
-            read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
+    @server.tool(title="Explain error", annotations=LOCAL)
     async def explain_error(
         ctx: Context[Any, Any],
         provider: Literal["seamless", "agentseo", "auto"] = "auto",
@@ -306,8 +319,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         body: str | dict[str, Any] | None = None,
         job_status: str | None = None,
     ) -> Annotated[CallToolResult, ExplainOutput]:
-        """Turn a Seamless/AgentSEO status, error code, headers, body or job status into
-        advice: what happened, if and when to retry, the one next step."""
+        """Advice for a Seamless or AgentSEO HTTP status, error code, headers, body or job
+        status: what happened, whether and when to retry, the one next step."""
 
         async def run() -> Outcome:
             rt = _runtime(ctx)
@@ -315,6 +328,7 @@ def register_tools(server: MCPServer[Any]) -> None:
                 raise InputProblem(
                     "Pass at least one of http_status, code, headers, body or job_status.",
                     field="http_status",
+                    next_step="Call explain_error again with the status, code or body you saw.",
                 )
             adv: Advice = advice_mod.advise_http(
                 provider, http_status, code, headers, body, job_status, now=rt.clock.time()
@@ -323,10 +337,10 @@ def register_tools(server: MCPServer[Any]) -> None:
 
         return await _guard(ctx, "explain_error", run)
 
-    @server.tool(title="Usage", annotations=READ)
+    @server.tool(title="Usage", annotations=LOCAL)
     async def get_usage(ctx: Context[Any, Any]) -> Annotated[CallToolResult, UsageOutput]:
-        """Rate-limit budgets per provider and bucket, research credits left, and the daily
-        credit budget. Check before large batches."""
+        """Rate-limit budgets per provider and bucket with time to reset, research credits
+        last seen, and the daily credit budget."""
 
         async def run() -> Outcome:
             from mcp_server.usage import usage_outcome
@@ -334,6 +348,24 @@ def register_tools(server: MCPServer[Any]) -> None:
             return await usage_outcome(_runtime(ctx), caller_for(ctx))
 
         return await _guard(ctx, "get_usage", run)
+
+
+_WAIT_HERE = "0: return at once; else wait here like wait_for_job"
+
+
+def _search_text(
+    kind: Kind, items: list[dict[str, Any]], total: int | None, next_token: str | None
+) -> str:
+    if not items:
+        return f"No {kind} match. Next: loosen the query or filters and search again."
+    ids = ", ".join(f'"{i["search_result_id"]}"' for i in items[:2] if "search_result_id" in i)
+    more = ", ..." if len(items) > 2 else ""
+    counted = f"{len(items)} of {total}" if total and total > len(items) else f"{len(items)}"
+    page = f' (next page: next_token="{next_token}")' if next_token else ""
+    return (
+        f'{counted} {kind} found{page}. Next: start_research(kind="{kind}", '
+        f"search_result_ids=[{ids}{more}]) for emails and phones (1 credit per target)."
+    )
 
 
 def _as_dict(item: Any) -> dict[str, Any]:

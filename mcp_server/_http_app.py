@@ -1,0 +1,331 @@
+"""The Streamable HTTP app: the SDK's `/mcp` endpoint behind jobrelay's own guards.
+
+One pure ASGI layer in front of the SDK app, so every path and both protocol eras get the same
+checks, in this order (cheap and unauthenticated first):
+
+1. `GET /healthz` answers at once, unauthenticated, and says nothing but `ok` (or
+   `shutting_down`): load balancers need it, and nothing in it is worth protecting.
+2. Host allowlist (421) and Origin allowlist (403): DNS-rebinding protection. A browser page on
+   another origin always sends its `Origin`; no CORS headers are ever sent, so no page can read
+   an answer either.
+3. Credentials in the URL (400): query strings end up in proxy and access logs.
+4. `Authorization: Bearer <JOBRELAY_HTTP_TOKEN>` when a token is set (401), compared in constant
+   time on SHA-256 digests, so neither the content nor the length leaks through timing.
+5. During shutdown, new requests get 503; open standalone GET streams are ended cleanly.
+
+The SDK enforces the same Host/Origin lists again (defence in depth) and the request body limit
+(413 before parsing). Nothing here logs or echoes a header value.
+
+The SDK is imported only when the app is built, so a refused start is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
+
+import anyio
+from pydantic import SecretStr
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+MCP_PATH: Final = "/mcp"
+HEALTH_PATH: Final = "/healthz"
+
+MAX_REQUEST_BODY_BYTES: Final = 1024 * 1024
+"""1 MiB, a quarter of the SDK default: the largest legitimate call (100 research targets) is
+tens of kilobytes."""
+
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*")
+LOOPBACK_ORIGINS: Final = (
+    "http://127.0.0.1",
+    "http://127.0.0.1:*",
+    "http://localhost",
+    "http://localhost:*",
+    "http://[::1]",
+    "http://[::1]:*",
+)
+
+_HOST_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
+_ORIGIN = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
+_SECRET_PARAM = re.compile(r"(?i)(token|key|secret|passw|auth|credential|bearer)")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, `localhost`)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(host: str, token: SecretStr | None) -> str | None:
+    """Why `jobrelay serve --transport http --host HOST` must not start, or None if it may."""
+    if token is not None or is_loopback(host):
+        return None
+    return (
+        f"jobrelay serve: refusing to listen on {host} without JOBRELAY_HTTP_TOKEN. Anyone who "
+        "can reach that address could run jobs with your API keys and spend your credits.\n"
+        "  Either bind to this machine only: --host 127.0.0.1 (the default),\n"
+        "  or set a long random token and send it as 'Authorization: Bearer <token>':\n"
+        "    export JOBRELAY_HTTP_TOKEN=\"$(python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')\""
+    )
+
+
+def host_allowlist(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
+    """Host header values to accept: loopback names, the bind address when it is a specific
+    IP (an IP literal cannot be rebound), and each `--allow-host` (bare and with any port).
+
+    Raises ValueError naming a malformed `--allow-host` value.
+    """
+    hosts = list(LOOPBACK_HOSTS)
+    name = bind_host.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if ip is not None and not ip.is_unspecified and not ip.is_loopback:
+        hosts.append(f"[{ip}]:*" if ip.version == 6 else f"{ip}:*")
+    for raw in extra:
+        value = raw.strip().lower()
+        match = _HOST_NAME.match(value)
+        if match is None:
+            raise ValueError(
+                f"--allow-host {raw!r} is not a host name: give a name such as "
+                "mcp.example.com (optionally with :PORT), without scheme or path."
+            )
+        if match.group(2):
+            hosts.append(value)
+        else:
+            hosts.extend([value, f"{value}:*"])
+    return list(dict.fromkeys(hosts))
+
+
+def origin_allowlist(extra: Iterable[str] = ()) -> list[str]:
+    """Origin header values to accept: loopback pages and each `--allow-origin`.
+
+    Raises ValueError naming a malformed `--allow-origin` value.
+    """
+    origins = list(LOOPBACK_ORIGINS)
+    for raw in extra:
+        value = raw.strip().rstrip("/").lower()
+        if _ORIGIN.match(value) is None:
+            raise ValueError(
+                f"--allow-origin {raw!r} is not an origin: give scheme://host[:port], "
+                "e.g. https://app.example.com."
+            )
+        origins.append(value)
+    return list(dict.fromkeys(origins))
+
+
+def _matches(value: str, allowed: Sequence[str]) -> bool:
+    """The SDK's rule: an exact match, or `base:*` matching `base:<anything>`."""
+    value = value.lower()
+    for pattern in allowed:
+        if value == pattern:
+            return True
+        if pattern.endswith(":*") and value.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _problem(status: int, error: str, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
+
+
+class GuardedApp:
+    """jobrelay's HTTP guards in front of the SDK's Streamable HTTP app (see module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: SecretStr | None,
+        allowed_hosts: Sequence[str],
+        allowed_origins: Sequence[str],
+    ) -> None:
+        self.app = app
+        self._token_digest = None if token is None else _digest(token.get_secret_value())
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.allowed_origins = tuple(allowed_origins)
+        self.shutting_down = False
+        self._streams: set[anyio.CancelScope] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"GuardedApp(token={'set' if self._token_digest else 'unset'}, "
+            f"allowed_hosts={self.allowed_hosts!r}, allowed_origins={self.allowed_origins!r})"
+        )
+
+    @property
+    def open_streams(self) -> int:
+        """Standalone GET event streams open now."""
+        return len(self._streams)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and end open standalone streams, so the server can drain."""
+        self.shutting_down = True
+        for scope in list(self._streams):
+            scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)  # the SDK's session manager, our lifespan
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})  # no websockets here
+            return
+        refusal = self._check(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if scope["method"] == "GET" and scope["path"] == MCP_PATH:
+            await self._stream(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> JSONResponse | None:
+        path: str = scope["path"]
+        if path == HEALTH_PATH:
+            if scope["method"] not in ("GET", "HEAD"):
+                return _problem(405, "method_not_allowed", "Use GET.", allow="GET, HEAD")
+            if self.shutting_down:
+                return JSONResponse({"status": "shutting_down"}, status_code=503)
+            return JSONResponse({"status": "ok"})
+        host = _header(scope, b"host")
+        if host is None or not _matches(host, self.allowed_hosts):
+            return _problem(
+                421,
+                "invalid_host",
+                "This Host header is not in jobrelay's allowlist (DNS-rebinding protection). "
+                "If it is this server's name, restart with --allow-host NAME.",
+            )
+        origin = _header(scope, b"origin")
+        if origin is not None and not _matches(origin.rstrip("/"), self.allowed_origins):
+            return _problem(
+                403,
+                "invalid_origin",
+                "Requests from this Origin are not allowed (a web page on another site). "
+                "To allow a trusted origin, restart with --allow-origin ORIGIN.",
+            )
+        if self._secret_in_url(scope):
+            return _problem(
+                400,
+                "credentials_in_url",
+                "Credentials are never accepted in the URL (URLs end up in logs). Send "
+                "Authorization: Bearer <token> and X-Seamless-Api-Key / X-AgentSEO-Api-Key "
+                "as headers.",
+            )
+        if self._token_digest is not None and not self._authorized(scope):
+            presented = _header(scope, b"authorization") is not None
+            challenge = 'Bearer realm="jobrelay"' + (', error="invalid_token"' if presented else "")
+            return _problem(
+                401,
+                "unauthorized",
+                "This jobrelay server requires 'Authorization: Bearer <token>' with the value "
+                "of its JOBRELAY_HTTP_TOKEN.",
+                **{"www-authenticate": challenge},
+            )
+        if self.shutting_down:
+            return _problem(
+                503,
+                "shutting_down",
+                "jobrelay is shutting down; retry against the restarted server.",
+                **{"retry-after": "5"},
+            )
+        return None
+
+    @staticmethod
+    def _secret_in_url(scope: Scope) -> bool:
+        query: bytes = scope.get("query_string", b"")
+        if not query:
+            return False
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        return any(_SECRET_PARAM.search(name) for name, _ in pairs)
+
+    def _authorized(self, scope: Scope) -> bool:
+        expected = self._token_digest or b""
+        value = _header(scope, b"authorization") or ""
+        scheme, _, credentials = value.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            # Still compare, so a wrong scheme costs the same time as a wrong token.
+            credentials = ""
+        return hmac.compare_digest(_digest(credentials.strip()), expected)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A standalone GET stream lives until the client leaves, or until shutdown ends it
+        with a proper end of body (uvicorn would otherwise wait for it until its timeout)."""
+        state: dict[str, bool] = {"started": False, "done": False}
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                state["done"] = True
+            await send(message)
+
+        cancel = anyio.CancelScope()
+        self._streams.add(cancel)
+        try:
+            with cancel:
+                await self.app(scope, receive, tracked)
+        finally:
+            self._streams.discard(cancel)
+        if cancel.cancelled_caught and state["started"] and not state["done"]:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def create_http_app(
+    server: MCPServer[Any],
+    *,
+    token: SecretStr | None,
+    allowed_hosts: Sequence[str],
+    allowed_origins: Sequence[str],
+    max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+) -> GuardedApp:
+    """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams) and
+    `/healthz`. Its lifespan runs the server's lifespan (ledger, sandbox, clients).
+
+    Call once per server: the SDK's session manager runs only once.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(allowed_hosts),
+        allowed_origins=list(allowed_origins),
+    )
+    sdk_app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        json_response=False,
+        stateless_http=False,
+        max_request_body_size=max_body_bytes,
+        transport_security=security,
+    )
+    return GuardedApp(
+        sdk_app, token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+    )
