@@ -491,8 +491,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Research outcome unknown",
         what=(
             "Seamless may have accepted the research: {cause}, so jobrelay cannot tell "
-            "whether credits were spent. If the check finds nothing, one resubmit is safe "
-            "(Seamless deduplicates)."
+            "whether credits were spent. If the check finds nothing, one resubmit of contact "
+            "research is safe (Seamless deduplicates contacts, not companies)."
         ),
         next_step="Call {job_check} before resubmitting.",
         do_not="Do not resubmit before checking: it could spend credits again.",

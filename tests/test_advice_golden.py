@@ -285,7 +285,8 @@ def test_outcome_unknown_after_a_lost_research_response() -> None:
     assert render_text(advice) == (
         "Seamless may have accepted the research: the connection broke after the request was "
         "sent, so jobrelay cannot tell whether credits were spent. If the check finds nothing, "
-        "one resubmit is safe (Seamless deduplicates). "
+        "one resubmit of contact research is safe (Seamless deduplicates contacts, not "
+        "companies). "
         'Next: Call list_jobs(state="unknown"), then get_job_status on that job, before '
         "resubmitting. "
         "Do not resubmit before checking: it could spend credits again."
