@@ -112,6 +112,9 @@ def _jobrelay_invocations() -> Iterator[tuple[str, list[str]]]:
                 elif words[:1] == ["npx"]:  # e.g. the MCP Inspector starting the server
                     starts = [i for i, w in enumerate(words) if _is_jobrelay(w)]
                     words = words[starts[0] :] if starts else []
+                    # The Inspector's own options follow the server command.
+                    if "--method" in words:
+                        words = words[: words.index("--method")]
                 while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
                     words = words[1:]
                 if words and _is_jobrelay(words[0]):
