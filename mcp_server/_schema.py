@@ -2,32 +2,75 @@
 listing, so pydantic's titles, `default: null` and `anyOf [X, null]` noise is removed.
 
 Input schemas keep everything a model needs to call correctly (types, enums, bounds,
-descriptions, required). Output schemas keep the top-level fields and their types; nested
-objects are just `object`. The server still validates results against the full models.
+descriptions, required). An optional argument is advertised as its plain type: leaving it
+out is how a model says "none" (the server still accepts an explicit null). Output schemas
+keep the top-level fields and their types; nested objects are just `object`. The server still
+validates arguments and results against the full models.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 _NULL = {"type": "null"}
 
 
-def _merge_nullable(node: dict[str, Any]) -> dict[str, Any]:
+def _fold_any_of(node: dict[str, Any]) -> dict[str, Any]:
+    """`anyOf [X, null]` -> X; `anyOf [string, object]` -> `type: [string, object]`."""
     options = node.get("anyOf")
-    if not isinstance(options, list) or _NULL not in options:
+    if not isinstance(options, list):
         return node
     rest = [o for o in options if o != _NULL]
-    if len(rest) != 1 or "type" not in rest[0] or not isinstance(rest[0]["type"], str):
-        return node
-    merged = {k: v for k, v in node.items() if k != "anyOf"}
-    merged.update(rest[0])
-    merged["type"] = [rest[0]["type"], "null"]
-    return merged
+    base = {k: v for k, v in node.items() if k != "anyOf"}
+    if len(rest) == 1:
+        return {**base, **rest[0]}
+    if all(set(o) == {"type"} and isinstance(o["type"], str) for o in rest):
+        return {**base, "type": [o["type"] for o in rest]}
+    return {**base, "anyOf": rest} if len(rest) != len(options) else node
+
+
+def _drop_null_type(node: dict[str, Any]) -> dict[str, Any]:
+    t = node.get("type")
+    if isinstance(t, list) and "null" in t:
+        rest = [x for x in t if x != "null"]
+        return {**node, "type": rest[0] if len(rest) == 1 else rest}
+    return node
+
+
+def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace `$ref`s to local `$defs` by the definitions themselves.
+
+    Each tool uses each nested model once, so the `$defs` indirection only costs tokens and
+    makes the schema harder for a model to read. Recursive models would keep their `$ref`
+    (none of jobrelay's are).
+    """
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict):
+        return schema
+
+    def resolve(node: Any, seen: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [resolve(v, seen) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in defs and name not in seen:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**resolve(defs[name], seen | {name}), **rest}
+        return {k: resolve(v, seen) for k, v in node.items()}
+
+    out = {k: resolve(v, frozenset()) for k, v in schema.items() if k != "$defs"}
+    if "$ref" in json.dumps(out):
+        out["$defs"] = defs  # something stayed referenced (recursion): keep the definitions
+    return out
 
 
 def compact(node: Any) -> Any:
-    """Drop titles and null defaults; fold `anyOf [X, null]` into `type: [X, "null"]`."""
+    """Drop titles, null and empty-list defaults and `additionalProperties: true`; fold
+    nullable unions."""
     if isinstance(node, list):
         return [compact(v) for v in node]
     if not isinstance(node, dict):
@@ -36,13 +79,15 @@ def compact(node: Any) -> Any:
     for key, value in node.items():
         if key == "title" and isinstance(value, str):
             continue
-        if key == "default" and value is None:
-            continue
+        if key == "default" and (value is None or value == []):
+            continue  # an optional argument's absence already means "none"
+        if key == "additionalProperties" and value is True:
+            continue  # the JSON Schema default
         if key == "properties" and isinstance(value, dict):
             out[key] = {name: compact(prop) for name, prop in value.items()}
         else:
             out[key] = compact(value)
-    return _merge_nullable(out)
+    return _drop_null_type(_fold_any_of(out))
 
 
 def _shallow_type(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -69,14 +114,6 @@ def _shallow_type(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return shallow
 
 
-def _non_null(prop: dict[str, Any]) -> dict[str, Any]:
-    t = prop.get("type")
-    if isinstance(t, list):
-        rest = [x for x in t if x != "null"]
-        prop = {**prop, "type": rest[0] if len(rest) == 1 else rest}
-    return prop
-
-
 def shallow_output(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """Top-level fields and their types only: what an agent or host needs to read a result.
 
@@ -88,7 +125,7 @@ def shallow_output(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     props = schema.get("properties", {})
     out: dict[str, Any] = {
         "type": "object",
-        "properties": {name: _non_null(_shallow_type(p, defs)) for name, p in props.items()},
+        "properties": {name: _drop_null_type(_shallow_type(p, defs)) for name, p in props.items()},
     }
     if schema.get("required"):
         out["required"] = schema["required"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_server import advice as advice_mod
@@ -81,6 +82,10 @@ AGENTSEO_STATES: Mapping[str, JobState] = {
     "completed": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
 }
+
+
+_ADVISED = frozenset({JobState.FAILED, JobState.NOT_FOUND})
+"""Terminal states whose result is advice rather than records."""
 
 
 def seamless_state(raw: str | None) -> JobState:
@@ -152,9 +157,18 @@ class InputProblem(JobRelayError):
 
     code = ErrorCode.INVALID_INPUT
 
-    def __init__(self, message: str, *, field: str, provider: Provider | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        provider: Provider | None = None,
+        next_step: str | None = None,
+    ) -> None:
         super().__init__(message, provider=provider)
         self.field = field
+        self.next_step = next_step
+        """Overrides the default "call the tool again with `field` fixed"."""
 
 
 def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,25 +179,51 @@ def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[s
     try:
         parsed = model.model_validate(dict(params))
     except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(["params", *(str(p) for p in first["loc"])])
         raise InputProblem(
-            f"Invalid params for {workflow}: {_pydantic_problems(exc)}.", field="params"
+            f"Invalid params for {workflow}: {_pydantic_problems(exc, model)}.",
+            field=where,
+            next_step=(
+                f"Call start_seo_job again without {where}."
+                if first["type"] == "extra_forbidden"
+                else None
+            ),
         ) from None
-    if isinstance(parsed, LocalAuditParams) and not (parsed.domain or parsed.business_name):
-        raise InputProblem(
-            "local_audit needs params.domain or params.business_name (and usually location).",
-            field="params.domain",
-        )
+    audits: list[tuple[str, LocalAuditParams]] = []
+    if isinstance(parsed, LocalAuditParams):
+        audits = [("params", parsed)]
+    elif isinstance(parsed, LocalAuditBatchParams):
+        audits = [(f"params.targets.{i}", t) for i, t in enumerate(parsed.targets)]
+    for where, audit in audits:
+        # UPSTREAMS.md: a local audit is "domain or business name + location"; checked here so
+        # the agent learns it before anything is sent.
+        if not (audit.domain or audit.business_name):
+            raise InputProblem(
+                f"{workflow} needs {where}.domain or {where}.business_name.",
+                field=f"{where}.domain",
+            )
+        if not (audit.location or audit.location_code):
+            raise InputProblem(
+                f"{workflow} needs {where}.location (e.g. 'Austin, TX') or {where}.location_code.",
+                field=f"{where}.location",
+            )
     return parsed.model_dump(exclude_none=True)
 
 
-def _pydantic_problems(exc: ValidationError) -> str:
+def _pydantic_problems(exc: ValidationError, model: type[_Params]) -> str:
+    """`params.keyword is required; params.colour is not a known field (known: ...)`."""
     parts = []
+    known = ", ".join(sorted(model.model_fields))
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{where}: {msg}")
+        where = ".".join(["params", *(str(p) for p in err["loc"])])
+        if err["type"] == "missing":
+            parts.append(f"{where} is required")
+        elif err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            parts.append(f"{where} is not a known field (known: {known})")
+        else:
+            msg = err["msg"]
+            parts.append(f"{where}: {msg[0].lower() + msg[1:]}")
     return "; ".join(parts)
 
 
@@ -354,6 +394,7 @@ class JobService:
         progress: ProgressFn | None,
     ) -> Outcome:
         tool = "start_research"
+        deadline = self._deadline(wait_seconds)  # the whole call, submit included
         descriptors, labels = research_targets(kind, search_result_ids, contacts, companies)
         requested = len(labels)
 
@@ -387,12 +428,22 @@ class JobService:
             earlier = await self.ledger.recent_targets(
                 keys, tenant=tenant, within_days=RERUN_WINDOW_DAYS, now=now_dt
             )
+            jobs = ", ".join(sorted(set(earlier.values())))
             if earlier and not allow_rerun:
-                return self._rerun_refusal(earlier)
-            if earlier:
+                interrupted = await self._only_interrupted(earlier, tenant=tenant)
+                if not (interrupted and kind == "contacts"):
+                    return self._rerun_refusal(earlier, sandbox=caller.sandbox["seamless"])
+                # DESIGN 2.1: Seamless deduplicates contact research, so one resubmit of a
+                # submit whose outcome is unknown is safe, with deduplication left on.
+                warnings.append(
+                    f"Resubmitted {len(earlier)} target(s) of {jobs}, whose submit outcome is "
+                    "unknown: if that submit did arrive, Seamless answers duplicate at no cost."
+                )
+            elif earlier:
                 warnings.append(
                     f"Re-researching {len(earlier)} target(s) already researched in the last "
-                    f"{RERUN_WINDOW_DAYS} days (allow_rerun=true): fresh research spends credits."
+                    f"{RERUN_WINDOW_DAYS} days, in {jobs} (allow_rerun=true): fresh research "
+                    "spends credits."
                 )
 
         params: dict[str, Any] = {
@@ -401,6 +452,59 @@ class JobService:
             "targets": descriptors,
             "labels": labels,
         }
+        # Intent row, POST and its completion run shielded from the tool call's cancellation
+        # (bounded by the call deadline): a client giving up mid-submit must not leave a paid
+        # job without its requestIds in the ledger.
+        with anyio.CancelScope(shield=True):
+            submitted = await self._submit_research(
+                caller,
+                client,
+                kind=kind,
+                params=params,
+                keys=keys,
+                requested=requested,
+                search_result_ids=search_result_ids,
+                contacts=contacts,
+                companies=companies,
+                allow_rerun=allow_rerun,
+            )
+        if isinstance(submitted, Outcome):
+            return submitted
+        record, credits = submitted
+        warnings.extend(self._low_credit_warning(credits))
+        # A submit that used up the wait (e.g. sat out a 429 reset) returns the fresh handle
+        # rather than polling a job the API accepted a moment ago.
+        if wait_seconds > 0 and self.clock.monotonic() < deadline:
+            return await self.wait(
+                caller,
+                record.job_id,
+                wait_seconds=wait_seconds,
+                progress=progress,
+                warnings=warnings,
+                deadline=deadline,
+            )
+        job = await self._get(caller, record.job_id)
+        return self._render(job, warnings=warnings, started=True)
+
+    async def _submit_research(
+        self,
+        caller: Caller,
+        client: Any,
+        *,
+        kind: Kind,
+        params: dict[str, Any],
+        keys: list[str],
+        requested: int,
+        search_result_ids: Sequence[str],
+        contacts: Sequence[ContactTarget],
+        companies: Sequence[CompanyTarget],
+        allow_rerun: bool,
+    ) -> Outcome | tuple[JobRecord, int | None]:
+        """Intent, POST, completion: the ledger row ends with the requestIds, `unknown`
+        (ambiguous failure) or `failed` (provably rejected); an Outcome is a tool failure."""
+        tool = "start_research"
+        tenant = caller.tenant("seamless")
+        labels: list[str] = params["labels"]
         try:
             # Budget check and intent row in one transaction: concurrent starts can't overshoot.
             record = await self.ledger.record_intent(
@@ -456,19 +560,18 @@ class JobService:
             snapshot={"kind": kind, "items": items},
             credits_seen=credits,
         )
-        warnings.extend(self._low_credit_warning(credits))
-        if wait_seconds > 0:
-            return await self.wait(
-                caller,
-                record.job_id,
-                wait_seconds=wait_seconds,
-                progress=progress,
-                warnings=warnings,
-            )
-        job = await self._get(caller, record.job_id)
-        return self._render(job, warnings=warnings, started=True)
+        return record, credits
 
-    def _rerun_refusal(self, earlier: Mapping[str, str]) -> Outcome:
+    async def _only_interrupted(self, earlier: Mapping[str, str], *, tenant: str) -> bool:
+        """True when every earlier job is a submit whose outcome is unknown and that has no
+        upstream id: nothing is known to have been researched."""
+        for job_id in set(earlier.values()):
+            rec = await self.ledger.get(job_id, tenant=tenant)
+            if rec is None or rec.state is not JobState.UNKNOWN or rec.upstream_ids:
+                return False
+        return True
+
+    def _rerun_refusal(self, earlier: Mapping[str, str], *, sandbox: bool) -> Outcome:
         jobs = sorted(set(earlier.values()))
         first = jobs[0]
         targets = ", ".join(sorted(k.split(":", 1)[-1] for k in earlier)[:3])
@@ -482,17 +585,13 @@ class JobService:
             ),
             retryable=False,
             next_step=(
-                f'Read the earlier results with get_job_result(job_id="{first}"), or call '
-                "start_research again with allow_rerun=true to pay for fresh research."
+                f'read the earlier results with get_job_result(job_id="{first}") (or call '
+                "start_research again with allow_rerun=true to pay for fresh research)."
             ),
             do_not="Do not resubmit without allow_rerun: the same targets would be sent again.",
         )
-        out = JobOutput(
-            advice=adv,
-            warnings=[adv.what_happened],
-            sandbox=False,
-        )
-        return Outcome(out, f"{adv.what_happened} {adv.next_step}")
+        out = JobOutput(advice=adv, sandbox=sandbox)
+        return Outcome(out, f"{adv.what_happened} Next: {adv.next_step}")
 
     def _error_dict(self, exc: JobRelayError, tool: str) -> dict[str, Any]:
         adv = advice_mod.advise_error(exc, now=self._now(), tool=tool)
@@ -508,8 +607,29 @@ class JobService:
         wait_seconds: float,
         progress: ProgressFn | None,
     ) -> Outcome:
-        tool = "start_seo_job"
+        deadline = self._deadline(wait_seconds)  # the whole call, submit included
         clean = validate_workflow_params(workflow, params)
+        # Shielded like research (see there): a cancelled call still records the job it paid for.
+        with anyio.CancelScope(shield=True):
+            submitted = await self._submit_seo(caller, workflow, clean)
+        if isinstance(submitted, Outcome):
+            return submitted
+        record, state = submitted
+        if wait_seconds > 0 and not state.terminal and self.clock.monotonic() < deadline:
+            return await self.wait(
+                caller,
+                record.job_id,
+                wait_seconds=wait_seconds,
+                progress=progress,
+                deadline=deadline,
+            )
+        job = await self._get(caller, record.job_id)
+        return self._render(job, started=True)
+
+    async def _submit_seo(
+        self, caller: Caller, workflow: str, clean: dict[str, Any]
+    ) -> Outcome | tuple[JobRecord, JobState]:
+        tool = "start_seo_job"
         tenant = caller.tenant("agentseo")
         record = await self.ledger.record_intent(
             JobRecord.new(
@@ -549,12 +669,7 @@ class JobService:
         )
         if state.terminal:
             await self._finish_seo(record.job_id, envelopes)
-        if wait_seconds > 0 and not state.terminal:
-            return await self.wait(
-                caller, record.job_id, wait_seconds=wait_seconds, progress=progress
-            )
-        job = await self._get(caller, record.job_id)
-        return self._render(job, started=True)
+        return record, state
 
     async def _finish_seo(self, job_id: str, envelopes: Sequence[Any]) -> JobRecord:
         states = [agentseo_state(_env_status(e)) for e in envelopes]
@@ -568,7 +683,9 @@ class JobService:
             job_id,
             state=state,
             raw_status=_env_status(envelopes[0]) if len(envelopes) == 1 else state.value,
-            snapshot={"envelopes": [_env_dump(e) for e in envelopes]},
+            # ended_at (clock time) anchors a failed job's retry_after_seconds: "retry after
+            # 30 s" means 30 s after it failed, not after whenever someone looks.
+            snapshot={"envelopes": [_env_dump(e) for e in envelopes], "ended_at": self._now()},
             result={"results": results},
             error=error,
         )
@@ -599,15 +716,16 @@ class JobService:
 
     # ---- status -----------------------------------------------------------------------------
     async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
-        outputs: list[JobOutput] = []
-        records: list[JobRecord] = []
+        """Every job's state now, in the order asked; one poll call per Seamless endpoint for
+        all open research jobs of the batch, one GET per open AgentSEO job."""
+        found: dict[str, JobRecord] = {}
+        unknown: dict[str, Advice] = {}
         for jid in job_ids:
             try:
-                records.append(await self._get(caller, jid))
+                found[jid] = await self._get(caller, jid)
             except UnknownJob as exc:
-                adv = advice_mod.advise_error(exc, now=self._now(), tool="get_job_status")
-                outputs.append(JobOutput(job_id=jid, error=adv.as_error()))
-        # One poll call per Seamless endpoint for every open research job in the batch.
+                unknown[jid] = advice_mod.advise_error(exc, now=self._now(), tool="get_job_status")
+        records = list({r.job_id: r for r in found.values()}.values())
         by_kind: dict[str, list[JobRecord]] = {}
         for rec in records:
             if rec.provider == "seamless" and not rec.state.terminal and rec.upstream_ids:
@@ -633,26 +751,33 @@ class JobService:
                     fresh[rec.job_id] = await self._refresh_seo(caller, rec)
                 except JobRelayError as exc:
                     problems[rec.job_id] = exc
-        for rec in records:
-            current = fresh.get(rec.job_id, rec)
-            out = self._job_output(current)
-            if rec.job_id in problems:
-                adv = advice_mod.advise_error(
-                    problems[rec.job_id], now=self._now(), tool="get_job_status"
-                )
-                out.advice = adv
-                out.next_check_after_seconds = (
-                    adv.retry_after_seconds or out.next_check_after_seconds
-                )
-            outputs.append(out)
+        outcomes: list[Outcome] = []
+        for jid in job_ids:
+            if jid in unknown:
+                adv = unknown[jid]
+                out = JobOutput(job_id=jid, error=adv.as_error())
+                outcomes.append(Outcome(out, advice_mod.render_text(adv), failed=True))
+                continue
+            rec = fresh.get(found[jid].job_id, found[jid])
+            problem = problems.get(rec.job_id)
+            why = (
+                advice_mod.advise_error(problem, now=self._now(), tool="get_job_status")
+                if problem is not None
+                else None
+            )
+            outcomes.append(self._render(rec, problem=why))
+        outputs = [o.output for o in outcomes if isinstance(o.output, JobOutput)]
         nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
         status_out = StatusOutput(
             jobs=outputs,
             next_check_after_seconds=min(nexts) if nexts else None,
             sandbox=any(caller.sandbox.values()),
         )
-        all_unknown = all(o.error is not None for o in outputs)
-        return Outcome(status_out, _status_text(outputs), failed=all_unknown)
+        all_unknown = all(o.failed for o in outcomes)
+        if all_unknown:
+            status_out.error = outputs[0].error
+        text = outcomes[0].text if len(outcomes) == 1 else _status_text(outputs)
+        return Outcome(status_out, text, failed=all_unknown)
 
     async def _refresh_seo(self, caller: Caller, rec: JobRecord) -> JobRecord:
         client = self.clients.agentseo(caller)
@@ -716,24 +841,42 @@ class JobService:
         wait_seconds: float,
         progress: ProgressFn | None,
         warnings: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> Outcome:
+        """Follow a job until it ends or the wait is over: `min(wait_seconds,
+        JOBRELAY_MAX_WAIT_SECONDS)` from now, or `deadline` (clock.monotonic) when the caller
+        already started the clock (a start_* call that waits)."""
+        if deadline is None:
+            deadline = self._deadline(wait_seconds)
         rec = await self._get(caller, job_id)
-        deadline = self._deadline(wait_seconds)
         if rec.state.terminal or not rec.upstream_ids:
             return self._render(rec, warnings=warnings)
-        if rec.provider == "seamless":
+        if self.clock.monotonic() >= deadline:
+            # No time left to follow anything (wait_seconds=0, or a slow submit): one look.
+            rec, problem = await self._refresh(caller, rec)
+        elif rec.provider == "seamless":
             rec, problem = await self._wait_seamless(caller, rec, deadline, progress)
         else:
             rec, problem = await self._wait_seo(caller, rec, deadline, progress)
-        out = self._render(rec, warnings=warnings)
         if problem is not None and not rec.state.terminal:
             adv = advice_mod.advise_error(problem, now=self._now(), tool="wait_for_job")
-            if isinstance(out.output, JobOutput):
-                out.output.advice = adv
-                if adv.retry_after_seconds:
-                    out.output.next_check_after_seconds = adv.retry_after_seconds
-            out.text = f"{out.text} Meanwhile: {advice_mod.render_text(adv)}"
-        return out
+            return self._render(rec, warnings=warnings, problem=adv)
+        return self._render(rec, warnings=warnings)
+
+    async def _refresh(
+        self, caller: Caller, rec: JobRecord
+    ) -> tuple[JobRecord, JobRelayError | None]:
+        """One status check of an open job, as get_job_status does it (shared poll call)."""
+        try:
+            if rec.provider == "seamless":
+                kind: Kind = (
+                    "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
+                )
+                latest = await self.clients.coalescer(caller, kind).poll_now(_open_request_ids(rec))
+                return await self._apply_seamless(rec, latest), None
+            return await self._refresh_seo(caller, rec), None
+        except JobRelayError as exc:
+            return rec, exc
 
     async def _wait_seamless(
         self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
@@ -763,46 +906,59 @@ class JobService:
     async def _wait_seo(
         self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
     ) -> tuple[JobRecord, JobRelayError | None]:
+        """Follow the job's stream (shared through the hub) until it ends or the deadline.
+
+        A batch is followed one open job at a time: its jobs run in parallel upstream, so
+        once the first ends the others are usually done too and their streams answer at once.
+        """
         hub = self.clients.hub(caller)
         envelopes = {_env_id(e): e for e in (await self._current_envelopes(caller, rec))}
-        open_ids = [
-            u
-            for u in rec.upstream_ids
-            if not agentseo_state(_env_status(envelopes[u]) if u in envelopes else None).terminal
-        ]
-        if len(open_ids) != 1:
-            # Batches: watch the first open job; the rest refresh by polling on return.
-            pass
-        if not open_ids:
-            return await self._store_seo(rec, list(envelopes.values())), None
-        uid = open_ids[0]
-        last_key: tuple[Any, ...] | None = None
-        async with hub.watch(uid, initial=envelopes.get(uid)) as topic:
-            while True:
-                seen = topic.latest.version
-                env = topic.latest.value
-                if env is not None:
-                    envelopes[uid] = env
-                    key = (_env_status(env), _env_phase(env), _env_percent(env))
-                    if progress is not None and key != last_key:
-                        last_key = key
-                        pct = _env_percent(env)
-                        if agentseo_state(_env_status(env)).terminal:
-                            pct = 100.0
-                        await progress(pct if pct is not None else 0.0, _env_progress_text(env))
-                    if agentseo_state(_env_status(env)).terminal:
+        ids = list(rec.upstream_ids)
+
+        def done(uid: str) -> bool:
+            return uid in envelopes and agentseo_state(_env_status(envelopes[uid])).terminal
+
+        async def report() -> None:
+            if progress is None:
+                return
+            if len(ids) == 1:
+                env = envelopes[ids[0]]
+                pct = 100.0 if done(ids[0]) else (_env_percent(env) or 0.0)
+                await progress(pct, _env_progress_text(env))
+                return
+            pcts = [
+                100.0 if done(u) else (_env_percent(envelopes[u]) if u in envelopes else 0.0)
+                for u in ids
+            ]
+            finished = sum(1 for u in ids if done(u))
+            await progress(
+                sum(p or 0.0 for p in pcts) / len(ids), f"{finished} of {len(ids)} jobs finished"
+            )
+
+        problem: JobRelayError | None = None
+        for uid in ids:
+            if done(uid):
+                continue
+            async with hub.watch(uid, initial=envelopes.get(uid)) as topic:
+                while True:
+                    seen = topic.latest.version
+                    env = topic.latest.value
+                    if env is not None:
+                        envelopes[uid] = env
+                        await report()
+                        if done(uid):
+                            break
+                    if topic.finished and topic.error is not None:
+                        problem = topic.error
                         break
-                if topic.finished and topic.error is not None:
-                    rec = await self._store_seo(
-                        rec, [envelopes[u] for u in rec.upstream_ids if u in envelopes]
-                    )
-                    return rec, topic.error
-                if not await wait_newer_until(topic.latest, seen, self.clock, deadline):
-                    break
-        ordered = [envelopes[u] for u in rec.upstream_ids if u in envelopes]
-        if len(ordered) != len(rec.upstream_ids):
-            return rec, None
-        return await self._store_seo(rec, ordered), None
+                    if not await wait_newer_until(topic.latest, seen, self.clock, deadline):
+                        break
+            if problem is not None or not done(uid):
+                break
+        ordered = [envelopes[u] for u in ids if u in envelopes]
+        if len(ordered) == len(ids):
+            rec = await self._store_seo(rec, ordered)
+        return rec, problem
 
     async def _current_envelopes(self, caller: Caller, rec: JobRecord) -> list[Any]:
         """Last known envelopes from the ledger snapshot (as client models)."""
@@ -831,10 +987,14 @@ class JobService:
     ) -> Outcome:
         rec = await self._get(caller, job_id)
         sandbox = rec.sandbox
+        if rec.state is JobState.UNKNOWN:  # the outcome-unknown advice, not "wait"
+            adv = self._job_advice(rec)
+            page = ResultPage(job_id=rec.job_id, state=rec.state, advice=adv, sandbox=sandbox)
+            return Outcome(page, f"Job {rec.job_id} has no results. {advice_mod.render_text(adv)}")
         if not rec.state.terminal:
             text = (
                 f"Job {rec.job_id} has no result yet (state {rec.state.value}). "
-                f'Call wait_for_job(job_id="{rec.job_id}") first.'
+                f'Next: wait_for_job(job_id="{rec.job_id}").'
             )
             return Outcome(ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox), text)
         records = _result_records(rec)
@@ -848,6 +1008,7 @@ class JobService:
             missing = []
         items, cut = fit(items)
         next_offset = offset + len(items) if offset + len(items) < total else None
+        advice = self._job_advice(rec) if total == 0 and rec.state in _ADVISED else None
         page = ResultPage(
             job_id=rec.job_id,
             state=rec.state,
@@ -856,21 +1017,10 @@ class JobService:
             total=total,
             next_offset=next_offset,
             fields_available=available_fields(window) if missing else None,
+            advice=advice,
             sandbox=sandbox,
         )
-        text = f"Job {rec.job_id}: items {offset + 1}-{offset + len(items)} of {total}"
-        if not items:
-            text = f"Job {rec.job_id}: no items at offset {offset} (total {total})."
-        else:
-            text += "."
-        if missing:
-            text += f" Unknown fields: {', '.join(missing)} (see fields_available)."
-        if cut:
-            text += " Cut to fit the size limit;"
-        if next_offset is not None:
-            text += f' Next page: get_job_result(job_id="{rec.job_id}", offset={next_offset}).'
-        elif items:
-            text += " That is everything."
+        text = _page_text(rec, page, missing=missing, cut=cut, fields=fields, advice=advice)
         return Outcome(page, text)
 
     # ---- list -------------------------------------------------------------------------------
@@ -912,17 +1062,7 @@ class JobService:
             for r in rows
         ]
         out = ListOutput(jobs=summaries, sandbox=any(caller.sandbox.values()))
-        if not rows:
-            return Outcome(
-                out, "No jobs in the ledger match. Start one with start_research or start_seo_job."
-            )
-        open_jobs = [r for r in rows if not r.state.terminal]
-        text = f"{len(rows)} job(s), newest first; {len(open_jobs)} not finished."
-        if open_jobs:
-            text += f' Next: wait_for_job(job_id="{open_jobs[0].job_id}").'
-        else:
-            text += f' Next: get_job_result(job_id="{rows[0].job_id}").'
-        return Outcome(out, text)
+        return Outcome(out, _list_text(rows))
 
     # ---- rendering --------------------------------------------------------------------------
     def _job_output(self, rec: JobRecord, *, warnings: Sequence[str] = ()) -> JobOutput:
@@ -934,7 +1074,7 @@ class JobService:
             state=rec.state,
             raw_status=rec.raw_status,
             sandbox=rec.sandbox,
-            warnings=list(warnings),
+            warnings=list(warnings) or None,
             credits_remaining=rec.credits_seen if rec.provider == "seamless" else None,
         )
         if rec.provider == "seamless":
@@ -988,12 +1128,20 @@ class JobService:
                     pass
             return _interrupted_submit_advice(rec)
         if rec.provider == "agentseo":
-            env = ((rec.snapshot or {}).get("envelopes") or [{}])[0]
+            snapshot = rec.snapshot or {}
+            envs = snapshot.get("envelopes") or [{}]
+            env = next(
+                (e for e in envs if agentseo_state(e.get("status")) is JobState.FAILED), envs[0]
+            )
+            retry_after = _nonneg(env.get("retry_after_seconds"))
+            ended = _nonneg(snapshot.get("ended_at"))
+            if retry_after is not None and ended is not None:
+                retry_after = max(0.0, ended + retry_after - self._now())
             return advice_mod.advise_job(
                 "agentseo",
                 rec.raw_status or "unknown",
                 error=env.get("error") or rec.error,
-                retry_after=_nonneg(env.get("retry_after_seconds")),
+                retry_after=retry_after,
                 now=self._now(),
                 job_id=rec.job_id,
             )
@@ -1005,10 +1153,21 @@ class JobService:
         return advice_mod.advise_job("seamless", raw, now=self._now(), job_id=rec.job_id)
 
     def _render(
-        self, rec: JobRecord, *, warnings: Sequence[str] = (), started: bool = False
+        self,
+        rec: JobRecord,
+        *,
+        warnings: Sequence[str] = (),
+        started: bool = False,
+        problem: Advice | None = None,
     ) -> Outcome:
+        """The job as a result. `problem`: why the latest check of a still-open job failed
+        (e.g. the poll was rate limited); it replaces the usual next step."""
         out = self._job_output(rec, warnings=warnings)
-        return Outcome(out, _job_text(rec, out, started=started))
+        if problem is not None and not rec.state.terminal:
+            out.advice = problem
+            if problem.retry_after_seconds:
+                out.next_check_after_seconds = problem.retry_after_seconds
+        return Outcome(out, _job_text(rec, out, started=started, problem=problem))
 
 
 # ---- small pure helpers -----------------------------------------------------------------------
@@ -1018,10 +1177,10 @@ def _interrupted_submit_advice(rec: JobRecord) -> Advice:
     """A row left `submitting` by a process that stopped between the ledger write and the
     API's answer: the POST may or may not have been processed."""
     name = "Seamless" if rec.provider == "seamless" else "AgentSEO"
-    dedupe = (
-        " Seamless deduplicates research, so one careful resubmit (allow_rerun=false) returns "
-        "'duplicate' at no cost if it did arrive."
-        if rec.provider == "seamless"
+    dedupe = (  # UPSTREAMS.md: `duplicate` is a contact research status only
+        " Seamless deduplicates contact research, so one careful resubmit (allow_rerun=false) "
+        "returns 'duplicate' at no cost if it did arrive."
+        if rec.operation == "research_contacts"
         else ""
     )
     return Advice(
@@ -1233,79 +1392,156 @@ def _list_advice(rec: JobRecord) -> str | None:
     return None
 
 
-def _job_text(rec: JobRecord, out: JobOutput, *, started: bool) -> str:
+def _job_text(
+    rec: JobRecord, out: JobOutput, *, started: bool, problem: Advice | None = None
+) -> str:
+    """One or two sentences and exactly one `Next:` (the advice's, for jobs that ended badly)."""
     what = "Research" if rec.provider == "seamless" else f"SEO {rec.operation.removeprefix('seo:')}"
     jid = rec.job_id
     lead = f"{what} job {jid}"
-    if started and not rec.state.terminal:
-        n = len(rec.upstream_ids)
-        detail = f" covering {n} target(s)" if rec.provider == "seamless" else ""
-        credits = (
-            f"; {out.credits_remaining} research credits left"
-            if out.credits_remaining is not None
-            else ""
-        )
-        text = (
-            f"{lead} started{detail} (state {rec.state.value}{credits}). "
-            f'Next: wait_for_job(job_id="{jid}") to follow it.'
-        )
-    elif rec.state is JobState.SUCCEEDED or rec.state is JobState.DUPLICATE:
+    if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE):
         total = out.results_total or 0
         shown = len(out.results or [])
-        more = (
-            f' Next: get_job_result(job_id="{jid}", offset={shown}) for the rest.'
-            if total > shown
-            else f' Full records: get_job_result(job_id="{jid}", fields=[...]).'
-        )
-        note = ""
-        if rec.provider == "seamless" and rec.raw_status and "," in rec.raw_status:
+        if rec.state is JobState.DUPLICATE:
+            note = " (already researched: existing records, no credit spent)"
+        elif rec.raw_status and "," in rec.raw_status:
             note = f" ({rec.raw_status})"
-        text = f"{lead} finished{note}: {total} result(s), {shown} shown.{more}"
+        else:
+            note = ""
+        if total > shown:
+            nxt = f'get_job_result(job_id="{jid}", offset={shown}) for the rest.'
+        else:
+            nxt = (
+                f'use these results; get_job_result(job_id="{jid}", fields=[...]) returns '
+                "other fields of the full records."
+            )
+        text = f"{lead} finished{note}: {total} result(s), {shown} shown. Next: {nxt}"
     elif rec.state.terminal or rec.state is JobState.UNKNOWN:
         adv = out.advice
-        text = f"{lead} {rec.state.value}." + (f" {advice_mod.render_text(adv)}" if adv else "")
+        if adv is not None:
+            text = advice_mod.render_text(adv)
+            if jid not in text:
+                text = f"{lead}: {text}"
+        else:  # pragma: no cover - _job_output always advises these states
+            text = f"{lead} ended {rec.state.value}. Next: list_jobs to review it."
     else:
         pct = out.progress.percent if out.progress else None
         msg = out.progress.message if out.progress and out.progress.message else None
         where = f" ({pct:.0f}%{', ' + msg if msg else ''})" if pct is not None else ""
         after = out.next_check_after_seconds
-        text = f'{lead} is still {rec.state.value}{where}. Next: wait_for_job(job_id="{jid}")' + (
-            f" again, or check back in ~{after:.0f} s." if after else " again."
-        )
+        if problem is not None:
+            text = (
+                f"{lead} is still {rec.state.value}{where}, but checking it failed: "
+                f"{problem.what_happened} Next: {problem.next_step}"
+            )
+        elif started:
+            n = len(rec.upstream_ids)
+            detail = f" for {n} target(s)" if rec.provider == "seamless" else ""
+            credits = (
+                f"; {out.credits_remaining} research credits left"
+                if out.credits_remaining is not None
+                else ""
+            )
+            text = (
+                f"{lead} started{detail} ({rec.state.value}{credits}). "
+                f'Next: wait_for_job(job_id="{jid}").'
+            )
+        else:
+            update = f" (next update in ~{after:.0f} s)" if after else ""
+            text = (
+                f"{lead} is still {rec.state.value}{where}. "
+                f'Next: wait_for_job(job_id="{jid}") again{update}.'
+            )
     if out.warnings:
         text += " Note: " + " ".join(out.warnings)
     return text
 
 
 def _status_text(outputs: Sequence[JobOutput]) -> str:
-    if len(outputs) == 1:
-        o = outputs[0]
-        if o.error is not None:
-            return f"{o.job_id}: {o.error.next_step}"
-        running = o.state is not None and not o.state.terminal
-        base = f"Job {o.job_id} is {o.state.value if o.state else 'unknown'}"
-        if o.progress and o.progress.percent is not None:
-            base += f" ({o.progress.percent:.0f}%)"
-        if running:
-            return (
-                f'{base}. Next: wait_for_job(job_id="{o.job_id}"), or check again in '
-                f"~{o.next_check_after_seconds or 5:.0f} s."
-            )
-        return f'{base}. Next: get_job_result(job_id="{o.job_id}").'
+    """A batch in one sentence: counts per state, then the one job to act on."""
     counts: dict[str, int] = {}
     for o in outputs:
-        key = o.state.value if o.state else "not_found"
+        key = o.state.value if o.state is not None else "unknown id"
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lead = f"{len(outputs)} jobs: {summary}."
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
+    running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
+    if running:
+        return f'{lead} Next: wait_for_job(job_id="{running[0].job_id}").'
     if open_jobs:
         return (
-            f'{len(outputs)} jobs: {summary}. Next: wait_for_job(job_id="{open_jobs[0].job_id}").'
+            f"{lead} Next: read the advice of {open_jobs[0].job_id} (outcome unknown) before "
+            "resubmitting anything."
         )
-    done = [o for o in outputs if o.state is not None and o.state.terminal]
+    done = [o for o in outputs if o.state in (JobState.SUCCEEDED, JobState.DUPLICATE)]
     if done:
-        return f'{len(outputs)} jobs: {summary}. Next: get_job_result(job_id="{done[0].job_id}").'
-    return f"{len(outputs)} jobs: {summary}. Check the ids with list_jobs."
+        return f'{lead} Next: get_job_result(job_id="{done[0].job_id}").'
+    if any(o.state is not None for o in outputs):
+        return f"{lead} Next: read each job's advice; none has results."
+    return f"{lead} Next: list_jobs to find the right job ids."
+
+
+def _page_text(
+    rec: JobRecord,
+    page: ResultPage,
+    *,
+    missing: Sequence[str],
+    cut: bool,
+    fields: Sequence[str] | None,
+    advice: Advice | None,
+) -> str:
+    jid = rec.job_id
+    shown = len(page.items)
+    if page.total == 0:
+        if advice is not None:
+            return f"Job {jid} has no results. {advice_mod.render_text(advice)}"
+        return (
+            f"Job {jid} ended {rec.state.value} with no results. "
+            "Next: start a new job if you still need the data."
+        )
+    if shown == 0:
+        return (
+            f"Job {jid} has {page.total} result(s); offset {page.offset} is past the end. "
+            f'Next: get_job_result(job_id="{jid}", offset=0).'
+        )
+    text = f"Job {jid}: results {page.offset + 1}-{page.offset + shown} of {page.total}"
+    if cut:
+        text += " (page cut to fit the size limit)"
+    text += "."
+    if missing:
+        text += f" Unknown fields: {', '.join(missing)}; fields_available lists the names."
+    if page.next_offset is not None:
+        return text + f' Next: get_job_result(job_id="{jid}", offset={page.next_offset}).'
+    if fields:
+        return text + " Next: use these results."
+    return text + (
+        f' Next: use these results; get_job_result(job_id="{jid}", fields=[...]) returns '
+        "other fields of the full records."
+    )
+
+
+def _list_text(rows: Sequence[JobRecord]) -> str:
+    if not rows:
+        return "No jobs in the ledger match. Next: start one with start_research or start_seo_job."
+    running = [r for r in rows if not r.state.terminal and r.state is not JobState.UNKNOWN]
+    unknown = [r for r in rows if r.state is JobState.UNKNOWN]
+    parts = [f"{len(rows)} job(s), newest first"]
+    if running:
+        parts.append(f"{len(running)} running")
+    if unknown:
+        parts.append(f"{len(unknown)} with an unknown submit outcome")
+    text = "; ".join(parts) + "."
+    done = [r for r in rows if r.state in (JobState.SUCCEEDED, JobState.DUPLICATE)]
+    if running:
+        return text + f' Next: wait_for_job(job_id="{running[0].job_id}").'
+    if unknown:
+        return text + (
+            f" Next: follow the advice on {unknown[0].job_id} before resubmitting anything."
+        )
+    if done:
+        return text + f' Next: get_job_result(job_id="{done[0].job_id}").'
+    return text + " Next: read each job's advice before starting new work."
 
 
 def utc_midnight_after(now: datetime) -> datetime:

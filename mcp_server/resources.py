@@ -9,6 +9,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_server import advice as advice_mod
 from mcp_server.errors import UnknownJob
+from mcp_server.models import PROVIDERS
 from mcp_server.tools import caller_for
 
 
@@ -44,13 +45,20 @@ def register_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "jobrelay://usage{?provider}",
         title="Usage and rate limits",
-        description="Rate-limit buckets, credits last seen and the daily credit budget.",
+        description="Rate-limit buckets, credits last seen and the daily credit budget; "
+        "?provider=seamless or agentseo for one API.",
         mime_type="application/json",
     )
     async def usage_resource(ctx: Context[Any, Any], provider: str = "") -> str:
+        # A template (with an optional filter) rather than a static resource: the SDK injects
+        # Context only into templates, and usage is per caller (keys may come per request).
         from mcp_server.usage import usage_outcome
 
-        outcome = await usage_outcome(ctx.request_context.lifespan_context, caller_for(ctx))
-        del provider  # reserved for filtering; the whole report is small
+        if provider and provider not in PROVIDERS:
+            raise ResourceError("Unknown provider; use ?provider=seamless or agentseo.")
+        only = [p for p in PROVIDERS if p == provider] if provider else PROVIDERS
+        outcome = await usage_outcome(
+            ctx.request_context.lifespan_context, caller_for(ctx), only=only
+        )
         text: str = outcome.output.model_dump_json(exclude_none=True)
         return text

@@ -18,6 +18,9 @@ Workflow = Literal["serp_analysis", "keyword_metrics", "local_audit", "local_aud
 WORKFLOWS: tuple[str, ...] = get_args(Workflow)
 
 
+_SANDBOX = "True when the data is simulated (embedded sandbox, no API key)."
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,7 +39,7 @@ class SearchFilters(_Strict):
 
 
 class ContactTarget(_Strict):
-    """Enough to identify the person; linkedin_url or email is best."""
+    """Needs linkedin_url, email, or name plus company or domain."""
 
     name: str | None = None
     company: str | None = None
@@ -79,16 +82,16 @@ class JobOutput(BaseModel):
     results_total: int | None = None
     next_check_after_seconds: float | None = None
     advice: Advice | None = None
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[str] | None = None
     credits_remaining: int | None = None
-    sandbox: bool = False
+    sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None
 
 
 class StatusOutput(BaseModel):
     jobs: list[JobOutput] = Field(default_factory=list)
     next_check_after_seconds: float | None = None
-    sandbox: bool = False
+    sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None
 
 
@@ -97,7 +100,7 @@ class SearchOutput(BaseModel):
     items: list[dict[str, Any]] = Field(default_factory=list)
     total: int | None = None
     next_token: str | None = None
-    sandbox: bool = False
+    sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None
 
 
@@ -109,7 +112,8 @@ class ResultPage(BaseModel):
     total: int = 0
     next_offset: int | None = None
     fields_available: list[str] | None = None
-    sandbox: bool = False
+    advice: Advice | None = Field(None, description="Why a job has no results, and what next.")
+    sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None
 
 
@@ -126,7 +130,7 @@ class JobSummary(BaseModel):
 
 class ListOutput(BaseModel):
     jobs: list[JobSummary] = Field(default_factory=list)
-    sandbox: bool = False
+    sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None
 
 

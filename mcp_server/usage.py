@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from mcp_server.jobs import Caller, Outcome
+from mcp_server.models import PROVIDERS, Provider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
 
 
-async def usage_outcome(runtime: Any, caller: Caller) -> Outcome:
+async def usage_outcome(
+    runtime: Any, caller: Caller, *, only: Sequence[Provider] = PROVIDERS
+) -> Outcome:
+    """Buckets, credits and budget for `caller`; `only` narrows the providers listed."""
     now = datetime.fromtimestamp(runtime.clock.time(), tz=UTC)
     providers: list[ProviderUsage] = []
     snapshot = await runtime.limiter.snapshot()
-    for provider in ("seamless", "agentseo"):
+    for provider in only:
         tenant = caller.tenant(provider)
         buckets = [
             BucketUsage(
@@ -44,18 +49,31 @@ async def usage_outcome(runtime: Any, caller: Caller) -> Outcome:
         credits_spent_today=spent,
         budget_resets_at=await runtime.ledger.budget_resets_at(now) if budget is not None else None,
     )
-    seamless = providers[0]
-    parts = []
-    if seamless.credits_remaining is not None:
-        parts.append(f"Seamless: {seamless.credits_remaining} research credits left")
-    else:
-        parts.append("Seamless: credits not seen yet (they appear after the first call)")
-    if budget is not None:
-        parts.append(f"daily budget {spent}/{budget} used")
-    blocked = [b for p in providers for b in p.buckets if b.blocked_for_seconds]
-    if blocked:
-        b = blocked[0]
-        parts.append(f"{b.bucket} is blocked for {b.blocked_for_seconds:.0f} s")
-    else:
+    return Outcome(out, _usage_text(out))
+
+
+def _usage_text(out: UsageOutput) -> str:
+    parts: list[str] = []
+    for p in out.providers:
+        if p.provider == "seamless":
+            parts.append(
+                f"Seamless: {p.credits_remaining} research credits left"
+                if p.credits_remaining is not None
+                else "Seamless: credits not seen yet (they appear after the first call)"
+            )
+    if out.credit_budget is not None:
+        parts.append(f"daily budget {out.credits_spent_today or 0}/{out.credit_budget} used")
+    blocked = [
+        (p.provider, b)
+        for p in out.providers
+        for b in p.buckets
+        if b.blocked_for_seconds and b.blocked_for_seconds > 0
+    ]
+    if not blocked:
         parts.append("no rate-limited buckets")
-    return Outcome(out, "; ".join(parts) + ". Next: start jobs as needed.")
+        return "; ".join(parts) + ". Next: start jobs as needed."
+    provider, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
+    name = "Seamless" if provider == "seamless" else "AgentSEO"
+    wait = f"{worst.blocked_for_seconds:.0f}"
+    parts.append(f"{name} {worst.bucket} is blocked for {wait} s")
+    return "; ".join(parts) + f". Next: wait {wait} s before calls that use {worst.bucket}."

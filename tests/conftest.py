@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import importlib
+import json
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
+import uvicorn
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
@@ -13,11 +21,40 @@ from mcp_server.sandbox._state import Faults, SandboxState
 
 #: Virtual seconds per real second in end-to-end tests: a 6 s job takes 30 ms.
 TEST_SCALE = 200.0
+# httpcore (imported by httpx on a client's first request) and jsonschema (imported by the MCP
+# client to check the first structured result) are imported here, once: at 200x virtual time
+# their 0.1-0.4 s of import would otherwise land inside the first end-to-end test's waits.
+for _module in ("httpcore", "jsonschema"):
+    importlib.import_module(_module)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_ssl_context() -> Iterator[None]:
+    """Share one default SSL context between the httpx clients a test session builds.
+
+    httpx loads the CA bundle into a fresh SSL context for every client (0.1-0.2 s). End-to-end
+    tests run at 200x virtual time, where that one-off cost on a server's first upstream call
+    is 20-40 virtual seconds and eats the bounded waits under test. Every upstream in the tests
+    is loopback http, so the context is never even used.
+    """
+    import httpx._transports.default as transports  # private; test-only speed-up
+
+    original = httpx.create_ssl_context  # the same function, exported
+    shared = original()
+
+    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            return shared
+        return original(verify=verify, cert=cert, trust_env=trust_env)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transports, "create_ssl_context", create)
+        yield
 
 
 @pytest.fixture
@@ -51,6 +88,89 @@ async def client(
         yield c
 
 
+@pytest.fixture
+def make_client(
+    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+) -> Callable[..., Any]:
+    """`async with make_client(**env) as c`: like `client`, with extra settings (scenario keys,
+    JOBRELAY_MAX_WAIT_SECONDS, ...), still on the shared clock and sandbox state."""
+    from mcp_server.server import build_server
+
+    @asynccontextmanager
+    async def make(**env: str) -> AsyncIterator[Client]:
+        server = build_server(make_settings(**env), clock=clock, sandbox_state=sandbox_state)
+        async with Client(server) as c:
+            yield c
+
+    return make
+
+
+@asynccontextmanager
+async def loopback_sandbox(state: SandboxState) -> AsyncIterator[str]:
+    """The sandbox as an external API on 127.0.0.1 (an ephemeral port); yields its root URL.
+
+    For tests that must reach the upstream directly too (e.g. use up a rate window the way
+    another user of the same org would) or point a separate jobrelay process at it.
+    """
+    from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(sandbox_uvicorn_config(create_sandbox_app(state), port=port))
+    with sock:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: server.serve(sockets=[sock]))
+            with anyio.fail_after(5):
+                while not server.started:  # noqa: ASYNC110  # uvicorn exposes a flag only
+                    await anyio.sleep(0.002)
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+
+
 def text_of(result: Any) -> str:
     """The text block an agent reads (hosts often forward only this)."""
     return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def structured(result: Any) -> dict[str, Any]:
+    data = result.structured_content
+    assert isinstance(data, dict), result
+    return data
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], **kwargs: Any) -> Any:
+    """One tool call, bounded in real time so a hang fails the test instead of stalling it."""
+    with anyio.fail_after(10):
+        return await client.call_tool(tool, args, **kwargs)
+
+
+ERROR_KEYS = {
+    "code",
+    "http_status",
+    "retryable",
+    "retry_after_seconds",
+    "retry_at",
+    "next_step",
+    "provider",
+    "request_id",
+}
+"""The structured `error` of every failing tool result (DESIGN.md section 1)."""
+
+_EPOCH = re.compile(r"(?<![\w.])1[6-9]\d{8}(?:\.\d+)?(?![\w.])")
+_NEVER = ("Traceback", 'File "', "None", "null", "Error executing tool", "Exception", "{}")
+
+
+def assert_agent_safe(result: Any, secrets: Iterable[str] = ()) -> None:
+    """What an agent reads is clean: one `Next:` step, no traceback, no Python `None`, no raw
+    epoch used as a time, and no secret anywhere in the text or the structured part."""
+    text = text_of(result)
+    assert text.count("Next:") == 1, text
+    for phrase in _NEVER:
+        assert phrase not in text, (phrase, text)
+    assert not _EPOCH.search(text), text
+    whole = text + json.dumps(result.structured_content)
+    for secret in secrets:
+        assert secret not in whole, secret

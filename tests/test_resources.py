@@ -1,0 +1,88 @@
+"""The MCP resources (issue 4, item 5): a job, the advice catalogue per provider, usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import call, structured
+from mcp import Client, MCPError
+
+from mcp_server import advice
+
+pytestmark = pytest.mark.anyio
+
+
+def _text(resource: Any) -> str:
+    [content] = resource.contents
+    text: str = content.text
+    return text
+
+
+async def test_the_templates_and_usage_are_listed(client: Client) -> None:
+    templates = {
+        t.uri_template for t in (await client.list_resource_templates()).resource_templates
+    }
+    assert {"jobrelay://jobs/{job_id}", "jobrelay://errors/{provider}"} <= templates
+    listed = {str(r.uri) for r in (await client.list_resources()).resources} | templates
+    assert any(uri.startswith("jobrelay://usage") for uri in listed)
+
+
+async def test_a_job_resource_is_the_job_as_the_ledger_saw_it(client: Client) -> None:
+    started = await call(
+        client,
+        "start_research",
+        {"kind": "contacts", "contacts": [{"name": "Ada Lovelace", "company": "AE"}]}
+        | {"wait_seconds": 30},
+    )
+    job_id = structured(started)["job_id"]
+    resource = await client.read_resource(f"jobrelay://jobs/{job_id}")
+    [content] = resource.contents
+    assert content.mime_type == "application/json"
+    job = json.loads(_text(resource))
+    assert (job["job_id"], job["state"], job["provider"]) == (job_id, "succeeded", "seamless")
+    assert job["results"] == structured(started)["results"]
+
+
+async def test_an_unknown_job_resource_is_an_error_naming_list_jobs(client: Client) -> None:
+    with pytest.raises(MCPError) as raised:
+        await client.read_resource("jobrelay://jobs/sea_nope")
+    assert "list_jobs" in raised.value.message
+
+
+@pytest.mark.parametrize("provider", ["seamless", "agentseo"])
+async def test_the_error_catalogue_is_served_per_provider(client: Client, provider: Any) -> None:
+    resource = await client.read_resource(f"jobrelay://errors/{provider}")
+    [content] = resource.contents
+    assert content.mime_type == "text/markdown"
+    text = _text(resource)
+    assert text == advice.catalogue_markdown(provider)
+    assert text.startswith("# jobrelay advice catalogue")
+    codes = ("429", "401", "403") + (("422",) if provider == "seamless" else ("402",))
+    for code in codes:
+        assert code in text, code
+
+
+async def test_an_unknown_provider_catalogue_is_an_error(client: Client) -> None:
+    with pytest.raises(MCPError) as raised:
+        await client.read_resource("jobrelay://errors/stripe")
+    assert "seamless" in raised.value.message
+
+
+async def test_the_usage_resource_matches_get_usage(client: Client) -> None:
+    await call(client, "search_prospects", {"kind": "contacts", "limit": 1})
+    from_tool = structured(await call(client, "get_usage", {}))
+    resource = await client.read_resource("jobrelay://usage")
+    [content] = resource.contents
+    assert content.mime_type == "application/json"
+    usage = json.loads(_text(resource))
+    assert [p["provider"] for p in usage["providers"]] == ["seamless", "agentseo"]
+    assert usage["providers"][0]["buckets"] == from_tool["providers"][0]["buckets"]
+
+
+async def test_the_usage_resource_can_be_narrowed_to_one_provider(client: Client) -> None:
+    usage = json.loads(_text(await client.read_resource("jobrelay://usage?provider=agentseo")))
+    assert [p["provider"] for p in usage["providers"]] == ["agentseo"]
+    with pytest.raises(MCPError):
+        await client.read_resource("jobrelay://usage?provider=stripe")
