@@ -1350,7 +1350,8 @@ def _budget_fragments(facts: _Facts) -> dict[str, str]:
         state = f"{facts.spent} of {facts.credit_budget} credits are spent today{asked}"
         if left > 0:
             nxt = (
-                f"Research at most {left} targets today, or ask the user to raise "
+                f"Research at most {left} target{'s' if left != 1 else ''} today, or ask the "
+                "user to raise "
                 "JOBRELAY_CREDIT_BUDGET."
             )
         else:

@@ -451,7 +451,7 @@ async def test_the_daily_credit_budget_refuses_before_sending(
     assert re.fullmatch(
         r"Starting this research would exceed the daily credit budget \(JOBRELAY_CREDIT_BUDGET\): "
         r"0 of 1 credits are spent today, and this needs 2; nothing was sent\. The budget resets "
-        r"at 00:00:00Z \(in [\w ]+\)\. Next: Research at most 1 targets today, or ask the user "
+        r"at 00:00:00Z \(in [\w ]+\)\. Next: Research at most 1 target today, or ask the user "
         r"to raise JOBRELAY_CREDIT_BUDGET\. Do not retry the same batch before the reset: it is "
         r"refused again\.",
         text_of(result),

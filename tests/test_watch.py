@@ -103,7 +103,7 @@ async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> N
 
 
 async def test_wait_returns_at_deadline_with_latest_state() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(20.0)  # slower: the upper bound below must survive a loaded machine
     endpoint = FakeEndpoint(done_after=10_000)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -112,7 +112,7 @@ async def test_wait_returns_at_deadline_with_latest_state() -> None:
             latest = await _wait_all_done(co, ["x"], clock, budget=7)
             elapsed = clock.monotonic() - start
     assert latest == {"x": "researching"}
-    assert 7 <= elapsed < 9
+    assert 7 <= elapsed < 12  # returns at its deadline, not a poll interval (or more) late
 
 
 async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
