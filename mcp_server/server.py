@@ -269,7 +269,9 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
-            ledger = await stack.enter_async_context(SqliteLedger.open(settings.db_path, clock=clock))
+            ledger = await stack.enter_async_context(
+                SqliteLedger.open(settings.db_path, clock=clock)
+            )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             sandboxed: dict[Provider, bool] = {
