@@ -1,0 +1,85 @@
+"""The benchmark and chaos scripts still run: their quick modes, as subprocesses (issue 8).
+
+Thresholds here are the scripts' own loose quick-mode ones (the real targets are checked by
+the full runs, published in BENCHMARKS.md); the tests pin the exit status and the shape of the
+JSON the scripts write, which BENCHMARKS.md and anyone comparing runs rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 240
+"""Generous: a loaded CI machine must not turn a slow run into a hang."""
+
+pytestmark = [pytest.mark.slow, pytest.mark.loopback]
+
+
+def _run(script: str, out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run(  # noqa: S603  # our interpreter, our script
+        [sys.executable, str(REPO / "tools" / script), "--quick", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    return proc, data
+
+
+def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Path) -> None:
+    proc, data = _run("bench.py", tmp_path / "bench.json")
+
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert data["tool"] == "bench"
+    assert data["mode"] == "quick"
+    assert data["ok"] is True
+    assert data["crashed"] == {}
+    assert {"nproc", "cpu", "ram_mb", "python"} <= set(data["machine"])
+    assert set(data["sections"]) == {
+        "rate",
+        "completion",
+        "polls",
+        "overhead",
+        "scale",
+        "tokens",
+        "agent",
+    }
+    rate = data["sections"]["rate"]
+    assert {
+        "seamless_research_per_target",
+        "seamless_research_batched",
+        "agentseo_workload",
+        "agentseo_control",
+    } <= set(rate)
+    assert all(part["upstream_429"] == 0 for key, part in rate.items() if key != "time_scale")
+    assert data["sections"]["polls"]["jobrelay"]["10"]["max_calls_per_round"] == 1
+    assert data["sections"]["agent"]["recovered"] is True
+    assert data["sections"]["scale"]["errors"] == 0
+    checks = data["checks"]
+    assert checks
+    assert all({"section", "metric", "value", "target", "ok"} <= set(c) for c in checks)
+    assert "section" in proc.stdout  # the table header
+
+
+def test_chaos_quick_loses_nothing_and_spends_nothing_twice(tmp_path: Path) -> None:
+    proc, data = _run("chaos.py", tmp_path / "chaos.json")
+
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert data["tool"] == "chaos"
+    assert data["mode"] == "quick"
+    result = data["result"]
+    assert result["kills"] >= 1
+    assert result["restarts"] >= 1
+    assert result["cycles"] >= 1
+    for key in ("lost_jobs", "duplicate_paid_posts", "bad_results", "stuck_without_advice"):
+        assert result[key] == 0, (key, result)
+    assert {"nproc", "cpu", "python"} <= set(data["machine"])
