@@ -71,9 +71,25 @@ def _usage_text(out: UsageOutput) -> str:
     ]
     if not blocked:
         parts.append("no rate-limited buckets")
-        return "; ".join(parts) + ". Next: start jobs as needed."
+        return "; ".join(parts) + f". Next: {_next_without_blocks(out)}"
     provider, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
     name = "Seamless" if provider == "seamless" else "AgentSEO"
     wait = f"{worst.blocked_for_seconds:.0f}"
     parts.append(f"{name} {worst.bucket} is blocked for {wait} s")
     return "; ".join(parts) + f". Next: wait {wait} s before calls that use {worst.bucket}."
+
+
+def _next_without_blocks(out: UsageOutput) -> str:
+    """The one next step when no bucket is blocked: say so when research cannot run."""
+    seamless = next((p for p in out.providers if p.provider == "seamless"), None)
+    if seamless is not None and seamless.credits_remaining == 0:
+        return (
+            "don't start research until credits are added (tell the user); search_prospects, "
+            "get_job_status and get_job_result stay free."
+        )
+    if out.credit_budget is not None and (out.credits_spent_today or 0) >= out.credit_budget:
+        return (
+            "no more research today under JOBRELAY_CREDIT_BUDGET; ask the user to raise it or "
+            "wait for the reset (budget_resets_at)."
+        )
+    return "start jobs as needed."

@@ -646,3 +646,20 @@ async def test_search_research_wait_result_over_a_real_stdio_subprocess(tmp_path
     for result in (waited, page):
         assert_agent_safe(result, secrets=[key])
     assert re.search(r"results 1-2 of 2", text_of(page))
+
+
+async def test_usage_says_not_to_start_research_when_the_org_has_no_credits(
+    make_client: Callable[..., Any],
+) -> None:
+    async with make_client(
+        SEAMLESS_API_KEY="sandbox-insufficient-credits", JOBRELAY_SANDBOX="1"
+    ) as client:
+        await call(client, "search_prospects", {"kind": "contacts", "query": "CTO", "limit": 1})
+        result = await call(client, "get_usage", {})
+    text = text_of(result)
+    assert "Seamless: 0 research credits left" in text
+    assert text.endswith(
+        "Next: don't start research until credits are added (tell the user); "
+        "search_prospects, get_job_status and get_job_result stay free."
+    )
+    assert "start jobs as needed" not in text
