@@ -50,7 +50,7 @@ from mcp_server.upstream._headers import parse_hints
 
 RESET = 1_790_000_000  # 2026-09-21 14:13:20Z
 NOW = float(RESET - 37)  # 14:12:43Z
-SEAMLESS_KEY = "sk_live_Seamless0123456789abcdef"
+SEAMLESS_KEY = "fake-seamless-key-0123456789abcdef"
 AGENTSEO_KEY = "aseo_live_9f8e7d6c5b4a3210fedcba"
 BEARER = "eyJhbGciOiJIUzI1NiJ9.payload.signature"
 
