@@ -19,10 +19,12 @@ from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
 
-#: Virtual seconds per real second in end-to-end tests: a 6 s job takes 30 ms.
-TEST_SCALE = 200.0
+#: Virtual seconds per real second in end-to-end tests: a 6 s job takes 60 ms. Faster scales
+#: turn a loaded machine's real processing (tens of ms per poll round) into many virtual
+#: seconds, which can outlast a test's bounded wait.
+TEST_SCALE = 100.0
 # httpcore (imported by httpx on a client's first request) and jsonschema (imported by the MCP
-# client to check the first structured result) are imported here, once: at 200x virtual time
+# client to check the first structured result) are imported here, once: at 100x virtual time
 # their 0.1-0.4 s of import would otherwise land inside the first end-to-end test's waits.
 for _module in ("httpcore", "jsonschema"):
     importlib.import_module(_module)
@@ -38,8 +40,8 @@ def _one_ssl_context() -> Iterator[None]:
     """Share one default SSL context between the httpx clients a test session builds.
 
     httpx loads the CA bundle into a fresh SSL context for every client (0.1-0.2 s). End-to-end
-    tests run at 200x virtual time, where that one-off cost on a server's first upstream call
-    is 20-40 virtual seconds and eats the bounded waits under test. Every upstream in the tests
+    tests run at 100x virtual time, where that one-off cost on a server's first upstream call
+    is 10-20 virtual seconds and eats the bounded waits under test. Every upstream in the tests
     is loopback http, so the context is never even used.
     """
     import httpx._transports.default as transports  # private; test-only speed-up
