@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 RUN_DEMO = "python3 -m venv .venv && . .venv/bin/activate && pip install . && jobrelay demo"
-RUN_TESTS = 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev]" && pytest --cov'
+RUN_TESTS = (
+    'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[dev]" && pytest --cov'
+)
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
