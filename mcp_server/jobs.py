@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import anyio
@@ -325,7 +325,6 @@ class JobService:
     clock: Clock
     clients: Clients
     low_credits_threshold: int = LOW_CREDITS_THRESHOLD
-    _credits_seen: dict[str, int] = field(default_factory=dict)
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> float:
@@ -1542,8 +1541,3 @@ def _list_text(rows: Sequence[JobRecord]) -> str:
     if done:
         return text + f' Next: get_job_result(job_id="{done[0].job_id}").'
     return text + " Next: read each job's advice before starting new work."
-
-
-def utc_midnight_after(now: datetime) -> datetime:
-    day = now.astimezone(UTC).date() + timedelta(days=1)
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -65,7 +65,6 @@ class Runtime(Clients):
     task_group: anyio.abc.TaskGroup
     base_urls: Mapping[Provider, str]
     sandboxed: Mapping[Provider, bool]
-    stack: AsyncExitStack
     transports: Mapping[Provider, Any] = field(default_factory=dict)
     budgets: dict[Provider, RetryBudget] = field(default_factory=dict)
     _seamless: dict[str, SeamlessClient] = field(default_factory=dict)
@@ -302,7 +301,6 @@ def build_server(
                 task_group=tg,
                 base_urls=base_urls,
                 sandboxed=sandboxed,
-                stack=stack,
                 transports=dict(transports or {}),
             )
             stack.push_async_callback(runtime.aclose)
