@@ -36,6 +36,13 @@ Decisions, briefly:
   other processes do, bounded by `busy_timeout`), pragmas are set once, and waiting tasks queue
   on the lock instead of occupying worker threads. Every write is one `BEGIN IMMEDIATE`
   transaction, so writers from other processes queue instead of failing on a lock upgrade.
+- **Point reads on the event loop.** `get`, `find_by_upstream_id` and `lookup` (a few indexed
+  rows) run on a second, read-only connection directly on the loop thread: a WAL reader never
+  waits for writers, the read takes microseconds, and the worker-thread round trip it replaces
+  cost more than the read (half of a finished job's `get_job_status`). That connection has
+  `busy_timeout` 0, so it can never stall the loop: the rare busy answer (another process
+  recovering the WAL) falls back to the worker-thread path, which waits as usual. JSON decoding
+  holds the GIL either way, so a thread would not have made it parallel.
 - **Terminal states are sticky.** A stale poll that says `running` after another writer stored
   `succeeded` is dropped, so concurrent pollers (two processes) can never lose a result.
 - **The credit budget is per ledger** ("research credits this ledger may spend per UTC day"),
@@ -727,6 +734,21 @@ def _open_connection(
     return conn, path
 
 
+def _open_reader(path: Path) -> sqlite3.Connection:
+    """The loop thread's read-only connection to an already prepared ledger file.
+
+    `timeout=0`: a busy answer comes back at once instead of blocking the event loop.
+    """
+    reader = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        reader.row_factory = sqlite3.Row
+        reader.execute("PRAGMA query_only = ON")
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
 # --------------------------------------------------------------------------------------------
 # Row mapping
 
@@ -945,6 +967,7 @@ class SqliteLedger:
     ) -> None:
         """Use `SqliteLedger.open`: it creates, checks and migrates the file first."""
         self._conn: sqlite3.Connection | None = conn
+        self._reader: sqlite3.Connection | None = None
         self._path = path
         self._clock = clock
         self._busy_timeout = busy_timeout
@@ -968,6 +991,12 @@ class SqliteLedger:
         conn, resolved = await anyio.to_thread.run_sync(_open_connection, path, busy_timeout)
         ledger = cls(conn, resolved, clock or SystemClock(), busy_timeout)
         try:
+            ledger._reader = await anyio.to_thread.run_sync(_open_reader, resolved)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await ledger.close()
+            raise
+        try:
             yield ledger
         finally:
             with anyio.CancelScope(shield=True):
@@ -981,6 +1010,9 @@ class SqliteLedger:
         """Close the connection (idempotent); later calls raise `LedgerError`."""
         async with self._lock:
             conn, self._conn = self._conn, None
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
             if conn is not None:
                 await anyio.to_thread.run_sync(conn.close)
 
@@ -999,6 +1031,21 @@ class SqliteLedger:
                     problem="closed",
                 )
             return await anyio.to_thread.run_sync(self._guarded, fn, conn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A point read on the loop thread (see the module docstring), else via `_run`."""
+        reader = self._reader
+        if reader is not None and self._conn is not None:
+            try:
+                return self._snapshot(fn)(reader)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise _ledger_error(exc, self._path, self._busy_timeout) from exc
+                if reader.in_transaction:
+                    reader.rollback()
+            except sqlite3.Error as exc:
+                raise _ledger_error(exc, self._path, self._busy_timeout) from exc
+        return await self._run(self._snapshot(fn))
 
     def _guarded(self, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
         try:
@@ -1177,13 +1224,13 @@ class SqliteLedger:
                 conn, "SELECT * FROM jobs WHERE job_id = ? AND tenant = ?", (job_id, tenant)
             )
 
-        return await self._run(self._snapshot(read))
+        return await self._read(read)
 
     async def find_by_upstream_id(self, upstream_id: str, *, tenant: str) -> JobRecord | None:
         def read(conn: sqlite3.Connection) -> JobRecord | None:
             return _one(conn, _BY_UPSTREAM_ID, (upstream_id, tenant))
 
-        return await self._run(self._snapshot(read))
+        return await self._read(read)
 
     async def lookup(self, ids: Sequence[str], *, tenant: str) -> dict[str, JobRecord]:
         def read(conn: sqlite3.Connection) -> dict[str, JobRecord]:
@@ -1196,7 +1243,7 @@ class SqliteLedger:
                     found[value] = record
             return found
 
-        return await self._run(self._snapshot(read))
+        return await self._read(read)
 
     async def list(
         self,

@@ -871,6 +871,84 @@ async def test_a_closed_ledger_refuses_calls(db_path: Path) -> None:
     await ledger.close()  # idempotent
 
 
+class _Reader:
+    """Stands in for the ledger's loop-thread read connection; fails every call with `error`."""
+
+    def __init__(self, real: sqlite3.Connection, error: sqlite3.Error) -> None:
+        self.real = real
+        self.error = error
+        self.in_transaction = False
+        self.calls = 0
+
+    def execute(self, sql: str, *params: object) -> sqlite3.Cursor:
+        del sql, params
+        self.calls += 1
+        raise self.error
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def _sqlite_error(cls: type[sqlite3.Error], message: str, code: int) -> sqlite3.Error:
+    error = cls(message)
+    error.sqlite_errorcode = code  # as sqlite3 sets it on errors it raises
+    return error
+
+
+async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
+    ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await ledger.complete_submit(
+        (await ledger.record_intent(research())).job_id,
+        upstream_ids=["req-1"],
+        state=JobState.RUNNING,
+        raw_status="researching",
+    )
+    hops: list[object] = []
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        hops.append(args[0])
+        raise AssertionError("a point read went through a worker thread")
+
+    monkeypatch.setattr(ledger_module.anyio.to_thread, "run_sync", counted)
+    assert await ledger.get(stored.job_id, tenant=ALICE) == stored
+    assert await ledger.find_by_upstream_id("req-1", tenant=ALICE) == stored
+    assert await ledger.lookup([stored.job_id, "req-1", "nope"], tenant=ALICE) == {
+        stored.job_id: stored,
+        "req-1": stored,
+    }
+    assert await ledger.get(stored.job_id, tenant=BOB) is None
+    assert hops == []
+
+
+async def test_a_point_read_that_finds_the_file_busy_falls_back_to_a_waiting_worker_thread(
+    ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await ledger.record_intent(research())
+    busy = _Reader(
+        ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        _sqlite_error(sqlite3.OperationalError, "database is locked", sqlite3.SQLITE_BUSY),
+    )
+    monkeypatch.setattr(ledger, "_reader", busy)
+    assert await ledger.get(stored.job_id, tenant=ALICE) == stored
+    assert await ledger.lookup([stored.job_id], tenant=ALICE) == {stored.job_id: stored}
+    assert busy.calls == 2  # each read tried the loop-thread connection first
+
+
+async def test_a_point_read_that_fails_otherwise_raises_a_ledger_error_naming_the_file(
+    ledger: SqliteLedger, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = _Reader(
+        ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        _sqlite_error(sqlite3.DatabaseError, "database disk image is malformed", 11),
+    )
+    monkeypatch.setattr(ledger, "_reader", broken)
+    with pytest.raises(LedgerError) as info:
+        await ledger.get("sea_0000000000000000", tenant=ALICE)
+    assert str(db_path) in info.value.message
+    assert info.value.problem == "corrupt"
+
+
 # --------------------------------------------------------------------------------------------
 # Files that cannot be used
 
