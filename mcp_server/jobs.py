@@ -13,8 +13,10 @@ outcome. Everything that decides money and durability lives here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -68,6 +70,8 @@ RERUN_WINDOW_DAYS = 30
 MAX_TARGETS = 100
 #: Per-target statuses shown inline; the rest are summarised.
 MAX_ITEMS_SHOWN = 20
+#: Finished jobs whose rendering is kept for repeated status checks and waits.
+RENDER_CACHE_SIZE = 128
 
 SEAMLESS_STATES: Mapping[str, JobState] = {
     "researching": JobState.RUNNING,
@@ -319,12 +323,33 @@ class Clients:
 
 
 @dataclass
+class _SharedFold:
+    """One open job's latest folded record, shared by every `wait_for_job` on it.
+
+    Without it each waiter folded each poll round (or the final SSE envelopes) into its own
+    copy of the job: one ledger write and one decoded copy of the whole row per waiter, so
+    memory grew with waiters x targets (BENCHMARKS.md, scale). With it, the first waiter to
+    see a round folds and writes it once; the others take its record.
+    """
+
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    users: int = 0
+    version: int = -1
+    """The coalescer board version the record reflects (Seamless); -1 before any fold."""
+    rec: JobRecord | None = None
+
+
+@dataclass
 class JobService:
     settings: Settings
     ledger: Ledger
     clock: Clock
     clients: Clients
     low_credits_threshold: int = LOW_CREDITS_THRESHOLD
+    _folds: dict[str, _SharedFold] = field(default_factory=dict, init=False, repr=False)
+    _rendered: OrderedDict[str, tuple[JobRecord, Outcome]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> float:
@@ -853,10 +878,12 @@ class JobService:
         if self.clock.monotonic() >= deadline:
             # No time left to follow anything (wait_seconds=0, or a slow submit): one look.
             rec, problem = await self._refresh(caller, rec)
-        elif rec.provider == "seamless":
-            rec, problem = await self._wait_seamless(caller, rec, deadline, progress)
         else:
-            rec, problem = await self._wait_seo(caller, rec, deadline, progress)
+            async with self._shared_fold(rec.job_id) as fold:
+                if rec.provider == "seamless":
+                    rec, problem = await self._wait_seamless(caller, rec, fold, deadline, progress)
+                else:
+                    rec, problem = await self._wait_seo(caller, rec, fold, deadline, progress)
         if problem is not None and not rec.state.terminal:
             adv = advice_mod.advise_error(problem, now=self._now(), tool="wait_for_job")
             return self._render(rec, warnings=warnings, problem=adv)
@@ -877,8 +904,46 @@ class JobService:
         except JobRelayError as exc:
             return rec, exc
 
+    @asynccontextmanager
+    async def _shared_fold(self, job_id: str) -> AsyncIterator[_SharedFold]:
+        """The job's `_SharedFold` while at least one waiter uses it."""
+        fold = self._folds.get(job_id)
+        if fold is None:
+            fold = self._folds[job_id] = _SharedFold()
+        fold.users += 1
+        try:
+            yield fold
+        finally:
+            fold.users -= 1
+            if fold.users == 0 and self._folds.get(job_id) is fold:
+                del self._folds[job_id]
+
+    @staticmethod
+    def _fresher(fold: _SharedFold, rec: JobRecord) -> JobRecord:
+        """The newer of the waiter's record and the shared one (a status call may have
+        written the job since the shared record was folded)."""
+        if fold.rec is None or rec.updated_at > fold.rec.updated_at:
+            return rec
+        return fold.rec
+
+    async def _fold_seamless_round(
+        self, fold: _SharedFold, rec: JobRecord, latest: Mapping[str, Any], version: int
+    ) -> JobRecord:
+        """Fold poll round `version` into the job once, whichever waiter gets here first."""
+        async with fold.lock:
+            if fold.rec is not None and fold.version >= version:
+                return self._fresher(fold, rec)
+            fold.rec = await self._apply_seamless(self._fresher(fold, rec), latest)
+            fold.version = version
+            return fold.rec
+
     async def _wait_seamless(
-        self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
+        self,
+        caller: Caller,
+        rec: JobRecord,
+        fold: _SharedFold,
+        deadline: float,
+        progress: ProgressFn | None,
     ) -> tuple[JobRecord, JobRelayError | None]:
         kind: Kind = "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
         co = self.clients.coalescer(caller, kind)
@@ -888,7 +953,7 @@ class JobService:
         async with co.watch(ids):
             while True:
                 seen = co.board.version
-                rec = await self._apply_seamless(rec, co.latest(ids))
+                rec = await self._fold_seamless_round(fold, rec, co.latest(ids), seen)
                 items = (rec.snapshot or {}).get("items", [])
                 done = sum(1 for i in items if seamless_state(i.get("raw_status")).terminal)
                 pct = 100.0 * done / max(1, len(items))
@@ -903,7 +968,12 @@ class JobService:
                     return rec, problem
 
     async def _wait_seo(
-        self, caller: Caller, rec: JobRecord, deadline: float, progress: ProgressFn | None
+        self,
+        caller: Caller,
+        rec: JobRecord,
+        fold: _SharedFold,
+        deadline: float,
+        progress: ProgressFn | None,
     ) -> tuple[JobRecord, JobRelayError | None]:
         """Follow the job's stream (shared through the hub) until it ends or the deadline.
 
@@ -956,7 +1026,13 @@ class JobService:
                 break
         ordered = [envelopes[u] for u in ids if u in envelopes]
         if len(ordered) == len(ids):
-            rec = await self._store_seo(rec, ordered)
+            async with fold.lock:
+                if fold.rec is not None and fold.rec.state.terminal:
+                    rec = fold.rec  # another waiter stored the same final envelopes
+                else:
+                    rec = await self._store_seo(rec, ordered)
+                    if rec.state.terminal:
+                        fold.rec = rec
         return rec, problem
 
     async def _current_envelopes(self, caller: Caller, rec: JobRecord) -> list[Any]:
@@ -1160,13 +1236,33 @@ class JobService:
         problem: Advice | None = None,
     ) -> Outcome:
         """The job as a result. `problem`: why the latest check of a still-open job failed
-        (e.g. the poll was rate limited); it replaces the usual next step."""
+        (e.g. the poll was rate limited); it replaces the usual next step.
+
+        A succeeded job renders the same until its row changes, so its plain rendering is
+        kept (`RENDER_CACHE_SIZE` jobs) and handed out again while the record is equal: a
+        status check of a finished job, or the many waiters of one job, skip merging and
+        projecting its records each time. Outcomes are never mutated after this point.
+        """
+        cacheable = (
+            rec.state is JobState.SUCCEEDED and not warnings and not started and problem is None
+        )
+        if cacheable:
+            hit = self._rendered.get(rec.job_id)
+            if hit is not None and hit[0] == rec:
+                self._rendered.move_to_end(rec.job_id)
+                return hit[1]
         out = self._job_output(rec, warnings=warnings)
         if problem is not None and not rec.state.terminal:
             out.advice = problem
             if problem.retry_after_seconds:
                 out.next_check_after_seconds = problem.retry_after_seconds
-        return Outcome(out, _job_text(rec, out, started=started, problem=problem))
+        outcome = Outcome(out, _job_text(rec, out, started=started, problem=problem))
+        if cacheable:
+            self._rendered[rec.job_id] = (rec, outcome)
+            self._rendered.move_to_end(rec.job_id)
+            while len(self._rendered) > RENDER_CACHE_SIZE:
+                self._rendered.popitem(last=False)
+        return outcome
 
 
 # ---- small pure helpers -----------------------------------------------------------------------

@@ -95,6 +95,8 @@ class Runtime(Clients):
         A per-request key that is sent to the sandbox when the server itself has no key is
         partitioned by its own fingerprint all the same.
         """
+        if not overrides and self._default_caller is not None:
+            return self._default_caller  # the server's own keys: the same on every call
         overrides = overrides or {}
         keys = {p: self.effective_key(p, overrides.get(p)) for p in PROVIDERS}
         tenants = {p: key_fingerprint(k) for p, k in keys.items()}
@@ -111,9 +113,13 @@ class Runtime(Clients):
                     field="the API key",
                     provider=provider,
                 )
-        return Caller(tenants=tenants, sandbox=dict(self.sandboxed))
+        caller = Caller(tenants=tenants, sandbox=dict(self.sandboxed))
+        if not overrides:
+            self._default_caller = caller
+        return caller
 
     _keys: dict[str, SecretStr] = field(default_factory=dict)
+    _default_caller: Caller | None = None
 
     def _key_for(self, caller: Caller, provider: Provider) -> SecretStr:
         return self._keys[caller.tenant(provider)]

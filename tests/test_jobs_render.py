@@ -1,0 +1,103 @@
+"""The rendering of finished jobs is shared while the record is unchanged, and only then."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from mcp_server import jobs as jobs_module
+from mcp_server._clock import FakeClock
+from mcp_server.config import Settings, key_fingerprint
+from mcp_server.jobs import Clients, JobService
+from mcp_server.ledger import JobRecord, Ledger
+from mcp_server.models import JobState
+
+TENANT = key_fingerprint("render-test-key")
+WHEN = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _service(make_settings: Callable[..., Settings]) -> JobService:
+    # Rendering reads neither the ledger nor the clients.
+    return JobService(
+        settings=make_settings(),
+        ledger=cast(Ledger, object()),
+        clock=FakeClock(start=1_800_000_000.0),
+        clients=Clients(),
+    )
+
+
+def _finished(
+    job_id: str, name: str = "Ada Lovelace", state: JobState = JobState.SUCCEEDED
+) -> JobRecord:
+    record: dict[str, Any] = {"name": name, "title": "Analyst", "company": {"name": "Engines"}}
+    return JobRecord.new(
+        provider="seamless",
+        operation="research_contacts",
+        tenant=TENANT,
+        sandbox=True,
+        params={"contacts": [{"name": name}]},
+        credits_requested=1,
+    ).model_copy(
+        update={
+            "job_id": job_id,
+            "upstream_ids": ["req-1"],
+            "state": state,
+            "raw_status": {JobState.SUCCEEDED: "done", JobState.FAILED: "error"}[state],
+            "snapshot": {
+                "kind": "contacts",
+                "items": [{"request_id": "req-1", "raw_status": "done", "target": name}],
+            },
+            "result": {"records": {"req-1": record}},
+            "created_at": WHEN,
+            "updated_at": WHEN,
+            "finished_at": WHEN,
+        }
+    )
+
+
+def test_an_equal_finished_record_gets_the_same_rendering_without_rendering_again(
+    make_settings: Callable[..., Settings],
+) -> None:
+    service = _service(make_settings)
+    first = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))
+    again = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))  # an equal copy, as a read gives
+    assert again is first
+    assert "Ada Lovelace" in str(first.output.model_dump())
+
+
+def test_a_changed_record_is_rendered_anew(make_settings: Callable[..., Settings]) -> None:
+    service = _service(make_settings)
+    first = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))
+    changed = service._render(_finished("sea_aaaaaaaaaaaaaaaa", name="Grace Hopper"))
+    assert changed is not first
+    assert "Grace Hopper" in str(changed.output.model_dump())
+    assert "Ada Lovelace" not in str(changed.output.model_dump())
+
+
+def test_warnings_and_unfinished_or_failed_jobs_are_never_served_from_the_cache(
+    make_settings: Callable[..., Settings],
+) -> None:
+    service = _service(make_settings)
+    plain = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))
+    warned = service._render(_finished("sea_aaaaaaaaaaaaaaaa"), warnings=["Only 3 credits left."])
+    assert warned is not plain
+    assert "Only 3 credits left." in warned.text
+    assert service._render(_finished("sea_aaaaaaaaaaaaaaaa")) is plain
+    failed = _finished("sea_bbbbbbbbbbbbbbbb", state=JobState.FAILED)
+    assert service._render(failed) is not service._render(failed)  # its advice depends on now
+
+
+def test_the_cache_keeps_only_the_most_recently_used_jobs(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "RENDER_CACHE_SIZE", 2)
+    service = _service(make_settings)
+    a, b, c = (f"sea_{ch * 16}" for ch in "abc")
+    first_a = service._render(_finished(a))
+    service._render(_finished(b))
+    assert service._render(_finished(a)) is first_a  # a is now the most recent
+    service._render(_finished(c))  # evicts b, the least recently used
+    assert list(service._rendered) == [a, c]
