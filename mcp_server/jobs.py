@@ -347,7 +347,7 @@ class JobService:
     clients: Clients
     low_credits_threshold: int = LOW_CREDITS_THRESHOLD
     _folds: dict[str, _SharedFold] = field(default_factory=dict, init=False, repr=False)
-    _rendered: OrderedDict[str, tuple[JobRecord, Outcome]] = field(
+    _rendered: OrderedDict[str, tuple[datetime, Outcome]] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
 
@@ -880,6 +880,9 @@ class JobService:
             rec, problem = await self._refresh(caller, rec)
         else:
             async with self._shared_fold(rec.job_id) as fold:
+                # Hold the job's shared record, not this call's own decoded copy: a research
+                # job's row (params, per-target items) is ~100 KB, kept for the whole wait.
+                rec = fold.rec = self._fresher(fold, rec)
                 if rec.provider == "seamless":
                     rec, problem = await self._wait_seamless(caller, rec, fold, deadline, progress)
                 else:
@@ -1239,16 +1242,19 @@ class JobService:
         (e.g. the poll was rate limited); it replaces the usual next step.
 
         A succeeded job renders the same until its row changes, so its plain rendering is
-        kept (`RENDER_CACHE_SIZE` jobs) and handed out again while the record is equal: a
-        status check of a finished job, or the many waiters of one job, skip merging and
-        projecting its records each time. Outcomes are never mutated after this point.
+        kept (`RENDER_CACHE_SIZE` jobs) and handed out again while the row's `updated_at` is
+        the same: a status check of a finished job, or the many waiters of one job, skip
+        merging and projecting its records each time. Every ledger write sets `updated_at`
+        (microseconds, writes serialised), and only the small rendering is kept, not the
+        record (a 100-target job decodes to about 1 MB). Outcomes are never mutated after
+        this point.
         """
         cacheable = (
             rec.state is JobState.SUCCEEDED and not warnings and not started and problem is None
         )
         if cacheable:
             hit = self._rendered.get(rec.job_id)
-            if hit is not None and hit[0] == rec:
+            if hit is not None and hit[0] == rec.updated_at:
                 self._rendered.move_to_end(rec.job_id)
                 return hit[1]
         out = self._job_output(rec, warnings=warnings)
@@ -1258,7 +1264,7 @@ class JobService:
                 out.next_check_after_seconds = problem.retry_after_seconds
         outcome = Outcome(out, _job_text(rec, out, started=started, problem=problem))
         if cacheable:
-            self._rendered[rec.job_id] = (rec, outcome)
+            self._rendered[rec.job_id] = (rec.updated_at, outcome)
             self._rendered.move_to_end(rec.job_id)
             while len(self._rendered) > RENDER_CACHE_SIZE:
                 self._rendered.popitem(last=False)
@@ -1390,6 +1396,8 @@ def _poll_record(item: Any) -> dict[str, Any] | None:
     rec = _get(item, "record", "contact", "company")
     if isinstance(rec, BaseModel):
         return rec.model_dump(mode="json", by_alias=True)
+    if isinstance(rec, dict):
+        return rec  # as decoded from the poll response; nothing mutates it, so no copy
     return dict(rec) if isinstance(rec, Mapping) else None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -325,7 +326,23 @@ def build_server(
 
     register_tools(server)
     register_resources(server)
+    _drop_unused_tracing(server, os.environ)
     return server
+
+
+def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> None:
+    """Remove the SDK's OpenTelemetry middleware unless tracing is configured.
+
+    Without an OpenTelemetry SDK and exporter its spans go nowhere, yet it costs every request
+    a span, a context and attributes (about 3.4 KB per in-flight call over HTTP: 3 MB of the
+    1,000-waits benchmark's peak). Any `OTEL_*` variable (what `opentelemetry-instrument`
+    and the exporters read) keeps it.
+    """
+    if any(name.startswith("OTEL_") for name in environ):
+        return
+    server.middleware[:] = [
+        m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"
+    ]
 
 
 class JobRelayServer(MCPServer[Runtime]):

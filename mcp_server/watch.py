@@ -113,9 +113,13 @@ class PollCoalescer(Generic[T]):
     def latest(self, ids: Sequence[str]) -> dict[str, T]:
         return {i: self._latest[i] for i in ids if i in self._latest}
 
-    def seed(self, items: Mapping[str, T]) -> None:
-        """Record items learnt elsewhere (e.g. the ledger), so terminal ids are never polled."""
-        self._latest.update(items)
+    def _keep(self, items: Mapping[str, T]) -> None:
+        """Remember items only for ids someone watches. A finished research item carries the
+        whole record (~17 KB), and the ledger is where it lives: once its waiters are gone
+        (they fold it into the job first), keeping it would grow for the server's lifetime."""
+        for i, item in items.items():
+            if self._interest[i] > 0:
+                self._latest[i] = item
 
     def _pending(self) -> list[str]:
         return [
@@ -128,9 +132,11 @@ class PollCoalescer(Generic[T]):
         """One direct call for `ids` (get_job_status); results are shared with waiters."""
         self.calls += 1
         items = await self._poll(list(ids))
-        self._latest.update(items)
+        found = self.latest(ids)
+        found.update((i, items[i]) for i in ids if i in items)
+        self._keep(items)
         self.board.publish(PollRound(number=self.board.version + 1))
-        return self.latest(ids)
+        return found
 
     @asynccontextmanager
     async def watch(self, ids: Sequence[str]) -> AsyncIterator[None]:
@@ -148,7 +154,8 @@ class PollCoalescer(Generic[T]):
             self._interest.subtract(ids)
             for i in ids:
                 if self._interest[i] <= 0:
-                    del self._interest[i]
+                    self._interest.pop(i, None)  # pop: `ids` may name an id twice
+                    self._latest.pop(i, None)
 
     async def _loop(self) -> None:
         index = 0
@@ -159,7 +166,7 @@ class PollCoalescer(Generic[T]):
                 try:
                     self.calls += 1
                     items = await self._poll(pending)
-                    self._latest.update(items)
+                    self._keep(items)  # a waiter may have left during the call
                 except JobRelayError as exc:
                     error = exc
                     extra_wait = float(getattr(exc, "retry_after", None) or 0.0)

@@ -4,13 +4,12 @@ import importlib
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 import uvicorn
 from mcp import Client
@@ -33,30 +32,6 @@ for _module in ("httpcore", "jsonschema"):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_ssl_context() -> Iterator[None]:
-    """Share one default SSL context between the httpx clients a test session builds.
-
-    httpx loads the CA bundle into a fresh SSL context for every client (0.1-0.2 s). End-to-end
-    tests run at 100x virtual time, where that one-off cost on a server's first upstream call
-    is 10-20 virtual seconds and eats the bounded waits under test. Every upstream in the tests
-    is loopback http, so the context is never even used.
-    """
-    import httpx._transports.default as transports  # private; test-only speed-up
-
-    original = httpx.create_ssl_context  # the same function, exported
-    shared = original()
-
-    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
-        if verify is True and cert is None:
-            return shared
-        return original(verify=verify, cert=cert, trust_env=trust_env)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(transports, "create_ssl_context", create)
-        yield
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -58,12 +58,12 @@ def _finished(
     )
 
 
-def test_an_equal_finished_record_gets_the_same_rendering_without_rendering_again(
+def test_the_same_finished_row_gets_the_same_rendering_without_rendering_again(
     make_settings: Callable[..., Settings],
 ) -> None:
     service = _service(make_settings)
     first = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))
-    again = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))  # an equal copy, as a read gives
+    again = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))  # another read of the same row
     assert again is first
     assert "Ada Lovelace" in str(first.output.model_dump())
 
@@ -71,7 +71,10 @@ def test_an_equal_finished_record_gets_the_same_rendering_without_rendering_agai
 def test_a_changed_record_is_rendered_anew(make_settings: Callable[..., Settings]) -> None:
     service = _service(make_settings)
     first = service._render(_finished("sea_aaaaaaaaaaaaaaaa"))
-    changed = service._render(_finished("sea_aaaaaaaaaaaaaaaa", name="Grace Hopper"))
+    rewritten = _finished("sea_aaaaaaaaaaaaaaaa", name="Grace Hopper")  # a later write
+    changed = service._render(
+        rewritten.model_copy(update={"updated_at": WHEN + timedelta(microseconds=1)})
+    )
     assert changed is not first
     assert "Grace Hopper" in str(changed.output.model_dump())
     assert "Ada Lovelace" not in str(changed.output.model_dump())

@@ -92,14 +92,16 @@ async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> N
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock)
-            assert await _wait_all_done(co, ["a", "b"], clock, budget=30) == {
-                "a": "done",
-                "b": "done",
-            }
-            # Already known terminal: a new wait returns without another upstream call.
-            before = len(endpoint.calls)
-            assert await _wait_all_done(co, ["a"], clock, budget=30) == {"a": "done"}
-            assert len(endpoint.calls) == before
+            async with co.watch(["a"]):  # another waiter, still there
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=30) == {
+                    "a": "done",
+                    "b": "done",
+                }
+                # Known terminal while watched: a new wait returns without another call.
+                before = len(endpoint.calls)
+                assert await _wait_all_done(co, ["a"], clock, budget=30) == {"a": "done"}
+                assert len(endpoint.calls) == before
+        # The task group exited: the loop stopped by itself once nothing was pending.
 
 
 async def test_wait_returns_at_deadline_with_latest_state() -> None:
@@ -136,6 +138,29 @@ async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
                 assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
                 assert clock.monotonic() - t0 >= 9.0
                 assert co.latest(["q"]) == {"q": "done"}
+
+
+async def test_items_are_forgotten_once_nobody_watches_them() -> None:
+    # A finished research item carries the whole record; the ledger keeps it, the coalescer
+    # must not (it would grow for as long as the server runs).
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            async with co.watch(["a", "b"]), co.watch(["b", "b"]):
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=60) == {
+                    "a": "done",
+                    "b": "done",
+                }
+                assert co.latest(["a", "b"]) == {"a": "done", "b": "done"}
+            assert co.latest(["a", "b"]) == {}
+            # A direct poll (get_job_status) answers, and keeps nothing nobody watches.
+            assert await co.poll_now(["c"]) == {"c": "done"}
+            assert co.latest(["c"]) == {}
+            async with co.watch(["c"]):
+                assert await co.poll_now(["c"]) == {"c": "done"}
+                assert co.latest(["c"]) == {"c": "done"}
 
 
 async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:

@@ -295,8 +295,11 @@ class SeamlessClient:
                 if request_id is None:
                     continue
                 record = item.get(record_key)
+                # Every field is checked above, so construct without validating: validation
+                # would copy each ~100-field record, and a round of 100 finished targets is
+                # held by every job's waiters until they fold it.
                 items.append(
-                    PollItem(
+                    PollItem.model_construct(
                         request_id=request_id,
                         status=_text(item.get("status")) or "unknown",
                         search_result_id=_text(item.get("searchResultId")),

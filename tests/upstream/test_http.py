@@ -32,7 +32,7 @@ from mcp_server.errors import (
     RetryBudgetExhausted,
     ServerError,
 )
-from mcp_server.models import Provider
+from mcp_server.models import PROVIDERS, Provider
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
@@ -149,6 +149,31 @@ async def test_the_key_is_in_no_repr_and_not_in_the_default_headers() -> None:
         await client.aclose()
     async with _http(lambda _: _json(200, {})) as http:
         assert KEY not in repr(http)
+
+
+@pytest.mark.anyio
+async def test_every_upstream_client_shares_one_ssl_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # httpx would load the CA bundle into a new context per client (0.1-0.2 s, ~1 MB each).
+    from mcp_server.upstream import _http
+
+    made: list[Any] = []
+    original = httpx.create_ssl_context
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    _http._ssl_context.cache_clear()
+    clients = [build_client(p, BASE, f"{KEY}-{n}") for n in range(3) for p in PROVIDERS]
+    try:
+        assert len(made) == 1
+    finally:
+        for client in clients:
+            await client.aclose()
+        _http._ssl_context.cache_clear()
 
 
 # ---- transport failures -------------------------------------------------------------------------
