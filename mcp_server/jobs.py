@@ -338,6 +338,13 @@ class _SharedFold:
     """The coalescer board version the record reflects (Seamless); -1 before any fold."""
     rec: JobRecord | None = None
 
+    def fresher(self, rec: JobRecord) -> JobRecord:
+        """The newer of a waiter's record and the shared one (a status call may have written
+        the job since the shared record was folded); the shared one on a tie."""
+        if self.rec is None or rec.updated_at > self.rec.updated_at:
+            return rec
+        return self.rec
+
 
 @dataclass
 class JobService:
@@ -882,7 +889,7 @@ class JobService:
             async with self._shared_fold(rec.job_id) as fold:
                 # Hold the job's shared record, not this call's own decoded copy: a research
                 # job's row (params, per-target items) is ~100 KB, kept for the whole wait.
-                rec = fold.rec = self._fresher(fold, rec)
+                rec = fold.rec = fold.fresher(rec)
                 if rec.provider == "seamless":
                     rec, problem = await self._wait_seamless(caller, rec, fold, deadline, progress)
                 else:
@@ -921,22 +928,14 @@ class JobService:
             if fold.users == 0 and self._folds.get(job_id) is fold:
                 del self._folds[job_id]
 
-    @staticmethod
-    def _fresher(fold: _SharedFold, rec: JobRecord) -> JobRecord:
-        """The newer of the waiter's record and the shared one (a status call may have
-        written the job since the shared record was folded)."""
-        if fold.rec is None or rec.updated_at > fold.rec.updated_at:
-            return rec
-        return fold.rec
-
     async def _fold_seamless_round(
         self, fold: _SharedFold, rec: JobRecord, latest: Mapping[str, Any], version: int
     ) -> JobRecord:
         """Fold poll round `version` into the job once, whichever waiter gets here first."""
         async with fold.lock:
             if fold.rec is not None and fold.version >= version:
-                return self._fresher(fold, rec)
-            fold.rec = await self._apply_seamless(self._fresher(fold, rec), latest)
+                return fold.fresher(rec)
+            fold.rec = await self._apply_seamless(fold.fresher(rec), latest)
             fold.version = version
             return fold.rec
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -19,8 +20,6 @@ def _traced(make_settings: Callable[..., Settings]) -> bool:
 def test_the_sdks_tracing_middleware_is_dropped_when_no_tracing_is_configured(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         monkeypatch.delenv(name)
     assert not _traced(make_settings)

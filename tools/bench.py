@@ -49,6 +49,8 @@ import anyio
 import httpx
 from mcp import Client
 
+from mcp_server._clock import Clock
+
 _SELF = Path(__file__).resolve()
 SECTIONS = ("rate", "completion", "polls", "overhead", "scale", "tokens", "agent")
 SEAMLESS_RATE = 60 / 60.0
@@ -230,6 +232,40 @@ def _makespan(times: list[float], rate: float) -> float | None:
     return max(times) - min(times) + 1.0 / rate
 
 
+async def _start_and_wait_each(
+    client: Client,
+    tool: str,
+    args_for: Callable[[int], dict[str, Any]],
+    *,
+    n: int,
+    clock: Clock,
+    stats: dict[str, int],
+    done: dict[str, float],
+) -> None:
+    """Start n jobs from 4 concurrent drivers, each waited on as soon as it is accepted (so
+    status traffic runs throughout); `done` gets each finished job's clock time."""
+    pending = list(range(n))
+
+    async def waiter(job_id: str) -> None:
+        result, _ = await _wait_terminal(client, job_id)
+        if bl.structured(result).get("state") in bl.TERMINAL:
+            done[job_id] = clock.monotonic()
+
+    async with anyio.create_task_group() as waits:
+
+        async def worker() -> None:
+            while pending:
+                job_id = await _start_until_accepted(
+                    client, tool, args_for(pending.pop(0)), clock, stats
+                )
+                if job_id:
+                    waits.start_soon(waiter, job_id)
+
+        async with anyio.create_task_group() as workers:
+            for _ in range(4):
+                workers.start_soon(worker)
+
+
 async def _rate_research_per_target(run: Run, out: dict[str, Any]) -> None:
     mode = run.mode
     state = bl.sandbox_state(mode.rate_scale, job_seconds=JOB_SECONDS, initial_credits=10**6)
@@ -240,30 +276,14 @@ async def _rate_research_per_target(run: Run, out: dict[str, Any]) -> None:
         bl.loopback_sandbox(state) as sb,
         bl.inprocess_jobrelay(sb, run.work / "rate-research.sqlite3") as client,
     ):
-        clock = sb.clock
-        pending = list(range(n))
 
-        async def waiter(job_id: str) -> None:
-            result, _ = await _wait_terminal(client, job_id)
-            if bl.structured(result).get("state") in bl.TERMINAL:
-                done[job_id] = clock.monotonic()
+        def research_args(i: int) -> dict[str, Any]:
+            contact = {"name": f"Rate Person{i:04d}", "company": f"Ratecorp {i:04d}"}
+            return {"kind": "contacts", "contacts": [contact]}
 
-        async with anyio.create_task_group() as waits:
-
-            async def worker() -> None:
-                while pending:
-                    i = pending.pop(0)
-                    contact = {"name": f"Rate Person{i:04d}", "company": f"Ratecorp {i:04d}"}
-                    args = {"kind": "contacts", "contacts": [contact]}
-                    job_id = await _start_until_accepted(
-                        client, "start_research", args, clock, stats
-                    )
-                    if job_id:
-                        waits.start_soon(waiter, job_id)
-
-            async with anyio.create_task_group() as workers:
-                for _ in range(4):
-                    workers.start_soon(worker)
+        await _start_and_wait_each(
+            client, "start_research", research_args, n=n, clock=sb.clock, stats=stats, done=done
+        )
         rec = sb.recorder
         posts = [h for h in rec.select("seamless", "research") if h.status == 202]
         polls = rec.select("seamless", "poll")
@@ -345,29 +365,13 @@ async def _rate_seo_workload(run: Run, out: dict[str, Any]) -> None:
         bl.loopback_sandbox(state) as sb,
         bl.inprocess_jobrelay(sb, run.work / "rate-seo.sqlite3") as client,
     ):
-        clock = sb.clock
-        pending = list(range(n))
 
-        async def waiter(job_id: str) -> None:
-            result, _ = await _wait_terminal(client, job_id)
-            if bl.structured(result).get("state") in bl.TERMINAL:
-                done[job_id] = clock.monotonic()
+        def seo_args(i: int) -> dict[str, Any]:
+            return {"workflow": "serp_analysis", "params": {"keyword": f"rate kw {i:04d}"}}
 
-        async with anyio.create_task_group() as waits:
-
-            async def worker() -> None:
-                while pending:
-                    i = pending.pop(0)
-                    args = {"workflow": "serp_analysis", "params": {"keyword": f"rate kw {i:04d}"}}
-                    job_id = await _start_until_accepted(
-                        client, "start_seo_job", args, clock, stats
-                    )
-                    if job_id:
-                        waits.start_soon(waiter, job_id)
-
-            async with anyio.create_task_group() as workers:
-                for _ in range(4):
-                    workers.start_soon(worker)
+        await _start_and_wait_each(
+            client, "start_seo_job", seo_args, n=n, clock=sb.clock, stats=stats, done=done
+        )
         rec = sb.recorder
         posts = [h for h in rec.select("agentseo", "workload") if h.status == 202]
         control = rec.select("agentseo", "events") + rec.select("agentseo", "job")
