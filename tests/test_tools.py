@@ -605,7 +605,9 @@ async def test_several_waits_on_one_research_job_fold_and_render_it_once(
 async def test_several_waits_on_one_seo_job_share_one_stream_and_one_final_write(
     make_client: Callable[..., Any], sandbox_state: SandboxState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sandbox_state.set_faults({"job_seconds": 30.0})
+    # 10 s of job (all five attach first) inside a 45 s wait: 0.35 s of real margin at the
+    # test scale, so a loaded machine still sees the end (30 s of job in a 30 s wait did not).
+    sandbox_state.set_faults({"job_seconds": 10.0})
     counts = _count_writes_and_renders(monkeypatch)
     async with make_client() as client:
         job_id = structured(
@@ -616,7 +618,9 @@ async def test_several_waits_on_one_seo_job_share_one_stream_and_one_final_write
         results: list[Any] = []
 
         async def wait() -> None:
-            results.append(await call(client, "wait_for_job", {"job_id": job_id}))
+            results.append(
+                await call(client, "wait_for_job", {"job_id": job_id, "wait_seconds": 45})
+            )
 
         async with anyio.create_task_group() as tg:
             for _ in range(5):
