@@ -38,7 +38,7 @@ from mcp_server.schemas import Kind
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
 from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.agentseo import AgentSEOClient
-from mcp_server.upstream.seamless import SeamlessClient
+from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 from mcp_server.watch import PollCoalescer, StreamHub
 
 log = logging.getLogger(__name__)
@@ -184,6 +184,7 @@ class Runtime(Clients):
                 interval=lambda n: poll_interval("seamless", n, policy=policy),
                 clock=self.clock,
                 spawn=self.spawn,
+                max_ids=MAX_POLL_IDS,
             )
             self._coalescers[key] = co
         return co

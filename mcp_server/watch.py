@@ -1,8 +1,8 @@
 """Bounded watching shared between waiters (DESIGN.md section 2.5).
 
 - `PollCoalescer`: one poll loop per (tenant, Seamless endpoint). Every waiter registers the
-  request ids it cares about; each round polls all outstanding ids in one call, so 100 waits
-  cost one upstream call per interval, not 100.
+  request ids it cares about; each round polls all outstanding ids together (one call per
+  100), so 100 waits cost one upstream call per interval, not 100.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
   shared by every waiter on that job.
 
@@ -81,8 +81,14 @@ class PollRound:
 class PollCoalescer(Generic[T]):
     """All outstanding request ids of one endpoint, polled together on one cadence.
 
-    `poll(ids)` does one upstream call (it may chunk internally) and returns the items it got,
-    keyed by id. `interval(round_index)` is the poll cadence (2 s rising to 5 s for Seamless).
+    `poll(ids)` does one upstream call and returns the items it got, keyed by id; rounds and
+    direct polls hand it at most `max_ids` ids at a time (None: all in one call).
+    `interval(round_index)` is the poll cadence (2 s rising to 5 s for Seamless).
+
+    A round of more than `max_ids` ids publishes after each call, not once at the end: the
+    calls are paced by the rate limiter (about one a second for Seamless), so waiters fold
+    and return a finished chunk while the next is still being fetched, and a round's
+    finished records (~17 KB each decoded) are never all held at once.
     """
 
     def __init__(
@@ -94,8 +100,12 @@ class PollCoalescer(Generic[T]):
         clock: Clock,
         spawn: Spawn,
         fresh_interval: float = 2.0,
+        max_ids: int | None = None,
     ) -> None:
+        if max_ids is not None and max_ids < 1:
+            raise ValueError("max_ids must be at least 1")
         self._poll = poll
+        self._max_ids = max_ids
         self._is_terminal = is_terminal
         self._interval = interval
         self._clock = clock
@@ -108,7 +118,7 @@ class PollCoalescer(Generic[T]):
         self._kick = anyio.Event()
         self._last_round_at: float | None = None
         self.calls = 0
-        """Upstream poll calls made (loop rounds and direct polls), for benchmarks."""
+        """Upstream poll calls made (by rounds and direct polls), for benchmarks."""
 
     def latest(self, ids: Sequence[str]) -> dict[str, T]:
         return {i: self._latest[i] for i in ids if i in self._latest}
@@ -128,14 +138,22 @@ class PollCoalescer(Generic[T]):
             if n > 0 and not (i in self._latest and self._is_terminal(self._latest[i]))
         ]
 
+    def _chunks(self, ids: Sequence[str]) -> list[list[str]]:
+        size = self._max_ids or max(1, len(ids))
+        return [list(ids[start : start + size]) for start in range(0, len(ids), size)]
+
     async def poll_now(self, ids: Sequence[str]) -> dict[str, T]:
-        """One direct call for `ids` (get_job_status); results are shared with waiters."""
-        self.calls += 1
-        items = await self._poll(list(ids))
+        """A direct poll of `ids` (get_job_status); results are shared with waiters."""
         found = self.latest(ids)
-        found.update((i, items[i]) for i in ids if i in items)
-        self._keep(items)
-        self.board.publish(PollRound(number=self.board.version + 1))
+        try:
+            for chunk in self._chunks(ids):
+                self.calls += 1
+                items = await self._poll(chunk)
+                found.update((i, items[i]) for i in chunk if i in items)
+                self._keep(items)
+        finally:
+            # Even a failed call may have left earlier chunks' items for the waiters.
+            self.board.publish(PollRound(number=self.board.version + 1))
         return found
 
     @asynccontextmanager
@@ -161,35 +179,49 @@ class PollCoalescer(Generic[T]):
         index = 0
         try:
             while pending := self._pending():
-                extra_wait = 0.0
-                error: JobRelayError | None = None
-                try:
-                    self.calls += 1
-                    items = await self._poll(pending)
-                    self._keep(items)  # a waiter may have left during the call
-                except JobRelayError as exc:
-                    error = exc
-                    extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
-                    hints = getattr(exc, "hints", None)
-                    if hints is not None and hints.not_before is not None:
-                        extra_wait = max(extra_wait, hints.not_before)
-                self._last_round_at = self._clock.monotonic()
-                self.board.publish(
-                    PollRound(number=self.board.version + 1, error=error, retry_after=extra_wait)
-                )
-                await self._pause(max(self._interval(index), extra_wait))
+                extra_wait = await self._round(pending)
+                await self._pause(max(self._interval(index), extra_wait), floor=extra_wait)
                 index += 1
         finally:
             self._running = False
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep until the next round; a new waiter with unseen ids shortens it to 2 s."""
+    async def _round(self, pending: Sequence[str]) -> float:
+        """Poll `pending` chunk by chunk, publishing after each call; the extra wait a failed
+        call asks for (its Retry-After or reset), 0 when every call succeeded. A failure ends
+        the round: the chunks before it are kept, the rest wait for the next round."""
+        for planned in self._chunks(pending):
+            chunk = [i for i in planned if self._interest[i] > 0]  # a waiter may have left
+            if not chunk:
+                continue
+            try:
+                self.calls += 1
+                items = await self._poll(chunk)
+            except JobRelayError as exc:
+                extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
+                hints = getattr(exc, "hints", None)
+                if hints is not None and hints.not_before is not None:
+                    extra_wait = max(extra_wait, hints.not_before)
+                self._publish(error=exc, retry_after=extra_wait)
+                return extra_wait
+            self._keep(items)  # only ids still watched: a waiter may have left during the call
+            self._publish()
+        return 0.0
+
+    def _publish(self, *, error: JobRelayError | None = None, retry_after: float = 0.0) -> None:
+        self._last_round_at = self._clock.monotonic()
+        self.board.publish(
+            PollRound(number=self.board.version + 1, error=error, retry_after=retry_after)
+        )
+
+    async def _pause(self, seconds: float, *, floor: float = 0.0) -> None:
+        """Sleep until the next round; a new waiter with unseen ids shortens it to 2 s, but
+        never below `floor`, the wait a failed call asked for (Retry-After, reset)."""
         with self._clock.move_on_after(seconds):
             await self._kick.wait()
             # Kicked: still keep the endpoint's cadence floor, so a burst of new waiters
             # never turns into a burst of calls.
             since = self._clock.monotonic() - (self._last_round_at or 0.0)
-            await self._clock.sleep(max(0.0, self._fresh_interval - since))
+            await self._clock.sleep(max(0.0, max(self._fresh_interval, floor) - since))
         self._kick = anyio.Event()
 
 

@@ -22,9 +22,14 @@ class FakeEndpoint:
         self.seen: dict[str, int] = {}
         self.done_after = done_after
         self.fail_next: Exception | None = None
+        self.hold: dict[int, anyio.Event] = {}
+        """Call number -> an event the call waits for before it answers."""
 
     async def poll(self, ids: Sequence[str]) -> Mapping[str, str]:
         self.calls.append(list(ids))
+        held = self.hold.get(len(self.calls))
+        if held is not None:
+            await held.wait()
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
             raise exc
@@ -50,7 +55,10 @@ async def _wait_all_done(
 
 
 def _coalescer(
-    tg: anyio.abc.TaskGroup, endpoint: FakeEndpoint, clock: ScaledClock
+    tg: anyio.abc.TaskGroup,
+    endpoint: FakeEndpoint,
+    clock: ScaledClock,
+    max_ids: int | None = None,
 ) -> PollCoalescer[str]:
     def spawn(fn: Callable[[], Awaitable[None]]) -> None:
         tg.start_soon(fn)
@@ -61,6 +69,7 @@ def _coalescer(
         interval=lambda i: min(5.0, 2.0 * 1.5**i),
         clock=clock,
         spawn=spawn,
+        max_ids=max_ids,
     )
 
 
@@ -161,6 +170,77 @@ async def test_items_are_forgotten_once_nobody_watches_them() -> None:
             async with co.watch(["c"]):
                 assert await co.poll_now(["c"]) == {"c": "done"}
                 assert co.latest(["c"]) == {"c": "done"}
+
+
+async def test_a_round_publishes_each_chunk_while_the_next_is_still_being_fetched() -> None:
+    # Seamless takes 100 ids per call and paces calls at about one a second: a waiter whose
+    # ids came back in the first call must not wait (holding them) for the last call.
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    second_call = endpoint.hold[2] = anyio.Event()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock, max_ids=2)
+            async with co.watch(["a", "b", "c", "d", "e"]):
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=60) == {
+                    "a": "done",
+                    "b": "done",
+                }
+                assert endpoint.calls == [["a", "b"], ["c", "d"]]  # the second is still open
+                assert co.latest(["c", "d", "e"]) == {}
+                second_call.set()
+                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=60) == {
+                    "c": "done",
+                    "d": "done",
+                    "e": "done",
+                }
+    assert endpoint.calls == [["a", "b"], ["c", "d"], ["e"]]
+    assert co.calls == 3
+
+
+async def test_a_failed_call_keeps_the_chunks_before_it_and_ends_the_round() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    endpoint.hold[2] = held = anyio.Event()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock, max_ids=2)
+            async with co.watch(["a", "b", "c", "d", "e"]):
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=60)
+                endpoint.fail_next = LocalRateLimited(
+                    "no token", provider="seamless", bucket="GET /poll", retry_after=9.0
+                )
+                seen = co.board.version
+                t0 = clock.monotonic()
+                held.set()
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                failed = co.board.value
+                assert failed is not None
+                assert isinstance(failed.error, LocalRateLimited)
+                assert co.latest(["a", "b", "c", "d", "e"]) == {"a": "done", "b": "done"}
+                # The rest waits for the next round, after the hinted 9 s: this new wait on
+                # unseen ids kicks the loop, and a kick never cuts a hinted wait short.
+                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=60)
+                assert clock.monotonic() - t0 >= 9.0
+    assert endpoint.calls == [["a", "b"], ["c", "d"], ["c", "d"], ["e"]]
+
+
+async def test_a_direct_poll_is_chunked_too_and_shares_what_it_got() -> None:
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock, max_ids=2)
+            seen = co.board.version
+            assert await co.poll_now(["a", "b", "c"]) == dict.fromkeys("abc", "done")
+            assert endpoint.calls == [["a", "b"], ["c"]]
+            assert co.board.version == seen + 1  # one publish: waiters fold it once
+            endpoint.fail_next = LocalRateLimited(
+                "no token", provider="seamless", bucket="GET /poll", retry_after=1.0
+            )
+            with pytest.raises(LocalRateLimited):
+                await co.poll_now(["x"])
+            assert co.board.version == seen + 2  # waiters still learn of the attempt
 
 
 async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:
