@@ -127,6 +127,10 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 JOB_ID_PREFIXES: Final[dict[Provider, str]] = {"seamless": "sea_", "agentseo": "seo_"}
 
 _APPLICATION_ID: Final = 0x4A524C59  # "JRLY": marks the file as a jobrelay ledger
+_PAGE_CACHE_KIB: Final = 512
+"""SQLite's page cache per connection (the default is 2 MiB each). The file is in the OS page
+cache anyway, and one finished research row (~450 KB) still fits; measured 2 MB less peak RSS
+under 1,000 concurrent waits (BENCHMARKS.md)."""
 _TENANT_PATTERN: Final = r"^(nokey|k_[0-9a-f]{12})$"  # config.key_fingerprint's output
 _CREDENTIAL_KEYS: Final = frozenset(
     {"token", "api_key", "apikey", "x-api-key", "authorization", "password", "secret"}
@@ -694,6 +698,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
             _problem_message("io", path, detail, busy_timeout), path=path, problem="io"
         )
     conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB:d}")
     _migrate(conn, path, _MIGRATIONS)
 
 
@@ -743,6 +748,7 @@ def _open_reader(path: Path) -> sqlite3.Connection:
     try:
         reader.row_factory = sqlite3.Row
         reader.execute("PRAGMA query_only = ON")
+        reader.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB:d}")
     except BaseException:
         reader.close()
         raise
@@ -760,10 +766,24 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: object) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if value is None else _encode(value, depth=2)
+
+
+def _encode(value: object, *, depth: int) -> str:
+    """`json.dumps(value)` (compact, UTF-8 kept), encoded a member at a time at the outer
+    `depth` levels. CPython's encoder keeps every fragment of one call alive until it joins
+    them, about five times the text: a finished research job's 100 records are ~450 KB of
+    JSON and took 2.2 MB to encode in one call, 0.9 MB this way, at the same speed."""
+    if depth and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        members = [f"{_ENCODER.encode(k)}:{_encode(v, depth=depth - 1)}" for k, v in value.items()]
+        return "{" + ",".join(members) + "}"
+    if depth and isinstance(value, list | tuple):
+        return "[" + ",".join([_encode(v, depth=depth - 1) for v in value]) + "]"
+    return _ENCODER.encode(value)
 
 
 def _loads(text: str | None) -> Any:

@@ -921,6 +921,13 @@ async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
     assert hops == []
 
 
+async def test_both_connections_keep_a_small_page_cache(ledger: SqliteLedger) -> None:
+    # 2 MiB each by default; a finished research row is ~450 KB (BENCHMARKS.md, scale).
+    for conn in (ledger._conn, ledger._reader):
+        assert conn is not None
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -512
+
+
 async def test_a_point_read_that_finds_the_file_busy_falls_back_to_a_waiting_worker_thread(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,13 +1,16 @@
-"""Properties of the ledger's pure helpers: target keys, fingerprints, stored time order."""
+"""Properties of the ledger's pure helpers: target keys, fingerprints, stored time order,
+stored JSON text."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_server.ledger import _iso, params_fingerprint, target_keys
+from mcp_server.ledger import _dumps, _iso, params_fingerprint, target_keys
 
 # Derandomised and without an example database: the same examples on every run and machine.
 deterministic = settings(derandomize=True, database=None, max_examples=60)
@@ -82,3 +85,36 @@ def test_stored_timestamps_sort_as_text_in_time_order(
     assert len(text_a) == len(text_b) == 27
     assert (text_a < text_b) == (a < b)
     assert datetime.fromisoformat(text_b) == b
+
+
+stored_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),  # any code point: the text is stored with UTF-8 kept
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@deterministic
+@given(value=stored_values.filter(lambda v: v is not None))  # None is stored as SQL NULL
+def test_stored_json_is_exactly_what_json_dumps_writes(value: object) -> None:
+    # Encoded member by member at the outer levels (to bound memory): same text, byte for byte.
+    assert _dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_stored_json_refuses_what_json_refuses() -> None:
+    loop: dict[str, object] = {}
+    loop["inner"] = {"back": loop}
+    with pytest.raises(ValueError, match="Circular reference"):
+        _dumps(loop)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        _dumps({"records": {"a": {1, 2}}})
+    assert _dumps(None) is None
