@@ -22,6 +22,18 @@ from mcp_server.sandbox._state import Faults, SandboxState
 #: turn a loaded machine's real processing (tens of ms per poll round) into many virtual
 #: seconds, which can outlast a test's bounded wait.
 TEST_SCALE = 100.0
+#: The nine tools of the public contract (DESIGN.md), in the order the server lists them.
+CONTRACT_TOOLS = (
+    "search_prospects",
+    "start_research",
+    "start_seo_job",
+    "get_job_status",
+    "wait_for_job",
+    "get_job_result",
+    "list_jobs",
+    "explain_error",
+    "get_usage",
+)
 # httpcore (imported by httpx on a client's first request) and jsonschema (imported by the MCP
 # client to check the first structured result) are imported here, once: at 100x virtual time
 # their 0.1-0.4 s of import would otherwise land inside the first end-to-end test's waits.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CONTRACT_TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "dump_tools.py"
@@ -33,17 +34,7 @@ async def test_the_committed_manifest_is_the_live_tool_list(dump: dict[str, Any]
 
 def test_the_manifest_names_the_nine_tools_of_the_contract() -> None:
     tools = json.loads(MANIFEST.read_text(encoding="utf-8"))["tools"]
-    assert [t["name"] for t in tools] == [
-        "search_prospects",
-        "start_research",
-        "start_seo_job",
-        "get_job_status",
-        "wait_for_job",
-        "get_job_result",
-        "list_jobs",
-        "explain_error",
-        "get_usage",
-    ]
+    assert [t["name"] for t in tools] == list(CONTRACT_TOOLS)
     for tool in tools:
         assert set(tool) == {
             "annotations",

@@ -24,6 +24,7 @@ import httpx2
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev extras
 import pytest
 from anyio.streams.text import TextReceiveStream
+from conftest import CONTRACT_TOOLS
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -36,17 +37,7 @@ MANIFESTS = ROOT / "manifests"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
-TOOL_NAMES = [
-    "search_prospects",
-    "start_research",
-    "start_seo_job",
-    "get_job_status",
-    "wait_for_job",
-    "get_job_result",
-    "list_jobs",
-    "explain_error",
-    "get_usage",
-]
+TOOL_NAMES = list(CONTRACT_TOOLS)
 SECRET_ENV = {_ENV_NAMES[f] for f in _SECRET_FIELDS}
 PLACEHOLDER = "/ABSOLUTE/PATH/TO/.venv/bin/jobrelay"
 

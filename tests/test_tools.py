@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import (
+    CONTRACT_TOOLS,
     assert_agent_safe,
     call,
     loopback_sandbox,
@@ -34,17 +35,7 @@ from mcp_server.sandbox._state import Faults, SandboxState
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {
-    "search_prospects",
-    "start_research",
-    "start_seo_job",
-    "get_job_status",
-    "wait_for_job",
-    "get_job_result",
-    "list_jobs",
-    "explain_error",
-    "get_usage",
-}
+TOOLS = set(CONTRACT_TOOLS)
 POLL = "seamless GET /contacts/research/poll"
 EVENTS = "agentseo GET /jobs/{job_id}/events"
 ADA = {"name": "Ada Lovelace", "company": "Analytical Engines"}

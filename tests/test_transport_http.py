@@ -11,6 +11,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from conftest import CONTRACT_TOOLS
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -29,17 +30,7 @@ TEST_SCALE = 200.0
 WAIT = 300
 """Virtual seconds a call may wait for a job (1.5 s real): jobs take 6, even on a busy machine."""
 
-TOOLS = {
-    "search_prospects",
-    "start_research",
-    "start_seo_job",
-    "get_job_status",
-    "wait_for_job",
-    "get_job_result",
-    "list_jobs",
-    "explain_error",
-    "get_usage",
-}
+TOOLS = set(CONTRACT_TOOLS)
 MODES = ["auto", "legacy"]
 
 

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from conftest import CONTRACT_TOOLS
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
@@ -30,17 +31,7 @@ from mcp_server.server import SANDBOX_KEY
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = {
-    "search_prospects",
-    "start_research",
-    "start_seo_job",
-    "get_job_status",
-    "wait_for_job",
-    "get_job_result",
-    "list_jobs",
-    "explain_error",
-    "get_usage",
-}
+TOOLS = set(CONTRACT_TOOLS)
 
 
 def server_env(db: Path, **extra: str) -> dict[str, str]:
