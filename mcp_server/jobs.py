@@ -503,19 +503,14 @@ class JobService:
             return submitted
         record, credits = submitted
         warnings.extend(self._low_credit_warning(credits))
-        # A submit that used up the wait (e.g. sat out a 429 reset) returns the fresh handle
-        # rather than polling a job the API accepted a moment ago.
-        if wait_seconds > 0 and self.clock.monotonic() < deadline:
-            return await self.wait(
-                caller,
-                record.job_id,
-                wait_seconds=wait_seconds,
-                progress=progress,
-                warnings=warnings,
-                deadline=deadline,
-            )
-        job = await self._get(caller, record.job_id)
-        return self._render(job, warnings=warnings, started=True)
+        return await self._after_submit(
+            caller,
+            record.job_id,
+            wait_seconds=wait_seconds,
+            deadline=deadline,
+            progress=progress,
+            warnings=warnings,
+        )
 
     async def _submit_research(
         self,
@@ -562,16 +557,8 @@ class JobService:
                 skip_dedup=allow_rerun,
                 deadline=self._call_deadline(),
             )
-        except OutcomeUnknown as exc:
-            await self.ledger.fail_submit(
-                record.job_id, error=self._error_dict(exc, tool), processed="maybe"
-            )
-            return self.failure(exc, tool=tool, job_id=record.job_id)
         except JobRelayError as exc:
-            await self.ledger.fail_submit(
-                record.job_id, error=self._error_dict(exc, tool), processed="no"
-            )
-            return self.failure(exc, tool=tool)
+            return await self._submit_failed(record.job_id, exc, tool=tool)
 
         request_ids = list(accepted.request_ids)
         credits = accepted.credits
@@ -592,6 +579,40 @@ class JobService:
             credits_seen=credits,
         )
         return record, credits
+
+    async def _submit_failed(self, job_id: str, exc: JobRelayError, *, tool: str) -> Outcome:
+        """Close the intent row of a submit that failed. An ambiguous failure may have been
+        processed (never replayed): the agent gets the job id to check; a refused one not."""
+        unknown = isinstance(exc, OutcomeUnknown)
+        await self.ledger.fail_submit(
+            job_id, error=self._error_dict(exc, tool), processed="maybe" if unknown else "no"
+        )
+        return self.failure(exc, tool=tool, job_id=job_id if unknown else None)
+
+    async def _after_submit(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        wait_seconds: float,
+        deadline: float,
+        progress: ProgressFn | None,
+        warnings: Sequence[str] = (),
+    ) -> Outcome:
+        """A job just started: followed for what is left of the call's deadline, or its handle.
+        A submit that used up the wait (e.g. sat out a 429 reset) returns the fresh handle
+        rather than polling a job the API accepted a moment ago."""
+        if wait_seconds > 0 and self.clock.monotonic() < deadline:
+            return await self.wait(
+                caller,
+                job_id,
+                wait_seconds=wait_seconds,
+                progress=progress,
+                warnings=warnings,
+                deadline=deadline,
+            )
+        job = await self._get(caller, job_id)
+        return self._render(job, warnings=warnings, started=True)
 
     async def _only_interrupted(self, earlier: Mapping[str, str], *, tenant: str) -> bool:
         """True when every earlier job is a submit whose outcome is unknown and that has no
@@ -646,16 +667,13 @@ class JobService:
         if isinstance(submitted, Outcome):
             return submitted
         record, state = submitted
-        if wait_seconds > 0 and not state.terminal and self.clock.monotonic() < deadline:
-            return await self.wait(
-                caller,
-                record.job_id,
-                wait_seconds=wait_seconds,
-                progress=progress,
-                deadline=deadline,
-            )
-        job = await self._get(caller, record.job_id)
-        return self._render(job, started=True)
+        return await self._after_submit(
+            caller,
+            record.job_id,
+            wait_seconds=0 if state.terminal else wait_seconds,
+            deadline=deadline,
+            progress=progress,
+        )
 
     async def _submit_seo(
         self, caller: Caller, workflow: str, clean: dict[str, Any]
@@ -677,16 +695,8 @@ class JobService:
         client = self.clients.agentseo(caller)
         try:
             started = await client.start(workflow, clean, deadline=self._call_deadline())
-        except OutcomeUnknown as exc:
-            await self.ledger.fail_submit(
-                record.job_id, error=self._error_dict(exc, tool), processed="maybe"
-            )
-            return self.failure(exc, tool=tool, job_id=record.job_id)
         except JobRelayError as exc:
-            await self.ledger.fail_submit(
-                record.job_id, error=self._error_dict(exc, tool), processed="no"
-            )
-            return self.failure(exc, tool=tool)
+            return await self._submit_failed(record.job_id, exc, tool=tool)
         envelopes = started if isinstance(started, list) else [started]
         upstream_ids = [_env_id(e) for e in envelopes]
         first = envelopes[0]
