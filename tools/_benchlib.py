@@ -43,30 +43,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 
 from mcp_server._clock import Clock, ScaledClock  # noqa: E402
 from mcp_server.config import load_settings  # noqa: E402
+from mcp_server.models import TERMINAL_STATES, ErrorCode  # noqa: E402
 from mcp_server.sandbox._state import Faults, SandboxState  # noqa: E402
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app  # noqa: E402
 
 BENCH_KEY = "bench-key-0001"
 """Any non-scenario key is valid in the sandbox; a fixed one keeps runs comparable."""
 
-ERROR_CODES = frozenset(
-    {
-        "rate_limited",
-        "local_rate_limited",
-        "credits_exhausted",
-        "license_missing",
-        "auth_failed",
-        "permission_denied",
-        "invalid_input",
-        "not_found",
-        "upstream_error",
-        "upstream_unreachable",
-        "upstream_degraded",
-        "outcome_unknown",
-        "budget_exceeded",
-    }
-)
-TERMINAL = frozenset({"succeeded", "failed", "not_found", "duplicate"})
+ERROR_CODES = frozenset(ErrorCode)
+TERMINAL = TERMINAL_STATES
+"""Plain strings compare equal to these (`StrEnum`), as structured results carry them."""
 
 
 # ---- small numbers helpers -------------------------------------------------------------------

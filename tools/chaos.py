@@ -2,7 +2,7 @@
 
     python tools/chaos.py --quick            # CI smoke: a few cycles, two kills, < 1 minute
     python tools/chaos.py                    # the full soak behind BENCHMARKS.md
-    python tools/chaos.py --cycles 500 --seconds 1200 --seed 7
+    python tools/chaos.py --cycles 190 --seconds 900 --seed 7  # <= ~190 (list pages: 100)
 
 Topology (loopback only): an external `jobrelay sandbox` subprocess (its counters survive
 server restarts), and `python -m mcp_server serve` over stdio driven by `mcp.Client`, with one
@@ -43,6 +43,8 @@ import anyio
 import anyio.abc
 from mcp import Client
 
+from mcp_server.models import JobState
+
 PROFILES: dict[str, dict[str, Any]] = {
     "none": {},
     "5xx": {"error_rate": 0.3},
@@ -59,7 +61,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 CLEAR = {"error_rate": 0.0, "latency_ms": 0.0, "sse_drop_after_events": None, "malformed_rate": 0.0}
 CALL_TIMEOUT = 90.0
 """No single tool call may take longer (jobrelay caps its own waits at 45 s)."""
-STATES = ("queued", "running", "succeeded", "failed", "not_found", "duplicate", "unknown")
+STATES = tuple(JobState)
 
 
 @dataclass
@@ -210,8 +212,14 @@ async def _listed_ids(server: Server, tally: Tally) -> set[str]:
                 {"provider": provider, "state": state, "limit": 100},
                 kill_after=None,
             )
-            for job in bl.structured(result).get("jobs", []) if result is not None else []:
-                found.add(str(job.get("job_id")))
+            jobs = bl.structured(result).get("jobs", []) if result is not None else []
+            if len(jobs) >= 100:
+                # list_jobs pages have no cursor: a fuller page would hide jobs from the census
+                # and count them as lost. 150 cycles leave ~75 per provider.
+                raise RuntimeError(
+                    f"more than 99 {provider} jobs are {state}: run fewer --cycles per soak"
+                )
+            found.update(str(job.get("job_id")) for job in jobs)
     return found
 
 
