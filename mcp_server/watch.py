@@ -147,14 +147,21 @@ class PollCoalescer(Generic[T]):
         found = self.latest(ids)
         try:
             for chunk in self._chunks(ids):
-                self.calls += 1
-                items = await self._poll(chunk)
+                items = await self._poll_chunk(chunk)
                 found.update((i, items[i]) for i in chunk if i in items)
-                self._keep(items)
         finally:
-            # Even a failed call may have left earlier chunks' items for the waiters.
-            self.board.publish(PollRound(number=self.board.version + 1))
+            # Even a failed call may have left earlier chunks' items for the waiters; and it
+            # counts as a round for the cadence floor of a kicked loop.
+            self._publish()
         return found
+
+    async def _poll_chunk(self, chunk: list[str]) -> Mapping[str, T]:
+        """One upstream call; items are kept only for ids still watched (a waiter may have
+        left during the call)."""
+        self.calls += 1
+        items = await self._poll(chunk)
+        self._keep(items)
+        return items
 
     @asynccontextmanager
     async def watch(self, ids: Sequence[str]) -> AsyncIterator[None]:
@@ -194,8 +201,7 @@ class PollCoalescer(Generic[T]):
             if not chunk:
                 continue
             try:
-                self.calls += 1
-                items = await self._poll(chunk)
+                await self._poll_chunk(chunk)
             except JobRelayError as exc:
                 extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
                 hints = getattr(exc, "hints", None)
@@ -203,7 +209,6 @@ class PollCoalescer(Generic[T]):
                     extra_wait = max(extra_wait, hints.not_before)
                 self._publish(error=exc, retry_after=extra_wait)
                 return extra_wait
-            self._keep(items)  # only ids still watched: a waiter may have left during the call
             self._publish()
         return 0.0
 

@@ -243,6 +243,43 @@ async def test_a_direct_poll_is_chunked_too_and_shares_what_it_got() -> None:
             assert co.board.version == seen + 2  # waiters still learn of the attempt
 
 
+async def test_a_direct_poll_counts_for_the_cadence_floor_of_a_kicked_loop() -> None:
+    # get_job_status polls at t1; a new waiter kicks the idle loop right after: the loop's
+    # next call still keeps the 2 s floor from t1, so the two never go out back to back.
+    clock = ScaledClock(SCALE)
+    endpoint = FakeEndpoint(done_after=10_000)
+    at: list[float] = []
+
+    async def timed_poll(ids: Sequence[str]) -> Mapping[str, str]:
+        at.append(clock.monotonic())
+        return await endpoint.poll(ids)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            def spawn(fn: Callable[[], Awaitable[None]]) -> None:
+                tg.start_soon(fn)
+
+            co: PollCoalescer[str] = PollCoalescer(
+                poll=timed_poll,
+                is_terminal=lambda v: v == "done",
+                interval=lambda _round: 60.0,
+                clock=clock,
+                spawn=spawn,
+            )
+            async with co.watch(["a"]):
+                seen = co.board.version
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                await clock.sleep(10.0)  # the loop now pauses 60 s between rounds
+                await co.poll_now(["a"])
+                seen = co.board.version
+                async with co.watch(["b"]):  # unseen id: kicks the loop
+                    assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                tg.cancel_scope.cancel()
+    assert len(at) == 3
+    assert at[2] - at[1] >= 2.0
+
+
 async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:
     clock = ScaledClock(SCALE)
     endpoint = FakeEndpoint(done_after=3)
