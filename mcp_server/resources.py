@@ -9,8 +9,18 @@ from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_server import advice as advice_mod
 from mcp_server.errors import UnknownJob
+from mcp_server.jobs import Caller, InputProblem
 from mcp_server.models import PROVIDERS
 from mcp_server.tools import caller_for
+
+
+def _caller(ctx: Context[Any, Any]) -> Caller:
+    """The request's caller; a malformed key header is refused as the tools refuse it (the
+    SDK would turn any other exception into an opaque internal error)."""
+    try:
+        return caller_for(ctx)
+    except InputProblem as exc:
+        raise ResourceError(exc.message) from None
 
 
 def register_resources(server: MCPServer[Any]) -> None:
@@ -23,7 +33,7 @@ def register_resources(server: MCPServer[Any]) -> None:
     async def job_resource(job_id: str, ctx: Context[Any, Any]) -> str:
         runtime = ctx.request_context.lifespan_context
         try:
-            outcome = await runtime.service.describe(caller_for(ctx), job_id)
+            outcome = await runtime.service.describe(_caller(ctx), job_id)
         except UnknownJob as exc:
             raise ResourceError(f"No job {exc.job_id!r}; list_jobs shows the known ones.") from None
         text: str = outcome.output.model_dump_json(exclude_none=True)
@@ -57,8 +67,6 @@ def register_resources(server: MCPServer[Any]) -> None:
         if provider and provider not in PROVIDERS:
             raise ResourceError("Unknown provider; use ?provider=seamless or agentseo.")
         only = [p for p in PROVIDERS if p == provider] if provider else PROVIDERS
-        outcome = await usage_outcome(
-            ctx.request_context.lifespan_context, caller_for(ctx), only=only
-        )
+        outcome = await usage_outcome(ctx.request_context.lifespan_context, _caller(ctx), only=only)
         text: str = outcome.output.model_dump_json(exclude_none=True)
         return text

@@ -194,9 +194,19 @@ async def test_a_malformed_key_header_is_refused_and_not_echoed(url: str) -> Non
     bad = "two words-9f8e7d6c5b4a"
     async with tenant(url, "auto", {"X-Seamless-Api-Key": bad}) as client:
         result = await client.call_tool("list_jobs", {})
+        with anyio.fail_after(10):
+            refusals = []
+            for uri in ("jobrelay://usage", "jobrelay://jobs/sea_0000000000000000"):
+                with pytest.raises(MCPError) as refused:
+                    await client.read_resource(uri)
+                refusals.append(refused.value)
     assert error_code(result) == "invalid_input"
     assert "X-Seamless-Api-Key header" in str(result.content)
     assert bad not in str(result.model_dump())
+    # Resources refuse it the same way: the header named, the value never echoed.
+    for error in refusals:
+        assert "X-Seamless-Api-Key header" in str(error), error
+        assert bad not in str(error)
 
 
 async def test_two_keys_behind_one_fingerprint_are_refused_not_mixed(
