@@ -767,17 +767,15 @@ class JobService:
             except UnknownJob as exc:
                 unknown[jid] = advice_mod.advise_error(exc, now=self._now(), tool="get_job_status")
         records = list({r.job_id: r for r in found.values()}.values())
-        by_kind: dict[str, list[JobRecord]] = {}
+        by_kind: dict[Kind, list[JobRecord]] = {}
         for rec in records:
             if rec.provider == "seamless" and not rec.state.terminal and rec.upstream_ids:
-                by_kind.setdefault(str((rec.snapshot or {}).get("kind", "contacts")), []).append(
-                    rec
-                )
+                by_kind.setdefault(_research_kind(rec), []).append(rec)
         fresh: dict[str, JobRecord] = {}
         problems: dict[str, JobRelayError] = {}
         for kind, recs in by_kind.items():
             ids = [i for r in recs for i in _open_request_ids(r)]
-            co = self.clients.coalescer(caller, "companies" if kind == "companies" else "contacts")
+            co = self.clients.coalescer(caller, kind)
             try:
                 latest = await co.poll_now(ids)
             except JobRelayError as exc:
@@ -915,10 +913,8 @@ class JobService:
         """One status check of an open job, as get_job_status does it (shared poll call)."""
         try:
             if rec.provider == "seamless":
-                kind: Kind = (
-                    "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
-                )
-                latest = await self.clients.coalescer(caller, kind).poll_now(_open_request_ids(rec))
+                co = self.clients.coalescer(caller, _research_kind(rec))
+                latest = await co.poll_now(_open_request_ids(rec))
                 return await self._apply_seamless(rec, latest), None
             return await self._refresh_seo(caller, rec), None
         except JobRelayError as exc:
@@ -957,8 +953,7 @@ class JobService:
         deadline: float,
         progress: ProgressFn | None,
     ) -> tuple[JobRecord, JobRelayError | None]:
-        kind: Kind = "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
-        co = self.clients.coalescer(caller, kind)
+        co = self.clients.coalescer(caller, _research_kind(rec))
         ids = _open_request_ids(rec)
         problem: JobRelayError | None = None
         last_pct: float | None = None
@@ -1365,6 +1360,11 @@ def _seamless_filters(kind: Kind, query: str | None, filters: Mapping[str, Any])
     return body
 
 
+def _research_kind(rec: JobRecord) -> Kind:
+    """What a Seamless job researches, as its snapshot records it (contacts by default)."""
+    return "companies" if (rec.snapshot or {}).get("kind") == "companies" else "contacts"
+
+
 def _open_request_ids(rec: JobRecord) -> list[str]:
     items = (rec.snapshot or {}).get("items", [])
     if not items:
@@ -1483,8 +1483,8 @@ def _item_key(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _default_projection(rec: JobRecord, record: Mapping[str, Any]) -> dict[str, Any]:
     if rec.provider == "seamless":
-        kind = (rec.snapshot or {}).get("kind", "contacts")
-        projected = project_contact(record) if kind == "contacts" else project_company(record)
+        contacts = _research_kind(rec) == "contacts"
+        projected = project_contact(record) if contacts else project_company(record)
         return {"request_id": record.get("request_id"), **projected}
     body = {k: v for k, v in record.items() if k != "job_id"}
     return {"job_id": record.get("job_id"), **project_seo_result(body)}

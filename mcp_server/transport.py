@@ -43,6 +43,7 @@ from mcp_server._http_app import (
     host_allowlist,
     origin_allowlist,
 )
+from mcp_server.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.config import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 8.0
 """How long calls in progress may take to finish after a signal (container runtimes usually
 allow 10 s between SIGTERM and SIGKILL)."""
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 _SHORT_TOKEN = 16
 
