@@ -28,6 +28,7 @@ import anyio.abc
 import anyio.to_thread
 import httpx
 import pytest
+from conftest import structured, text_of
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -47,16 +48,6 @@ _SERVE_WITH_PIDFILE = (
     "    f.write(str(os.getpid()))\n"
     "os.execv(sys.executable, [sys.executable, '-m', 'mcp_server', 'serve'])\n"
 )
-
-
-def _text(result: Any) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def _structured(result: Any) -> dict[str, Any]:
-    data = result.structured_content
-    assert isinstance(data, dict), result
-    return data
 
 
 _PASSED_THROUGH = ("PATH", "PYTHONDONTWRITEBYTECODE", "SYSTEMROOT", "LANG")
@@ -248,7 +239,7 @@ async def test_a_server_killed_between_the_ledger_write_and_the_api_answer_lists
         except MCPError as exc:  # the server died under the call
             outcome.append(f"connection lost: {exc}")
         else:
-            outcome.append(f"answered: {_text(result)}")
+            outcome.append(f"answered: {text_of(result)}")
 
     async with _serve(sandbox, tmp_path, errlog, 1) as first, anyio.create_task_group() as tg:
         tg.start_soon(start, first)
@@ -259,7 +250,7 @@ async def test_a_server_killed_between_the_ledger_write_and_the_api_answer_lists
 
     await sandbox.set_faults(latency_ms=0)
     async with _serve(sandbox, tmp_path, errlog, 2) as second:
-        listed = _structured(await second.call("list_jobs", {}))["jobs"]
+        listed = structured(await second.call("list_jobs", {}))["jobs"]
         waited = await second.call("wait_for_job", {"job_id": job_id, "wait_seconds": 5})
         status = await second.call("get_job_status", {"job_ids": [job_id]})
 
@@ -268,16 +259,16 @@ async def test_a_server_killed_between_the_ledger_write_and_the_api_answer_lists
     ]
     assert "Do not resubmit blindly" in listed[0]["advice"]
 
-    assert not waited.is_error, _text(waited)
-    assert (_structured(waited)["state"], _structured(waited)["advice"]["code"]) == (
+    assert not waited.is_error, text_of(waited)
+    assert (structured(waited)["state"], structured(waited)["advice"]["code"]) == (
         "unknown",
         "outcome_unknown",
     )
-    assert "may or may not have been accepted" in _text(waited)
-    assert "Do not resubmit" in _text(waited)
+    assert "may or may not have been accepted" in text_of(waited)
+    assert "Do not resubmit" in text_of(waited)
 
-    assert not status.is_error, _text(status)
-    [job] = _structured(status)["jobs"]
+    assert not status.is_error, text_of(status)
+    [job] = structured(status)["jobs"]
     assert (job["job_id"], job["state"], job["advice"]["code"]) == (
         job_id,
         "unknown",
@@ -295,20 +286,20 @@ async def test_a_server_killed_after_start_research_returned_finishes_the_job_af
     async with _serve(sandbox, tmp_path, errlog, 1) as first:
         started = await first.call("start_research", {"kind": "contacts", "contacts": [ADA]})
         first.kill()
-    assert not started.is_error, _text(started)
-    job_id = _structured(started)["job_id"]
-    assert _structured(started)["state"] == "running"
+    assert not started.is_error, text_of(started)
+    job_id = structured(started)["job_id"]
+    assert structured(started)["state"] == "running"
 
     async with _serve(sandbox, tmp_path, errlog, 2) as second:
-        listed = _structured(await second.call("list_jobs", {}))["jobs"]
+        listed = structured(await second.call("list_jobs", {}))["jobs"]
         polls_before_wait = (await sandbox.stats())["requests"].get(POLL_ROUTE, 0)
         waited = await second.call("wait_for_job", {"job_id": job_id, "wait_seconds": 30})
 
     assert [(j["job_id"], j["state"]) for j in listed] == [(job_id, "running")]
     assert polls_before_wait == 0  # resumed lazily: nothing polled until someone asked
-    assert not waited.is_error, _text(waited)
-    assert _structured(waited)["state"] == "succeeded"
-    assert _structured(waited)["results_total"] == 1
+    assert not waited.is_error, text_of(waited)
+    assert structured(waited)["state"] == "succeeded"
+    assert structured(waited)["results_total"] == 1
 
     stats = await sandbox.stats()
     assert stats["requests"][PAID_ROUTE] == 1

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import anyio
 import pytest
 import uvicorn
+from conftest import structured, text_of
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
@@ -46,16 +47,6 @@ GRACE = {"name": "Grace Hopper", "company": "Compilers Inc"}
 TURING = {"name": "Alan Turing", "company": "Bletchley Park"}
 CLARKE = {"name": "Joan Clarke", "company": "Bletchley Park"}
 PAID_ROUTE = "seamless POST /contacts/research"
-
-
-def _text(result: Any) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-def _structured(result: Any) -> dict[str, Any]:
-    data = result.structured_content
-    assert isinstance(data, dict), result
-    return data
 
 
 class _Uvicorn(uvicorn.Server):
@@ -148,8 +139,8 @@ async def _research(client: Client, *contacts: Mapping[str, str], **extra: Any) 
 async def _listed(client: Client, **args: Any) -> list[dict[str, Any]]:
     with anyio.fail_after(10):
         result = await client.call_tool("list_jobs", args)
-    assert not result.is_error, _text(result)
-    jobs: list[dict[str, Any]] = _structured(result)["jobs"]
+    assert not result.is_error, text_of(result)
+    jobs: list[dict[str, Any]] = structured(result)["jobs"]
     return jobs
 
 
@@ -162,11 +153,11 @@ async def test_research_started_before_a_restart_is_listed_and_finished_after_it
 ) -> None:
     async with upstream.serve() as first:
         started = await _research(first, ADA)
-    assert not started.is_error, _text(started)
-    job_id = _structured(started)["job_id"]
-    request_id = _structured(started)["items"][0]["request_id"]
-    assert _structured(started)["state"] == "running"
-    assert not _structured(started).get("warnings")  # 999 credits left: no low-credit warning
+    assert not started.is_error, text_of(started)
+    job_id = structured(started)["job_id"]
+    request_id = structured(started)["items"][0]["request_id"]
+    assert structured(started)["state"] == "running"
+    assert not structured(started).get("warnings")  # 999 credits left: no low-credit warning
 
     async with upstream.serve() as second:
         listed = await _listed(second)
@@ -179,24 +170,24 @@ async def test_research_started_before_a_restart_is_listed_and_finished_after_it
 
         with anyio.fail_after(10):
             waited = await second.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 30})
-        assert not waited.is_error, _text(waited)
-        assert _structured(waited)["state"] == "succeeded"
-        assert _structured(waited)["results_total"] == 1
-        assert f"Research job {job_id} finished" in _text(waited), _text(waited)
+        assert not waited.is_error, text_of(waited)
+        assert structured(waited)["state"] == "succeeded"
+        assert structured(waited)["results_total"] == 1
+        assert f"Research job {job_id} finished" in text_of(waited), text_of(waited)
 
         # The raw upstream id resolves to the same job after the restart, from the ledger.
         with anyio.fail_after(10):
             by_raw_id = await second.call_tool("get_job_status", {"job_ids": [request_id]})
-        assert [(j["job_id"], j["state"]) for j in _structured(by_raw_id)["jobs"]] == [
+        assert [(j["job_id"], j["state"]) for j in structured(by_raw_id)["jobs"]] == [
             (job_id, "succeeded")
         ]
 
     async with upstream.serve() as third:  # a finished job stays finished, with its result
         with anyio.fail_after(10):
             page = await third.call_tool("get_job_result", {"job_id": job_id})
-        assert not page.is_error, _text(page)
-        assert _structured(page)["total"] == 1
-        assert _structured(page)["items"][0]["request_id"] == request_id
+        assert not page.is_error, text_of(page)
+        assert structured(page)["total"] == 1
+        assert structured(page)["items"][0]["request_id"] == request_id
     assert upstream.research_posts() == 1
     assert upstream.state.stats()["paid_posts"] == 1
     assert upstream.state.stats()["duplicate_paid_posts"] == 0
@@ -210,10 +201,10 @@ async def test_seo_job_started_before_a_restart_is_followed_to_the_end_after_it(
             started = await first.call_tool(
                 "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "durable"}}
             )
-    assert not started.is_error, _text(started)
-    job_id = _structured(started)["job_id"]
+    assert not started.is_error, text_of(started)
+    job_id = structured(started)["job_id"]
     assert job_id.startswith("seo_")
-    assert _structured(started)["state"] in {"queued", "running"}
+    assert structured(started)["state"] in {"queued", "running"}
 
     async with upstream.serve() as second:
         assert [(j["job_id"], j["provider"]) for j in await _listed(second)] == [
@@ -221,8 +212,8 @@ async def test_seo_job_started_before_a_restart_is_followed_to_the_end_after_it(
         ]
         with anyio.fail_after(10):
             waited = await second.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 30})
-    assert not waited.is_error, _text(waited)
-    assert _structured(waited)["state"] == "succeeded"
+    assert not waited.is_error, text_of(waited)
+    assert structured(waited)["state"] == "succeeded"
     assert upstream.state.stats()["paid_posts"] == 1
 
 
@@ -266,14 +257,14 @@ async def test_a_submit_cut_off_before_the_api_answered_is_listed_unknown_with_a
     ]
     assert "Do not resubmit blindly" in listed[0]["advice"]
     assert not waited.is_error
-    data = _structured(waited)
+    data = structured(waited)
     assert (data["job_id"], data["state"], data["advice"]["code"]) == (
         job_id,
         "unknown",
         "outcome_unknown",
     )
     assert "next_check_after_seconds" not in data  # waiting again cannot change it
-    text = _text(waited)
+    text = text_of(waited)
     assert job_id in text
     assert "may or may not have been accepted" in text
     assert "Do not resubmit" in text
@@ -293,12 +284,12 @@ async def test_status_and_list_of_an_interrupted_submit_point_to_the_advice_not_
             status = await client.call_tool("get_job_status", {"job_ids": [job_id]})
             listed = await client.call_tool("list_jobs", {})
     assert not status.is_error
-    job = _structured(status)["jobs"][0]
+    job = structured(status)["jobs"][0]
     assert (job["state"], job["advice"]["code"]) == ("unknown", "outcome_unknown")
-    assert "next_check_after_seconds" not in _structured(status)
-    assert "wait_for_job" not in _text(status), _text(status)
-    assert "list_jobs" in _text(status), _text(status)
-    assert "wait_for_job" not in _text(listed), _text(listed)
+    assert "next_check_after_seconds" not in structured(status)
+    assert "wait_for_job" not in text_of(status), text_of(status)
+    assert "list_jobs" in text_of(status), text_of(status)
+    assert "wait_for_job" not in text_of(listed), text_of(listed)
 
 
 async def test_one_resubmit_of_an_interrupted_contact_research_goes_out_deduplicated(
@@ -312,8 +303,8 @@ async def test_one_resubmit_of_an_interrupted_contact_research_goes_out_deduplic
         again = await _research(client, ADA)
         twice = await _research(client, ADA)
 
-    assert not again.is_error, _text(again)
-    data = _structured(again)
+    assert not again.is_error, text_of(again)
+    data = structured(again)
     assert data.get("job_id") not in (None, interrupted), data
     assert any(interrupted in w for w in data.get("warnings", [])), data
     sent = [json.loads(key.split(" ", 2)[2]) for key in upstream.state.post_bodies]
@@ -324,8 +315,8 @@ async def test_one_resubmit_of_an_interrupted_contact_research_goes_out_deduplic
             "skipDeduplicationCheck": False,
         }
     ]
-    assert "job_id" not in _structured(twice)
-    assert data["job_id"] in _text(twice)
+    assert "job_id" not in structured(twice)
+    assert data["job_id"] in text_of(twice)
     assert upstream.research_posts() == 1
 
 
@@ -344,13 +335,13 @@ async def test_an_interrupted_company_research_is_not_advised_as_safe_to_resubmi
             )
         again = await _call_research(client, "companies", companies=[acme])
 
-    advice = _structured(waited)["advice"]
+    advice = structured(waited)["advice"]
     assert advice["code"] == "outcome_unknown"
     promise = "deduplicates"
     assert promise not in advice["what_happened"], advice
-    assert promise not in _text(waited), _text(waited)
-    assert "job_id" not in _structured(again)
-    assert interrupted in _text(again)
+    assert promise not in text_of(waited), text_of(waited)
+    assert "job_id" not in structured(again)
+    assert interrupted in text_of(again)
     assert upstream.state.requests.get("seamless POST /companies/research", 0) == 0
 
 
@@ -365,7 +356,7 @@ async def test_research_over_the_daily_budget_is_refused_saying_what_was_spent_a
     async with make_upstream(scale=1.0, job_seconds=600.0) as up:
         async with up.serve(JOBRELAY_CREDIT_BUDGET="3") as first:
             spent = await _research(first, ADA, GRACE)
-        assert not spent.is_error, _text(spent)
+        assert not spent.is_error, text_of(spent)
 
         async with up.serve(JOBRELAY_CREDIT_BUDGET="3") as second:
             before = next_utc_midnight(datetime.now(UTC))
@@ -374,10 +365,10 @@ async def test_research_over_the_daily_budget_is_refused_saying_what_was_spent_a
             listed = await _listed(second)
 
     assert refused.is_error
-    error = _structured(refused)["error"]
+    error = structured(refused)["error"]
     assert error["code"] == "budget_exceeded"
     assert error["retry_at"] in {f"{before:%Y-%m-%dT%H:%M:%SZ}", f"{after:%Y-%m-%dT%H:%M:%SZ}"}
-    text = _text(refused)
+    text = text_of(refused)
     assert "2 of 3 credits are spent today, and this needs 2; nothing was sent." in text, text
     assert re.search(r"The budget resets at 00:00:00Z \(in \d+ h \d+ min\)\.", text), text
     assert "JOBRELAY_CREDIT_BUDGET" in text
@@ -406,8 +397,8 @@ async def test_concurrent_starts_on_two_servers_sharing_a_ledger_never_overshoot
         seen_by_one = {j["job_id"] for j in await _listed(one)}
         seen_by_two = {j["job_id"] for j in await _listed(two)}
 
-    accepted = [_structured(r)["job_id"] for r in results if not r.is_error]
-    refused = [_structured(r)["error"]["code"] for r in results if r.is_error]
+    accepted = [structured(r)["job_id"] for r in results if not r.is_error]
+    refused = [structured(r)["error"]["code"] for r in results if r.is_error]
     assert len(accepted) == 5
     assert refused == ["budget_exceeded"] * 3
     assert seen_by_one == seen_by_two == set(accepted)  # each server lists the other's jobs
@@ -419,20 +410,20 @@ async def test_researching_a_target_again_after_a_restart_names_the_earlier_job_
     upstream: Upstream,
 ) -> None:
     async with upstream.serve() as first:
-        earlier = _structured(await _research(first, ADA))["job_id"]
+        earlier = structured(await _research(first, ADA))["job_id"]
 
     async with upstream.serve() as second:
         again = await _research(second, {"name": "ada  LOVELACE", "company": "Analytical Engines"})
         listed = await _listed(second)
 
     assert not again.is_error  # information, not a tool failure
-    data = _structured(again)
+    data = structured(again)
     assert "job_id" not in data
     assert data["advice"]["title"] == "Already researched"
     assert earlier in data["advice"]["what_happened"]
     assert "ada lovelace|analytical engines" in data["advice"]["what_happened"]
     assert "Nothing was spent" in data["advice"]["what_happened"]
-    text = _text(again)
+    text = text_of(again)
     assert f'get_job_result(job_id="{earlier}")' in text, text
     assert "allow_rerun=true" in text, text
     assert [j["job_id"] for j in listed] == [earlier]
@@ -441,19 +432,19 @@ async def test_researching_a_target_again_after_a_restart_names_the_earlier_job_
 
 async def test_allow_rerun_researches_again_and_still_warns(upstream: Upstream) -> None:
     async with upstream.serve() as first:
-        earlier = _structured(await _research(first, ADA))["job_id"]
+        earlier = structured(await _research(first, ADA))["job_id"]
     async with upstream.serve() as second:
         rerun = await _research(second, ADA, allow_rerun=True)
         listed = await _listed(second)
 
-    assert not rerun.is_error, _text(rerun)
-    data = _structured(rerun)
+    assert not rerun.is_error, text_of(rerun)
+    data = structured(rerun)
     assert data["job_id"] != earlier
     assert data["state"] == "running"
     [warning] = data["warnings"]
     assert warning.startswith("Re-researching 1 target(s) already researched in the last 30 days")
     assert warning.endswith("(allow_rerun=true): fresh research spends credits.")
-    assert warning in _text(rerun)
+    assert warning in text_of(rerun)
     assert {j["job_id"] for j in listed} == {earlier, data["job_id"]}
     assert upstream.research_posts() == 2
     assert upstream.state.stats()["paid_posts"] == 2
@@ -465,10 +456,10 @@ async def test_the_rerun_warning_with_allow_rerun_names_the_earlier_job(
     """Issue 5: the warning names the earlier job, so an agent that passed allow_rerun=true
     by habit can still find the results it already paid for."""
     async with upstream.serve() as client:
-        earlier = _structured(await _research(client, ADA))["job_id"]
+        earlier = structured(await _research(client, ADA))["job_id"]
         rerun = await _research(client, ADA, allow_rerun=True)
-    assert not rerun.is_error, _text(rerun)
-    assert any(earlier in w for w in _structured(rerun).get("warnings", [])), _structured(rerun)
+    assert not rerun.is_error, text_of(rerun)
+    assert any(earlier in w for w in structured(rerun).get("warnings", [])), structured(rerun)
 
 
 async def test_low_credits_reported_by_the_api_are_warned_about_in_the_result(
@@ -476,15 +467,15 @@ async def test_low_credits_reported_by_the_api_are_warned_about_in_the_result(
 ) -> None:
     async with make_upstream(job_seconds=6.0, initial_credits=20) as up, up.serve() as client:
         started = await _research(client, ADA)
-    assert not started.is_error, _text(started)
-    data = _structured(started)
+    assert not started.is_error, text_of(started)
+    data = structured(started)
     warning = (
         "Only 19 Seamless research credits left for the organisation; each researched target "
         "uses one."
     )
     assert data["credits_remaining"] == 19
     assert data["warnings"] == [warning]
-    assert warning in _text(started)
+    assert warning in text_of(started)
 
 
 async def test_the_ledger_keeps_time_by_the_servers_clock(
@@ -502,5 +493,5 @@ async def test_the_ledger_keeps_time_by_the_servers_clock(
             again = await _research(second, ADA)
             listed = await _listed(second)
     assert [j["created_at"][:10] for j in listed] == ["2030-01-01"]
-    assert "job_id" not in _structured(again), _text(again)
+    assert "job_id" not in structured(again), text_of(again)
     assert up.research_posts() == 1

@@ -8,9 +8,11 @@ from typing import Any, cast
 
 import pytest
 
+from mcp_server import advice as advice_mod
 from mcp_server import jobs as jobs_module
 from mcp_server._clock import FakeClock
 from mcp_server.config import Settings, key_fingerprint
+from mcp_server.errors import LocalRateLimited
 from mcp_server.jobs import Clients, JobService
 from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.models import JobState
@@ -45,7 +47,11 @@ def _finished(
             "job_id": job_id,
             "upstream_ids": ["req-1"],
             "state": state,
-            "raw_status": {JobState.SUCCEEDED: "done", JobState.FAILED: "error"}[state],
+            "raw_status": {
+                JobState.SUCCEEDED: "done",
+                JobState.FAILED: "error",
+                JobState.RUNNING: "researching",
+            }[state],
             "snapshot": {
                 "kind": "contacts",
                 "items": [{"request_id": "req-1", "raw_status": "done", "target": name}],
@@ -53,7 +59,7 @@ def _finished(
             "result": {"records": {"req-1": record}},
             "created_at": WHEN,
             "updated_at": WHEN,
-            "finished_at": WHEN,
+            "finished_at": WHEN if state.terminal else None,
         }
     )
 
@@ -91,6 +97,18 @@ def test_warnings_and_unfinished_or_failed_jobs_are_never_served_from_the_cache(
     assert service._render(_finished("sea_aaaaaaaaaaaaaaaa")) is plain
     failed = _finished("sea_bbbbbbbbbbbbbbbb", state=JobState.FAILED)
     assert service._render(failed) is not service._render(failed)  # its advice depends on now
+    running = _finished("sea_cccccccccccccccc", state=JobState.RUNNING)
+    assert service._render(running) is not service._render(running)  # its next step, too
+    # A succeeded job's first rendering (started) or one with a failed check are not the plain
+    # rendering, and are never handed out as it.
+    done = _finished("sea_dddddddddddddddd")
+    started = service._render(done, started=True)
+    assert started is not service._render(done, started=True)
+    slow = LocalRateLimited("no token", provider="seamless", bucket="poll", retry_after=3.0)
+    problem = advice_mod.advise_error(slow, now=WHEN.timestamp(), tool="wait_for_job")
+    checked = service._render(done, problem=problem)
+    assert checked is not service._render(done, problem=problem)
+    assert service._render(done) is service._render(done)
 
 
 def test_the_cache_keeps_only_the_most_recently_used_jobs(

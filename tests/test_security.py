@@ -15,7 +15,8 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from mcp import Client
+from conftest import CONTRACT_TOOLS
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 from starlette.responses import PlainTextResponse
@@ -135,19 +136,25 @@ async def test_the_sdk_client_works_with_the_token_in_both_eras(url: str, mode: 
         Client(streamable_http_client(url, http_client=http), mode=mode) as client,
     ):
         tools = await client.list_tools()
-        assert len(tools.tools) == 9
+        assert {t.name for t in tools.tools} == set(CONTRACT_TOOLS)
         usage = await client.call_tool("get_usage", {})
         assert not usage.is_error
 
 
 async def test_the_sdk_client_without_the_token_cannot_connect(url: str) -> None:
-    with pytest.raises(BaseException) as caught:  # noqa: PT011  # an ExceptionGroup of SDK errors
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    with anyio.fail_after(30), pytest.raises(ExceptionGroup) as caught:
         async with (
-            httpx2.AsyncClient(timeout=30.0) as http,
+            httpx2.AsyncClient(timeout=30.0, event_hooks={"response": [record]}) as http,
             Client(streamable_http_client(url, http_client=http)) as client,
         ):
             await client.list_tools()
-    assert not isinstance(caught.value, AssertionError)
+    assert caught.group_contains(MCPError)
+    assert set(statuses) == {401}  # refused by jobrelay's token check, every time
 
 
 async def test_health_check_needs_no_token_and_reveals_nothing(url: str) -> None:

@@ -1,8 +1,8 @@
 """The nine tools through the SDK's in-memory client, against the embedded sandbox (issue 4).
 
 Every test runs the real server (`build_server`) with the sandbox on real loopback and a
-virtual clock shared by both (200x: a 6 s job takes 30 ms). Exact wording of the important
-texts is in `test_tools_golden.py`; failures are in `test_tools_errors.py`.
+virtual clock shared by both (`TEST_SCALE`, 100x: a 6 s job takes 60 ms). Exact wording of
+the important texts is in `test_tools_golden.py`; failures are in `test_tools_errors.py`.
 """
 
 from __future__ import annotations

@@ -268,6 +268,10 @@ async def test_seo_submit_with_an_unknown_outcome_is_never_replayed(
     assert structured(page)["advice"]["code"] == "outcome_unknown"
     assert "wait_for_job" not in text_of(page)
     assert_agent_safe(page)
+    # Neither the wait nor the result read sent the start again (the faults are off by now,
+    # so a replay would have gone through).
+    assert sandbox_state.stats()["requests"]["agentseo POST /analyze/serp"] == 1
+    assert sandbox_state.stats()["paid_posts"] <= 1
 
 
 async def test_no_secret_reaches_results_resources_or_advice(

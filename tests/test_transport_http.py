@@ -153,10 +153,12 @@ async def test_every_tool_is_listed_and_callable_over_http(served: str, mode: st
 @pytest.mark.parametrize("mode", MODES)
 async def test_progress_notifications_reach_http_clients(served: str, mode: str) -> None:
     seen: list[float] = []
+    totals: set[float | None] = set()
     finished = anyio.Event()
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        assert total == 100
+        # Recorded, not asserted here: the SDK logs and drops a callback's exception.
+        totals.add(total)
         seen.append(progress)
         if progress >= 100:
             finished.set()
@@ -173,6 +175,7 @@ async def test_progress_notifications_reach_http_clients(served: str, mode: str)
     assert seen[0] < 100.0
     assert seen == sorted(seen)
     assert seen[-1] == 100.0
+    assert totals == {100.0}
 
 
 async def test_health_check_says_ok_and_nothing_else(served: str) -> None:
