@@ -136,6 +136,12 @@ async def call(client: Client, tool: str, args: dict[str, Any], **kwargs: Any) -
         return await client.call_tool(tool, args, **kwargs)
 
 
+async def read(client: Client, uri: str) -> Any:
+    """One resource read, bounded like `call`."""
+    with anyio.fail_after(10):
+        return await client.read_resource(uri)
+
+
 ERROR_KEYS = {
     "code",
     "http_status",

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import call, structured
+from conftest import call, read, structured
 from mcp import Client, MCPError
 
 from mcp_server import advice
@@ -37,7 +37,7 @@ async def test_a_job_resource_is_the_job_as_the_ledger_saw_it(client: Client) ->
         | {"wait_seconds": 30},
     )
     job_id = structured(started)["job_id"]
-    resource = await client.read_resource(f"jobrelay://jobs/{job_id}")
+    resource = await read(client, f"jobrelay://jobs/{job_id}")
     [content] = resource.contents
     assert content.mime_type == "application/json"
     job = json.loads(_text(resource))
@@ -47,13 +47,13 @@ async def test_a_job_resource_is_the_job_as_the_ledger_saw_it(client: Client) ->
 
 async def test_an_unknown_job_resource_is_an_error_naming_list_jobs(client: Client) -> None:
     with pytest.raises(MCPError) as raised:
-        await client.read_resource("jobrelay://jobs/sea_nope")
+        await read(client, "jobrelay://jobs/sea_nope")
     assert "list_jobs" in raised.value.message
 
 
 @pytest.mark.parametrize("provider", ["seamless", "agentseo"])
 async def test_the_error_catalogue_is_served_per_provider(client: Client, provider: Any) -> None:
-    resource = await client.read_resource(f"jobrelay://errors/{provider}")
+    resource = await read(client, f"jobrelay://errors/{provider}")
     [content] = resource.contents
     assert content.mime_type == "text/markdown"
     text = _text(resource)
@@ -66,14 +66,14 @@ async def test_the_error_catalogue_is_served_per_provider(client: Client, provid
 
 async def test_an_unknown_provider_catalogue_is_an_error(client: Client) -> None:
     with pytest.raises(MCPError) as raised:
-        await client.read_resource("jobrelay://errors/stripe")
+        await read(client, "jobrelay://errors/stripe")
     assert "seamless" in raised.value.message
 
 
 async def test_the_usage_resource_matches_get_usage(client: Client) -> None:
     await call(client, "search_prospects", {"kind": "contacts", "limit": 1})
     from_tool = structured(await call(client, "get_usage", {}))
-    resource = await client.read_resource("jobrelay://usage")
+    resource = await read(client, "jobrelay://usage")
     [content] = resource.contents
     assert content.mime_type == "application/json"
     usage = json.loads(_text(resource))
@@ -82,7 +82,7 @@ async def test_the_usage_resource_matches_get_usage(client: Client) -> None:
 
 
 async def test_the_usage_resource_can_be_narrowed_to_one_provider(client: Client) -> None:
-    usage = json.loads(_text(await client.read_resource("jobrelay://usage?provider=agentseo")))
+    usage = json.loads(_text(await read(client, "jobrelay://usage?provider=agentseo")))
     assert [p["provider"] for p in usage["providers"]] == ["agentseo"]
     with pytest.raises(MCPError):
-        await client.read_resource("jobrelay://usage?provider=stripe")
+        await read(client, "jobrelay://usage?provider=stripe")

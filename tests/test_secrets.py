@@ -17,6 +17,7 @@ import httpx
 import httpx2
 import pytest
 import uvicorn
+from conftest import call, read
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -123,46 +124,46 @@ async def full_session(client: Client, state: SandboxState) -> list[str]:
     """Every tool and resource, and the failures an agent meets; returns all the text seen."""
     seen: list[str] = []
 
-    async def call(name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        result = await client.call_tool(name, dict(arguments))
+    async def tool(name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        result = await call(client, name, dict(arguments))
         seen.append(result.model_dump_json(by_alias=True))
         return result.structured_content or {}
 
-    async def read(uri: str) -> None:
+    async def resource(uri: str) -> None:
         try:
-            seen.append((await client.read_resource(uri)).model_dump_json(by_alias=True))
+            seen.append((await read(client, uri)).model_dump_json(by_alias=True))
         except MCPError as exc:
             seen.append(f"{exc} {exc.error.model_dump_json()}")
 
     seen.append((await client.list_tools()).model_dump_json())
     seen.append((await client.list_resource_templates()).model_dump_json())
-    found = await call("search_prospects", {"kind": "contacts", "query": "vp sales"})
+    found = await tool("search_prospects", {"kind": "contacts", "query": "vp sales"})
     ids = [i["search_result_id"] for i in found["items"][:2]]
-    research = await call(
+    research = await tool(
         "start_research", {"kind": "contacts", "search_result_ids": ids, "wait_seconds": 300}
     )
-    await call("start_research", {"kind": "contacts", "search_result_ids": ids})  # rerun warning
-    seo = await call(
+    await tool("start_research", {"kind": "contacts", "search_result_ids": ids})  # rerun warning
+    seo = await tool(
         "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "fail-permanent"}}
     )
-    await call("wait_for_job", {"job_id": seo["job_id"], "wait_seconds": 300})  # failed upstream
-    await call("get_job_status", {"job_ids": [research["job_id"], seo["job_id"], "sea_nope"]})
-    await call("get_job_result", {"job_id": research["job_id"], "fields": ["email1", "phone1"]})
-    await call("list_jobs", {})
-    await call("get_usage", {})
-    await call("explain_error", {"http_status": 401, "provider": "seamless"})
-    await read(f"jobrelay://jobs/{research['job_id']}")
-    await read("jobrelay://jobs/sea_missing")
-    await read("jobrelay://errors/agentseo")
-    await read("jobrelay://usage")
+    await tool("wait_for_job", {"job_id": seo["job_id"], "wait_seconds": 300})  # failed upstream
+    await tool("get_job_status", {"job_ids": [research["job_id"], seo["job_id"], "sea_nope"]})
+    await tool("get_job_result", {"job_id": research["job_id"], "fields": ["email1", "phone1"]})
+    await tool("list_jobs", {})
+    await tool("get_usage", {})
+    await tool("explain_error", {"http_status": 401, "provider": "seamless"})
+    await resource(f"jobrelay://jobs/{research['job_id']}")
+    await resource("jobrelay://jobs/sea_missing")
+    await resource("jobrelay://errors/agentseo")
+    await resource("jobrelay://usage")
     # Failures: bad arguments, unknown handles, an upstream that answers 5xx.
-    await call("start_research", {"kind": "people"})
-    await call("wait_for_job", {"job_id": "seo_unknown"})
-    await call("get_job_result", {"job_id": "sea_unknown"})
+    await tool("start_research", {"kind": "people"})
+    await tool("wait_for_job", {"job_id": "seo_unknown"})
+    await tool("get_job_result", {"job_id": "sea_unknown"})
     state.faults.error_rate = 1.0
     try:
-        await call("search_prospects", {"kind": "companies", "query": "acme"})
-        await call("start_seo_job", {"workflow": "keyword_metrics", "params": {"keywords": ["a"]}})
+        await tool("search_prospects", {"kind": "companies", "query": "acme"})
+        await tool("start_seo_job", {"workflow": "keyword_metrics", "params": {"keywords": ["a"]}})
     finally:
         state.faults.error_rate = 0.0
     assert any('"isError":true' in s for s in seen)  # the session did include failures
@@ -285,7 +286,7 @@ async def test_an_upstream_that_echoes_the_key_cannot_make_us_leak_it(tmp_path: 
                 ("start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "x"}}),
                 ("get_usage", {}),
             ):
-                result = await client.call_tool(name, arguments)
+                result = await call(client, name, arguments)
                 seen.append(result.model_dump_json(by_alias=True))
     assert sum('"isError":true' in s for s in seen) == 3
     assert '"auth_failed"' in seen[0]

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS
+from conftest import CONTRACT_TOOLS, call
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -137,7 +137,7 @@ async def test_the_sdk_client_works_with_the_token_in_both_eras(url: str, mode: 
     ):
         tools = await client.list_tools()
         assert {t.name for t in tools.tools} == set(CONTRACT_TOOLS)
-        usage = await client.call_tool("get_usage", {})
+        usage = await call(client, "get_usage", {})
         assert not usage.is_error
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from conftest import call, read
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -98,7 +99,8 @@ def error_code(result: CallToolResult) -> str:
 async def start_jobs(client: Client, name: str) -> tuple[str, str, str]:
     """A finished research job and a finished SEO job; also a raw Seamless requestId."""
     research = ok(
-        await client.call_tool(
+        await call(
+            client,
             "start_research",
             {
                 "kind": "companies",
@@ -108,7 +110,8 @@ async def start_jobs(client: Client, name: str) -> tuple[str, str, str]:
         )
     )
     seo = ok(
-        await client.call_tool(
+        await call(
+            client,
             "start_seo_job",
             {"workflow": "serp_analysis", "params": {"keyword": name}, "wait_seconds": WAIT},
         )
@@ -118,29 +121,29 @@ async def start_jobs(client: Client, name: str) -> tuple[str, str, str]:
 
 
 async def assert_cannot_see(client: Client, handles: list[str]) -> None:
-    listed = ok(await client.call_tool("list_jobs", {}))
+    listed = ok(await call(client, "list_jobs", {}))
     assert not {j["job_id"] for j in listed["jobs"]} & set(handles)
-    status = await client.call_tool("get_job_status", {"job_ids": handles})
+    status = await call(client, "get_job_status", {"job_ids": handles})
     assert status.is_error  # every id unknown
     assert status.structured_content is not None
     codes = [j["error"]["code"] for j in status.structured_content["jobs"]]
     assert codes == ["not_found"] * len(handles)
     for handle in handles:
-        waited = await client.call_tool("wait_for_job", {"job_id": handle, "wait_seconds": 1})
+        waited = await call(client, "wait_for_job", {"job_id": handle, "wait_seconds": 1})
         assert error_code(waited) == "not_found"
-        page = await client.call_tool("get_job_result", {"job_id": handle})
+        page = await call(client, "get_job_result", {"job_id": handle})
         assert error_code(page) == "not_found"
         with pytest.raises(MCPError):
-            await client.read_resource(f"jobrelay://jobs/{handle}")
+            await read(client, f"jobrelay://jobs/{handle}")
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_tenant_never_sees_another_tenants_jobs(url: str, mode: str) -> None:
     async with tenant(url, mode, keys(f"alice-{mode}")) as alice:
         research, seo, request_id = await start_jobs(alice, f"alice-{mode}")
-        own = ok(await alice.call_tool("list_jobs", {}))
+        own = ok(await call(alice, "list_jobs", {}))
         assert {j["job_id"] for j in own["jobs"]} == {research, seo}
-        assert ok(await alice.call_tool("get_job_result", {"job_id": research}))["total"] == 1
+        assert ok(await call(alice, "get_job_result", {"job_id": research}))["total"] == 1
 
     async with tenant(url, mode, keys(f"bob-{mode}")) as bob:
         await assert_cannot_see(bob, [research, seo, request_id])
@@ -149,7 +152,7 @@ async def test_a_tenant_never_sees_another_tenants_jobs(url: str, mode: str) -> 
     # One provider's key is enough to be a different tenant for that provider's jobs.
     half = {"X-AgentSEO-Api-Key": keys(f"alice-{mode}")["X-AgentSEO-Api-Key"]}
     async with tenant(url, mode, half) as half_alice:
-        listed = ok(await half_alice.call_tool("list_jobs", {}))
+        listed = ok(await call(half_alice, "list_jobs", {}))
         assert [j["job_id"] for j in listed["jobs"]] == [seo]
 
 
@@ -157,9 +160,9 @@ async def test_a_tenant_never_sees_another_tenants_jobs(url: str, mode: str) -> 
 async def test_usage_and_rate_limit_buckets_are_per_tenant(url: str, mode: str) -> None:
     async with tenant(url, mode, keys(f"carol-{mode}")) as carol:
         await start_jobs(carol, f"carol-{mode}")
-        mine = ok(await carol.call_tool("get_usage", {}))
+        mine = ok(await call(carol, "get_usage", {}))
     async with tenant(url, mode, keys(f"dave-{mode}")) as dave:
-        fresh = ok(await dave.call_tool("get_usage", {}))
+        fresh = ok(await call(dave, "get_usage", {}))
 
     def by_provider(usage: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {p["provider"]: p for p in usage["providers"]}
@@ -177,13 +180,14 @@ async def test_a_tenant_key_goes_to_the_sandbox_when_the_server_has_none(url: st
         "X-AgentSEO-Api-Key": "sandbox-revoked",
     }
     async with tenant(url, "auto", headers) as broke:
-        research = await broke.call_tool(
+        research = await call(
+            broke,
             "start_research",
             {"kind": "companies", "companies": [{"name": "Acme", "domain": "acme.example"}]},
         )
         assert error_code(research) == "credits_exhausted"
-        seo = await broke.call_tool(
-            "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "x"}}
+        seo = await call(
+            broke, "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "x"}}
         )
         assert error_code(seo) == "permission_denied"
         assert "sandbox-insufficient-credits" not in str(research.model_dump())
@@ -193,12 +197,12 @@ async def test_a_tenant_key_goes_to_the_sandbox_when_the_server_has_none(url: st
 async def test_a_malformed_key_header_is_refused_and_not_echoed(url: str) -> None:
     bad = "two words-9f8e7d6c5b4a"
     async with tenant(url, "auto", {"X-Seamless-Api-Key": bad}) as client:
-        result = await client.call_tool("list_jobs", {})
+        result = await call(client, "list_jobs", {})
         with anyio.fail_after(10):
             refusals = []
             for uri in ("jobrelay://usage", "jobrelay://jobs/sea_0000000000000000"):
                 with pytest.raises(MCPError) as refused:
-                    await client.read_resource(uri)
+                    await read(client, uri)
                 refusals.append(refused.value)
     assert error_code(result) == "invalid_input"
     assert "X-Seamless-Api-Key header" in str(result.content)
@@ -217,8 +221,8 @@ async def test_two_keys_behind_one_fingerprint_are_refused_not_mixed(
     first = {"X-Seamless-Api-Key": "first-key-1111", "X-AgentSEO-Api-Key": "first-key-1111"}
     second = {"X-Seamless-Api-Key": "second-key-2222", "X-AgentSEO-Api-Key": "second-key-2222"}
     async with tenant(url, "auto", first) as one:
-        ok(await one.call_tool("list_jobs", {}))
+        ok(await call(one, "list_jobs", {}))
     async with tenant(url, "auto", second) as two:
-        refused = await two.call_tool("list_jobs", {})
+        refused = await call(two, "list_jobs", {})
     assert error_code(refused) == "invalid_input"
     assert "second-key-2222" not in str(refused.model_dump())

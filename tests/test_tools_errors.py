@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import ERROR_KEYS, assert_agent_safe, call, structured, text_of
+from conftest import ERROR_KEYS, assert_agent_safe, call, read, structured, text_of
 from mcp import Client
 
 from mcp_server.jobs import JobService
@@ -299,8 +299,8 @@ async def test_no_secret_reaches_results_resources_or_advice(
         ]
         job_id = structured(outputs[1])["job_id"]
         resources = [
-            await client.read_resource(f"jobrelay://jobs/{job_id}"),
-            await client.read_resource("jobrelay://usage"),
+            await read(client, f"jobrelay://jobs/{job_id}"),
+            await read(client, "jobrelay://usage"),
         ]
     for result in outputs:
         text = text_of(result) + json.dumps(result.structured_content)

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS
+from conftest import CONTRACT_TOOLS, call
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -114,10 +114,11 @@ async def test_every_tool_is_listed_and_callable_over_http(served: str, mode: st
         listed = await client.list_tools()
         assert {t.name for t in listed.tools} == TOOLS
 
-        found = ok(await client.call_tool("search_prospects", {"kind": "contacts", "query": "cto"}))
+        found = ok(await call(client, "search_prospects", {"kind": "contacts", "query": "cto"}))
         ids = [i["search_result_id"] for i in found["items"][:2]]
         research = ok(
-            await client.call_tool(
+            await call(
+                client,
                 "start_research",
                 {
                     "kind": "contacts",
@@ -129,24 +130,26 @@ async def test_every_tool_is_listed_and_callable_over_http(served: str, mode: st
         )
         assert research["state"] == "succeeded"
         seo = ok(
-            await client.call_tool(
-                "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "shoes"}}
+            await call(
+                client,
+                "start_seo_job",
+                {"workflow": "serp_analysis", "params": {"keyword": "shoes"}},
             )
         )
-        status = ok(await client.call_tool("get_job_status", {"job_ids": [seo["job_id"]]}))
+        status = ok(await call(client, "get_job_status", {"job_ids": [seo["job_id"]]}))
         assert seo["job_id"] in str(status)
         waited = ok(
-            await client.call_tool("wait_for_job", {"job_id": seo["job_id"], "wait_seconds": WAIT})
+            await call(client, "wait_for_job", {"job_id": seo["job_id"], "wait_seconds": WAIT})
         )
         assert waited["state"] == "succeeded"
-        page = ok(await client.call_tool("get_job_result", {"job_id": research["job_id"]}))
+        page = ok(await call(client, "get_job_result", {"job_id": research["job_id"]}))
         assert page["job_id"] == research["job_id"]
         assert page["total"] == len(ids)
-        listed_jobs = ok(await client.call_tool("list_jobs", {}))
+        listed_jobs = ok(await call(client, "list_jobs", {}))
         assert {j["job_id"] for j in listed_jobs["jobs"]} >= {research["job_id"], seo["job_id"]}
-        advice = ok(await client.call_tool("explain_error", {"http_status": 429}))
+        advice = ok(await call(client, "explain_error", {"http_status": 429}))
         assert advice["advice"]["retryable"] is True
-        usage = ok(await client.call_tool("get_usage", {}))
+        usage = ok(await call(client, "get_usage", {}))
         assert [p["provider"] for p in usage["providers"]] == ["seamless", "agentseo"]
 
 
@@ -164,7 +167,8 @@ async def test_progress_notifications_reach_http_clients(served: str, mode: str)
             finished.set()
 
     async with mcp_client(served, mode) as client:
-        result = await client.call_tool(
+        result = await call(
+            client,
             "start_seo_job",
             {"workflow": "serp_analysis", "params": {"keyword": "boots"}, "wait_seconds": WAIT},
             progress_callback=on_progress,
@@ -229,11 +233,14 @@ async def test_shutdown_mid_wait_returns_the_handles_and_keeps_the_jobs(
 
             async with mcp_client(url, mode) as client:
                 started = ok(
-                    await client.call_tool(
-                        "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": mode}}
+                    await call(
+                        client,
+                        "start_seo_job",
+                        {"workflow": "serp_analysis", "params": {"keyword": mode}},
                     )
                 )
-                result = await client.call_tool(
+                result = await call(
+                    client,
                     "wait_for_job",
                     {"job_id": started["job_id"], "wait_seconds": 40},
                     progress_callback=on_progress,
