@@ -13,10 +13,12 @@ import anyio
 import pytest
 import uvicorn
 from mcp import Client
+from pydantic import SecretStr
 
-from mcp_server._clock import ScaledClock
+from mcp_server._clock import Clock, ScaledClock
 from mcp_server.config import Settings, load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.transport import HttpServer
 
 #: Virtual seconds per real second in end-to-end tests: a 6 s job takes 60 ms. Faster scales
 #: turn a loaded machine's real processing (tens of ms per poll round) into many virtual
@@ -117,6 +119,50 @@ async def loopback_sandbox(state: SandboxState) -> AsyncIterator[str]:
                 yield f"http://127.0.0.1:{port}"
             finally:
                 server.should_exit = True
+
+
+@asynccontextmanager
+async def http_serving(
+    settings: Settings,
+    clock: Clock,
+    state: SandboxState | None = None,
+    *,
+    token: SecretStr | str | None = None,
+) -> AsyncIterator[tuple[str, HttpServer, anyio.Event]]:
+    """jobrelay on an ephemeral loopback port, as `jobrelay serve --transport http` builds it
+    (no signal handlers); yields its `/mcp` URL, the server, and an event set once it stopped.
+    `state`: serve the embedded sandbox from it (else the settings' upstream URLs)."""
+    from mcp_server._http_app import host_allowlist, origin_allowlist
+    from mcp_server.server import build_server
+    from mcp_server.transport import GracefulClock, http_server
+
+    graceful = GracefulClock(clock)
+    listening = anyio.Event()
+    http = http_server(
+        build_server(settings, clock=graceful, sandbox_state=state),
+        graceful,
+        host="127.0.0.1",
+        port=0,
+        token=SecretStr(token) if isinstance(token, str) else token,
+        allowed_hosts=host_allowlist("127.0.0.1"),
+        allowed_origins=origin_allowlist(),
+        announce=lambda _port: listening.set(),
+        handle_signals=False,
+    )
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        await http.serve()
+        stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(10):
+            await listening.wait()
+        try:
+            yield f"http://127.0.0.1:{http.port}/mcp", http, stopped
+        finally:
+            http.should_exit = True
 
 
 def text_of(result: Any) -> str:

@@ -17,18 +17,16 @@ import httpx
 import httpx2
 import pytest
 import uvicorn
-from conftest import call, read
+from conftest import call, http_serving, read
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server._clock import ScaledClock
-from mcp_server._http_app import host_allowlist, origin_allowlist
 from mcp_server.config import ConfigError, load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.server import build_server
-from mcp_server.transport import GracefulClock, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -206,24 +204,12 @@ async def test_no_key_leaks_from_a_full_http_session_with_tenant_keys(tmp_path: 
             settings = load_settings(
                 {"JOBRELAY_DB": str(tmp_path / "jobs.db"), "JOBRELAY_HTTP_TOKEN": HTTP_TOKEN, **env}
             )
-            clock = GracefulClock(state.clock)
-            http = http_server(
-                build_server(settings, clock=clock),
-                clock,
-                host="127.0.0.1",
-                port=0,
-                token=settings.http_token,
-                allowed_hosts=host_allowlist("127.0.0.1"),
-                allowed_origins=origin_allowlist(),
-                handle_signals=False,
-            )
             seen: list[str] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(http.serve)
-                with anyio.fail_after(10):
-                    while not http.started:  # noqa: ASYNC110  # a flag, not an event
-                        await anyio.sleep(0.005)
-                url = f"http://127.0.0.1:{http.port}/mcp"
+            async with http_serving(settings, state.clock, token=settings.http_token) as (
+                url,
+                _http,
+                _stopped,
+            ):
                 tenant = {
                     "Authorization": f"Bearer {HTTP_TOKEN}",
                     "X-Seamless-Api-Key": TENANT_SEAMLESS,
@@ -253,7 +239,6 @@ async def test_no_key_leaks_from_a_full_http_session_with_tenant_keys(tmp_path: 
                             seen.append(
                                 f"{response.status_code} {response.headers} {response.text}"
                             )
-                http.should_exit = True
     for i, text in enumerate(seen):
         assert_clean(f"http output #{i}", text)
     assert logs.lines  # the capture did see the session

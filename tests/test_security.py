@@ -15,7 +15,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS, call
+from conftest import CONTRACT_TOOLS, call, http_serving
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -33,8 +33,7 @@ from mcp_server._http_app import (
 )
 from mcp_server.config import load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
-from mcp_server.server import build_server
-from mcp_server.transport import GracefulClock, http_server, serve
+from mcp_server.transport import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -62,26 +61,10 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     scaled = ScaledClock(200.0)
-    clock = GracefulClock(scaled)
     state = SandboxState(clock=scaled, faults=Faults(time_scale=200.0))
     settings = load_settings({"JOBRELAY_DB": str(tmp_path_factory.mktemp("sec") / "jobs.db")})
-    http = http_server(
-        build_server(settings, clock=clock, sandbox_state=state),
-        clock,
-        host="127.0.0.1",
-        port=0,
-        token=SecretStr(TOKEN),
-        allowed_hosts=host_allowlist("127.0.0.1"),
-        allowed_origins=origin_allowlist(),
-        handle_signals=False,
-    )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(http.serve)
-        with anyio.fail_after(10):
-            while not http.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
-                await anyio.sleep(0.005)
-        yield f"http://127.0.0.1:{http.port}/mcp"
-        http.should_exit = True
+    async with http_serving(settings, scaled, state, token=TOKEN) as (url, _http, _stopped):
+        yield url
 
 
 async def post(url: str, headers: Mapping[str, str], body: Any = INITIALIZE) -> httpx.Response:

@@ -10,17 +10,14 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from conftest import call, read
+from conftest import call, http_serving, read
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from mcp_server._clock import ScaledClock
-from mcp_server._http_app import host_allowlist, origin_allowlist
 from mcp_server.config import load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
-from mcp_server.server import build_server
-from mcp_server.transport import GracefulClock, http_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 
@@ -40,7 +37,6 @@ def anyio_backend() -> str:
 async def url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """No server keys: every provider is served by the embedded sandbox."""
     scaled = ScaledClock(SCALE)
-    clock = GracefulClock(scaled)
     state = SandboxState(clock=scaled, faults=Faults(time_scale=SCALE, job_seconds=6.0))
     settings = load_settings(
         {
@@ -48,23 +44,8 @@ async def url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
             "JOBRELAY_MAX_WAIT_SECONDS": str(WAIT),
         }
     )
-    http = http_server(
-        build_server(settings, clock=clock, sandbox_state=state),
-        clock,
-        host="127.0.0.1",
-        port=0,
-        token=None,
-        allowed_hosts=host_allowlist("127.0.0.1"),
-        allowed_origins=origin_allowlist(),
-        handle_signals=False,
-    )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(http.serve)
-        with anyio.fail_after(10):
-            while not http.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
-                await anyio.sleep(0.005)
-        yield f"http://127.0.0.1:{http.port}/mcp"
-        http.should_exit = True
+    async with http_serving(settings, scaled, state) as (url, _http, _stopped):
+        yield url
 
 
 def keys(name: str) -> dict[str, str]:

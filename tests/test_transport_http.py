@@ -11,18 +11,17 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS, call
+from conftest import CONTRACT_TOOLS, call, http_serving
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from mcp_server._clock import Clock, ScaledClock
-from mcp_server._http_app import MAX_REQUEST_BODY_BYTES, host_allowlist, origin_allowlist
+from mcp_server._clock import ScaledClock
+from mcp_server._http_app import MAX_REQUEST_BODY_BYTES
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.ledger import SqliteLedger
 from mcp_server.sandbox._state import Faults, SandboxState
-from mcp_server.server import SANDBOX_KEY, build_server
-from mcp_server.transport import GracefulClock, HttpServer, http_server
+from mcp_server.server import SANDBOX_KEY
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 
@@ -32,42 +31,6 @@ WAIT = 300
 
 TOOLS = set(CONTRACT_TOOLS)
 MODES = ["auto", "legacy"]
-
-
-@asynccontextmanager
-async def serving(
-    settings: Settings, clock: Clock, state: SandboxState, *, token: str | None = None
-) -> AsyncIterator[tuple[str, HttpServer, anyio.Event]]:
-    """jobrelay on an ephemeral loopback port, as `jobrelay serve --transport http` builds it;
-    the event is set once the server has stopped."""
-    from pydantic import SecretStr
-
-    graceful = GracefulClock(clock)
-    http = http_server(
-        build_server(settings, clock=graceful, sandbox_state=state),
-        graceful,
-        host="127.0.0.1",
-        port=0,
-        token=SecretStr(token) if token else None,
-        allowed_hosts=host_allowlist("127.0.0.1"),
-        allowed_origins=origin_allowlist(),
-        handle_signals=False,
-    )
-
-    async def run() -> None:
-        await http.serve()
-        stopped.set()
-
-    stopped = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        with anyio.fail_after(10):
-            while not http.started:  # noqa: ASYNC110  # uvicorn exposes a flag, not an event
-                await anyio.sleep(0.005)
-        try:
-            yield f"http://127.0.0.1:{http.port}/mcp", http, stopped
-        finally:
-            http.should_exit = True
 
 
 @asynccontextmanager
@@ -104,7 +67,7 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]
             "JOBRELAY_MAX_WAIT_SECONDS": str(WAIT),
         }
     )
-    async with serving(settings, clock, state) as (url, _http, _stopped):
+    async with http_serving(settings, clock, state) as (url, _http, _stopped):
         yield url
 
 
@@ -223,7 +186,7 @@ async def test_shutdown_mid_wait_returns_the_handles_and_keeps_the_jobs(
     settings = make_settings()
     results: dict[str, tuple[str, CallToolResult]] = {}
 
-    async with serving(settings, clock, state) as (url, http, _stopped):
+    async with http_serving(settings, clock, state) as (url, http, _stopped):
 
         async def wait(mode: str, waiting: anyio.Event) -> None:
             async def on_progress(
@@ -276,7 +239,7 @@ async def test_shutdown_ends_open_event_streams_instead_of_waiting_for_them(
     """A handshake-era client keeps a GET event stream open; uvicorn alone would wait for it
     until its graceful timeout (8 s)."""
     async with (
-        serving(make_settings(), clock, sandbox_state) as (url, http, stopped),
+        http_serving(make_settings(), clock, sandbox_state) as (url, http, stopped),
         mcp_client(url, "legacy") as client,
     ):
         await client.list_tools()
