@@ -105,10 +105,18 @@ async def loopback_sandbox(state: SandboxState) -> AsyncIterator[str]:
     """
     from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
 
+    app = create_sandbox_app(state)
+    async with loopback_uvicorn(lambda port: sandbox_uvicorn_config(app, port=port)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def loopback_uvicorn(config: Callable[[int], uvicorn.Config]) -> AsyncIterator[str]:
+    """uvicorn with `config(port)` on an ephemeral 127.0.0.1 port; yields its root URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(sandbox_uvicorn_config(create_sandbox_app(state), port=port))
+    server = uvicorn.Server(config(port))
     with sock:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: server.serve(sockets=[sock]))
