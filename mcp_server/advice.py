@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final, Literal, cast
 
+from mcp_server._duration import format_duration
 from mcp_server.errors import (
     BadResponse,
     BudgetExceeded,
@@ -1223,17 +1224,6 @@ def _render_details(details: object, secrets: Iterable[str]) -> str | None:
     return "; ".join(items) or None
 
 
-def _fmt_duration(seconds: int) -> str:
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        minutes, rest = divmod(seconds, 60)
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, rest = divmod(seconds, 3600)
-    minutes = math.ceil(rest / 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
 def _fmt_clock(at: datetime, now: float) -> str:
     """`10:15:42Z` within a day (the "in N" beside it disambiguates), else with the date."""
     if at.timestamp() - now < 86400:
@@ -1306,7 +1296,7 @@ def _wait_fragments(
         return {"until": "", "after": "", "at": ""}, None, None
     seconds = max(1, math.ceil(wait - 1e-9))
     at = retry_at(now, seconds)
-    span = _fmt_duration(seconds)
+    span = format_duration(seconds)
     if facts.wait is not None:
         clock = _fmt_clock(at, now)
         phrases = {
@@ -2056,7 +2046,7 @@ def explain_cli(
     )
     lines = [f"{advice.title} ({context})", "", advice.what_happened]
     if advice.retryable and advice.retry_at is not None and advice.retry_after_seconds is not None:
-        wait = _fmt_duration(int(advice.retry_after_seconds))
+        wait = format_duration(int(advice.retry_after_seconds))
         lines.append(f"Retry: yes, after {_fmt_clock(advice.retry_at, moment)} (in {wait}).")
     else:
         lines.append("Retry: " + ("yes." if advice.retryable else "no, retrying won't help."))

@@ -83,6 +83,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mcp_server._clock import Clock, SystemClock
+from mcp_server._duration import format_duration
 from mcp_server.errors import BudgetExceeded, UnknownJob
 from mcp_server.models import Advice, ErrorInfo, JobState, Provider
 
@@ -963,11 +964,10 @@ def _spent(
 def _budget_refusal(spent: int, budget: int, requested: int, now: datetime) -> BudgetExceeded:
     resets_at = next_utc_midnight(now)
     resets_in = (resets_at - now).total_seconds()
-    hours, rest = divmod(int(resets_in), 3600)
     return BudgetExceeded(
         f"This research needs {requested} credit(s), but {spent} of today's budget of {budget} "
         f"(JOBRELAY_CREDIT_BUDGET) are already spent or reserved. The budget resets at "
-        f"{resets_at:%Y-%m-%dT%H:%M:%SZ} (in {hours} h {rest // 60} min).",
+        f"{resets_at:%Y-%m-%dT%H:%M:%SZ} (in {format_duration(resets_in)}).",
         spent=spent,
         budget=budget,
         requested=requested,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_server._duration import format_duration
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.models import PROVIDERS, Provider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
@@ -74,9 +75,9 @@ def _usage_text(out: UsageOutput) -> str:
         return "; ".join(parts) + f". Next: {_next_without_blocks(out)}"
     provider, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
     name = "Seamless" if provider == "seamless" else "AgentSEO"
-    wait = f"{worst.blocked_for_seconds:.0f}"
-    parts.append(f"{name} {worst.bucket} is blocked for {wait} s")
-    return "; ".join(parts) + f". Next: wait {wait} s before calls that use {worst.bucket}."
+    wait = format_duration(worst.blocked_for_seconds or 0.0)
+    parts.append(f"{name} {worst.bucket} is blocked for {wait}")
+    return "; ".join(parts) + f". Next: wait {wait} before calls that use {worst.bucket}."
 
 
 def _next_without_blocks(out: UsageOutput) -> str:

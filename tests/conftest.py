@@ -24,6 +24,9 @@ from mcp_server.transport import HttpServer
 #: turn a loaded machine's real processing (tens of ms per poll round) into many virtual
 #: seconds, which can outlast a test's bounded wait.
 TEST_SCALE = 100.0
+#: The epoch every test clock starts at (2026-09-21 14:13:20 UTC): no test depends on the real
+#: time of day or date. Tests about a particular instant pass their own epoch.
+TEST_EPOCH = 1_790_000_000.0
 #: The nine tools of the public contract (DESIGN.md), in the order the server lists them.
 CONTRACT_TOOLS = (
     "search_prospects",
@@ -50,7 +53,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def clock() -> ScaledClock:
-    return ScaledClock(TEST_SCALE)
+    return ScaledClock(TEST_SCALE, epoch=TEST_EPOCH)
 
 
 @pytest.fixture

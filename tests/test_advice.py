@@ -812,7 +812,8 @@ def test_long_upstream_messages_are_cut_short() -> None:
         (119, "until 14:14:42Z (in 119 s)"),
         (119.5, "until 14:14:43Z (in 2 min)"),
         (150, "until 14:15:13Z (in 2 min 30 s)"),
-        (3600, "until 15:12:43Z (in 60 min)"),
+        (3600, "until 15:12:43Z (in 1 h)"),
+        (6621, "until 16:03:04Z (in 1 h 51 min)"),
         (7260, "until 16:13:43Z (in 2 h 1 min)"),
     ],
 )

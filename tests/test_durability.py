@@ -9,7 +9,6 @@ the way a host restarts `jobrelay serve`. Process crashes (SIGKILL) are in `test
 from __future__ import annotations
 
 import json
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -21,12 +20,12 @@ from typing import Any, Literal
 import anyio
 import pytest
 import uvicorn
-from conftest import structured, text_of
+from conftest import TEST_EPOCH, structured, text_of
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, key_fingerprint, load_settings
-from mcp_server.ledger import JobRecord, SqliteLedger, next_utc_midnight, target_keys
+from mcp_server.ledger import JobRecord, SqliteLedger, target_keys
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.sandbox.app import (
     AGENTSEO_PREFIX,
@@ -111,7 +110,7 @@ async def _upstream(tmp_path: Path, faults: Faults, clock: ScaledClock) -> Async
 
 @pytest.fixture
 async def upstream(tmp_path: Path) -> AsyncIterator[Upstream]:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     async with _upstream(tmp_path, Faults(time_scale=SCALE, job_seconds=6.0), clock) as up:
         yield up
 
@@ -121,7 +120,7 @@ def make_upstream(tmp_path: Path) -> Callable[..., Any]:
     """An upstream with other faults (e.g. few credits) or another time scale."""
 
     def make(scale: float = SCALE, clock: ScaledClock | None = None, **faults: Any) -> Any:
-        clock = clock or ScaledClock(scale)
+        clock = clock or ScaledClock(scale, epoch=TEST_EPOCH)
         return _upstream(tmp_path, Faults(time_scale=scale, **faults), clock)
 
     return make
@@ -218,7 +217,7 @@ async def test_seo_job_started_before_a_restart_is_followed_to_the_end_after_it(
 
 
 async def _interrupted_intent(
-    db: Path, *targets: Mapping[str, str], kind: Literal["contacts", "companies"] = "contacts"
+    up: Upstream, *targets: Mapping[str, str], kind: Literal["contacts", "companies"] = "contacts"
 ) -> JobRecord:
     """What a process killed between the ledger write and the POST's answer leaves behind:
     the intent row and nothing else (test_crash.py makes this happen with SIGKILL)."""
@@ -227,7 +226,7 @@ async def _interrupted_intent(
         if kind == "contacts"
         else target_keys("companies", companies=targets)
     )
-    async with SqliteLedger.open(db) as ledger:
+    async with SqliteLedger.open(up.db, clock=up.clock) as ledger:
         return await ledger.record_intent(
             JobRecord.new(
                 provider="seamless",
@@ -244,7 +243,7 @@ async def _interrupted_intent(
 async def test_a_submit_cut_off_before_the_api_answered_is_listed_unknown_with_advice(
     upstream: Upstream,
 ) -> None:
-    job_id = (await _interrupted_intent(upstream.db, ADA)).job_id
+    job_id = (await _interrupted_intent(upstream, ADA)).job_id
 
     async with upstream.serve() as client:
         listed = await _listed(client)
@@ -278,7 +277,7 @@ async def test_status_and_list_of_an_interrupted_submit_point_to_the_advice_not_
 ) -> None:
     """No upstream id exists for a row left `submitting`, so waiting can never change it; the
     text (often all a host forwards) must carry the advice instead of "wait_for_job"."""
-    job_id = (await _interrupted_intent(upstream.db, ADA)).job_id
+    job_id = (await _interrupted_intent(upstream, ADA)).job_id
     async with upstream.serve() as client:
         with anyio.fail_after(10):
             status = await client.call_tool("get_job_status", {"job_ids": [job_id]})
@@ -298,7 +297,7 @@ async def test_one_resubmit_of_an_interrupted_contact_research_goes_out_deduplic
     """DESIGN 2.1 and the outcome_unknown advice: Seamless deduplicates contact research, so
     one careful resubmit is safe. It must be possible without allow_rerun (which turns the
     deduplication off), must name the interrupted job, and a second one is refused."""
-    interrupted = (await _interrupted_intent(upstream.db, ADA)).job_id
+    interrupted = (await _interrupted_intent(upstream, ADA)).job_id
     async with upstream.serve() as client:
         again = await _research(client, ADA)
         twice = await _research(client, ADA)
@@ -327,7 +326,7 @@ async def test_an_interrupted_company_research_is_not_advised_as_safe_to_resubmi
     contacts), so the advice for an interrupted *company* research must not promise a free
     resubmit, and a resubmit is refused, naming the interrupted job."""
     acme = {"name": "Acme", "domain": "acme.example"}
-    interrupted = (await _interrupted_intent(upstream.db, acme, kind="companies")).job_id
+    interrupted = (await _interrupted_intent(upstream, acme, kind="companies")).job_id
     async with upstream.serve() as client:
         with anyio.fail_after(10):
             waited = await client.call_tool(
@@ -352,25 +351,25 @@ async def test_an_interrupted_company_research_is_not_advised_as_safe_to_resubmi
 async def test_research_over_the_daily_budget_is_refused_saying_what_was_spent_and_when_it_resets(
     make_upstream: Callable[..., Any],
 ) -> None:
-    # Scale 1: the ledger and the advice agree on the UTC day (both real time).
-    async with make_upstream(scale=1.0, job_seconds=600.0) as up:
+    # Scale 1 on a clock 1 h 50 min before a UTC midnight: the ledger and the advice share it,
+    # so the reset wording is fixed whatever the real time of day.
+    clock = ScaledClock(1.0, epoch=datetime(2026, 9, 21, 22, 10, tzinfo=UTC).timestamp())
+    async with make_upstream(clock=clock, scale=1.0, job_seconds=600.0) as up:
         async with up.serve(JOBRELAY_CREDIT_BUDGET="3") as first:
             spent = await _research(first, ADA, GRACE)
         assert not spent.is_error, text_of(spent)
 
         async with up.serve(JOBRELAY_CREDIT_BUDGET="3") as second:
-            before = next_utc_midnight(datetime.now(UTC))
             refused = await _research(second, TURING, CLARKE)
-            after = next_utc_midnight(datetime.now(UTC))
             listed = await _listed(second)
 
     assert refused.is_error
     error = structured(refused)["error"]
     assert error["code"] == "budget_exceeded"
-    assert error["retry_at"] in {f"{before:%Y-%m-%dT%H:%M:%SZ}", f"{after:%Y-%m-%dT%H:%M:%SZ}"}
+    assert error["retry_at"] == "2026-09-22T00:00:00Z"
     text = text_of(refused)
     assert "2 of 3 credits are spent today, and this needs 2; nothing was sent." in text, text
-    assert re.search(r"The budget resets at 00:00:00Z \(in \d+ h \d+ min\)\.", text), text
+    assert "The budget resets at 00:00:00Z (in 1 h 50 min)." in text, text
     assert "JOBRELAY_CREDIT_BUDGET" in text
     assert len(listed) == 1  # the refused research left no row behind
     assert up.research_posts() == 1

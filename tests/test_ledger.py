@@ -561,7 +561,7 @@ async def test_starting_research_over_the_budget_is_refused_and_records_nothing(
     assert refusal.message == (
         "This research needs 3 credit(s), but 3 of today's budget of 5 "
         "(JOBRELAY_CREDIT_BUDGET) are already spent or reserved. The budget resets at "
-        "2026-03-15T00:00:00Z (in 12 h 0 min)."
+        "2026-03-15T00:00:00Z (in 12 h)."
     )
     assert await ledger.list(tenant=ALICE) == [first]
 

@@ -17,7 +17,7 @@ import httpx
 import httpx2
 import pytest
 import uvicorn
-from conftest import call, http_serving, read
+from conftest import TEST_EPOCH, call, http_serving, read
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -169,7 +169,7 @@ async def full_session(client: Client, state: SandboxState) -> list[str]:
 
 
 def fresh_state() -> SandboxState:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     return SandboxState(clock=clock, faults=Faults(time_scale=SCALE, job_seconds=0.0))
 
 

@@ -15,7 +15,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS, call, http_serving
+from conftest import CONTRACT_TOOLS, TEST_EPOCH, call, http_serving
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -60,7 +60,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    scaled = ScaledClock(200.0)
+    scaled = ScaledClock(200.0, epoch=TEST_EPOCH)
     state = SandboxState(clock=scaled, faults=Faults(time_scale=200.0))
     settings = load_settings({"JOBRELAY_DB": str(tmp_path_factory.mktemp("sec") / "jobs.db")})
     async with http_serving(settings, scaled, state, token=TOKEN) as (url, _http, _stopped):

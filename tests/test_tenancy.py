@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from conftest import call, http_serving, read
+from conftest import TEST_EPOCH, call, http_serving, read
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -36,7 +36,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """No server keys: every provider is served by the embedded sandbox."""
-    scaled = ScaledClock(SCALE)
+    scaled = ScaledClock(SCALE, epoch=TEST_EPOCH)
     state = SandboxState(clock=scaled, faults=Faults(time_scale=SCALE, job_seconds=6.0))
     settings = load_settings(
         {

@@ -22,6 +22,7 @@ import anyio
 import pytest
 from conftest import (
     CONTRACT_TOOLS,
+    TEST_EPOCH,
     assert_agent_safe,
     call,
     loopback_sandbox,
@@ -468,7 +469,7 @@ async def _slow_client(make_settings: Callable[..., Any], **env: str) -> AsyncIt
     virtual second, while a 3 s wait takes 0.3 s."""
     from mcp_server.server import build_server
 
-    slow = ScaledClock(10.0)
+    slow = ScaledClock(10.0, epoch=TEST_EPOCH)
     state = SandboxState(clock=slow, faults=Faults(time_scale=10.0, job_seconds=600.0))
     server = build_server(make_settings(**env), clock=slow, sandbox_state=state)
     async with Client(server) as client:
@@ -685,7 +686,9 @@ async def test_search_research_wait_result_over_a_real_stdio_subprocess(tmp_path
     # first poll already sees them done (the Seamless cadence would add 2 s otherwise). Most
     # of this test's few seconds is the subprocess importing the MCP SDK.
     scale = 100.0
-    state = SandboxState(clock=ScaledClock(scale), faults=Faults(time_scale=scale, job_seconds=1.0))
+    state = SandboxState(
+        clock=ScaledClock(scale, epoch=TEST_EPOCH), faults=Faults(time_scale=scale, job_seconds=1.0)
+    )
     from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX
 
     key = "stdio-test-key-7f3a9c"

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from conftest import CONTRACT_TOOLS, call, http_serving
+from conftest import CONTRACT_TOOLS, TEST_EPOCH, call, http_serving
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
@@ -59,7 +59,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    clock = ScaledClock(TEST_SCALE)
+    clock = ScaledClock(TEST_SCALE, epoch=TEST_EPOCH)
     state = SandboxState(clock=clock, faults=Faults(time_scale=TEST_SCALE, job_seconds=6.0))
     settings = load_settings(
         {
@@ -181,7 +181,7 @@ async def test_shutdown_mid_wait_returns_the_handles_and_keeps_the_jobs(
 ) -> None:
     """Real time and jobs that never finish: only shutdown can end these waits early. One
     client per protocol era waits at the same time."""
-    clock = ScaledClock(1.0)
+    clock = ScaledClock(1.0, epoch=TEST_EPOCH)
     state = SandboxState(clock=clock, faults=Faults(time_scale=1.0, job_seconds=3600.0))
     settings = make_settings()
     results: dict[str, tuple[str, CallToolResult]] = {}

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from conftest import CONTRACT_TOOLS
+from conftest import CONTRACT_TOOLS, TEST_EPOCH
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
@@ -44,7 +44,7 @@ def server_env(db: Path, **extra: str) -> dict[str, str]:
 @asynccontextmanager
 async def fast_upstream() -> AsyncIterator[dict[str, str]]:
     """A scaled sandbox on loopback, configured the way the real APIs are (base URL + key)."""
-    clock = ScaledClock(200.0)
+    clock = ScaledClock(200.0, epoch=TEST_EPOCH)
     # Jobs finish at once: the server polls on real time (Seamless every 2 s) in a subprocess.
     state = SandboxState(clock=clock, faults=Faults(time_scale=200.0, job_seconds=0.0))
     config = uvicorn.Config(

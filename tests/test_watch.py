@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 
 import anyio
 import pytest
+from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
 from mcp_server.errors import LocalRateLimited
@@ -74,7 +75,7 @@ def _coalescer(
 
 
 async def test_many_waiters_share_one_poll_call_per_round() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=3)
     results: dict[int, dict[str, str]] = {}
     with anyio.fail_after(5):
@@ -96,7 +97,7 @@ async def test_many_waiters_share_one_poll_call_per_round() -> None:
 
 
 async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -114,7 +115,9 @@ async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> N
 
 
 async def test_wait_returns_at_deadline_with_latest_state() -> None:
-    clock = ScaledClock(20.0)  # slower: the upper bound below must survive a loaded machine
+    clock = ScaledClock(
+        20.0, epoch=TEST_EPOCH
+    )  # slower: the upper bound below must survive a loaded machine
     endpoint = FakeEndpoint(done_after=10_000)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -127,7 +130,7 @@ async def test_wait_returns_at_deadline_with_latest_state() -> None:
 
 
 async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     endpoint.fail_next = LocalRateLimited(
         "no token", provider="seamless", bucket="GET /contacts/research/poll", retry_after=9.0
@@ -152,7 +155,7 @@ async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
 async def test_items_are_forgotten_once_nobody_watches_them() -> None:
     # A finished research item carries the whole record; the ledger keeps it, the coalescer
     # must not (it would grow for as long as the server runs).
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -175,7 +178,7 @@ async def test_items_are_forgotten_once_nobody_watches_them() -> None:
 async def test_a_round_publishes_each_chunk_while_the_next_is_still_being_fetched() -> None:
     # Seamless takes 100 ids per call and paces calls at about one a second: a waiter whose
     # ids came back in the first call must not wait (holding them) for the last call.
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     second_call = endpoint.hold[2] = anyio.Event()
     with anyio.fail_after(5):
@@ -199,7 +202,7 @@ async def test_a_round_publishes_each_chunk_while_the_next_is_still_being_fetche
 
 
 async def test_a_failed_call_keeps_the_chunks_before_it_and_ends_the_round() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     endpoint.hold[2] = held = anyio.Event()
     with anyio.fail_after(5):
@@ -226,7 +229,7 @@ async def test_a_failed_call_keeps_the_chunks_before_it_and_ends_the_round() -> 
 
 
 async def test_a_direct_poll_is_chunked_too_and_shares_what_it_got() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=1)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -246,7 +249,7 @@ async def test_a_direct_poll_is_chunked_too_and_shares_what_it_got() -> None:
 async def test_a_direct_poll_counts_for_the_cadence_floor_of_a_kicked_loop() -> None:
     # get_job_status polls at t1; a new waiter kicks the idle loop right after: the loop's
     # next call still keeps the 2 s floor from t1, so the two never go out back to back.
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=10_000)
     at: list[float] = []
 
@@ -281,7 +284,7 @@ async def test_a_direct_poll_counts_for_the_cadence_floor_of_a_kicked_loop() -> 
 
 
 async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint(done_after=3)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:

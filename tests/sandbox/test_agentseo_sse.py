@@ -18,6 +18,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 import uvicorn
+from conftest import TEST_EPOCH
 from httpx_sse import ServerSentEvent, aconnect_sse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -224,7 +225,8 @@ async def test_stream_sends_every_state_once_with_increasing_ids_then_closes(
 
 async def test_stream_on_a_scaled_clock_delivers_events_live(connect: Connect) -> None:
     state = SandboxState(
-        clock=ScaledClock(1000.0), faults=Faults(time_scale=1000.0, job_seconds=300.0)
+        clock=ScaledClock(1000.0, epoch=TEST_EPOCH),
+        faults=Faults(time_scale=1000.0, job_seconds=300.0),
     )
     client = connect(state)
     job_id = await start_job(client)
@@ -345,7 +347,9 @@ async def test_client_disconnect_ends_a_sleeping_stream_at_once(
 ) -> None:
     # Real speed: after its first event the stream sleeps 15 s until its first ping, so its
     # request only finishes within the bound if the server noticed the client leaving.
-    state = SandboxState(clock=ScaledClock(1.0), faults=Faults(job_seconds=1000.0))
+    state = SandboxState(
+        clock=ScaledClock(1.0, epoch=TEST_EPOCH), faults=Faults(job_seconds=1000.0)
+    )
     client = connect(state)
     job_id = await start_job(client)
     path = f"{AGENTSEO_PREFIX}/jobs/{job_id}/events"
@@ -361,7 +365,8 @@ async def test_client_disconnect_ends_a_sleeping_stream_at_once(
 async def test_stream_ends_on_sandbox_reset(connect: Connect) -> None:
     # 100x: the stream wakes for its 15 s ping after 0.15 s, sees the reset and ends.
     state = SandboxState(
-        clock=ScaledClock(100.0), faults=Faults(time_scale=100.0, job_seconds=100_000.0)
+        clock=ScaledClock(100.0, epoch=TEST_EPOCH),
+        faults=Faults(time_scale=100.0, job_seconds=100_000.0),
     )
     client = connect(state)
     job_id = await start_job(client)

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import TEST_EPOCH
 
 from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.errors import (
@@ -50,7 +51,7 @@ BASE = ORIGIN + AGENTSEO_PREFIX
 
 class World:
     def __init__(self, scale: float = 1000.0, **faults: Any) -> None:
-        self.clock = ScaledClock(scale)
+        self.clock = ScaledClock(scale, epoch=TEST_EPOCH)
         self.state = SandboxState(faults=Faults(time_scale=scale, **faults), clock=self.clock)
         self.transport = httpx.ASGITransport(create_sandbox_app(self.state))
 

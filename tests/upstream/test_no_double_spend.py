@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import TEST_EPOCH
 
 from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.errors import (
@@ -251,7 +252,7 @@ async def test_a_429_whose_reset_does_not_fit_is_handed_back(make: Make) -> None
 
 class Sandbox:
     def __init__(self, **faults: Any) -> None:
-        self.clock = ScaledClock(1000.0)
+        self.clock = ScaledClock(1000.0, epoch=TEST_EPOCH)
         self.state = SandboxState(faults=Faults(time_scale=1000.0, **faults), clock=self.clock)
         self.transport = httpx.ASGITransport(create_sandbox_app(self.state))
 

@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from conftest import TEST_EPOCH
 
 from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.errors import NotFoundError
@@ -82,7 +83,7 @@ class _Server(uvicorn.Server):
 
 @asynccontextmanager
 async def _loopback(scale: float = SCALE, **faults: Any) -> AsyncIterator[Sandbox]:
-    clock = ScaledClock(scale)
+    clock = ScaledClock(scale, epoch=TEST_EPOCH)
     state = SandboxState(faults=Faults(time_scale=scale, **faults), clock=clock)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
