@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_server.models import Provider
@@ -86,6 +93,15 @@ class Settings(BaseSettings):
     )
     credit_budget: int | None = Field(None, ge=0, validation_alias=_alias("JOBRELAY_CREDIT_BUDGET"))
     http_token: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_HTTP_TOKEN"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset_everywhere(cls, data: object) -> object:
+        """An empty (or all-blank) value counts as unset for every setting: MCP bundles and
+        launchers send "" for a cleared field, and `JOBRELAY_DB=""` must not become "."."""
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
 
     @field_validator("seamless_api_key", "agentseo_api_key", "http_token", mode="before")
     @classmethod
@@ -171,7 +187,7 @@ def _describe(error: Mapping[str, object]) -> str:
     field = _FIELD_BY_ENV.get(field.upper(), field)
     env = _ENV_NAMES.get(field, field.upper())
     kind = str(error.get("type", ""))
-    msg = str(error.get("msg", "invalid value"))
+    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     value = error.get("input")
     shown = "<hidden>" if field in _SECRET_FIELDS else repr(value)
     if field == "agentseo_plan":

@@ -113,3 +113,59 @@ def test_key_fingerprint_is_stable_short_and_not_the_key() -> None:
     assert fp != key_fingerprint("sk-abd")
     assert "sk-abc" not in fp
     assert key_fingerprint(None) == "nokey"
+
+
+#: Every variable jobrelay reads (README "Configuration").
+ALL_VARIABLES = (
+    "SEAMLESS_API_KEY",
+    "SEAMLESS_BASE_URL",
+    "AGENTSEO_API_KEY",
+    "AGENTSEO_BASE_URL",
+    "AGENTSEO_PLAN",
+    "JOBRELAY_SANDBOX",
+    "JOBRELAY_DB",
+    "JOBRELAY_MAX_WAIT_SECONDS",
+    "JOBRELAY_RETRY_MAX_ATTEMPTS",
+    "JOBRELAY_CREDIT_BUDGET",
+    "JOBRELAY_HTTP_TOKEN",
+)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("name", ALL_VARIABLES)
+def test_an_empty_value_counts_as_unset(
+    name: str, blank: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MCP bundles send "" for a cleared field: every setting then takes its default."""
+    assert load_settings({name: blank}) == load_settings({})
+    for variable in ALL_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(name, blank)
+    assert load_settings() == load_settings({})
+    assert load_settings({name: blank}).db_path != Path()
+
+
+def test_all_variables_empty_at_once_is_the_default_configuration() -> None:
+    assert load_settings(dict.fromkeys(ALL_VARIABLES, "")) == load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SEAMLESS_BASE_URL", "ftp://example.com"),
+        ("AGENTSEO_BASE_URL", "example.com"),
+        ("JOBRELAY_MAX_WAIT_SECONDS", "soon"),
+        ("JOBRELAY_MAX_WAIT_SECONDS", "0"),
+        ("JOBRELAY_RETRY_MAX_ATTEMPTS", "99"),
+        ("JOBRELAY_CREDIT_BUDGET", "-1"),
+        ("AGENTSEO_PLAN", "gold"),
+        ("JOBRELAY_SANDBOX", "maybe"),
+    ],
+)
+def test_messages_never_carry_pydantic_prefixes(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert f"{name}={value!r} is not valid: " in message
+    assert "Value error" not in message
+    assert "pydantic" not in message.lower()
