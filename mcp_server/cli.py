@@ -94,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command == "sandbox" or (args.command == "serve" and args.transport == "http"):
+        from mcp_server._ports import port_problem
+
+        if (problem := port_problem(args.command, args.host, args.port)) is not None:
+            print(problem, file=sys.stderr)
+            return EXIT_USAGE
     try:
         if args.command == "sandbox":
             from mcp_server.sandbox.app import serve_sandbox

@@ -14,7 +14,6 @@ Keys are shown masked: at most their first and last two characters.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import sys
 import time
@@ -29,7 +28,7 @@ from pydantic import SecretStr
 
 from mcp_server import __version__
 from mcp_server.config import ConfigError, Settings, key_fingerprint, load_settings
-from mcp_server.ledger import LedgerError, SqliteLedger
+from mcp_server.ledger import LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.models import PROVIDERS, Provider
 from mcp_server.upstream._ratelimit import SEAMLESS_LIMIT
 
@@ -155,35 +154,23 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
     return check
 
 
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(path.anchor or ".")
-
-
 def _ledger_path(settings: Settings) -> tuple[Path, Check | None]:
-    """The ledger file, and the verdict when it does not exist yet (nothing is created)."""
+    """The ledger file, and the verdict when it cannot be used or does not exist yet.
+
+    The location check is `check_ledger_location`, the same one `jobrelay serve` runs before
+    it starts, so doctor never says OK where serve would refuse. It leaves nothing behind.
+    """
     path = Path(settings.db_path).expanduser()
     check = Check("Ledger")
-    if path.is_dir():
-        check.lines.append(f"{path}: a directory")
-        check.problems.append(
-            f"JOBRELAY_DB={path} is a directory. Fix: point JOBRELAY_DB at a file inside it, "
-            f"e.g. {path / 'jobs.sqlite3'}."
-        )
+    try:
+        check_ledger_location(path, LEDGER_BUSY_TIMEOUT)
+    except LedgerError as exc:
+        check.lines.append(f"{path}: cannot be used")
+        check.problems.append(exc.message)
         return path, check
     if path.exists():
         return path, None
-    parent = _nearest_existing(path.parent)
-    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
-        check.lines.append(f"{path}: will be created on first start ({parent} is writable)")
-    else:
-        check.lines.append(f"{path}: cannot be created")
-        check.problems.append(
-            f"{parent} is not a writable directory, so the ledger cannot be created there. "
-            "Fix: set JOBRELAY_DB to a file in a writable directory."
-        )
+    check.lines.append(f"{path}: will be created on first start (its directory is writable)")
     return path, check
 
 

@@ -65,12 +65,14 @@ ledger, so another program's database is refused rather than written into.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -703,11 +705,63 @@ def _prepare(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
     _migrate(conn, path, _MIGRATIONS)
 
 
+def check_ledger_location(
+    raw_path: str | os.PathLike[str], busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> Path:
+    """Can the ledger live at `raw_path`? Raise `LedgerError` ("unwritable") when not.
+
+    The one location check `jobrelay serve` and `jobrelay doctor` share. It leaves nothing
+    behind: for a file that does not exist yet it creates the missing directories and a
+    scratch file the way the first start would, then removes them again. An existing file is
+    only looked at (opening it is `SqliteLedger.open`'s job).
+    """
+    path = Path(raw_path).expanduser()
+
+    def refuse(detail: str) -> LedgerError:
+        return LedgerError(
+            _problem_message("unwritable", path, detail, busy_timeout),
+            path=path,
+            problem="unwritable",
+        )
+
+    try:
+        if path.is_dir():
+            raise LedgerError(
+                f"JOBRELAY_DB={path} is a directory. Fix: point JOBRELAY_DB at a file inside "
+                f"it, e.g. {path / 'jobs.sqlite3'}.",
+                path=path,
+                problem="unwritable",
+            )
+        if path.exists():
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise refuse("permission denied: the file is not readable and writable")
+            return path
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    except OSError as exc:
+        raise refuse(f"cannot look at it: {exc.strerror or exc}") from exc
+    made: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            made.append(directory)
+        fd, scratch = tempfile.mkstemp(prefix=".jobrelay-check-", dir=path.parent)
+        os.close(fd)
+        Path(scratch).unlink()
+    except OSError as exc:
+        where = made[-1] if made else (missing[-1] if missing else path.parent)
+        raise refuse(f"cannot create files in {where}: {exc.strerror or exc}") from exc
+    finally:
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    return path
+
+
 def _open_connection(
     raw_path: str | os.PathLike[str], busy_timeout: float
 ) -> tuple[sqlite3.Connection, Path]:
     """Create the directory, open the file, check and migrate it (in a worker thread)."""
-    path = Path(raw_path).expanduser()
+    path = check_ledger_location(raw_path, busy_timeout)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -717,12 +771,6 @@ def _open_connection(
             path=path,
             problem="unwritable",
         ) from exc
-    if path.is_dir():
-        raise LedgerError(
-            _problem_message("unwritable", path, "it is a directory", busy_timeout),
-            path=path,
-            problem="unwritable",
-        )
     try:
         conn = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False

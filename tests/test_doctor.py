@@ -215,8 +215,9 @@ async def test_a_ledger_below_a_file_cannot_be_created(tmp_path: Path) -> None:
     report, _ = await _report({"JOBRELAY_DB": str(blocker / "jobs.sqlite3")})
 
     assert report.problems == [
-        f"Ledger: {blocker} is not a writable directory, so the ledger cannot be created "
-        "there. Fix: set JOBRELAY_DB to a file in a writable directory."
+        f"Ledger: Cannot create or write the job ledger at {blocker / 'jobs.sqlite3'} (cannot "
+        f"create files in {blocker}: Not a directory). Make its directory writable, or set "
+        "JOBRELAY_DB to a writable path."
     ]
 
 

@@ -1069,7 +1069,7 @@ async def test_a_directory_given_as_the_ledger_file_is_refused(tmp_path: Path) -
         async with SqliteLedger.open(tmp_path):
             pass
     assert info.value.problem == "unwritable"
-    assert "it is a directory" in info.value.message
+    assert " is a directory. Fix: point JOBRELAY_DB at a file inside it" in info.value.message
 
 
 @pytest.mark.skipif(
