@@ -1263,6 +1263,8 @@ class _Facts:
     credit_budget: int | None = None
     requested: int | None = None
     secrets: tuple[str, ...] = field(default_factory=tuple)
+    passed: bool = False
+    """The response's reset/retry time lies in the past: nothing is left to wait for."""
 
 
 def _http_text(status: int | None) -> str:
@@ -1291,6 +1293,10 @@ def _wait_fragments(
         stated = " until the time the response states" if row.retryable else ""
         after = " after the stated wait" if row.retryable else ""
         return {"until": stated, "after": after, "at": " at the next UTC midnight"}, None, None
+    if row.retryable and facts.passed and (facts.wait is None or facts.wait <= _BLOCKED_SLACK):
+        # Nothing left to wait for; 1 s keeps "retry_after_seconds >= 1" for every retry.
+        phrases = {"until": _PASSED_UNTIL, "after": " now (the stated time has passed)", "at": ""}
+        return phrases, 1.0, retry_at(now, 1)
     wait = facts.wait if facts.wait is not None else row.default_wait
     if not row.retryable or wait is None:
         return {"until": "", "after": "", "at": ""}, None, None
@@ -1484,10 +1490,16 @@ def _apply_hints(facts: _Facts, hints: RateLimitHints, status: int | None) -> No
     if wait is None and status == 429 and hints.reset_after is not None:
         wait = hints.reset_after  # hints built without the status still bind on a 429
     facts.wait = _merge_wait(facts.wait, wait)
+    facts.passed = facts.passed or (hints.passed and not (wait and wait > _BLOCKED_SLACK))
     facts.limit = hints.limit if hints.limit is not None and hints.limit > 0 else facts.limit
     facts.window = hints.window if hints.window and hints.window > 0 else facts.window
     if hints.credits is not None and hints.credits >= 0:
         facts.credits = hints.credits
+
+
+_PASSED_UNTIL = " until the time the response states, which has already passed: retry now"
+#: A wait this short after a past reset is the 429 floor, not a stated wait.
+_BLOCKED_SLACK = 1.0
 
 
 def _merge_wait(current: float | None, new: float | None) -> float | None:
@@ -2023,29 +2035,42 @@ def _parse_header_args(headers: Iterable[str]) -> dict[str, str]:
 
 
 def explain_cli(
-    status: int,
+    status: int | None,
     code: str | None,
     provider: str,
     headers: list[str],
     *,
+    body: str | None = None,
+    job_status: str | None = None,
     now: float | None = None,
 ) -> str:
-    """`jobrelay explain` output for a terminal; `ValueError` names a malformed argument."""
+    """`jobrelay explain` output for a terminal; `ValueError` names a malformed argument.
+
+    Takes what `explain_error` takes: a status, code, headers, the response body (JSON or
+    text) and a job's status, any of them optional but at least one.
+    """
     if provider not in {"auto", *PROVIDERS}:
         raise ValueError(f"bad --provider {provider!r}: expected seamless, agentseo or auto")
+    if status is None and not (code or body or job_status):
+        raise ValueError("give an HTTP STATUS, --code, --body or --job-status")
     parsed = _parse_header_args(headers)
     moment = time.time() if now is None else now
     chosen = cast(Provider | Literal["auto"], provider)
-    advice = advise_http(chosen, status, code, parsed, None, None, now=moment)
+    advice = advise_http(chosen, status, code, parsed, body, job_status, now=moment)
     service = _SERVICE[advice.provider] if advice.provider else "unknown API"
     label = advice.code.value if advice.code else "no error code"
-    context = (
-        f"HTTP {status}, {label}"
-        if service in advice.title
-        else f"{service}, HTTP {status}, {label}"
-    )
+    facts = [f"HTTP {status}" if status is not None else None, label]
+    if job_status:
+        facts.insert(0, f"job status {_clean_token(job_status, ()) or '?'}")
+    context = ", ".join(f for f in facts if f)
+    if service not in advice.title:
+        context = f"{service}, {context}"
     lines = [f"{advice.title} ({context})", "", advice.what_happened]
-    if advice.retryable and advice.retry_at is not None and advice.retry_after_seconds is not None:
+    if advice.retryable and _PASSED_UNTIL in advice.what_happened:
+        lines.append("Retry: yes, now (the reset time the response states has passed).")
+    elif (
+        advice.retryable and advice.retry_at is not None and advice.retry_after_seconds is not None
+    ):
         wait = format_duration(int(advice.retry_after_seconds))
         lines.append(f"Retry: yes, after {_fmt_clock(advice.retry_at, moment)} (in {wait}).")
     else:

@@ -63,16 +63,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="scripted end-to-end session against the sandbox")
 
-    explain = sub.add_parser("explain", help="advice for an upstream HTTP status / error code")
-    explain.add_argument("status", type=int, help="HTTP status, e.g. 429")
+    explain = sub.add_parser(
+        "explain", help="advice for an upstream HTTP status, error code, body or job status"
+    )
+    explain.add_argument("status", type=int, nargs="?", help="HTTP status, e.g. 429")
     explain.add_argument("--code", help="API error code, e.g. insufficientCredits")
+    explain.add_argument(
+        "--body", help="the response body as received (JSON or text), e.g. '{\"code\": ...}'"
+    )
+    explain.add_argument(
+        "--job-status", help="a job's status as the API reported it, e.g. failed or stuck"
+    )
     explain.add_argument("--provider", choices=["seamless", "agentseo", "auto"], default="auto")
     explain.add_argument(
         "--header",
         action="append",
         default=[],
         metavar="K:V",
-        help="a response header, repeatable (e.g. X-RateLimit-Reset:1790000000)",
+        help="a response header, repeatable (e.g. Retry-After:30)",
     )
 
     sub.add_parser("doctor", help="check configuration and reachability")
@@ -127,7 +135,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mcp_server.advice import explain_cli
 
             try:
-                print(explain_cli(args.status, args.code, args.provider, list(args.header)))
+                print(
+                    explain_cli(
+                        args.status,
+                        args.code,
+                        args.provider,
+                        list(args.header),
+                        body=args.body,
+                        job_status=args.job_status,
+                    )
+                )
             except ValueError as exc:
                 print(f"jobrelay explain: {exc}", file=sys.stderr)
                 return EXIT_USAGE

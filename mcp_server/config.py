@@ -156,6 +156,27 @@ class Settings(BaseSettings):
             return False
         return self.api_key(provider) is None
 
+    def missing_key(self, provider: Provider) -> str | None:
+        """Why `provider` cannot work at all (JOBRELAY_SANDBOX=0 and no key), else None.
+
+        `jobrelay serve` refuses to start on it and `jobrelay doctor` reports it, same words.
+        """
+        if self.uses_sandbox(provider) or self.api_key(provider) is not None:
+            return None
+        key_var = "SEAMLESS_API_KEY" if provider == "seamless" else "AGENTSEO_API_KEY"
+        return (
+            f"{key_var} is not set and JOBRELAY_SANDBOX=0 turns the sandbox off. "
+            f"Fix: set {key_var}, or unset JOBRELAY_SANDBOX to use the sandbox."
+        )
+
+    def sandbox_reason(self, provider: Provider) -> str | None:
+        """Why the embedded sandbox serves `provider` (`no SEAMLESS_API_KEY`), else None."""
+        if not self.uses_sandbox(provider):
+            return None
+        if self.sandbox == "on":
+            return "JOBRELAY_SANDBOX=1 or --sandbox"
+        return "no SEAMLESS_API_KEY" if provider == "seamless" else "no AGENTSEO_API_KEY"
+
     @property
     def agentseo_budgets(self) -> tuple[int, int]:
         """(workload, control) requests per minute for the configured plan."""

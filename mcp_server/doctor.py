@@ -124,13 +124,10 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
     else:
         url = settings.base_url(provider)
         check.lines.append(f"live: {url}")
-        if key is None:
+        if (missing := settings.missing_key(provider)) is not None:
             check.lines.append("key: not set")
-            check.problems.append(
-                f"{key_var} is not set and JOBRELAY_SANDBOX=0 turns the sandbox off. "
-                f"Fix: set {key_var}, or unset JOBRELAY_SANDBOX to use the sandbox."
-            )
-        else:
+            check.problems.append(missing)
+        elif key is not None:
             check.lines.append(f"key: {mask_secret(key)}, fingerprint {key_fingerprint(key)}")
         answered, failure = await _probe(client, url)
         if answered:

@@ -262,6 +262,9 @@ async def _embedded_sandbox(
             listener.close()
 
 
+_SERVICE_NAMES: dict[Provider, str] = {"seamless": "Seamless.ai", "agentseo": "AgentSEO"}
+
+
 def build_server(
     settings: Settings | None = None,
     *,
@@ -295,10 +298,14 @@ def build_server(
                     base_urls["seamless"] = root + SEAMLESS_PREFIX
                 if sandboxed["agentseo"]:
                     base_urls["agentseo"] = root + AGENTSEO_PREFIX
-                names = [p for p, on in sandboxed.items() if on]
-                log.warning(
-                    "jobrelay: no API key for %s: serving the embedded sandbox (simulated data)",
-                    " and ".join(names),
+                served = [
+                    f"{_SERVICE_NAMES[p]} ({settings.sandbox_reason(p)})"
+                    for p, on in sandboxed.items()
+                    if on
+                ]
+                log.info(
+                    "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
+                    " and ".join(served),
                 )
             runtime = Runtime(
                 settings=settings,

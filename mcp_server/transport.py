@@ -45,6 +45,7 @@ from mcp_server._http_app import (
 )
 from mcp_server.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.config import Settings, load_settings
+from mcp_server.models import PROVIDERS, Provider
 
 if TYPE_CHECKING:
     from mcp_server.server import JobRelayServer
@@ -438,12 +439,25 @@ def serve(
     settings: Settings = load_settings()  # the SDK is imported only once a start is allowed
     if sandbox:
         settings = settings.model_copy(update={"sandbox": "on"})
+    missing = [m for p in PROVIDERS if (m := settings.missing_key(p)) is not None]
+    if missing:  # JOBRELAY_SANDBOX=0 without a key: every call would fail; say so now
+        for line in missing:
+            print(f"jobrelay: {line}", file=sys.stderr)
+        return EXIT_USAGE
     clock = GracefulClock(SystemClock())
     if transport == "stdio":
         from mcp_server.server import build_server
 
         anyio.run(_check_ledger, settings)
-
+        _announce_start(settings)
+        if _stdin_is_a_terminal():
+            print(
+                "jobrelay: waiting for an MCP client on stdin. This is a stdio MCP server: "
+                "let an MCP host start it (see the README), or try `jobrelay demo`. "
+                "Ctrl-C stops it.",
+                file=sys.stderr,
+                flush=True,
+            )
         return _run(lambda: serve_stdio(build_server(settings, clock=clock), clock))
 
     refusal = bind_refusal(host, settings.http_token)
@@ -459,6 +473,7 @@ def serve(
     # Open the ledger once, after the refusals (a refused start touches nothing) and before
     # uvicorn: a damaged or locked file then stops the start with the CLI's one-line message.
     anyio.run(_check_ledger, settings)
+    _announce_start(settings)
     token = settings.http_token
     if token is not None and len(token.get_secret_value()) < _SHORT_TOKEN:
         log.warning("jobrelay: JOBRELAY_HTTP_TOKEN is short; use 32 or more random characters")
@@ -480,6 +495,30 @@ def serve(
         return EXIT_OK if http.started else EXIT_FAILURE
 
     return _run(run_http)
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _announce_start(settings: Settings) -> None:
+    """One plain stderr line saying which APIs the embedded sandbox serves, and why."""
+    names: dict[Provider, str] = {"seamless": "Seamless.ai", "agentseo": "AgentSEO"}
+    by_reason: dict[str, list[str]] = {}
+    for p in PROVIDERS:
+        if (reason := settings.sandbox_reason(p)) is not None:
+            by_reason.setdefault(reason, []).append(names[p])
+    served = [f"{' and '.join(who)} ({reason})" for reason, who in by_reason.items()]
+    if served:
+        print(
+            f"jobrelay: the embedded sandbox serves {' and '.join(served)}: simulated data, "
+            "no API calls.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def _check_ledger(settings: Settings) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,12 +138,21 @@ def test_every_jobrelay_command_in_the_readme_parses() -> None:
 
 def test_the_readme_explain_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     examples = [argv for _, argv in _jobrelay_invocations() if argv[:1] == ["explain"]]
-    assert len(examples) == 2
+    assert len(examples) == 3
+    now = int(time.time())  # what the shell's $(date +%s) gives when the reader runs it
     for argv in examples:
-        assert main(argv) == 0
+        expanded = [
+            re.sub(r"\$\(\( \$\(date \+%s\) \+ (\d+) \)\)", lambda m: str(now + int(m[1])), a)
+            for a in argv
+        ]
+        assert main(expanded) == 0
     out = capsys.readouterr().out
     assert "Rate limited by Seamless (HTTP 429, rate_limited)" in out
+    # A reset relative to the reader's clock: never a time already past, whenever it is run.
+    assert re.search(r"Retry: yes, after \d\d:\d\d:\d\dZ \(in (89|90) s\)\.", out), out
     assert "Seamless research credits exhausted (HTTP 422, credits_exhausted)" in out
+    assert "SEO job failed (AgentSEO, job status failed" in out
+    assert not re.search(r"Reset[:\"= ]+\d{9,}", README)  # no fixed epoch: it would pass
 
 
 def test_the_stdio_snippets_and_claude_code_start_the_same_server() -> None:

@@ -264,7 +264,7 @@ async def test_sigterm_mid_wait_answers_with_the_handle_and_exits_cleanly(tmp_pa
     assert code == 0
     assert "SIGTERM: finishing the calls in progress, then exiting" in errors
     assert "Traceback" not in errors
-    assert "serving the embedded sandbox" in errors  # logs go to stderr, never stdout
+    assert "the embedded sandbox serves" in errors  # notices go to stderr, never stdout
     await assert_kept_in_ledger(db, job_id)
 
 

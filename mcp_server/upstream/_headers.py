@@ -79,6 +79,8 @@ class RateLimitHints:
     """Why a hint was discarded (e.g. an epoch misread as a delta), for logs; never for agents."""
     status: int | None = None
     """HTTP status of the response the hints came from, when known (429 makes the reset binding)."""
+    passed: bool = False
+    """A reset/retry header named a time already in the past: nothing left to wait for."""
 
     @property
     def blocked(self) -> bool:
@@ -128,6 +130,8 @@ class _Notes:
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.passed = False
+        """A reset or retry time that lies in the past was seen (any amount)."""
 
     def add(self, text: str) -> None:
         if text not in self.items:
@@ -319,6 +323,8 @@ def _sane(waits: Iterable[float], name: str, notes: _Notes) -> float | None:
         if wait > MAX_WAIT:
             notes.add(f"{name} means a wait of {wait:.0f} s (over a day): misparse, ignored")
             continue
+        if wait < 0:
+            notes.passed = True
         if wait < -MAX_WAIT:
             notes.add(f"{name} lies {-wait:.0f} s in the past (over a day): misparse, ignored")
             continue
@@ -561,6 +567,7 @@ def parse_hints(
         credits=credits,
         anomaly=notes.joined(),
         status=status,
+        passed=notes.passed,
     )
 
 
