@@ -13,6 +13,33 @@ from mcp_server.jobs import Caller, InputProblem
 from mcp_server.models import PROVIDERS
 from mcp_server.tools import caller_for
 
+#: The resources that exist whatever the ledger holds, listed by resources/list (the templates
+#: alone leave it empty): (uri, name, title, description, MIME type). Each is read through its
+#: template, so listing and reading cannot disagree.
+CONCRETE_RESOURCES: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "jobrelay://errors/seamless",
+        "errors-seamless",
+        "Seamless.ai error advice",
+        "Every documented Seamless.ai status, error code and job status, with recovery advice.",
+        "text/markdown",
+    ),
+    (
+        "jobrelay://errors/agentseo",
+        "errors-agentseo",
+        "AgentSEO error advice",
+        "Every documented AgentSEO status, error code and job status, with recovery advice.",
+        "text/markdown",
+    ),
+    (
+        "jobrelay://usage",
+        "usage",
+        "Usage and rate limits",
+        "Rate-limit buckets, credits last seen and the daily credit budget, both APIs.",
+        "application/json",
+    ),
+)
+
 
 def _caller(ctx: Context[Any, Any]) -> Caller:
     """The request's caller; a malformed key header is refused as the tools refuse it (the

@@ -23,6 +23,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent
+from mcp.types import Resource as MCPResource
 from mcp.types import Tool as MCPTool
 from pydantic import SecretStr, ValidationError
 
@@ -370,6 +371,18 @@ class JobRelayServer(MCPServer[Runtime]):
                 }
             )
             for tool in tools
+        ]
+
+    async def list_resources(self) -> list[MCPResource]:
+        """The static resources and the concrete ones behind the templates (errors, usage)."""
+        from mcp_server.resources import CONCRETE_RESOURCES
+
+        listed = await super().list_resources()
+        known = {str(r.uri) for r in listed}
+        return listed + [
+            MCPResource(uri=uri, name=name, title=title, description=text, mime_type=mime)
+            for uri, name, title, text, mime in CONCRETE_RESOURCES
+            if uri not in known
         ]
 
     async def _schemas(self) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import pytest
 from conftest import call, read, structured
 from mcp import Client, MCPError
@@ -12,6 +13,11 @@ from mcp import Client, MCPError
 from mcp_server import advice
 
 pytestmark = pytest.mark.anyio
+
+
+def _text_of(content: Any) -> str:
+    text: str = content.text
+    return text
 
 
 def _text(resource: Any) -> str:
@@ -27,6 +33,27 @@ async def test_the_templates_and_usage_are_listed(client: Client) -> None:
     assert {"jobrelay://jobs/{job_id}", "jobrelay://errors/{provider}"} <= templates
     listed = {str(r.uri) for r in (await client.list_resources()).resources} | templates
     assert any(uri.startswith("jobrelay://usage") for uri in listed)
+
+
+async def test_resources_list_names_the_concrete_resources_and_each_reads(
+    client: Client,
+) -> None:
+    with anyio.fail_after(10):
+        resources = (await client.list_resources()).resources
+    by_uri = {str(r.uri): r for r in resources}
+    assert set(by_uri) == {
+        "jobrelay://errors/seamless",
+        "jobrelay://errors/agentseo",
+        "jobrelay://usage",
+    }
+    for uri, resource in by_uri.items():
+        assert resource.name
+        assert resource.description
+        [content] = (await read(client, uri)).contents
+        assert content.mime_type == resource.mime_type, uri
+        assert _text_of(content), uri
+    usage = json.loads(_text_of((await read(client, "jobrelay://usage")).contents[0]))
+    assert {p["provider"] for p in usage["providers"]} == {"seamless", "agentseo"}
 
 
 async def test_a_job_resource_is_the_job_as_the_ledger_saw_it(client: Client) -> None:
