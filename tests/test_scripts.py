@@ -8,6 +8,7 @@ JSON the scripts write, which BENCHMARKS.md and anyone comparing runs rely on.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +17,51 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _untracked() -> set[str]:
+    """Untracked and ignored files in the working tree (outside caches and the venv)."""
+    listing = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],  # noqa: S607
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    skip = ("__pycache__", ".venv", ".hypothesis", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+    return {line[3:] for line in listing.splitlines() if not any(p in line for p in skip)}
+
+
+def test_a_chaos_results_file_in_the_tree_is_ignored_by_git() -> None:
+    """Older runs (and `--json chaos-results.json`) leave it at the root: git ignores it."""
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "chaos-results.json"],  # noqa: S607
+        cwd=REPO,
+        check=False,
+    )
+    assert ignored.returncode == 0
+
+
 TIMEOUT = 240
 """Generous: a loaded CI machine must not turn a slow run into a hang."""
 
 pytestmark = [pytest.mark.slow, pytest.mark.loopback]
 
 
-def _run(script: str, out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def _run(
+    script: str, out: Path, *, default_json: bool = False
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run `script --quick`; with `default_json`, no --json and TMPDIR=out's directory."""
+    args = [] if default_json else ["--json", str(out)]
+    env = os.environ | ({"TMPDIR": str(out.parent)} if default_json else {})
     proc = subprocess.run(  # noqa: S603  # our interpreter, our script
-        [sys.executable, str(REPO / "tools" / script), "--quick", "--json", str(out)],
+        [sys.executable, str(REPO / "tools" / script), "--quick", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=False,
+        env=env,
     )
     data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     return proc, data
@@ -71,7 +103,11 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
 
 
 def test_chaos_quick_loses_nothing_and_spends_nothing_twice(tmp_path: Path) -> None:
-    proc, data = _run("chaos.py", tmp_path / "chaos.json")
+    # Run from the repository root without --json: the results land in the temp directory.
+    before = _untracked()
+    proc, data = _run("chaos.py", tmp_path / "jobrelay-chaos-results.json", default_json=True)
+    assert _untracked() <= before, "chaos.py left files in the working tree"
+    assert f"results written to {tmp_path / 'jobrelay-chaos-results.json'}" in proc.stderr
 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert data["tool"] == "chaos"

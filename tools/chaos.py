@@ -390,7 +390,12 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Where the JSON goes without --json: the system's temporary directory, never the working
+#: tree (a run from the repository root used to leave chaos-results.json there).
+DEFAULT_JSON = Path(tempfile.gettempdir()) / "jobrelay-chaos-results.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke: few cycles, two kills")
     parser.add_argument("--cycles", type=int, help="start/wait cycles (default 150; quick 10)")
@@ -402,7 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--job-seconds", type=float, default=1.5, help="sandbox job duration")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", default="chaos-results.json", help="where to write the JSON")
+    parser.add_argument(
+        "--json",
+        default=str(DEFAULT_JSON),
+        help=f"where to write the JSON (default {DEFAULT_JSON}, outside the repository)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.cycles = args.cycles or (10 if args.quick else 150)
     args.seconds = args.seconds or (45.0 if args.quick else 600.0)
@@ -426,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "result": result,
     }
     bl.write_json(Path(args.json), report)
+    print(f"chaos: results written to {args.json}", file=sys.stderr)
     checks = [
         bl.Check(
             "chaos",
