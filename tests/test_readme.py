@@ -157,7 +157,28 @@ def test_the_readme_explain_examples_run(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_the_stdio_snippets_and_claude_code_start_the_same_server() -> None:
     stdio = [argv for line, argv in _jobrelay_invocations() if "claude mcp add" in line]
-    assert stdio == [["serve"]]
+    assert stdio
+    assert all(argv == ["serve"] for argv in stdio), stdio
+
+
+def test_claude_mcp_add_gets_its_env_flags_where_claude_code_accepts_them() -> None:
+    """`claude mcp add NAME --env K=V ... -- CMD`: `--env` is variadic in Claude Code, so
+    before the name it swallows it ("Invalid environment variable format")."""
+    lines = [
+        line
+        for _, body, _ in _blocks("bash")
+        for line in body.splitlines()
+        if line.startswith("claude mcp add") and "--transport http" not in line
+    ]
+    with_env = [shlex.split(line) for line in lines if " --env " in line or " -e " in line]
+    assert with_env, "the README shows how to pass the keys"
+    for words in with_env:
+        assert words[3] == "jobrelay", words  # the name comes right after `add`
+        end = words.index("--")
+        flags = words[4:end]
+        assert flags[0::2] == ["--env"] * (len(flags) // 2), words
+        assert all(re.fullmatch(r"[A-Z_]+=\S+", v) for v in flags[1::2]), words
+        assert {v.split("=")[0] for v in flags[1::2]} <= set(_ENV_NAMES.values())
     http = [argv for _, argv in _jobrelay_invocations() if "--transport" in argv]
     assert http == [["serve", "--transport", "http", "--host", "127.0.0.1", "--port", "8765"]]
 
@@ -329,3 +350,20 @@ def test_the_contents_links_point_at_sections() -> None:
     }
     for anchor in re.findall(r"\]\(#([^)]+)\)", README):
         assert anchor in anchors, anchor
+
+
+def test_the_get_job_result_example_names_real_research_fields() -> None:
+    """The `fields` example names fields a research result has (the Seamless OpenAPI's poll
+    answer), not search-only or made-up ones."""
+    reference = ROOT.parent / "shared" / "reference" / "seamless-openapi.json"
+    if not reference.exists():
+        pytest.skip("the Seamless OpenAPI reference is not beside this checkout")
+    spec = json.loads(reference.read_text())
+    poll = spec["paths"]["/contacts/research/poll"]["get"]["responses"]["200"]
+    schema = poll["content"]["application/json"]["schema"]
+    contact = schema["properties"]["data"]["items"]["properties"]["contact"]["properties"]
+    [row] = [line for line in README.splitlines() if line.startswith("| `get_job_result` |")]
+    [example] = re.findall(r'"fields": (\[[^\]]*\])', row)
+    fields = json.loads(example)
+    assert fields
+    assert set(fields) <= set(contact), set(fields) - set(contact)
