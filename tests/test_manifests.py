@@ -137,7 +137,7 @@ BUNDLE = _load(MANIFESTS / "mcpb" / "manifest.json")
 
 
 def test_bundle_manifest_has_the_required_fields_and_version() -> None:
-    assert BUNDLE["manifest_version"] == "0.3"
+    assert BUNDLE["manifest_version"] == "0.4"  # the first with the uv server type
     for key in ("name", "version", "description", "author", "server"):
         assert BUNDLE[key], key
     assert BUNDLE["name"] == "jobrelay"
@@ -152,17 +152,16 @@ def test_bundle_tools_are_the_servers_tools(live_tool_names: list[str]) -> None:
     assert all(t["description"] for t in BUNDLE["tools"])
 
 
-def test_bundle_starts_jobrelay_serve_from_its_bundled_library() -> None:
+def test_bundle_starts_jobrelay_serve_through_uv() -> None:
+    """A `uv` bundle (tests/test_mcpb.py builds one): uv runs the entry point, which serves."""
     server = BUNDLE["server"]
-    assert server["type"] == "python"
+    assert server["type"] == "uv"
     config = server["mcp_config"]
-    assert config["args"][:2] == ["-m", "mcp_server"]
-    assert _build_parser().parse_args(config["args"][2:]).command == "serve"
-    lib = config["env"]["PYTHONPATH"]
-    assert lib == "${__dirname}/server/lib"
-    # The entry point is the package's __main__ inside that library directory.
-    assert server["entry_point"] == "server/lib/mcp_server/__main__.py"
-    assert (ROOT / "mcp_server" / "__main__.py").exists()
+    assert config["command"] == "uv"
+    assert config["args"] == ["run", "--directory", "${__dirname}", server["entry_point"]]
+    entry = (MANIFESTS / "mcpb" / server["entry_point"]).read_text()
+    assert 'main(["serve"])' in entry
+    assert _build_parser().parse_args(["serve"]).command == "serve"
 
 
 def test_bundle_user_config_feeds_real_variables_and_hides_the_keys() -> None:
@@ -170,8 +169,6 @@ def test_bundle_user_config_feeds_real_variables_and_hides_the_keys() -> None:
     user_config = BUNDLE["user_config"]
     used = set()
     for name, value in env.items():
-        if name == "PYTHONPATH":
-            continue
         assert name in _ENV_NAMES.values(), name
         [ref] = re.findall(r"^\$\{user_config\.(\w+)\}$", value)
         used.add(ref)

@@ -116,13 +116,3 @@ def test_jobrelay_installed_from_the_wheel_into_a_fresh_venv_works(
     assert Path(where.strip()).is_relative_to(venv)
     advice = _run(script, "explain", "429", "--provider", "seamless", cwd=tmp_path)
     assert advice.startswith("Rate limited by Seamless")
-
-
-def test_the_bundle_layout_has_the_manifests_entry_point(wheel: Path, tmp_path: Path) -> None:
-    """An MCP Bundle is manifest.json plus server/lib/ holding jobrelay (and dependencies)."""
-    import json
-
-    manifest = json.loads((ROOT / "manifests" / "mcpb" / "manifest.json").read_text())
-    lib = tmp_path / "bundle" / "server" / "lib"
-    _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", lib, wheel)
-    assert (tmp_path / "bundle" / manifest["server"]["entry_point"]).is_file()
