@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_server import advice as advice_mod
 from mcp_server._clock import Clock
+from mcp_server._duration import format_duration
 from mcp_server.config import Settings
 from mcp_server.errors import (
     BudgetExceeded,
@@ -1454,7 +1455,7 @@ def _env_progress_text(env: Any) -> str:
     parts = [p for p in (phase, str(msg) if msg else None) if p]
     text = ": ".join(parts) if parts else _env_status(env)
     if eta:
-        text += f" (about {eta:.0f} s left)"
+        text += f" (about {format_duration(eta)} left)"
     return text
 
 
@@ -1559,7 +1560,7 @@ def _job_text(
                 f'Next: wait_for_job(job_id="{jid}").'
             )
         else:
-            update = f" (next update in ~{after:.0f} s)" if after else ""
+            update = f" (next update in ~{format_duration(after)})" if after else ""
             text = (
                 f"{lead} is still {rec.state.value}{where}. "
                 f'Next: wait_for_job(job_id="{jid}") again{update}.'

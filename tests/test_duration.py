@@ -80,3 +80,12 @@ def test_rate_limit_reset_wording_across_a_whole_day_of_instants() -> None:
         assert match, (offset, text)
         low, high = _seconds_stated(match.group(1))
         assert low <= wait <= high, (offset, wait, match.group(1))
+
+
+def test_progress_eta_is_worded_by_the_same_function() -> None:
+    from mcp_server.jobs import _env_progress_text
+
+    env = {"status": "running", "phase": "crawling", "progress": {"eta_seconds": 6621}}
+    assert _env_progress_text(env) == "crawling (about 1 h 51 min left)"
+    env["progress"] = {"eta_seconds": 42.2}
+    assert _env_progress_text(env) == "crawling (about 43 s left)"
