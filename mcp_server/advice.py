@@ -1417,6 +1417,9 @@ def _build(key: str, facts: _Facts, now: float) -> Advice:
     row = CATALOGUE[key]
     ctx, seconds, at = _context(row, facts, now)
     provider = facts.provider if facts.provider is not None else row.provider
+    do_not = row.do_not.format_map(ctx) if row.do_not else None
+    if do_not and ctx.get("until") == _PASSED_UNTIL and "before then" in do_not:
+        do_not = None  # the stated time has passed: there is no "before then" left
     return Advice(
         code=row.code,
         provider=provider,
@@ -1426,7 +1429,7 @@ def _build(key: str, facts: _Facts, now: float) -> Advice:
         retry_after_seconds=seconds,
         retry_at=at,
         next_step=row.next_step.format_map(ctx),
-        do_not=row.do_not.format_map(ctx) if row.do_not else None,
+        do_not=do_not,
         http_status=facts.http_status,
         request_id=facts.request_id,
     )

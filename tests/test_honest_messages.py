@@ -123,6 +123,7 @@ def test_a_reset_in_the_past_is_reported_as_passed(ago: int) -> None:
     assert "no reset time was given" not in advice.what_happened
     assert advice.retryable
     assert advice.retry_after_seconds == 1
+    assert advice.do_not is None or "before then" not in advice.do_not
     out = explain_cli(429, None, "seamless", [f"X-RateLimit-Reset:{int(NOW) - ago}"], now=NOW)
     assert "Retry: yes, now (the reset time the response states has passed)." in out
 
