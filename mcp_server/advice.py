@@ -27,6 +27,7 @@ from typing import Final, Literal, cast
 from mcp_server.errors import (
     BadResponse,
     BudgetExceeded,
+    DeadlineExceeded,
     JobRelayError,
     LocalRateLimited,
     MalformedResponse,
@@ -465,6 +466,21 @@ _ROWS: tuple[CatalogueRow, ...] = (
         statuses=(),
         our_codes=(ErrorCode.UPSTREAM_UNREACHABLE,),
         default_wait=60.0,
+    ),
+    _r(
+        key="network.deadline",
+        provider=None,
+        when="network: no answer before the call's deadline",
+        meaning="the upstream stalled; the call was cut at JOBRELAY_MAX_WAIT_SECONDS",
+        code=ErrorCode.UPSTREAM_UNREACHABLE,
+        retryable=True,
+        title="Upstream did not answer in time",
+        what=(
+            "{Service} did not answer within this call's time limit{attempts_note}, so "
+            "jobrelay stopped waiting. Reading is safe to repeat."
+        ),
+        next_step="Retry {tool_ref}{after}; if it keeps failing, {service} may be down.",
+        default_wait=30.0,
     ),
     _r(
         key="network.lost",
@@ -1060,6 +1076,7 @@ _AGENTSEO_BUDGET: Final[Mapping[str, str]] = {
 
 #: How an ambiguous failure on a credit-spending POST is described, by its cause's class.
 _CAUSE_PHRASES: Final[tuple[tuple[type[JobRelayError], str], ...]] = (
+    (DeadlineExceeded, "it did not answer within the call's time limit"),
     (ResponseLost, "the connection broke after the request was sent"),
     (MalformedResponse, "its reply could not be read"),
     (ServerError, "it answered {http} after receiving the request"),
@@ -1555,6 +1572,9 @@ def _from_upstream(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]
         return "malformed", facts
     if isinstance(upstream, RequestNotSent):
         return "network.not_sent", facts
+    if isinstance(upstream, DeadlineExceeded):
+        facts.wait = _merge_wait(None, upstream.retry_after)
+        return "network.deadline", facts
     if isinstance(upstream, NoResponse):
         return "network.lost", facts
     if isinstance(upstream, BadResponse):

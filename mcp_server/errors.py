@@ -6,6 +6,7 @@ JobRelayError                     .code (ErrorCode), .provider, .retryable
 │   ├── NoResponse                no HTTP response arrived
 │   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
 │   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
+│   │       └── DeadlineExceeded  no answer before the tool call's deadline (.retry_after)
 │   └── BadResponse               a response, but not the success we need
 │       │                         (.status, .api_code, .message, .request_id, .hints, .body_excerpt)
 │       ├── InvalidRequest        400 (and 422 without a known code); .details
@@ -42,6 +43,7 @@ __all__ = [
     "BudgetExceeded",
     "Conflict",
     "CreditsExhausted",
+    "DeadlineExceeded",
     "InvalidRequest",
     "JobRelayError",
     "LicenseMissing",
@@ -111,6 +113,33 @@ class RequestNotSent(NoResponse):
 
 class ResponseLost(NoResponse):
     """The request was sent but no (complete) response came back. It may have been processed."""
+
+
+class DeadlineExceeded(ResponseLost):
+    """No complete answer before the tool call's deadline (`JOBRELAY_MAX_WAIT_SECONDS`, all
+    attempts together): the attempt was cut, so it may have been processed. `retry_after`
+    is when looking again is reasonable, seconds from when it was raised."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        operation: str,
+        method: str = "GET",
+        path: str = "",
+        attempts: int = 1,
+        retry_after: float = 30.0,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            operation=operation,
+            method=method,
+            path=path,
+            attempts=attempts,
+        )
+        self.retry_after = retry_after
 
 
 class BadResponse(UpstreamError):

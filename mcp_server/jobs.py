@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +30,7 @@ from mcp_server.config import Settings
 from mcp_server.errors import (
     BudgetExceeded,
     CreditsExhausted,
+    DeadlineExceeded,
     JobRelayError,
     OutcomeUnknown,
     UnknownJob,
@@ -55,12 +57,20 @@ from mcp_server.schemas import (
     ResultPage,
     StatusOutput,
 )
+from mcp_server.upstream._headers import format_clock
+from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
 
 log = logging.getLogger(__name__)
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 ProgressFn = Callable[[float, str | None], Awaitable[None]]
 """`(percent 0-100, message)`; the tool layer turns it into MCP progress notifications."""
+
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("jobrelay_call_deadline", default=None)
+"""The running tool call's deadline (clock.monotonic), set by `JobService._whole_call`."""
 
 #: Warn in results when the org's research credits drop below this.
 LOW_CREDITS_THRESHOLD = 25
@@ -346,6 +356,19 @@ class _SharedFold:
         return self.rec
 
 
+def _one_deadline(
+    method: Callable[Concatenate[JobService, _P], Awaitable[_R]],
+) -> Callable[Concatenate[JobService, _P], Awaitable[_R]]:
+    """Run a tool's service method under one deadline for all its upstream calls."""
+
+    async def run(self: JobService, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._whole_call():
+            return await method(self, *args, **kwargs)
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
+
+
 @dataclass
 class JobService:
     settings: Settings
@@ -369,8 +392,41 @@ class JobService:
         return self.clock.monotonic() + max(0.0, min(wait_seconds, self.settings.max_wait_seconds))
 
     def _call_deadline(self) -> float:
-        """Deadline for a single non-waiting call: the tool-call cap."""
+        """The tool call's one deadline (`JOBRELAY_MAX_WAIT_SECONDS` from its start): every
+        upstream call of one tool call shares it, retries and sequential calls included."""
+        fixed = _CALL_DEADLINE.get()
+        if fixed is not None:
+            return fixed
         return self.clock.monotonic() + self.settings.max_wait_seconds
+
+    @contextmanager
+    def _whole_call(self) -> Iterator[None]:
+        """Start the tool call's clock, unless an outer service call already did."""
+        if _CALL_DEADLINE.get() is not None:
+            yield
+            return
+        token = _CALL_DEADLINE.set(self.clock.monotonic() + self.settings.max_wait_seconds)
+        try:
+            yield
+        finally:
+            _CALL_DEADLINE.reset(token)
+
+    async def _poll_within(self, co: PollCoalescer[Any], ids: Sequence[str]) -> dict[str, Any]:
+        """A direct poll cut at the call's deadline (its own client deadline may be later)."""
+        deadline = self._call_deadline()
+        remaining = deadline - self.clock.monotonic()
+        if remaining > 0:
+            with self.clock.move_on_after(remaining):
+                return await co.poll_now(ids)
+        raise DeadlineExceeded(
+            "Seamless GET /research/poll: no answer within the call's time limit "
+            "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
+            provider="seamless",
+            operation="pollResearch",
+            method="GET",
+            path="/research/poll",
+            retry_after=DEADLINE_RETRY_AFTER,
+        )
 
     def failure(self, error: JobRelayError, *, tool: str, job_id: str | None = None) -> Outcome:
         adv = advice_mod.advise_error(error, now=self._now(), tool=tool)
@@ -391,6 +447,7 @@ class JobService:
         return []
 
     # ---- search -----------------------------------------------------------------------------
+    @_one_deadline
     async def search(
         self,
         caller: Caller,
@@ -412,6 +469,7 @@ class JobService:
         )
 
     # ---- start research ------------------------------------------------------------------
+    @_one_deadline
     async def start_research(
         self,
         caller: Caller,
@@ -650,6 +708,7 @@ class JobService:
         return adv.model_dump(mode="json")
 
     # ---- start SEO --------------------------------------------------------------------------
+    @_one_deadline
     async def start_seo(
         self,
         caller: Caller,
@@ -756,6 +815,7 @@ class JobService:
         return self._render(await self._get(caller, job_id))
 
     # ---- status -----------------------------------------------------------------------------
+    @_one_deadline
     async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
         """Every job's state now, in the order asked; one poll call per Seamless endpoint for
         all open research jobs of the batch, one GET per open AgentSEO job."""
@@ -777,7 +837,7 @@ class JobService:
             ids = [i for r in recs for i in _open_request_ids(r)]
             co = self.clients.coalescer(caller, kind)
             try:
-                latest = await co.poll_now(ids)
+                latest = await self._poll_within(co, ids)
             except JobRelayError as exc:
                 for r in recs:
                     problems[r.job_id] = exc
@@ -872,6 +932,7 @@ class JobService:
         )
 
     # ---- wait -------------------------------------------------------------------------------
+    @_one_deadline
     async def wait(
         self,
         caller: Caller,
@@ -914,7 +975,7 @@ class JobService:
         try:
             if rec.provider == "seamless":
                 co = self.clients.coalescer(caller, _research_kind(rec))
-                latest = await co.poll_now(_open_request_ids(rec))
+                latest = await self._poll_within(co, _open_request_ids(rec))
                 return await self._apply_seamless(rec, latest), None
             return await self._refresh_seo(caller, rec), None
         except JobRelayError as exc:
@@ -1579,6 +1640,19 @@ def _status_text(outputs: Sequence[JobOutput]) -> str:
     lead = f"{len(outputs)} jobs: {summary}."
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
     running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
+    unchecked = [
+        (o, o.advice, o.advice.retry_at)
+        for o in running
+        if o.advice is not None and o.advice.retry_at is not None
+    ]
+    if unchecked:
+        # The latest check failed (a stall, a 429, a degraded upstream): say when to look again.
+        _, adv, at = unchecked[0]
+        return (
+            f"{lead} {len(unchecked)} could not be checked now: {adv.what_happened} "
+            f"Next: get_job_status again after {format_clock(at)} "
+            f"(in {int(adv.retry_after_seconds or 0)} s)."
+        )
     if running:
         return f'{lead} Next: wait_for_job(job_id="{running[0].job_id}").'
     if open_jobs:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from html import unescape
 from typing import Any, Final, Generic, NoReturn, TypeVar
 
+import anyio
 import httpx
 import pydantic
 from pydantic import SecretStr
@@ -33,6 +34,7 @@ from mcp_server.errors import (
     BadResponse,
     Conflict,
     CreditsExhausted,
+    DeadlineExceeded,
     InvalidRequest,
     JobRelayError,
     LicenseMissing,
@@ -80,6 +82,8 @@ DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=
 SSE_TIMEOUT: Final = httpx.Timeout(10.0, read=60.0)
 #: Larger bodies are refused: the biggest documented page is well under 1 MiB.
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+#: After a call ran out of its deadline (the upstream stalled), when to look again, seconds.
+DEADLINE_RETRY_AFTER: Final = 30.0
 _EXCERPT_CHARS: Final = 200
 _MESSAGE_CHARS: Final = 300
 _MIN_SECRET: Final = 4
@@ -344,6 +348,13 @@ class _TooLarge(Exception):
     """The body passed the size cap."""
 
 
+@dataclass(slots=True)
+class _Progress:
+    """How far one attempt got: whether the request may have left (decides replay safety)."""
+
+    sent: bool = False
+
+
 def _no_response_class(exc: httpx.TransportError) -> type[RequestNotSent | ResponseLost]:
     """Connect-phase failures provably sent nothing; anything later may have been processed.
 
@@ -547,7 +558,7 @@ class UpstreamHTTP:
         while True:
             attempt += 1
             try:
-                reply = await self._attempt(call, parse, deadline, attempt)
+                reply = await self._attempt_within(call, parse, deadline, attempt)
             except LocalRateLimited as exc:
                 if last is None:
                     raise
@@ -574,6 +585,29 @@ class UpstreamHTTP:
                 self.budget.record(None)
                 return reply
 
+    async def _attempt_within(
+        self, call: Call, parse: Callable[[Any], T], deadline: float, attempt: int
+    ) -> Reply[T]:
+        """One attempt, cut at `deadline`: the whole call, retries included, ends by then
+        (issue 20.1: a stalled upstream used to cost two 30 s read timeouts, 61 s)."""
+        progress = _Progress()
+        remaining = deadline - self.clock.monotonic()
+        if remaining > 0:
+            with self.clock.move_on_after(remaining):
+                return await self._attempt(call, parse, deadline, attempt, progress)
+        what = "no answer" if progress.sent else "no time left to send the request"
+        cls = DeadlineExceeded if progress.sent else _NotSentInTime
+        raise cls(
+            f"{self._where(call)}: {what} within the call's time limit "
+            "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
+            provider=self.provider,
+            operation=call.operation,
+            method=call.method,
+            path=call.template,
+            attempts=attempt,
+            retry_after=DEADLINE_RETRY_AFTER,
+        )
+
     def _give_up(self, call: Call, err: UpstreamError, reason: StopReason | None) -> NoReturn:
         if reason is StopReason.UNSAFE_TO_REPLAY:
             raise OutcomeUnknown(
@@ -592,7 +626,12 @@ class UpstreamHTTP:
         raise err
 
     async def _attempt(
-        self, call: Call, parse: Callable[[Any], T], deadline: float, attempt: int
+        self,
+        call: Call,
+        parse: Callable[[Any], T],
+        deadline: float,
+        attempt: int,
+        progress: _Progress,
     ) -> Reply[T]:
         await self.limiter.acquire(self.bucket(call), cost=1.0, deadline=deadline)
         request = self.client.build_request(
@@ -602,6 +641,7 @@ class UpstreamHTTP:
             json=call.json_body,
             headers=dict(call.headers) if call.headers else None,
         )
+        progress.sent = True
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -632,7 +672,8 @@ class UpstreamHTTP:
             except httpx.TransportError as exc:
                 raise self.no_response(call, exc) from exc
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True):  # a deadline cut still closes the stream
+                await response.aclose()
         body = _safe_json(raw)
         hints = await self.observe(call, response, None if body is _INVALID else body)
         if not ok:
@@ -652,6 +693,14 @@ class UpstreamHTTP:
             attempts=attempt,
             request_id=self._request_id(response.headers, None),
         )
+
+
+class _NotSentInTime(RequestNotSent):
+    """The deadline passed before the request left: provably not processed."""
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 _INVALID: Final = object()

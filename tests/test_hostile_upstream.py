@@ -1,0 +1,163 @@
+"""Issue 20: an upstream that stalls, lies in its headers or answers absurdly never breaks a
+call or a promise. Each test reproduces one finding of the hostile-upstream run.
+
+Upstreams are `httpx.MockTransport` handlers (in-process, no network); time is a
+`ScaledClock`, so a 45 s deadline takes 0.45 s of real time, or a `FakeClock` for pure
+policy. Every wait is bounded by `anyio.fail_after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from mcp_server._clock import Clock, ScaledClock
+from mcp_server.config import load_settings
+from mcp_server.errors import DeadlineExceeded
+from mcp_server.server import build_server
+from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
+from mcp_server.upstream._ratelimit import InMemoryLimiter
+from mcp_server.upstream.seamless import SeamlessClient
+from tests.conftest import structured, text_of
+
+pytestmark = pytest.mark.anyio
+
+SCALE = 100.0
+"""Virtual seconds per real second: the 45 s deadline is 0.45 s."""
+MAX_WAIT = 45.0
+SLACK = 4.0
+"""Virtual seconds of real processing allowed on top of a deadline (40 ms real at SCALE)."""
+
+Handler = Callable[[httpx.Request], Any]
+
+
+def _settings(tmp_path: Path, **env: str) -> Any:
+    return load_settings(
+        {
+            "JOBRELAY_DB": str(tmp_path / "jobs.sqlite3"),
+            "SEAMLESS_API_KEY": "sk-seamless-test-0001",
+            "AGENTSEO_API_KEY": "sk-agentseo-test-0001",
+            **env,
+        }
+    )
+
+
+def _stall_after(clock: Clock, first_timeout: float) -> Handler:
+    """The hostile run's upstream: the first request times out after `first_timeout`
+    (what httpx's 30 s read timeout did), every later one never answers."""
+    seen = {"n": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen["n"] += 1
+        if seen["n"] == 1:
+            await clock.sleep(first_timeout)
+            raise httpx.ReadTimeout("stalled", request=request)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    return handler
+
+
+# ---- 20.1: no call runs past JOBRELAY_MAX_WAIT_SECONDS ------------------------------------
+
+
+async def test_client_call_with_retries_ends_at_its_deadline() -> None:
+    clock = ScaledClock(SCALE)
+    client = SeamlessClient(
+        "https://seamless.test/api/client/v1",
+        "sk-test-0001",
+        clock=clock,
+        limiter=InMemoryLimiter(clock=clock),
+        policy=BackoffPolicy(),
+        budget=RetryBudget(),
+        tenant="t",
+        transport=httpx.MockTransport(_stall_after(clock, 30.0)),
+    )
+    async with client:
+        start = clock.monotonic()
+        with anyio.fail_after(5), pytest.raises(DeadlineExceeded) as caught:
+            await client.search("contacts", {}, deadline=start + MAX_WAIT)
+    took = clock.monotonic() - start
+    assert MAX_WAIT - 1 <= took <= MAX_WAIT + SLACK, took  # was 61 s: two 30 s attempts
+    assert caught.value.attempts == 2
+    assert caught.value.retry_after > 0
+
+
+async def _served(tmp_path: Path, clock: Clock, handler: Handler, **env: str) -> Any:
+    transport = httpx.MockTransport(handler)
+    return build_server(
+        _settings(tmp_path, **env),
+        clock=clock,
+        transports={"seamless": transport, "agentseo": transport},
+    )
+
+
+def _assert_look_again(result: Any, clock: Clock) -> None:
+    """The answer says when to look again: seconds and an absolute UTC time, in the
+    structure and in the text."""
+    data = structured(result)
+    error = data.get("error") or {}
+    seconds = error.get("retry_after_seconds")
+    at = error.get("retry_at")
+    assert result.is_error, data
+    assert error.get("code") == "upstream_unreachable", error
+    assert isinstance(seconds, int | float), error
+    assert seconds > 0, error
+    assert isinstance(at, str), error
+    assert at.endswith("Z"), error
+    assert at[11:19] in text_of(result), (at, text_of(result))
+
+
+async def test_search_prospects_against_a_stalled_upstream_ends_by_the_deadline(
+    tmp_path: Path,
+) -> None:
+    clock = ScaledClock(SCALE)
+    server = await _served(tmp_path, clock, _stall_after(clock, 30.0))
+    async with Client(server) as client:
+        start = clock.monotonic()
+        with anyio.fail_after(10):
+            result = await client.call_tool("search_prospects", {"kind": "contacts", "query": "x"})
+        took = clock.monotonic() - start
+    assert took <= MAX_WAIT + SLACK, took
+    _assert_look_again(result, clock)
+
+
+async def test_get_job_status_of_stalled_seo_jobs_shares_one_deadline(tmp_path: Path) -> None:
+    """Two AgentSEO jobs whose GET /jobs/{id} stalls: one deadline for both, not 45 s each."""
+    clock = ScaledClock(SCALE)
+    started = {"n": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            started["n"] += 1
+            return httpx.Response(
+                202, json={"jobId": f"j{started['n']}", "status": "queued", "phase": "queued"}
+            )
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    server = await _served(tmp_path, clock, handler)
+    async with Client(server) as client:
+        ids = []
+        for kw in ("a", "b"):
+            with anyio.fail_after(10):
+                started_result = await client.call_tool(
+                    "start_seo_job",
+                    {"workflow": "serp_analysis", "params": {"keyword": kw}, "wait_seconds": 0},
+                )
+            ids.append(structured(started_result)["job_id"])
+        start = clock.monotonic()
+        with anyio.fail_after(10):
+            result = await client.call_tool("get_job_status", {"job_ids": ids})
+        took = clock.monotonic() - start
+    assert took <= MAX_WAIT + SLACK, took  # was 60.6 s for one job
+    jobs = structured(result)["jobs"]
+    assert [j["state"] for j in jobs] == ["queued", "queued"]
+    assert all(j.get("next_check_after_seconds") for j in jobs), jobs
+    assert "Z" in text_of(result)
