@@ -13,6 +13,7 @@ outcome. Everything that decides money and durability lives here:
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -29,7 +30,6 @@ from mcp_server._clock import Clock
 from mcp_server.config import Settings
 from mcp_server.errors import (
     BudgetExceeded,
-    CreditsExhausted,
     DeadlineExceeded,
     JobRelayError,
     OutcomeUnknown,
@@ -57,7 +57,7 @@ from mcp_server.schemas import (
     ResultPage,
     StatusOutput,
 )
-from mcp_server.upstream._headers import format_clock
+from mcp_server.upstream._headers import format_clock, retry_at
 from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
 
@@ -74,6 +74,9 @@ _CALL_DEADLINE: ContextVar[float | None] = ContextVar("jobrelay_call_deadline", 
 
 #: Warn in results when the org's research credits drop below this.
 LOW_CREDITS_THRESHOLD = 25
+#: A 0 from `X-PublicAPI-Credits` refuses research locally for this long at most; after it,
+#: the next start_research asks Seamless again (its answer, a 422 or a 202, corrects it).
+CREDITS_ZERO_TRUST_SECONDS = 300.0
 #: A rerun within this many days is flagged before anything is spent.
 RERUN_WINDOW_DAYS = 30
 #: Research targets per start_research call (one handle covers all their requestIds).
@@ -446,6 +449,44 @@ class JobService:
             ]
         return []
 
+    def _credits_refusal(self, client: Any) -> Outcome | None:
+        """Refuse research locally only on fresh evidence of 0 credits (issue 20.2).
+
+        The evidence is the last plausible `X-PublicAPI-Credits` (implausible values never get
+        here): any newer Seamless answer replaces it, and after `CREDITS_ZERO_TRUST_SECONDS`
+        the research call is sent anyway, so Seamless itself answers (a 422 spends nothing).
+        The text says which answer said 0, and when.
+        """
+        seen = getattr(client, "credits_seen", None)
+        if seen is None or seen.value != 0:
+            return None
+        age = max(0.0, self.clock.monotonic() - seen.mono)
+        if age >= CREDITS_ZERO_TRUST_SECONDS:
+            return None
+        wait = math.ceil(CREDITS_ZERO_TRUST_SECONDS - age)
+        at = retry_at(self._now(), wait)
+        said = format_clock(datetime.fromtimestamp(seen.at, tz=UTC))
+        adv = Advice(
+            code=ErrorCode.CREDITS_EXHAUSTED,
+            provider="seamless",
+            title="Seamless research credits exhausted",
+            what_happened=(
+                f"Not sent, nothing spent: Seamless's answer to {seen.source} at {said} "
+                f"({math.floor(age)} s ago, HTTP {seen.status}) said the organisation has 0 "
+                "research credits (X-PublicAPI-Credits: 0)."
+            ),
+            retryable=True,
+            retry_after_seconds=wait,
+            retry_at=at,
+            next_step=(
+                "Tell the user to add Seamless research credits. Any newer Seamless answer "
+                "replaces this number (search_prospects is free); without one, start_research "
+                f"asks Seamless again after {format_clock(at)} (in {wait} s)."
+            ),
+            do_not="Do not call start_research in a loop: it is refused locally until then.",
+        )
+        return self._advice_failure(adv)
+
     # ---- search -----------------------------------------------------------------------------
     @_one_deadline
     async def search(
@@ -482,7 +523,6 @@ class JobService:
         wait_seconds: float,
         progress: ProgressFn | None,
     ) -> Outcome:
-        tool = "start_research"
         deadline = self._deadline(wait_seconds)  # the whole call, submit included
         descriptors, labels = research_targets(kind, search_result_ids, contacts, companies)
         requested = len(labels)
@@ -497,20 +537,9 @@ class JobService:
         now_dt = self._utcnow()
 
         client = self.clients.seamless(caller)
-        credits_known = getattr(client, "credits", None)
-        if credits_known == 0:
-            return self.failure(
-                CreditsExhausted(
-                    "The last Seamless response said the organisation has 0 research credits.",
-                    provider="seamless",
-                    operation="research",
-                    method="POST",
-                    path=f"/{kind}/research",
-                    status=422,
-                    api_code="insufficientCredits",
-                ),
-                tool=tool,
-            )
+        refusal = self._credits_refusal(client)
+        if refusal is not None:
+            return refusal
 
         warnings: list[str] = []
         if keys:

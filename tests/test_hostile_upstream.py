@@ -9,6 +9,7 @@ policy. Every wait is bounded by `anyio.fail_after`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import httpx
 import pytest
 from mcp import Client
 
-from mcp_server._clock import Clock, ScaledClock
+from mcp_server._clock import Clock, FakeClock, ScaledClock
 from mcp_server.config import load_settings
 from mcp_server.errors import DeadlineExceeded
+from mcp_server.jobs import CREDITS_ZERO_TRUST_SECONDS
 from mcp_server.server import build_server
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
+from mcp_server.upstream._headers import format_clock, parse_hints
 from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.seamless import SeamlessClient
 from tests.conftest import structured, text_of
@@ -161,3 +164,109 @@ async def test_get_job_status_of_stalled_seo_jobs_shares_one_deadline(tmp_path: 
     assert [j["state"] for j in jobs] == ["queued", "queued"]
     assert all(j.get("next_check_after_seconds") for j in jobs), jobs
     assert "Z" in text_of(result)
+
+
+# ---- 20.2: one bad credits header does not lock out research ------------------------------
+
+
+@pytest.mark.parametrize("raw", ["-5", "abc", "1e9", "99999999999", "3.5", "NaN", "-0.5"])
+def test_implausible_credit_headers_are_ignored_and_noted(raw: str) -> None:
+    hints = parse_hints("seamless", 202, {"X-PublicAPI-Credits": raw}, now=1_790_000_000.0)
+    assert hints.credits is None
+    assert hints.anomaly is not None
+    assert "X-PublicAPI-Credits" in hints.anomaly
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", 0), ("999000", 999_000), ("12", 12)])
+def test_plausible_credit_headers_are_read(raw: str, value: int) -> None:
+    hints = parse_hints("seamless", 202, {"X-PublicAPI-Credits": raw}, now=1_790_000_000.0)
+    assert hints.credits == value
+
+
+class _CreditsLiar:
+    """A Seamless upstream whose research answers carry whatever credits header the test sets;
+    search answers carry `search_credits`. Counts research POSTs."""
+
+    def __init__(self) -> None:
+        self.research_credits = "999000"
+        self.search_credits: str | None = None
+        self.posts = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/research"):
+            self.posts += 1
+            return httpx.Response(
+                202,
+                json={"success": True, "requestIds": [f"r{self.posts}"]},
+                headers={"X-PublicAPI-Credits": self.research_credits},
+            )
+        if "/search/" in path:
+            headers = (
+                {} if self.search_credits is None else {"X-PublicAPI-Credits": self.search_credits}
+            )
+            return httpx.Response(200, json={"data": [], "supplementalData": {}}, headers=headers)
+        return httpx.Response(404, json={"message": "not here"})
+
+
+async def _research(client: Client, n: int) -> Any:
+    with anyio.fail_after(10):
+        return await client.call_tool(
+            "start_research",
+            {
+                "kind": "contacts",
+                "contacts": [{"name": f"Person {n}", "company": "Liar Inc"}],
+                "wait_seconds": 0,
+            },
+        )
+
+
+async def test_a_negative_credits_header_does_not_lock_out_research(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    liar = _CreditsLiar()
+    liar.research_credits = "-5"
+    server = await _served(tmp_path, clock, liar)
+    async with Client(server) as client:
+        first = await _research(client, 1)
+        second = await _research(client, 2)
+    assert not first.is_error, text_of(first)
+    assert not second.is_error, text_of(second)  # was: credits_exhausted, nothing sent
+    assert liar.posts == 2
+    assert "not a plausible credit count" in caplog.text
+
+
+async def test_a_zero_refuses_locally_only_until_a_good_answer_or_the_trust_window(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    liar = _CreditsLiar()
+    liar.research_credits = "0"
+    server = await _served(tmp_path, clock, liar)
+    async with Client(server) as client:
+        await _research(client, 1)  # says 0 credits left
+        refused = await _research(client, 2)
+        assert liar.posts == 1
+        assert refused.is_error
+        error = structured(refused)["error"]
+        assert error["code"] == "credits_exhausted"
+        text = text_of(refused)
+        said_at = format_clock(datetime.fromtimestamp(clock.time(), tz=UTC))
+        assert "POST /contacts/research" in text, text
+        assert said_at in text, text  # where the number came from: which answer, when
+        assert error["retry_at"] is not None
+        # the next good answer corrects it: a free search says 999000
+        liar.search_credits = "999000"
+        with anyio.fail_after(10):
+            await client.call_tool("search_prospects", {"kind": "contacts", "query": "x"})
+        liar.research_credits = "0"
+        again = await _research(client, 3)
+        assert not again.is_error, text_of(again)
+        assert liar.posts == 2
+        # the 0 from that answer refuses, but only for the trust window
+        assert (await _research(client, 4)).is_error
+        clock.advance(CREDITS_ZERO_TRUST_SECONDS + 1)
+        late = await _research(client, 5)
+        assert not late.is_error, text_of(late)
+        assert liar.posts == 3

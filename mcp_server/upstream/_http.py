@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import ssl
 from collections.abc import Callable, Generator, Mapping
@@ -67,6 +68,7 @@ __all__ = [
     "SSE_TIMEOUT",
     "USER_AGENT",
     "Call",
+    "CreditsSeen",
     "InvalidArguments",
     "Reply",
     "ShapeError",
@@ -94,6 +96,7 @@ _DISPLAY: Final[Mapping[Provider, str]] = {"seamless": "Seamless", "agentseo": "
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class InvalidArguments(JobRelayError, ValueError):
@@ -344,6 +347,21 @@ class Reply(Generic[T]):
     request_id: str | None = None
 
 
+class CreditsSeen:
+    """One `X-PublicAPI-Credits` reading: the value, which answer said it, and when
+    (`at` epoch and `mono` monotonic seconds on the client's clock)."""
+
+    __slots__ = ("at", "mono", "source", "status", "value")
+
+    def __init__(self, value: int, source: str, status: int, clock: Clock) -> None:
+        self.value = value
+        self.source = source
+        """`METHOD /path/template` of the answer, e.g. `POST /contacts/research`."""
+        self.status = status
+        self.at = clock.time()
+        self.mono = clock.monotonic()
+
+
 class _TooLarge(Exception):
     """The body passed the size cap."""
 
@@ -403,8 +421,8 @@ class UpstreamHTTP:
         self.limiter = limiter
         self.policy = policy
         self.budget = budget
-        self.credits: int | None = None
-        """Last `X-PublicAPI-Credits` seen on any response (Seamless), else None."""
+        self.credits_seen: CreditsSeen | None = None
+        """The last plausible `X-PublicAPI-Credits` (Seamless), with where and when."""
         self.last_hints: RateLimitHints | None = None
         self._secrets = (key.get_secret_value(),)
         self._max_body = max_body_bytes
@@ -424,6 +442,11 @@ class UpstreamHTTP:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    @property
+    def credits(self) -> int | None:
+        """Last plausible `X-PublicAPI-Credits` seen on any response (Seamless), else None."""
+        return None if self.credits_seen is None else self.credits_seen.value
 
     # helpers shared with the SSE follower ------------------------------------------------------
     def deadline(self, deadline: float | None) -> float:
@@ -478,8 +501,12 @@ class UpstreamHTTP:
             self.provider, response.status_code, response.headers, body, now=self.clock.time()
         )
         self.last_hints = hints
+        if hints.anomaly:
+            log.warning("%s: header hint ignored: %s", self._where(call), hints.anomaly)
         if hints.credits is not None:
-            self.credits = hints.credits
+            self.credits_seen = CreditsSeen(
+                hints.credits, f"{call.method} {call.template}", response.status_code, self.clock
+            )
         await self.limiter.observe(self.bucket(call), response.status_code, hints)
         return hints
 

@@ -23,6 +23,7 @@ from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
     Call,
+    CreditsSeen,
     InvalidArguments,
     ShapeError,
     UpstreamHTTP,
@@ -169,8 +170,13 @@ class SeamlessClient:
 
     @property
     def credits(self) -> int | None:
-        """Research credits left for the org, from the last `X-PublicAPI-Credits` seen."""
+        """Research credits left for the org, from the last plausible `X-PublicAPI-Credits`."""
         return self._http.credits
+
+    @property
+    def credits_seen(self) -> CreditsSeen | None:
+        """That reading with the answer it came from and when (for honest refusals)."""
+        return self._http.credits_seen
 
     async def rate_limits(self) -> list[BucketSnapshot]:
         """This key's Seamless buckets (one per endpoint) as the limiter sees them."""
