@@ -1666,6 +1666,12 @@ def advise_error(error: JobRelayError, *, now: float, tool: str | None = None) -
     for cls, reader in _ERROR_READERS:
         if isinstance(error, cls):
             key, facts = reader(error, clean_tool)
+            if isinstance(error, RetryBudgetExhausted) and error.until is not None:
+                # The breaker's instant is fixed: every rendering, whenever it happens, names
+                # the same retry_at (whole seconds from a whole-second `now`).
+                whole = math.floor(now)
+                facts.wait = max(1.0, error.until - whole)
+                return _build(key, facts, whole)
             return _build(key, facts, now)
     facts = _Facts(provider=error.provider, tool=clean_tool)
     if error.code is ErrorCode.INVALID_INPUT:  # validated locally, e.g. an unknown workflow

@@ -239,10 +239,21 @@ class RetryBudgetExhausted(JobRelayError):
     code = ErrorCode.UPSTREAM_DEGRADED
     retryable = True
 
-    def __init__(self, message: str, *, provider: Provider, cause: UpstreamError | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        cause: UpstreamError | None = None,
+        retry_after: float = 60.0,
+        until: float | None = None,
+    ):
         super().__init__(message, provider=provider)
         self.cause = cause
-        self.retry_after = 60.0
+        self.retry_after = retry_after
+        """Seconds from when it was raised until the announced instant."""
+        self.until = until
+        """The announced instant (epoch seconds): the breaker's fixed reopening time."""
 
 
 class OutcomeUnknown(JobRelayError):

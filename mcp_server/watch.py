@@ -22,9 +22,12 @@ from typing import Generic, TypeVar
 import anyio
 
 from mcp_server._clock import Clock
-from mcp_server.errors import JobRelayError
+from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
 
 T = TypeVar("T")
+PROBE_INTERVAL = 10.0
+"""While an upstream looks degraded (breaker open) or stalls, poll rounds continue this often
+at most, as probes: the only calls made, never later than the breaker's announced instant."""
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
 
@@ -101,6 +104,7 @@ class PollCoalescer(Generic[T]):
         spawn: Spawn,
         fresh_interval: float = 2.0,
         max_ids: int | None = None,
+        probe_interval: float = PROBE_INTERVAL,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -111,6 +115,7 @@ class PollCoalescer(Generic[T]):
         self._clock = clock
         self._spawn = spawn
         self._fresh_interval = fresh_interval
+        self._probe_interval = probe_interval
         self._interest: Counter[str] = Counter()
         self._latest: dict[str, T] = {}
         self.board: Latest[PollRound] = Latest()
@@ -204,6 +209,11 @@ class PollCoalescer(Generic[T]):
                 await self._poll_chunk(chunk)
             except JobRelayError as exc:
                 extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
+                if isinstance(exc, RetryBudgetExhausted | DeadlineExceeded):
+                    # Advice for agents, not the upstream's own "not before": keep probing on
+                    # the probe schedule, never later than the announced instant, so a job
+                    # that finished meanwhile is seen (issue 20.6).
+                    extra_wait = min(extra_wait, self._probe_interval)
                 hints = getattr(exc, "hints", None)
                 if hints is not None and hints.not_before is not None:
                     extra_wait = max(extra_wait, hints.not_before)

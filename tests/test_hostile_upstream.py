@@ -19,8 +19,9 @@ import pytest
 from mcp import Client
 
 from mcp_server._clock import Clock, FakeClock, ScaledClock
+from mcp_server.advice import advise_error
 from mcp_server.config import load_settings
-from mcp_server.errors import DeadlineExceeded
+from mcp_server.errors import DeadlineExceeded, RetryBudgetExhausted, ServerError
 from mcp_server.jobs import CREDITS_ZERO_TRUST_SECONDS
 from mcp_server.server import build_server
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
@@ -270,3 +271,127 @@ async def test_a_zero_refuses_locally_only_until_a_good_answer_or_the_trust_wind
         late = await _research(client, 5)
         assert not late.is_error, text_of(late)
         assert liar.posts == 3
+
+
+# ---- 20.6: degraded mode does not hide finished work ---------------------------------------
+
+
+async def test_the_breaker_keeps_its_announced_instant_and_half_opens() -> None:
+    clock = FakeClock()
+    budget = RetryBudget()
+    state = {"fail": True, "calls": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        state["calls"] += 1
+        if state["fail"]:
+            return httpx.Response(503, json={"message": "down"})
+        return httpx.Response(200, json={"data": [], "supplementalData": {}})
+
+    client = SeamlessClient(
+        "https://seamless.test/api/client/v1",
+        "sk-test-0001",
+        clock=clock,
+        limiter=InMemoryLimiter(clock=clock),
+        policy=BackoffPolicy(),
+        budget=budget,
+        tenant="t",
+        transport=httpx.MockTransport(handler),
+    )
+    announced: list[float | None] = []
+    async with client:
+        with anyio.fail_after(5):
+            for _ in range(2):
+                with pytest.raises((ServerError, RetryBudgetExhausted)):
+                    await client.search("contacts", {})
+            for _ in range(3):  # later calls while open: the same instant, not 60 s from now
+                clock.advance(15)
+                with pytest.raises(RetryBudgetExhausted) as caught:
+                    await client.search("contacts", {})
+                announced.append(caught.value.until)
+            assert len(set(announced)) == 1
+            until = announced[0]
+            assert until is not None
+            assert budget.is_open(clock.monotonic())
+            clock.advance(until - clock.time() + 0.5)  # past the instant: half-open
+            assert not budget.is_open(clock.monotonic())
+            state["fail"] = False
+            await client.search("contacts", {})  # the probe succeeds: closed, full budget
+    assert budget.open_until is None
+    assert budget.can_retry(clock.monotonic())
+    assert budget.trips == 1
+
+
+def test_every_rendering_of_an_open_breaker_names_the_same_instant() -> None:
+    error = RetryBudgetExhausted("degraded", provider="seamless", until=1_790_000_060.0)
+    first = advise_error(error, now=1_790_000_000.3)
+    later = advise_error(error, now=1_790_000_041.9)
+    assert first.retry_at == later.retry_at == datetime.fromtimestamp(1_790_000_060, tz=UTC)
+    assert first.retry_after_seconds is not None
+    assert later.retry_after_seconds is not None
+    assert later.retry_after_seconds < first.retry_after_seconds
+
+
+class _FlakySeamless:
+    """Seamless under a sustained 30 % 5xx rate (calls 1, 4, 7 of every 10 fail): searches
+    always fail (to open the breaker first); a research job finishes `job_seconds` after
+    its POST."""
+
+    def __init__(self, clock: Clock, job_seconds: float = 4.0) -> None:
+        self.clock = clock
+        self.job_seconds = job_seconds
+        self.done_at: float | None = None
+        self.calls = 0
+        self.polls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if "/search/" in path:
+            return httpx.Response(503, json={"message": "overloaded"})
+        self.calls += 1
+        if self.calls % 10 in (1, 4, 7) and not path.endswith("/research"):
+            return httpx.Response(503, json={"message": "overloaded"})
+        if path.endswith("/research"):
+            self.done_at = self.clock.monotonic() + self.job_seconds
+            return httpx.Response(202, json={"success": True, "requestIds": ["r1"]})
+        self.polls += 1
+        done = self.done_at is not None and self.clock.monotonic() >= self.done_at
+        item: dict[str, Any] = {"requestId": "r1", "status": "done" if done else "researching"}
+        if done:
+            item["contact"] = {"fullName": "Ada Lovelace", "company": "Engines"}
+        return httpx.Response(200, json={"success": True, "data": [item]})
+
+
+async def test_a_job_finished_upstream_is_reported_within_the_announced_time(
+    tmp_path: Path,
+) -> None:
+    clock = ScaledClock(SCALE)
+    upstream = _FlakySeamless(clock)
+    server = await _served(tmp_path, clock, upstream)
+    async with Client(server) as client:
+        announced: set[str] = set()
+        for _ in range(2):  # all searches fail: the breaker opens and announces an instant
+            with anyio.fail_after(10):
+                failed = await client.call_tool("search_prospects", {"kind": "contacts"})
+        error = structured(failed)["error"]
+        assert error["code"] == "upstream_degraded", error
+        deadline_epoch = datetime.fromisoformat(error["retry_at"]).timestamp()
+        started = await _research(client, 1)
+        job_id = structured(started)["job_id"]
+        state = structured(started)["state"]
+        for _ in range(8):
+            if state == "succeeded":
+                break
+            with anyio.fail_after(10):
+                waited = await client.call_tool(
+                    "wait_for_job", {"job_id": job_id, "wait_seconds": 20}
+                )
+            data = structured(waited)
+            state = data["state"]
+            advice = data.get("advice") or {}
+            if advice.get("code") == "upstream_degraded" and clock.time() < deadline_epoch:
+                announced.add(advice["retry_at"])
+        reported_at = clock.time()
+    assert state == "succeeded"
+    assert reported_at <= deadline_epoch, (reported_at, deadline_epoch)  # was 8 x 20 s waits
+    assert announced <= {error["retry_at"]}, announced  # the instant held
+    assert upstream.polls >= 1

@@ -593,7 +593,7 @@ class UpstreamHTTP:
                 raise last from exc
             except UpstreamError as err:
                 err.attempts = attempt
-                self.budget.record(err)
+                self.budget.record(err, self.clock.monotonic())
                 decision = decide(
                     call.kind,
                     err,
@@ -609,7 +609,7 @@ class UpstreamHTTP:
                     continue
                 self._give_up(call, err, decision.reason)
             else:
-                self.budget.record(None)
+                self.budget.record(None, self.clock.monotonic())
                 return reply
 
     async def _attempt_within(
@@ -644,11 +644,17 @@ class UpstreamHTTP:
                 cause=err,
             ) from err
         if reason is StopReason.BUDGET_EXHAUSTED:
+            now = self.clock.monotonic()
+            until, until_epoch = self.budget.trip(
+                now, self.clock.time(), self.policy.budget_retry_after
+            )
             raise RetryBudgetExhausted(
                 f"{_DISPLAY[self.provider]} looks degraded (many recent failures); not retrying "
                 f"automatically (last: {err.message})",
                 provider=self.provider,
                 cause=err,
+                retry_after=max(0.0, until - now),
+                until=until_epoch,
             ) from err
         raise err
 
