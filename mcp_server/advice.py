@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Final, Literal, cast
 
 from mcp_server.errors import (
+    AbsurdAnswer,
     BadResponse,
     BudgetExceeded,
     DeadlineExceeded,
@@ -1549,6 +1550,12 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[_Facts
 
 
 def _cause_phrase(cause: UpstreamError | None) -> str:
+    if isinstance(cause, AbsurdAnswer):
+        return (
+            f"it answered with {cause.count:,} request ids for {cause.expected} target(s), "
+            "which cannot be true (a protocol error; the first "
+            f"{len(cause.sample):,} are kept in the job for inspection)"
+        )
     for cls, phrase in _CAUSE_PHRASES:
         if isinstance(cause, cls):
             return phrase

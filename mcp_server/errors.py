@@ -19,6 +19,7 @@ JobRelayError                     .code (ErrorCode), .provider, .retryable
 │       ├── RateLimited           429
 │       ├── ServerError           5xx
 │       └── MalformedResponse     a body we could not parse or with the wrong shape
+│           └── AbsurdAnswer      a well-formed 2xx that cannot be true (e.g. 100,000 ids for 1)
 ├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
 ├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
 ├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
@@ -38,6 +39,7 @@ from mcp_server.models import ErrorCode, Provider
 from mcp_server.upstream._headers import RateLimitHints
 
 __all__ = [
+    "AbsurdAnswer",
     "AuthenticationFailed",
     "BadResponse",
     "BudgetExceeded",
@@ -219,6 +221,28 @@ class ServerError(BadResponse):
 class MalformedResponse(BadResponse):
     code = ErrorCode.UPSTREAM_ERROR
     retryable = True
+
+
+class AbsurdAnswer(MalformedResponse):
+    """A 2xx whose content cannot be true, e.g. a research POST answered with more (or fewer)
+    request ids than targets. Not trusted; on a paid POST it means "outcome unknown". Keeps a
+    bounded sample of the ids (`sample`, at most `MAX_KEPT_IDS`) and their `count`."""
+
+    MAX_KEPT_IDS = 1000
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sample: list[str],
+        count: int,
+        expected: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.sample = sample[: self.MAX_KEPT_IDS]
+        self.count = count
+        self.expected = expected
 
 
 class LocalRateLimited(JobRelayError):

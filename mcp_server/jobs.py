@@ -29,6 +29,7 @@ from mcp_server import advice as advice_mod
 from mcp_server._clock import Clock
 from mcp_server.config import Settings
 from mcp_server.errors import (
+    AbsurdAnswer,
     BudgetExceeded,
     DeadlineExceeded,
     JobRelayError,
@@ -674,6 +675,22 @@ class JobService:
         await self.ledger.fail_submit(
             job_id, error=self._error_dict(exc, tool), processed="maybe" if unknown else "no"
         )
+        absurd = exc.cause if isinstance(exc, OutcomeUnknown) else None
+        if isinstance(absurd, AbsurdAnswer):
+            # A protocol error: the ids are kept for inspection (bounded), never polled.
+            await self.ledger.update(
+                job_id,
+                state=JobState.UNKNOWN,
+                raw_status="protocol_error",
+                snapshot={
+                    "protocol_error": {
+                        "message": absurd.message,
+                        "ids_expected": absurd.expected,
+                        "ids_received": absurd.count,
+                        "ids_kept": absurd.sample,
+                    }
+                },
+            )
         return self.failure(exc, tool=tool, job_id=job_id if unknown else None)
 
     async def _after_submit(
@@ -1456,10 +1473,13 @@ def _research_kind(rec: JobRecord) -> Kind:
 
 
 def _open_request_ids(rec: JobRecord) -> list[str]:
+    """The job's research ids still open: at most `MAX_TARGETS` (one per target), so a wait or
+    status check of one job costs at most one poll call per round, whatever a row holds."""
     items = (rec.snapshot or {}).get("items", [])
     if not items:
-        return list(rec.upstream_ids)
-    return [i["request_id"] for i in items if not seamless_state(i.get("raw_status")).terminal]
+        return list(rec.upstream_ids)[:MAX_TARGETS]
+    open_ids = [i["request_id"] for i in items if not seamless_state(i.get("raw_status")).terminal]
+    return open_ids[:MAX_TARGETS]
 
 
 def _seamless_raw_summary(items: Sequence[Mapping[str, Any]]) -> str:

@@ -8,7 +8,9 @@ policy. Every wait is bounded by `anyio.fail_after`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ from mcp_server.advice import advise_error
 from mcp_server.config import load_settings
 from mcp_server.errors import DeadlineExceeded, RetryBudgetExhausted, ServerError
 from mcp_server.jobs import CREDITS_ZERO_TRUST_SECONDS
-from mcp_server.server import build_server
+from mcp_server.server import MAX_POLL_CALLS_PER_ROUND, build_server
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 from mcp_server.upstream._headers import format_clock, parse_hints
 from mcp_server.upstream._ratelimit import InMemoryLimiter
-from mcp_server.upstream.seamless import SeamlessClient
+from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
+from mcp_server.watch import PollCoalescer
 from tests.conftest import structured, text_of
 
 pytestmark = pytest.mark.anyio
@@ -395,3 +398,115 @@ async def test_a_job_finished_upstream_is_reported_within_the_announced_time(
     assert reported_at <= deadline_epoch, (reported_at, deadline_epoch)  # was 8 x 20 s waits
     assert announced <= {error["retry_at"]}, announced  # the instant held
     assert upstream.polls >= 1
+
+
+# ---- 20.4: absurd answers are refused; no wait spends more calls than its cadence allows -
+
+
+class _IdFlood:
+    """A research POST answered 202 with `count` requestIds whatever was asked; polls counted."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.polls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/research"):
+            ids = [f"flood-{i}" for i in range(self.count)]
+            return httpx.Response(202, json={"success": True, "requestIds": ids})
+        self.polls += 1
+        return httpx.Response(200, json={"success": True, "data": []})
+
+
+async def test_a_202_with_100000_ids_for_one_target_is_a_protocol_error(tmp_path: Path) -> None:
+    clock = ScaledClock(SCALE)
+    upstream = _IdFlood(100_000)
+    server = await _served(tmp_path, clock, upstream)
+    async with Client(server) as client:
+        result = await _research(client, 1)
+        text = text_of(result)
+        data = structured(result)
+        job_id = data["job_id"]
+        assert result.is_error
+        assert data["error"]["code"] == "outcome_unknown", data
+        assert "started" not in text
+        assert "100,000 request ids for 1 target" in text, text
+        assert len(text) < 2_000  # the ids are not echoed
+        with anyio.fail_after(10):
+            waited = await client.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 27})
+        assert structured(waited)["state"] == "unknown"
+    assert upstream.polls == 0  # was: 1,000 poll calls in 27 s, then not_found
+    row = sqlite3.connect(tmp_path / "jobs.sqlite3").execute(
+        "SELECT state, snapshot FROM jobs WHERE job_id = ?", (job_id,)
+    )
+    state, snapshot = row.fetchone()
+    kept = json.loads(snapshot)["protocol_error"]
+    assert state == "unknown"
+    assert kept["ids_received"] == 100_000
+    assert kept["ids_expected"] == 1
+    assert kept["ids_kept"][:2] == ["flood-0", "flood-1"]
+    assert len(kept["ids_kept"]) == 1_000
+
+
+async def test_a_wait_spends_no_more_poll_calls_than_its_cadence_allows() -> None:
+    """100,000 outstanding ids (a row from before the fix, say): each round makes at most
+    `MAX_POLL_CALLS_PER_ROUND` calls and every id still gets its turn."""
+    clock = ScaledClock(SCALE)
+    calls: list[int] = []
+    polled: set[str] = set()
+
+    async def poll(ids: Sequence[str]) -> Mapping[str, str]:
+        calls.append(len(ids))
+        polled.update(ids)
+        return dict.fromkeys(ids, "researching")
+
+    ids = [f"id-{i}" for i in range(100_000)]
+    wait = 27.0
+    async with anyio.create_task_group() as tg:
+
+        def spawn(fn: Callable[[], Awaitable[None]]) -> None:
+            tg.start_soon(fn)
+
+        co: PollCoalescer[str] = PollCoalescer(
+            poll=poll,
+            is_terminal=lambda s: s == "done",
+            interval=lambda i: min(5.0, 2.0 * 1.5**i),
+            clock=clock,
+            spawn=spawn,
+            max_ids=MAX_POLL_IDS,
+            max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
+        )
+        with anyio.fail_after(10):
+            async with co.watch(ids):
+                await clock.sleep(wait)
+        tg.cancel_scope.cancel()
+    rounds_allowed = wait / 2.0 + 1  # the cadence never polls faster than every 2 s
+    assert len(calls) <= MAX_POLL_CALLS_PER_ROUND * rounds_allowed, len(calls)
+    assert all(n <= MAX_POLL_IDS for n in calls)
+    assert len(polled) == len(calls) * MAX_POLL_IDS  # rotation: no id polled twice yet
+
+
+async def test_an_seo_batch_answered_with_the_wrong_number_of_jobs_is_not_trusted(
+    tmp_path: Path,
+) -> None:
+    clock = ScaledClock(SCALE)
+    gets = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json=[f"job-{i}" for i in range(5_000)])
+        gets["n"] += 1
+        return httpx.Response(200, json={"jobId": "job-0", "status": "queued"})
+
+    server = await _served(tmp_path, clock, handler)
+    target = {"domain": "example.com", "location": "Austin, TX"}
+    async with Client(server) as client:
+        with anyio.fail_after(10):
+            result = await client.call_tool(
+                "start_seo_job",
+                {"workflow": "local_audit_batch", "params": {"targets": [target, target]}},
+            )
+    assert result.is_error
+    assert structured(result)["error"]["code"] == "outcome_unknown"
+    assert "5,000 request ids for 2 target(s)" in text_of(result), text_of(result)
+    assert gets["n"] == 0

@@ -19,6 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server._clock import Clock
+from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
@@ -279,6 +280,29 @@ class SeamlessClient:
         path = f"/{k}/research"
         call = Call(_OPS[k][1], "POST", path, path, RequestKind.PAID, json_body=body)
         reply = await self._http.send(call, parse, deadline=deadline)
+        expected = len(ids) + len(targets)
+        if len(reply.value) != expected:
+            # One requestId per target is the contract; any other count cannot be trusted
+            # (a 202 with 100,000 ids for one target was once taken as 100,000 jobs).
+            cause = AbsurdAnswer(
+                f"Seamless POST {path}: HTTP {reply.status} with {len(reply.value)} requestIds "
+                f"for {expected} target(s)",
+                sample=reply.value,
+                count=len(reply.value),
+                expected=expected,
+                provider="seamless",
+                operation=call.operation,
+                method="POST",
+                path=path,
+                status=reply.status,
+                hints=reply.hints,
+                request_id=reply.request_id,
+            )
+            raise OutcomeUnknown(
+                f"{cause.message}: not trusted, outcome unknown",
+                provider="seamless",
+                cause=cause,
+            )
         credits = reply.hints.credits if reply.hints.credits is not None else self.credits
         return ResearchAccepted(kind=k, request_ids=reply.value, credits=credits)
 
