@@ -306,6 +306,23 @@ async def _stall_seo_status(ctx: Ctx) -> None:
     )
 
 
+async def _stall_poll(ctx: Ctx) -> None:
+    started = await ctx.call("start_research", _research_args(1))
+    job_id = bl.structured(started).get("job_id")
+    ctx.expect(bool(job_id), "research start lost its job id")
+    result = await ctx.call("get_job_status", {"job_ids": [job_id]})
+    took = ctx.took
+    ctx.figures["get_job_status_s"] = round(took, 1)
+    ctx.expect(took <= MAX_WAIT + SLACK, f"get_job_status took {took:.1f} s (cap {MAX_WAIT})")
+    job = (bl.structured(result).get("jobs") or [{}])[0]
+    ctx.expect(bool(job.get("next_check_after_seconds")), "get_job_status: no time to look")
+    ctx.expect(job.get("state") == "running", f"stalled poll: job {job.get('state')}")
+    waited = await ctx.call("wait_for_job", {"job_id": job_id, "wait_seconds": 30})
+    ctx.figures["wait_for_job_30_s"] = round(ctx.took, 1)
+    ctx.expect(ctx.took <= 30 + SLACK, f"wait_for_job(30) took {ctx.took:.1f} s")
+    ctx.expect(bl.structured(waited).get("state") == "running", "stalled wait lost the job")
+
+
 async def _stall_paid_post(ctx: Ctx) -> None:
     result = await ctx.call("start_research", _research_args(1))
     took = ctx.took
@@ -415,6 +432,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         _stall_seo_status,
         _stall("seo_job"),
         fast=False,  # 2.3 s real; tests/test_hostile_upstream.py covers it too
+    ),
+    Scenario(
+        "stall_poll",
+        "20.1",
+        "research polls stall",
+        _stall_poll,
+        _stall("poll"),
+        fast=False,  # 2.3 s real
     ),
     Scenario(
         "stall_paid_post",
