@@ -510,3 +510,22 @@ async def test_an_seo_batch_answered_with_the_wrong_number_of_jobs_is_not_truste
     assert structured(result)["error"]["code"] == "outcome_unknown"
     assert "5,000 request ids for 2 target(s)" in text_of(result), text_of(result)
     assert gets["n"] == 0
+
+
+def test_a_failed_half_open_probe_opens_the_breaker_again_for_a_new_cooldown() -> None:
+    budget = RetryBudget()
+    for _ in range(5):
+        budget.record_failure()
+    assert not budget.can_retry(0.0)
+    assert budget.trip(0.0, 1000.0, 60.0) == (60.0, 1060.0)
+    assert budget.trip(30.0, 1030.0, 60.0) == (60.0, 1060.0)  # while open: the same instant
+    assert not budget.can_retry(59.0)
+    budget.record_success(59.0)  # a success while open does not close it early
+    assert budget.is_open(59.0)
+    budget.record(ServerError("x", provider="seamless", operation="o", status=503), 61.0)
+    assert not budget.can_retry(61.0)  # half-open probe failed: no retry...
+    assert budget.trip(61.0, 1061.0, 60.0) == (121.0, 1121.0)  # ...and a new instant
+    assert budget.trips == 2
+    budget.record_success(121.5)  # a probe after it succeeds: closed with a full budget
+    assert budget.open_until is None
+    assert budget.tokens == budget.max_tokens

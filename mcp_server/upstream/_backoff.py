@@ -274,12 +274,13 @@ class RetryBudget:
     def trip(self, now: float, now_epoch: float, cooldown: float) -> tuple[float, float]:
         """Open the breaker (if it is not open already) and return the announced instant as
         (monotonic, epoch). While open, every caller gets the same instant."""
-        if not self.is_open(now) or self.open_until_epoch is None:
-            self.open_until_epoch = float(math.ceil(now_epoch + cooldown))
-            self.open_until = now + (self.open_until_epoch - now_epoch)
-            self.trips += 1
-        assert self.open_until is not None  # noqa: S101 - set just above
-        return self.open_until, self.open_until_epoch
+        if self.is_open(now) and self.open_until is not None and self.open_until_epoch:
+            return self.open_until, self.open_until_epoch
+        until_epoch = float(math.ceil(now_epoch + cooldown))
+        until = now + (until_epoch - now_epoch)
+        self.open_until, self.open_until_epoch = until, until_epoch
+        self.trips += 1
+        return until, until_epoch
 
     def record_success(self, now: float | None = None) -> None:
         if self.open_until is not None and now is not None and now >= self.open_until:
