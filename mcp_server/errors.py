@@ -122,6 +122,9 @@ class DeadlineExceeded(ResponseLost):
     attempts together): the attempt was cut, so it may have been processed. `retry_after`
     is when looking again is reasonable, seconds from when it was raised."""
 
+    local_cut = True
+    """Cut by jobrelay's own clock: not counted against the upstream's retry budget."""
+
     def __init__(
         self,
         message: str,

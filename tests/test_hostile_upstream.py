@@ -23,10 +23,10 @@ from mcp import Client
 from mcp_server._clock import Clock, FakeClock, ScaledClock
 from mcp_server.advice import advise_error
 from mcp_server.config import load_settings
-from mcp_server.errors import DeadlineExceeded, RetryBudgetExhausted, ServerError
+from mcp_server.errors import DeadlineExceeded, ResponseLost, RetryBudgetExhausted, ServerError
 from mcp_server.jobs import CREDITS_ZERO_TRUST_SECONDS
 from mcp_server.server import MAX_POLL_CALLS_PER_ROUND, build_server
-from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
+from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, counts_against_budget
 from mcp_server.upstream._headers import format_clock, parse_hints
 from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
@@ -529,3 +529,10 @@ def test_a_failed_half_open_probe_opens_the_breaker_again_for_a_new_cooldown() -
     budget.record_success(121.5)  # a probe after it succeeds: closed with a full budget
     assert budget.open_until is None
     assert budget.tokens == budget.max_tokens
+
+
+def test_a_cut_at_the_calls_own_deadline_is_not_held_against_the_upstream() -> None:
+    cut = DeadlineExceeded("cut", provider="seamless", operation="o", retry_after=30.0)
+    lost = ResponseLost("read timeout", provider="seamless", operation="o")
+    assert not counts_against_budget(cut)
+    assert counts_against_budget(lost)

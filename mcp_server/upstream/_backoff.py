@@ -305,7 +305,12 @@ class RetryBudget:
 
 
 def counts_against_budget(error: JobRelayError) -> bool:
-    """Whether `error` says something about the upstream's health (RETRY_POLICY C.5)."""
+    """Whether `error` says something about the upstream's health (RETRY_POLICY C.5).
+
+    An attempt cut by the call's own deadline (`local_cut`) does not: how long it had was
+    jobrelay's decision, not the upstream's failure."""
+    if getattr(error, "local_cut", False):
+        return False
     if isinstance(error, NoResponse | RateLimited | ServerError | MalformedResponse):
         return True
     return isinstance(error, BadResponse) and (error.status in {408, 429} or error.status >= 500)

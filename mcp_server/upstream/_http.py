@@ -731,6 +731,8 @@ class UpstreamHTTP:
 class _NotSentInTime(RequestNotSent):
     """The deadline passed before the request left: provably not processed."""
 
+    local_cut = True
+
     def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
