@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import ssl
 from collections.abc import Callable, Generator, Mapping
@@ -424,6 +425,7 @@ class UpstreamHTTP:
         self.credits_seen: CreditsSeen | None = None
         """The last plausible `X-PublicAPI-Credits` (Seamless), with where and when."""
         self.last_hints: RateLimitHints | None = None
+        self._logged: dict[tuple[str, str, str], float] = {}
         self._secrets = (key.get_secret_value(),)
         self._max_body = max_body_bytes
         self._default_wait = default_wait
@@ -502,13 +504,26 @@ class UpstreamHTTP:
         )
         self.last_hints = hints
         if hints.anomaly:
-            log.warning("%s: header hint ignored: %s", self._where(call), hints.anomaly)
+            self._log_anomaly(call, hints.anomaly)
         if hints.credits is not None:
             self.credits_seen = CreditsSeen(
                 hints.credits, f"{call.method} {call.template}", response.status_code, self.clock
             )
         await self.limiter.observe(self.bucket(call), response.status_code, hints)
         return hints
+
+    def _log_anomaly(self, call: Call, anomaly: str) -> None:
+        """Log a discarded hint (e.g. an implausible credits header), sanitised; the same
+        note on the same endpoint at most once a minute, so a lying upstream cannot flood
+        the log."""
+        key = (call.method, call.template, anomaly)
+        now = self.clock.monotonic()
+        if self._logged.get(key, -math.inf) > now - 60.0:
+            return
+        if len(self._logged) > 256:
+            self._logged.clear()
+        self._logged[key] = now
+        log.warning("%s: header hint ignored: %s", self._where(call), self.sanitise(anomaly))
 
     def bad_response(
         self,
