@@ -26,8 +26,10 @@ from typing import Final, Literal, cast
 
 from mcp_server._duration import format_duration
 from mcp_server.errors import (
+    AbsurdAnswer,
     BadResponse,
     BudgetExceeded,
+    DeadlineExceeded,
     JobRelayError,
     LocalRateLimited,
     MalformedResponse,
@@ -466,6 +468,21 @@ _ROWS: tuple[CatalogueRow, ...] = (
         statuses=(),
         our_codes=(ErrorCode.UPSTREAM_UNREACHABLE,),
         default_wait=60.0,
+    ),
+    _r(
+        key="network.deadline",
+        provider=None,
+        when="network: no answer before the call's deadline",
+        meaning="the upstream stalled; the call was cut at JOBRELAY_MAX_WAIT_SECONDS",
+        code=ErrorCode.UPSTREAM_UNREACHABLE,
+        retryable=True,
+        title="Upstream did not answer in time",
+        what=(
+            "{Service} did not answer within this call's time limit{attempts_note}, so "
+            "jobrelay stopped waiting. Reading is safe to repeat."
+        ),
+        next_step="Retry {tool_ref}{after}; if it keeps failing, {service} may be down.",
+        default_wait=30.0,
     ),
     _r(
         key="network.lost",
@@ -1061,6 +1078,7 @@ _AGENTSEO_BUDGET: Final[Mapping[str, str]] = {
 
 #: How an ambiguous failure on a credit-spending POST is described, by its cause's class.
 _CAUSE_PHRASES: Final[tuple[tuple[type[JobRelayError], str], ...]] = (
+    (DeadlineExceeded, "it did not answer within the call's time limit"),
     (ResponseLost, "the connection broke after the request was sent"),
     (MalformedResponse, "its reply could not be read"),
     (ServerError, "it answered {http} after receiving the request"),
@@ -1537,6 +1555,12 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[_Facts
 
 
 def _cause_phrase(cause: UpstreamError | None) -> str:
+    if isinstance(cause, AbsurdAnswer):
+        return (
+            f"it answered with {cause.count:,} request ids for {cause.expected} target(s), "
+            "which cannot be true (a protocol error; the first "
+            f"{len(cause.sample):,} are kept in the job for inspection)"
+        )
     for cls, phrase in _CAUSE_PHRASES:
         if isinstance(cause, cls):
             return phrase
@@ -1560,6 +1584,9 @@ def _from_upstream(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]
         return "malformed", facts
     if isinstance(upstream, RequestNotSent):
         return "network.not_sent", facts
+    if isinstance(upstream, DeadlineExceeded):
+        facts.wait = _merge_wait(None, upstream.retry_after)
+        return "network.deadline", facts
     if isinstance(upstream, NoResponse):
         return "network.lost", facts
     if isinstance(upstream, BadResponse):
@@ -1651,6 +1678,12 @@ def advise_error(error: JobRelayError, *, now: float, tool: str | None = None) -
     for cls, reader in _ERROR_READERS:
         if isinstance(error, cls):
             key, facts = reader(error, clean_tool)
+            if isinstance(error, RetryBudgetExhausted) and error.until is not None:
+                # The breaker's instant is fixed: every rendering, whenever it happens, names
+                # the same retry_at (whole seconds from a whole-second `now`).
+                whole = math.floor(now)
+                facts.wait = max(1.0, error.until - whole)
+                return _build(key, facts, whole)
             return _build(key, facts, now)
     facts = _Facts(provider=error.provider, tool=clean_tool)
     if error.code is ErrorCode.INVALID_INPUT:  # validated locally, e.g. an unknown workflow

@@ -6,6 +6,7 @@ JobRelayError                     .code (ErrorCode), .provider, .retryable
 │   ├── NoResponse                no HTTP response arrived
 │   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
 │   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
+│   │       └── DeadlineExceeded  no answer before the tool call's deadline (.retry_after)
 │   └── BadResponse               a response, but not the success we need
 │       │                         (.status, .api_code, .message, .request_id, .hints, .body_excerpt)
 │       ├── InvalidRequest        400 (and 422 without a known code); .details
@@ -18,6 +19,7 @@ JobRelayError                     .code (ErrorCode), .provider, .retryable
 │       ├── RateLimited           429
 │       ├── ServerError           5xx
 │       └── MalformedResponse     a body we could not parse or with the wrong shape
+│           └── AbsurdAnswer      a well-formed 2xx that cannot be true (e.g. 100,000 ids for 1)
 ├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
 ├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
 ├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
@@ -37,11 +39,13 @@ from mcp_server.models import ErrorCode, Provider
 from mcp_server.upstream._headers import RateLimitHints
 
 __all__ = [
+    "AbsurdAnswer",
     "AuthenticationFailed",
     "BadResponse",
     "BudgetExceeded",
     "Conflict",
     "CreditsExhausted",
+    "DeadlineExceeded",
     "InvalidRequest",
     "JobRelayError",
     "LicenseMissing",
@@ -111,6 +115,36 @@ class RequestNotSent(NoResponse):
 
 class ResponseLost(NoResponse):
     """The request was sent but no (complete) response came back. It may have been processed."""
+
+
+class DeadlineExceeded(ResponseLost):
+    """No complete answer before the tool call's deadline (`JOBRELAY_MAX_WAIT_SECONDS`, all
+    attempts together): the attempt was cut, so it may have been processed. `retry_after`
+    is when looking again is reasonable, seconds from when it was raised."""
+
+    local_cut = True
+    """Cut by jobrelay's own clock: not counted against the upstream's retry budget."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        operation: str,
+        method: str = "GET",
+        path: str = "",
+        attempts: int = 1,
+        retry_after: float = 30.0,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            operation=operation,
+            method=method,
+            path=path,
+            attempts=attempts,
+        )
+        self.retry_after = retry_after
 
 
 class BadResponse(UpstreamError):
@@ -192,6 +226,28 @@ class MalformedResponse(BadResponse):
     retryable = True
 
 
+class AbsurdAnswer(MalformedResponse):
+    """A 2xx whose content cannot be true, e.g. a research POST answered with more (or fewer)
+    request ids than targets. Not trusted; on a paid POST it means "outcome unknown". Keeps a
+    bounded sample of the ids (`sample`, at most `MAX_KEPT_IDS`) and their `count`."""
+
+    MAX_KEPT_IDS = 1000
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sample: list[str],
+        count: int,
+        expected: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.sample = sample[: self.MAX_KEPT_IDS]
+        self.count = count
+        self.expected = expected
+
+
 class LocalRateLimited(JobRelayError):
     """Our own token bucket cannot give a token within the call's deadline; nothing was sent."""
 
@@ -210,10 +266,21 @@ class RetryBudgetExhausted(JobRelayError):
     code = ErrorCode.UPSTREAM_DEGRADED
     retryable = True
 
-    def __init__(self, message: str, *, provider: Provider, cause: UpstreamError | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        cause: UpstreamError | None = None,
+        retry_after: float = 60.0,
+        until: float | None = None,
+    ):
         super().__init__(message, provider=provider)
         self.cause = cause
-        self.retry_after = 60.0
+        self.retry_after = retry_after
+        """Seconds from when it was raised until the announced instant."""
+        self.until = until
+        """The announced instant (epoch seconds): the breaker's fixed reopening time."""
 
 
 class OutcomeUnknown(JobRelayError):

@@ -13,12 +13,14 @@ outcome. Everything that decides money and durability lives here:
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,8 +30,9 @@ from mcp_server._clock import Clock
 from mcp_server._duration import format_duration
 from mcp_server.config import Settings
 from mcp_server.errors import (
+    AbsurdAnswer,
     BudgetExceeded,
-    CreditsExhausted,
+    DeadlineExceeded,
     JobRelayError,
     OutcomeUnknown,
     UnknownJob,
@@ -56,15 +59,26 @@ from mcp_server.schemas import (
     ResultPage,
     StatusOutput,
 )
+from mcp_server.upstream._headers import format_clock, retry_at
+from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
 
 log = logging.getLogger(__name__)
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 ProgressFn = Callable[[float, str | None], Awaitable[None]]
 """`(percent 0-100, message)`; the tool layer turns it into MCP progress notifications."""
 
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("jobrelay_call_deadline", default=None)
+"""The running tool call's deadline (clock.monotonic), set by `JobService._whole_call`."""
+
 #: Warn in results when the org's research credits drop below this.
 LOW_CREDITS_THRESHOLD = 25
+#: A 0 from `X-PublicAPI-Credits` refuses research locally for this long at most; after it,
+#: the next start_research asks Seamless again (its answer, a 422 or a 202, corrects it).
+CREDITS_ZERO_TRUST_SECONDS = 300.0
 #: A rerun within this many days is flagged before anything is spent.
 RERUN_WINDOW_DAYS = 30
 #: Research targets per start_research call (one handle covers all their requestIds).
@@ -347,6 +361,19 @@ class _SharedFold:
         return self.rec
 
 
+def _one_deadline(
+    method: Callable[Concatenate[JobService, _P], Awaitable[_R]],
+) -> Callable[Concatenate[JobService, _P], Awaitable[_R]]:
+    """Run a tool's service method under one deadline for all its upstream calls."""
+
+    async def run(self: JobService, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._whole_call():
+            return await method(self, *args, **kwargs)
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
+
+
 @dataclass
 class JobService:
     settings: Settings
@@ -370,8 +397,41 @@ class JobService:
         return self.clock.monotonic() + max(0.0, min(wait_seconds, self.settings.max_wait_seconds))
 
     def _call_deadline(self) -> float:
-        """Deadline for a single non-waiting call: the tool-call cap."""
+        """The tool call's one deadline (`JOBRELAY_MAX_WAIT_SECONDS` from its start): every
+        upstream call of one tool call shares it, retries and sequential calls included."""
+        fixed = _CALL_DEADLINE.get()
+        if fixed is not None:
+            return fixed
         return self.clock.monotonic() + self.settings.max_wait_seconds
+
+    @contextmanager
+    def _whole_call(self) -> Iterator[None]:
+        """Start the tool call's clock, unless an outer service call already did."""
+        if _CALL_DEADLINE.get() is not None:
+            yield
+            return
+        token = _CALL_DEADLINE.set(self.clock.monotonic() + self.settings.max_wait_seconds)
+        try:
+            yield
+        finally:
+            _CALL_DEADLINE.reset(token)
+
+    async def _poll_within(self, co: PollCoalescer[Any], ids: Sequence[str]) -> dict[str, Any]:
+        """A direct poll cut at the call's deadline (its own client deadline may be later)."""
+        deadline = self._call_deadline()
+        remaining = deadline - self.clock.monotonic()
+        if remaining > 0:
+            with self.clock.move_on_after(remaining):
+                return await co.poll_now(ids)
+        raise DeadlineExceeded(
+            "Seamless GET /research/poll: no answer within the call's time limit "
+            "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
+            provider="seamless",
+            operation="pollResearch",
+            method="GET",
+            path="/research/poll",
+            retry_after=DEADLINE_RETRY_AFTER,
+        )
 
     def failure(self, error: JobRelayError, *, tool: str, job_id: str | None = None) -> Outcome:
         adv = advice_mod.advise_error(error, now=self._now(), tool=tool)
@@ -391,7 +451,46 @@ class JobService:
             ]
         return []
 
+    def _credits_refusal(self, client: Any) -> Outcome | None:
+        """Refuse research locally only on fresh evidence of 0 credits (issue 20.2).
+
+        The evidence is the last plausible `X-PublicAPI-Credits` (implausible values never get
+        here): any newer Seamless answer replaces it, and after `CREDITS_ZERO_TRUST_SECONDS`
+        the research call is sent anyway, so Seamless itself answers (a 422 spends nothing).
+        The text says which answer said 0, and when.
+        """
+        seen = getattr(client, "credits_seen", None)
+        if seen is None or seen.value != 0:
+            return None
+        age = max(0.0, self.clock.monotonic() - seen.mono)
+        if age >= CREDITS_ZERO_TRUST_SECONDS:
+            return None
+        wait = math.ceil(CREDITS_ZERO_TRUST_SECONDS - age)
+        at = retry_at(self._now(), wait)
+        said = format_clock(datetime.fromtimestamp(seen.at, tz=UTC))
+        adv = Advice(
+            code=ErrorCode.CREDITS_EXHAUSTED,
+            provider="seamless",
+            title="Seamless research credits exhausted",
+            what_happened=(
+                f"Not sent, nothing spent: Seamless's answer to {seen.source} at {said} "
+                f"({math.floor(age)} s ago, HTTP {seen.status}) said the organisation has 0 "
+                "research credits (X-PublicAPI-Credits: 0)."
+            ),
+            retryable=True,
+            retry_after_seconds=wait,
+            retry_at=at,
+            next_step=(
+                "Tell the user to add Seamless research credits. Any newer Seamless answer "
+                "replaces this number (search_prospects is free); without one, start_research "
+                f"asks Seamless again after {format_clock(at)} (in {wait} s)."
+            ),
+            do_not="Do not call start_research in a loop: it is refused locally until then.",
+        )
+        return self._advice_failure(adv)
+
     # ---- search -----------------------------------------------------------------------------
+    @_one_deadline
     async def search(
         self,
         caller: Caller,
@@ -413,6 +512,7 @@ class JobService:
         )
 
     # ---- start research ------------------------------------------------------------------
+    @_one_deadline
     async def start_research(
         self,
         caller: Caller,
@@ -425,7 +525,6 @@ class JobService:
         wait_seconds: float,
         progress: ProgressFn | None,
     ) -> Outcome:
-        tool = "start_research"
         deadline = self._deadline(wait_seconds)  # the whole call, submit included
         descriptors, labels = research_targets(kind, search_result_ids, contacts, companies)
         requested = len(labels)
@@ -440,20 +539,9 @@ class JobService:
         now_dt = self._utcnow()
 
         client = self.clients.seamless(caller)
-        credits_known = getattr(client, "credits", None)
-        if credits_known == 0:
-            return self.failure(
-                CreditsExhausted(
-                    "The last Seamless response said the organisation has 0 research credits.",
-                    provider="seamless",
-                    operation="research",
-                    method="POST",
-                    path=f"/{kind}/research",
-                    status=422,
-                    api_code="insufficientCredits",
-                ),
-                tool=tool,
-            )
+        refusal = self._credits_refusal(client)
+        if refusal is not None:
+            return refusal
 
         warnings: list[str] = []
         if keys:
@@ -588,6 +676,22 @@ class JobService:
         await self.ledger.fail_submit(
             job_id, error=self._error_dict(exc, tool), processed="maybe" if unknown else "no"
         )
+        absurd = exc.cause if isinstance(exc, OutcomeUnknown) else None
+        if isinstance(absurd, AbsurdAnswer):
+            # A protocol error: the ids are kept for inspection (bounded), never polled.
+            await self.ledger.update(
+                job_id,
+                state=JobState.UNKNOWN,
+                raw_status="protocol_error",
+                snapshot={
+                    "protocol_error": {
+                        "message": absurd.message,
+                        "ids_expected": absurd.expected,
+                        "ids_received": absurd.count,
+                        "ids_kept": absurd.sample,
+                    }
+                },
+            )
         return self.failure(exc, tool=tool, job_id=job_id if unknown else None)
 
     async def _after_submit(
@@ -651,6 +755,7 @@ class JobService:
         return adv.model_dump(mode="json")
 
     # ---- start SEO --------------------------------------------------------------------------
+    @_one_deadline
     async def start_seo(
         self,
         caller: Caller,
@@ -757,6 +862,7 @@ class JobService:
         return self._render(await self._get(caller, job_id))
 
     # ---- status -----------------------------------------------------------------------------
+    @_one_deadline
     async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
         """Every job's state now, in the order asked; one poll call per Seamless endpoint for
         all open research jobs of the batch, one GET per open AgentSEO job."""
@@ -778,7 +884,7 @@ class JobService:
             ids = [i for r in recs for i in _open_request_ids(r)]
             co = self.clients.coalescer(caller, kind)
             try:
-                latest = await co.poll_now(ids)
+                latest = await self._poll_within(co, ids)
             except JobRelayError as exc:
                 for r in recs:
                     problems[r.job_id] = exc
@@ -873,6 +979,7 @@ class JobService:
         )
 
     # ---- wait -------------------------------------------------------------------------------
+    @_one_deadline
     async def wait(
         self,
         caller: Caller,
@@ -915,7 +1022,7 @@ class JobService:
         try:
             if rec.provider == "seamless":
                 co = self.clients.coalescer(caller, _research_kind(rec))
-                latest = await co.poll_now(_open_request_ids(rec))
+                latest = await self._poll_within(co, _open_request_ids(rec))
                 return await self._apply_seamless(rec, latest), None
             return await self._refresh_seo(caller, rec), None
         except JobRelayError as exc:
@@ -1367,10 +1474,13 @@ def _research_kind(rec: JobRecord) -> Kind:
 
 
 def _open_request_ids(rec: JobRecord) -> list[str]:
+    """The job's research ids still open: at most `MAX_TARGETS` (one per target), so a wait or
+    status check of one job costs at most one poll call per round, whatever a row holds."""
     items = (rec.snapshot or {}).get("items", [])
     if not items:
-        return list(rec.upstream_ids)
-    return [i["request_id"] for i in items if not seamless_state(i.get("raw_status")).terminal]
+        return list(rec.upstream_ids)[:MAX_TARGETS]
+    open_ids = [i["request_id"] for i in items if not seamless_state(i.get("raw_status")).terminal]
+    return open_ids[:MAX_TARGETS]
 
 
 def _seamless_raw_summary(items: Sequence[Mapping[str, Any]]) -> str:
@@ -1580,6 +1690,19 @@ def _status_text(outputs: Sequence[JobOutput]) -> str:
     lead = f"{len(outputs)} jobs: {summary}."
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
     running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
+    unchecked = [
+        (o, o.advice, o.advice.retry_at)
+        for o in running
+        if o.advice is not None and o.advice.retry_at is not None
+    ]
+    if unchecked:
+        # The latest check failed (a stall, a 429, a degraded upstream): say when to look again.
+        _, adv, at = unchecked[0]
+        return (
+            f"{lead} {len(unchecked)} could not be checked now: {adv.what_happened} "
+            f"Next: get_job_status again after {format_clock(at)} "
+            f"(in {int(adv.retry_after_seconds or 0)} s)."
+        )
     if running:
         return f'{lead} Next: wait_for_job(job_id="{running[0].job_id}").'
     if open_jobs:

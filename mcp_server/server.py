@@ -44,6 +44,10 @@ from mcp_server.watch import PollCoalescer, StreamHub
 
 log = logging.getLogger(__name__)
 
+MAX_POLL_CALLS_PER_ROUND = 10
+"""Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
+outstanding ids are polled in turn over the next rounds (issue 20.4)."""
+
 SANDBOX_KEY = "jobrelay-sandbox"
 """The key sent to the embedded sandbox when no real key is configured (any key works there)."""
 
@@ -186,6 +190,7 @@ class Runtime(Clients):
                 clock=self.clock,
                 spawn=self.spawn,
                 max_ids=MAX_POLL_IDS,
+                max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
             )
             self._coalescers[key] = co
         return co

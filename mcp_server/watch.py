@@ -22,9 +22,12 @@ from typing import Generic, TypeVar
 import anyio
 
 from mcp_server._clock import Clock
-from mcp_server.errors import JobRelayError
+from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
 
 T = TypeVar("T")
+PROBE_INTERVAL = 10.0
+"""While an upstream looks degraded (breaker open) or stalls, poll rounds continue this often
+at most, as probes: the only calls made, never later than the breaker's announced instant."""
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
 
@@ -84,6 +87,8 @@ class PollCoalescer(Generic[T]):
     `poll(ids)` does one upstream call and returns the items it got, keyed by id; rounds and
     direct polls hand it at most `max_ids` ids at a time (None: all in one call).
     `interval(round_index)` is the poll cadence (2 s rising to 5 s for Seamless).
+    `max_calls_per_round` caps the calls of one round (None: no cap); ids beyond it are
+    polled in the next rounds, in turn.
 
     A round of more than `max_ids` ids publishes after each call, not once at the end: the
     calls are paced by the rate limiter (about one a second for Seamless), so waiters fold
@@ -101,9 +106,16 @@ class PollCoalescer(Generic[T]):
         spawn: Spawn,
         fresh_interval: float = 2.0,
         max_ids: int | None = None,
+        probe_interval: float = PROBE_INTERVAL,
+        max_calls_per_round: int | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
+        if max_calls_per_round is not None and max_calls_per_round < 1:
+            raise ValueError("max_calls_per_round must be at least 1")
+        self._max_calls = max_calls_per_round
+        self._rotation = 0
+        """Where the next capped round starts in the pending list, so every id gets its turn."""
         self._poll = poll
         self._max_ids = max_ids
         self._is_terminal = is_terminal
@@ -111,6 +123,7 @@ class PollCoalescer(Generic[T]):
         self._clock = clock
         self._spawn = spawn
         self._fresh_interval = fresh_interval
+        self._probe_interval = probe_interval
         self._interest: Counter[str] = Counter()
         self._latest: dict[str, T] = {}
         self.board: Latest[PollRound] = Latest()
@@ -196,7 +209,14 @@ class PollCoalescer(Generic[T]):
         """Poll `pending` chunk by chunk, publishing after each call; the extra wait a failed
         call asks for (its Retry-After or reset), 0 when every call succeeded. A failure ends
         the round: the chunks before it are kept, the rest wait for the next round."""
-        for planned in self._chunks(pending):
+        chunks = self._chunks(pending)
+        if self._max_calls is not None and len(chunks) > self._max_calls:
+            # The per-round call budget (issue 20.4): rounds run on the cadence, so no wait
+            # costs more than `max_calls_per_round` calls per interval; the rest rotate in.
+            start = self._rotation % len(chunks)
+            chunks = (chunks[start:] + chunks[:start])[: self._max_calls]
+            self._rotation = start + self._max_calls
+        for planned in chunks:
             chunk = [i for i in planned if self._interest[i] > 0]  # a waiter may have left
             if not chunk:
                 continue
@@ -204,6 +224,11 @@ class PollCoalescer(Generic[T]):
                 await self._poll_chunk(chunk)
             except JobRelayError as exc:
                 extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
+                if isinstance(exc, RetryBudgetExhausted | DeadlineExceeded):
+                    # Advice for agents, not the upstream's own "not before": keep probing on
+                    # the probe schedule, never later than the announced instant, so a job
+                    # that finished meanwhile is seen (issue 20.6).
+                    extra_wait = min(extra_wait, self._probe_interval)
                 hints = getattr(exc, "hints", None)
                 if hints is not None and hints.not_before is not None:
                     extra_wait = max(extra_wait, hints.not_before)

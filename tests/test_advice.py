@@ -30,6 +30,7 @@ from mcp_server.errors import (
     BudgetExceeded,
     Conflict,
     CreditsExhausted,
+    DeadlineExceeded,
     InvalidRequest,
     JobRelayError,
     LicenseMissing,
@@ -275,6 +276,21 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
             )
         ),
         "Couldn't reach Seamless after 3 attempts; the request was never sent",
+    ),
+    (
+        "network.deadline",
+        _err(
+            DeadlineExceeded(
+                "stalled",
+                provider="seamless",
+                operation="searchContacts",
+                method="POST",
+                path="/search/contacts",
+                attempts=2,
+                retry_after=30.0,
+            )
+        ),
+        "did not answer within this call's time limit after 2 attempts",
     ),
     (
         "network.lost",

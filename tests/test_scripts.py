@@ -118,4 +118,8 @@ def test_chaos_quick_loses_nothing_and_spends_nothing_twice(tmp_path: Path) -> N
     assert result["cycles"] >= 1
     for key in ("lost_jobs", "duplicate_paid_posts", "bad_results", "stuck_without_advice"):
         assert result[key] == 0, (key, result)
+    scenarios = data["scenarios"]  # issue 20: the fault scenarios are part of quick mode
+    assert scenarios["ok"] is True, scenarios
+    assert {r["item"] for r in scenarios["results"]} >= {"20.1", "20.2", "20.4", "20.6"}
+    assert all(r["ok"] for r in scenarios["results"])
     assert {"nproc", "cpu", "python"} <= set(data["machine"])

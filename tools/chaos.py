@@ -3,6 +3,14 @@
     python tools/chaos.py --quick            # CI smoke: a few cycles, two kills, < 1 minute
     python tools/chaos.py                    # the full soak behind BENCHMARKS.md
     python tools/chaos.py --cycles 190 --seconds 900 --seed 7  # <= ~190 (list pages: 100)
+    python tools/chaos.py --quick --scenarios-only   # just the fault scenarios (~10 s)
+
+Fault scenarios (`tools/_scenarios.py`, issue 20) run first in every mode: jobrelay
+in-process against a stalling, lying fake upstream on loopback (stalls, implausible credits
+headers, a 202 with 100,000 ids, a 30 % 5xx rate with the breaker open), each checking a
+promise (deadline held, research not locked out, absurd answers refused, finished work
+reported within the announced time). `--scenarios a,b` picks some, `--scenarios none` skips
+them.
 
 Topology (loopback only): an external `jobrelay sandbox` subprocess (its counters survive
 server restarts), and `python -m mcp_server serve` over stdio driven by `mcp.Client`, with one
@@ -26,6 +34,7 @@ status 0 when all four are 0, 1 otherwise, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import signal
 import sys
@@ -39,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _benchlib as bl  # tools/ is not a package; see _benchlib's docstring
+import _scenarios
 import anyio
 import anyio.abc
 from mcp import Client
@@ -412,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(DEFAULT_JSON),
         help=f"where to write the JSON (default {DEFAULT_JSON}, outside the repository)",
     )
+    parser.add_argument(
+        "--scenarios",
+        default="all",
+        help="fault scenarios to run first: all (default), none, or names separated by commas",
+    )
+    parser.add_argument(
+        "--scenarios-only", action="store_true", help="run the fault scenarios, not the soak"
+    )
     return parser
 
 
@@ -423,13 +441,30 @@ def main(argv: list[str] | None = None) -> int:
     args.kill_every = args.kill_every or (4 if args.quick else 8)
     if args.cycles < 1 or args.seconds <= 0:
         parser.error("--cycles and --seconds must be positive")
+    names: list[str] | None = None
+    if args.scenarios not in ("all", "none"):
+        names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+        known = {sc.name for sc in _scenarios.SCENARIOS}
+        if not set(names) <= known:
+            parser.error(
+                f"--scenarios: unknown {sorted(set(names) - known)}; known {sorted(known)}"
+            )
+    if args.scenarios == "none" and args.scenarios_only:
+        parser.error("--scenarios none with --scenarios-only leaves nothing to run")
+    # The scenarios' lies are logged as warnings by design; the table reports what matters.
+    logging.getLogger("mcp_server.upstream").setLevel(logging.ERROR)
     started = datetime.now(UTC)
+    scenarios: dict[str, Any] | None = None
+    if args.scenarios != "none":
+        scenarios = anyio.run(lambda: _scenarios.run_scenarios(names))
+    if args.scenarios_only:
+        return _report_scenarios_only(args, started, scenarios)
     with tempfile.TemporaryDirectory(prefix="jobrelay-chaos-") as tmp:
         result = anyio.run(soak, args, Path(tmp))
     ok = all(
         result[k] == 0
         for k in ("lost_jobs", "duplicate_paid_posts", "bad_results", "stuck_without_advice")
-    )
+    ) and (scenarios is None or scenarios["ok"])
     report = {
         "tool": "chaos",
         "mode": "quick" if args.quick else "full",
@@ -438,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": bl.machine_info(),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "result": result,
+        "scenarios": scenarios,
     }
     bl.write_json(Path(args.json), report)
     print(f"chaos: results written to {args.json}", file=sys.stderr)
@@ -486,9 +522,32 @@ def main(argv: list[str] | None = None) -> int:
             result["stuck_without_advice"] == 0,
         ),
     ]
+    if scenarios is not None:
+        checks += _scenarios.checks(scenarios)
     print(bl.render_table(checks))
     print(f"\n{result['seconds']} s; final states {result['final_states']}; JSON: {args.json}")
+    if scenarios is not None:
+        print(f"fault scenarios: {scenarios['seconds']} s (time scale {scenarios['time_scale']})")
     return 0 if ok else 1
+
+
+def _report_scenarios_only(
+    args: argparse.Namespace, started: datetime, scenarios: dict[str, Any] | None
+) -> int:
+    assert scenarios is not None  # main() refuses --scenarios none here
+    report = {
+        "tool": "chaos",
+        "mode": "scenarios",
+        "ok": scenarios["ok"],
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": bl.machine_info(),
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "scenarios": scenarios,
+    }
+    bl.write_json(Path(args.json), report)
+    print(bl.render_table(_scenarios.checks(scenarios)))
+    print(f"\n{scenarios['seconds']} s (time scale {scenarios['time_scale']}); JSON: {args.json}")
+    return 0 if scenarios["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -232,11 +232,18 @@ def sse_reconnect_delay(
 
 
 class RetryBudget:
-    """gRPC-style retry throttling for one upstream (RETRY_POLICY.md section C.5).
+    """gRPC-style retry throttling for one upstream (RETRY_POLICY.md section C.5), with a
+    breaker that keeps its word (issue 20.6).
 
     Starts full at `max_tokens`. Each retryable-class failure costs 1 token, each success earns
     `token_ratio`; retries are allowed only while tokens exceed `threshold`. First attempts
     never consult it, so one success after an outage re-opens retries. Keep one per upstream.
+
+    When a retry is refused the breaker *opens* (`trip`): no automatic retries until one fixed
+    instant, `open_until` (monotonic) / `open_until_epoch` (whole epoch seconds, what agents
+    are told). Later refusals while it is open announce the same instant; it never moves
+    later. From that instant the breaker is *half-open*: the next outcome decides, a success
+    closes it with a full budget, a failure opens it again for another cooldown.
     """
 
     def __init__(
@@ -246,32 +253,64 @@ class RetryBudget:
         self.token_ratio = token_ratio
         self.threshold = threshold
         self._tokens = max_tokens
+        self.open_until: float | None = None
+        self.open_until_epoch: float | None = None
+        self.trips = 0
+        """Times the breaker opened (for tests and benchmarks)."""
 
     @property
     def tokens(self) -> float:
         return self._tokens
 
-    def can_retry(self) -> bool:
+    def is_open(self, now: float | None) -> bool:
+        """Open (retries paused until the announced instant) at monotonic `now`."""
+        return self.open_until is not None and now is not None and now < self.open_until
+
+    def can_retry(self, now: float | None = None) -> bool:
+        if self.is_open(now):
+            return False
         return self._tokens > self.threshold + 1e-9
 
-    def record_success(self) -> None:
+    def trip(self, now: float, now_epoch: float, cooldown: float) -> tuple[float, float]:
+        """Open the breaker (if it is not open already) and return the announced instant as
+        (monotonic, epoch). While open, every caller gets the same instant."""
+        if self.is_open(now) and self.open_until is not None and self.open_until_epoch:
+            return self.open_until, self.open_until_epoch
+        until_epoch = float(math.ceil(now_epoch + cooldown))
+        until = now + (until_epoch - now_epoch)
+        self.open_until, self.open_until_epoch = until, until_epoch
+        self.trips += 1
+        return until, until_epoch
+
+    def record_success(self, now: float | None = None) -> None:
+        if self.open_until is not None and now is not None and now >= self.open_until:
+            # Half-open probe succeeded: close with a full budget.
+            self.open_until = self.open_until_epoch = None
+            self._tokens = self.max_tokens
+            return
         self._tokens = min(self.max_tokens, round(self._tokens + self.token_ratio, 9))
 
     def record_failure(self) -> None:
         self._tokens = max(0.0, round(self._tokens - 1.0, 9))
 
-    def record(self, error: JobRelayError | None) -> None:
+    def record(self, error: JobRelayError | None, now: float | None = None) -> None:
         """Book one attempt's outcome: `None` is a success; only retryable-class failures
         (network, 5xx, 408, 429, malformed) cost a token. 4xx, pending polls and local-limiter
-        rejections are not the upstream's health and are not counted."""
+        rejections are not the upstream's health and are not counted. `now` (monotonic) lets
+        a success after the announced instant close the breaker."""
         if error is None:
-            self.record_success()
+            self.record_success(now)
         elif counts_against_budget(error):
             self.record_failure()
 
 
 def counts_against_budget(error: JobRelayError) -> bool:
-    """Whether `error` says something about the upstream's health (RETRY_POLICY C.5)."""
+    """Whether `error` says something about the upstream's health (RETRY_POLICY C.5).
+
+    An attempt cut by the call's own deadline (`local_cut`) does not: how long it had was
+    jobrelay's decision, not the upstream's failure."""
+    if getattr(error, "local_cut", False):
+        return False
     if isinstance(error, NoResponse | RateLimited | ServerError | MalformedResponse):
         return True
     return isinstance(error, BadResponse) and (error.status in {408, 429} or error.status >= 500)
@@ -373,7 +412,7 @@ def decide(
     delay = retry_delay(hints, attempt - 1, verdict, rng, policy=policy)
     if attempt >= policy.max_attempts:
         return RetryDecision.stop(StopReason.ATTEMPTS_EXHAUSTED, delay)
-    if budget is not None and not budget.can_retry():
+    if budget is not None and not budget.can_retry(now):
         wait = max(policy.budget_retry_after, delay)
         return RetryDecision.stop(StopReason.BUDGET_EXHAUSTED, wait)
     if delay > policy.max_inline_wait:

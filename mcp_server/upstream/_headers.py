@@ -222,6 +222,15 @@ def _count(value: float, name: str, notes: _Notes, *, positive: bool = False) ->
     return max(0, count)
 
 
+def _credits(value: float, notes: _Notes) -> int | None:
+    """A plausible credit count, else None (issue 20.2): a negative, fractional or absurdly
+    large value is a broken header, not "0 credits left", and must not lock out research."""
+    if value < 0 or value != math.floor(value) or value > _MAX_COUNT:
+        notes.add(f"X-PublicAPI-Credits {value:g} is not a plausible credit count, ignored")
+        return None
+    return int(value)
+
+
 def _epoch(value: datetime) -> float | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
@@ -550,7 +559,7 @@ def parse_hints(
     if "x-publicapi-credits" in hdrs:
         values = _count_values(hdrs["x-publicapi-credits"], "X-PublicAPI-Credits", notes)
         if values:
-            credits = _count(min(v for v, _ in values), "X-PublicAPI-Credits", notes)
+            credits = _credits(min(v for v, _ in values), notes)
 
     if status == 429 or remaining == 0:
         if reset_after is not None:

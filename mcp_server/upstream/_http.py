@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 import re
 import ssl
 from collections.abc import Callable, Generator, Mapping
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from html import unescape
 from typing import Any, Final, Generic, NoReturn, TypeVar
 
+import anyio
 import httpx
 import pydantic
 from pydantic import SecretStr
@@ -33,6 +36,7 @@ from mcp_server.errors import (
     BadResponse,
     Conflict,
     CreditsExhausted,
+    DeadlineExceeded,
     InvalidRequest,
     JobRelayError,
     LicenseMissing,
@@ -65,6 +69,7 @@ __all__ = [
     "SSE_TIMEOUT",
     "USER_AGENT",
     "Call",
+    "CreditsSeen",
     "InvalidArguments",
     "Reply",
     "ShapeError",
@@ -80,6 +85,8 @@ DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=
 SSE_TIMEOUT: Final = httpx.Timeout(10.0, read=60.0)
 #: Larger bodies are refused: the biggest documented page is well under 1 MiB.
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+#: After a call ran out of its deadline (the upstream stalled), when to look again, seconds.
+DEADLINE_RETRY_AFTER: Final = 30.0
 _EXCERPT_CHARS: Final = 200
 _MESSAGE_CHARS: Final = 300
 _MIN_SECRET: Final = 4
@@ -90,6 +97,7 @@ _DISPLAY: Final[Mapping[Provider, str]] = {"seamless": "Seamless", "agentseo": "
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class InvalidArguments(JobRelayError, ValueError):
@@ -340,8 +348,30 @@ class Reply(Generic[T]):
     request_id: str | None = None
 
 
+class CreditsSeen:
+    """One `X-PublicAPI-Credits` reading: the value, which answer said it, and when
+    (`at` epoch and `mono` monotonic seconds on the client's clock)."""
+
+    __slots__ = ("at", "mono", "source", "status", "value")
+
+    def __init__(self, value: int, source: str, status: int, clock: Clock) -> None:
+        self.value = value
+        self.source = source
+        """`METHOD /path/template` of the answer, e.g. `POST /contacts/research`."""
+        self.status = status
+        self.at = clock.time()
+        self.mono = clock.monotonic()
+
+
 class _TooLarge(Exception):
     """The body passed the size cap."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far one attempt got: whether the request may have left (decides replay safety)."""
+
+    sent: bool = False
 
 
 def _no_response_class(exc: httpx.TransportError) -> type[RequestNotSent | ResponseLost]:
@@ -392,9 +422,10 @@ class UpstreamHTTP:
         self.limiter = limiter
         self.policy = policy
         self.budget = budget
-        self.credits: int | None = None
-        """Last `X-PublicAPI-Credits` seen on any response (Seamless), else None."""
+        self.credits_seen: CreditsSeen | None = None
+        """The last plausible `X-PublicAPI-Credits` (Seamless), with where and when."""
         self.last_hints: RateLimitHints | None = None
+        self._logged: dict[tuple[str, str, str], float] = {}
         self._secrets = (key.get_secret_value(),)
         self._max_body = max_body_bytes
         self._default_wait = default_wait
@@ -413,6 +444,11 @@ class UpstreamHTTP:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    @property
+    def credits(self) -> int | None:
+        """Last plausible `X-PublicAPI-Credits` seen on any response (Seamless), else None."""
+        return None if self.credits_seen is None else self.credits_seen.value
 
     # helpers shared with the SSE follower ------------------------------------------------------
     def deadline(self, deadline: float | None) -> float:
@@ -467,10 +503,27 @@ class UpstreamHTTP:
             self.provider, response.status_code, response.headers, body, now=self.clock.time()
         )
         self.last_hints = hints
+        if hints.anomaly:
+            self._log_anomaly(call, hints.anomaly)
         if hints.credits is not None:
-            self.credits = hints.credits
+            self.credits_seen = CreditsSeen(
+                hints.credits, f"{call.method} {call.template}", response.status_code, self.clock
+            )
         await self.limiter.observe(self.bucket(call), response.status_code, hints)
         return hints
+
+    def _log_anomaly(self, call: Call, anomaly: str) -> None:
+        """Log a discarded hint (e.g. an implausible credits header), sanitised; the same
+        note on the same endpoint at most once a minute, so a lying upstream cannot flood
+        the log."""
+        key = (call.method, call.template, anomaly)
+        now = self.clock.monotonic()
+        if self._logged.get(key, -math.inf) > now - 60.0:
+            return
+        if len(self._logged) > 256:
+            self._logged.clear()
+        self._logged[key] = now
+        log.warning("%s: header hint ignored: %s", self._where(call), self.sanitise(anomaly))
 
     def bad_response(
         self,
@@ -547,7 +600,7 @@ class UpstreamHTTP:
         while True:
             attempt += 1
             try:
-                reply = await self._attempt(call, parse, deadline, attempt)
+                reply = await self._attempt_within(call, parse, deadline, attempt)
             except LocalRateLimited as exc:
                 if last is None:
                     raise
@@ -555,7 +608,7 @@ class UpstreamHTTP:
                 raise last from exc
             except UpstreamError as err:
                 err.attempts = attempt
-                self.budget.record(err)
+                self.budget.record(err, self.clock.monotonic())
                 decision = decide(
                     call.kind,
                     err,
@@ -571,8 +624,31 @@ class UpstreamHTTP:
                     continue
                 self._give_up(call, err, decision.reason)
             else:
-                self.budget.record(None)
+                self.budget.record(None, self.clock.monotonic())
                 return reply
+
+    async def _attempt_within(
+        self, call: Call, parse: Callable[[Any], T], deadline: float, attempt: int
+    ) -> Reply[T]:
+        """One attempt, cut at `deadline`: the whole call, retries included, ends by then
+        (issue 20.1: a stalled upstream used to cost two 30 s read timeouts, 61 s)."""
+        progress = _Progress()
+        remaining = deadline - self.clock.monotonic()
+        if remaining > 0:
+            with self.clock.move_on_after(remaining):
+                return await self._attempt(call, parse, deadline, attempt, progress)
+        what = "no answer" if progress.sent else "no time left to send the request"
+        cls = DeadlineExceeded if progress.sent else _NotSentInTime
+        raise cls(
+            f"{self._where(call)}: {what} within the call's time limit "
+            "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
+            provider=self.provider,
+            operation=call.operation,
+            method=call.method,
+            path=call.template,
+            attempts=attempt,
+            retry_after=DEADLINE_RETRY_AFTER,
+        )
 
     def _give_up(self, call: Call, err: UpstreamError, reason: StopReason | None) -> NoReturn:
         if reason is StopReason.UNSAFE_TO_REPLAY:
@@ -583,16 +659,27 @@ class UpstreamHTTP:
                 cause=err,
             ) from err
         if reason is StopReason.BUDGET_EXHAUSTED:
+            now = self.clock.monotonic()
+            until, until_epoch = self.budget.trip(
+                now, self.clock.time(), self.policy.budget_retry_after
+            )
             raise RetryBudgetExhausted(
                 f"{_DISPLAY[self.provider]} looks degraded (many recent failures); not retrying "
                 f"automatically (last: {err.message})",
                 provider=self.provider,
                 cause=err,
+                retry_after=max(0.0, until - now),
+                until=until_epoch,
             ) from err
         raise err
 
     async def _attempt(
-        self, call: Call, parse: Callable[[Any], T], deadline: float, attempt: int
+        self,
+        call: Call,
+        parse: Callable[[Any], T],
+        deadline: float,
+        attempt: int,
+        progress: _Progress,
     ) -> Reply[T]:
         await self.limiter.acquire(self.bucket(call), cost=1.0, deadline=deadline)
         request = self.client.build_request(
@@ -602,6 +689,7 @@ class UpstreamHTTP:
             json=call.json_body,
             headers=dict(call.headers) if call.headers else None,
         )
+        progress.sent = True
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -632,7 +720,8 @@ class UpstreamHTTP:
             except httpx.TransportError as exc:
                 raise self.no_response(call, exc) from exc
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True):  # a deadline cut still closes the stream
+                await response.aclose()
         body = _safe_json(raw)
         hints = await self.observe(call, response, None if body is _INVALID else body)
         if not ok:
@@ -652,6 +741,16 @@ class UpstreamHTTP:
             attempts=attempt,
             request_id=self._request_id(response.headers, None),
         )
+
+
+class _NotSentInTime(RequestNotSent):
+    """The deadline passed before the request left: provably not processed."""
+
+    local_cut = True
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 _INVALID: Final = object()

@@ -25,6 +25,7 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server._clock import Clock
+from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget, poll_interval
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
@@ -227,7 +228,32 @@ class AgentSEOClient:
             headers=headers or None,
         )
         if batch:
-            return (await self._http.send(call, _parse_batch, deadline=deadline)).value
+            reply = await self._http.send(call, _parse_batch, deadline=deadline)
+            targets = params.get("targets")
+            expected = len(targets) if isinstance(targets, list) else len(reply.value)
+            if len(reply.value) != expected:
+                # One job per target is the contract; any other count is not trusted.
+                ids = [e.job_id for e in reply.value]
+                cause = AbsurdAnswer(
+                    f"AgentSEO POST {path}: HTTP {reply.status} with {len(ids)} job ids for "
+                    f"{expected} target(s)",
+                    sample=ids,
+                    count=len(ids),
+                    expected=expected,
+                    provider="agentseo",
+                    operation=call.operation,
+                    method="POST",
+                    path=path,
+                    status=reply.status,
+                    hints=reply.hints,
+                    request_id=reply.request_id,
+                )
+                raise OutcomeUnknown(
+                    f"{cause.message}: not trusted, outcome unknown",
+                    provider="agentseo",
+                    cause=cause,
+                )
+            return reply.value
         return (await self._http.send(call, _parse_envelope, deadline=deadline)).value
 
     async def get_job(

@@ -19,10 +19,12 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server._clock import Clock
+from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
     Call,
+    CreditsSeen,
     InvalidArguments,
     ShapeError,
     UpstreamHTTP,
@@ -169,8 +171,13 @@ class SeamlessClient:
 
     @property
     def credits(self) -> int | None:
-        """Research credits left for the org, from the last `X-PublicAPI-Credits` seen."""
+        """Research credits left for the org, from the last plausible `X-PublicAPI-Credits`."""
         return self._http.credits
+
+    @property
+    def credits_seen(self) -> CreditsSeen | None:
+        """That reading with the answer it came from and when (for honest refusals)."""
+        return self._http.credits_seen
 
     async def rate_limits(self) -> list[BucketSnapshot]:
         """This key's Seamless buckets (one per endpoint) as the limiter sees them."""
@@ -273,6 +280,29 @@ class SeamlessClient:
         path = f"/{k}/research"
         call = Call(_OPS[k][1], "POST", path, path, RequestKind.PAID, json_body=body)
         reply = await self._http.send(call, parse, deadline=deadline)
+        expected = len(ids) + len(targets)
+        if len(reply.value) != expected:
+            # One requestId per target is the contract; any other count cannot be trusted
+            # (a 202 with 100,000 ids for one target was once taken as 100,000 jobs).
+            cause = AbsurdAnswer(
+                f"Seamless POST {path}: HTTP {reply.status} with {len(reply.value)} requestIds "
+                f"for {expected} target(s)",
+                sample=reply.value,
+                count=len(reply.value),
+                expected=expected,
+                provider="seamless",
+                operation=call.operation,
+                method="POST",
+                path=path,
+                status=reply.status,
+                hints=reply.hints,
+                request_id=reply.request_id,
+            )
+            raise OutcomeUnknown(
+                f"{cause.message}: not trusted, outcome unknown",
+                provider="seamless",
+                cause=cause,
+            )
         credits = reply.hints.credits if reply.hints.credits is not None else self.credits
         return ResearchAccepted(kind=k, request_ids=reply.value, credits=credits)
 

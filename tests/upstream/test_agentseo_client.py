@@ -176,7 +176,8 @@ async def test_batch_audit_returns_one_envelope_per_target() -> None:
 )
 async def test_batch_answers_in_any_documented_shape(body: object) -> None:
     async with _mock(lambda _: httpx.Response(202, json=body)) as client:
-        envs = await client.start("local_audit_batch", {"targets": []})
+        targets = [{"domain": d, "location": "Austin, TX"} for d in ("a.test", "b.test")]
+        envs = await client.start("local_audit_batch", {"targets": targets})
     assert isinstance(envs, list)
     assert [(e.job_id, e.status) for e in envs] == [("j1", "queued"), ("j2", "queued")]
 

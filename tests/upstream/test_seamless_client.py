@@ -361,9 +361,12 @@ async def test_research_bodies_use_the_documented_field_names() -> None:
     bodies: list[Any] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(request.content))
+        body = json.loads(request.content)
+        bodies.append(body)
+        targets = sum(len(body.get(k, [])) for k in ("searchResultIds", "contacts", "companies"))
+        ids = [f"r{i + 1}" for i in range(targets)]  # one requestId per target, as documented
         return httpx.Response(
-            202, json={"success": True, "requestIds": ["r1"]}, headers={"X-PublicAPI-Credits": "9"}
+            202, json={"success": True, "requestIds": ids}, headers={"X-PublicAPI-Credits": "9"}
         )
 
     async with _mock(handler) as client:
@@ -388,7 +391,7 @@ async def test_research_bodies_use_the_documented_field_names() -> None:
         "skipDeduplicationCheck": True,
     }
     assert bodies[1] == {"companies": [{"name": "Acme"}], "skipDeduplicationCheck": False}
-    assert accepted.request_ids == ["r1"]
+    assert accepted.request_ids == ["r1", "r2", "r3"]
     assert accepted.credits == 9
 
 
