@@ -54,8 +54,6 @@ LOOPBACK_ORIGINS: Final = (
     "http://[::1]:*",
 )
 
-_HOST_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
-_ORIGIN = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
 _SECRET_PARAM = re.compile(r"(?i)(token|key|secret|passw|auth|credential|bearer)")
 
 
@@ -100,13 +98,13 @@ def host_allowlist(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
         hosts.append(f"[{ip}]:*" if ip.version == 6 else f"{ip}:*")
     for raw in extra:
         value = raw.strip().lower()
-        match = _HOST_NAME.match(value)
-        if match is None:
+        parsed = parse_host(value, pattern=True)
+        if parsed is None:
             raise ValueError(
                 f"--allow-host {raw!r} is not a host name: give a name such as "
                 "mcp.example.com (optionally with :PORT), without scheme or path."
             )
-        if match.group(2):
+        if parsed[1] is not None:
             hosts.append(value)
         else:
             hosts.extend([value, f"{value}:*"])
@@ -121,7 +119,7 @@ def origin_allowlist(extra: Iterable[str] = ()) -> list[str]:
     origins = list(LOOPBACK_ORIGINS)
     for raw in extra:
         value = raw.strip().rstrip("/").lower()
-        if _ORIGIN.match(value) is None:
+        if parse_origin(value, pattern=True) is None:
             raise ValueError(
                 f"--allow-origin {raw!r} is not an origin: give scheme://host[:port], "
                 "e.g. https://app.example.com."
@@ -130,13 +128,79 @@ def origin_allowlist(extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys(origins))
 
 
-def _matches(value: str, allowed: Sequence[str]) -> bool:
-    """The SDK's rule: an exact match, or `base:*` matching `base:<anything>`."""
-    value = value.lower()
-    for pattern in allowed:
-        if value == pattern:
+_HOST_PART = r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)"
+_HOST_VALUE = re.compile(_HOST_PART + r"(?::([0-9]{1,5}|\*))?")
+_ORIGIN_VALUE = re.compile(r"(https?)://" + _HOST_PART + r"(?::([0-9]{1,5}|\*))?/?")
+_MAX_PORT = 65535
+
+Authority = tuple[str, str | None]
+"""`(host, port)`: the host lower-cased (an IPv6 literal in brackets, compressed) and the port
+as digits, `"*"` (patterns only) or None when absent."""
+
+
+def _authority(host: str, port: str | None, *, pattern: bool) -> Authority | None:
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    if port == "*":
+        return (host, port) if pattern else None
+    if port is not None and int(port) > _MAX_PORT:
+        return None
+    return host, port
+
+
+def parse_host(value: str, *, pattern: bool = False) -> Authority | None:
+    """A Host header (or allowlist entry) parsed exactly: `name`, `name:PORT`, `[v6]` or
+    `[v6]:PORT`, the port all digits up to 65535 (`*` only in a pattern). None when it is
+    anything else: `localhost:1.evil.example` or `127.0.0.1:@evil.example` never parse."""
+    match = _HOST_VALUE.fullmatch(value.lower())
+    if match is None:
+        return None
+    return _authority(match.group(1), match.group(2), pattern=pattern)
+
+
+def parse_origin(value: str, *, pattern: bool = False) -> tuple[str, Authority] | None:
+    """An Origin header (or allowlist entry) parsed exactly: `http(s)://host[:PORT]`, no user
+    information, path, query or fragment (one trailing `/` tolerated). None otherwise."""
+    match = _ORIGIN_VALUE.fullmatch(value.lower())
+    if match is None:
+        return None
+    authority = _authority(match.group(2), match.group(3), pattern=pattern)
+    return None if authority is None else (match.group(1), authority)
+
+
+def _port_matches(port: str | None, allowed: str | None) -> bool:
+    return port == allowed or (allowed == "*" and port is not None)
+
+
+def host_allowed(value: str, allowed: Sequence[str]) -> bool:
+    """Host header `value` is exactly one of `allowed` (`name:*` = that name with any port)."""
+    got = parse_host(value)
+    if got is None:
+        return False
+    for entry in allowed:
+        want = parse_host(entry, pattern=True)
+        if want is not None and want[0] == got[0] and _port_matches(got[1], want[1]):
             return True
-        if pattern.endswith(":*") and value.startswith(pattern[:-1]):
+    return False
+
+
+def origin_allowed(value: str, allowed: Sequence[str]) -> bool:
+    """Origin header `value` is exactly one of `allowed` (scheme and host equal, port as in
+    `host_allowed`)."""
+    got = parse_origin(value)
+    if got is None:
+        return False
+    for entry in allowed:
+        want = parse_origin(entry, pattern=True)
+        if (
+            want is not None
+            and want[0] == got[0]
+            and want[1][0] == got[1][0]
+            and _port_matches(got[1][1], want[1][1])
+        ):
             return True
     return False
 
@@ -217,7 +281,7 @@ class GuardedApp:
                 return JSONResponse({"status": "shutting_down"}, status_code=503)
             return JSONResponse({"status": "ok"})
         host = _header(scope, b"host")
-        if host is None or not _matches(host, self.allowed_hosts):
+        if host is None or not host_allowed(host, self.allowed_hosts):
             return _problem(
                 421,
                 "invalid_host",
@@ -225,7 +289,7 @@ class GuardedApp:
                 "If it is this server's name, restart with --allow-host NAME.",
             )
         origin = _header(scope, b"origin")
-        if origin is not None and not _matches(origin.rstrip("/"), self.allowed_origins):
+        if origin is not None and not origin_allowed(origin, self.allowed_origins):
             return _problem(
                 403,
                 "invalid_origin",
