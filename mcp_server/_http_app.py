@@ -13,8 +13,13 @@ checks, in this order (cheap and unauthenticated first):
    time on SHA-256 digests, so neither the content nor the length leaks through timing.
 5. During shutdown, new requests get 503; open standalone GET streams are ended cleanly.
 
-The SDK enforces the same Host/Origin lists again (defence in depth) and the request body limit
-(413 before parsing). Nothing here logs or echoes a header value.
+6. `POST /mcp` bodies: at most `MAX_REQUEST_BODY_BYTES` (413), then `_jsonrpc_guard` checks the
+   JSON-RPC message before the SDK parses it: a malformed one gets a 400 with a JSON-RPC error
+   body (a bad tool argument: the tool's `invalid_input` result), never the SDK's silence.
+
+The SDK enforces the same Host/Origin lists again (defence in depth; its own rule is a prefix
+match, which is why ours parses first) and the body limit. Nothing here logs or echoes a
+header value.
 
 The SDK is imported only when the app is built, so a refused start is instant.
 """
@@ -34,13 +39,16 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server._message_limits import MAX_MESSAGE_BYTES
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
 
-MAX_REQUEST_BODY_BYTES: Final = 1024 * 1024
+MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES
 """1 MiB, a quarter of the SDK default: the largest legitimate call (100 research targets) is
 tens of kilobytes."""
 
@@ -221,6 +229,10 @@ def _problem(status: int, error: str, message: str, **headers: str) -> JSONRespo
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
+def _refuse(status: int, refusal: Refusal) -> JSONResponse:
+    return JSONResponse(refusal.response(), status_code=status)
+
+
 class GuardedApp:
     """jobrelay's HTTP guards in front of the SDK's Streamable HTTP app (see module docstring)."""
 
@@ -231,8 +243,10 @@ class GuardedApp:
         token: SecretStr | None,
         allowed_hosts: Sequence[str],
         allowed_origins: Sequence[str],
+        max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     ) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)
         self.allowed_origins = tuple(allowed_origins)
@@ -269,8 +283,50 @@ class GuardedApp:
             return
         if scope["method"] == "GET" and scope["path"] == MCP_PATH:
             await self._stream(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] == MCP_PATH:
+            await self._checked_post(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _checked_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body (up to the limit), check it with `_jsonrpc_guard` and answer a bad
+        message here; a good one goes to the SDK as it came."""
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(413, Refusal(f"the message is larger than {self.max_body_bytes} bytes"))(
+                scope, receive, send
+            )
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_body_bytes:
+                await _refuse(
+                    413, Refusal(f"the message is larger than {self.max_body_bytes} bytes")
+                )(scope, receive, send)
+                return
+        verdict = check_message(bytes(body))
+        if isinstance(verdict, Refusal):
+            verdict.log("http")
+            # A bad tool argument is the tool's own invalid_input result (200); anything else
+            # is a 400 with the JSON-RPC error as its body (Streamable HTTP allows both).
+            await _refuse(200 if verdict.tool else 400, verdict)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def _check(self, scope: Scope) -> JSONResponse | None:
         path: str = scope["path"]
@@ -391,5 +447,9 @@ def create_http_app(
         transport_security=security,
     )
     return GuardedApp(
-        sdk_app, token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+        sdk_app,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+        max_body_bytes=max_body_bytes,
     )

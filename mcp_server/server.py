@@ -28,6 +28,8 @@ from pydantic import SecretStr, ValidationError
 
 from mcp_server import __version__
 from mcp_server._clock import Clock, SystemClock
+from mcp_server._jsonrpc_guard import argument_depth
+from mcp_server._message_limits import MAX_ARGUMENT_DEPTH
 from mcp_server._schema import compact, inline_defs, shallow_output
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.jobs import Caller, Clients, InputProblem, JobService
@@ -386,6 +388,21 @@ class JobRelayServer(MCPServer[Runtime]):
             return invalid_arguments_result(
                 name,
                 [{"loc": (k,), "type": "extra_forbidden", "msg": "unknown"} for k in extra],
+                schema,
+            )
+        depth = argument_depth(arguments or {})
+        if depth > MAX_ARGUMENT_DEPTH:
+            # Over stdio and HTTP the message guard answers this before the SDK parses it;
+            # this covers in-process clients, so no tool ever walks such a structure.
+            return invalid_arguments_result(
+                name,
+                [
+                    {
+                        "loc": (),
+                        "type": "too_deep",
+                        "msg": f"Nested deeper than {MAX_ARGUMENT_DEPTH} levels",
+                    }
+                ],
                 schema,
             )
         try:
