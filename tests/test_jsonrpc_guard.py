@@ -63,7 +63,7 @@ def research_call(request_id: int, depth: int) -> str:
         "method": "tools/call",
         "params": {
             "name": "start_research",
-            "arguments": {"kind": "contact", "contacts": [deep_contact(0)]},
+            "arguments": {"kind": "contacts", "contacts": [deep_contact(0)]},
         },
     }
     return json.dumps(call).replace('"extra": 1', '"extra": ' + nested_text(depth))
@@ -251,7 +251,7 @@ async def test_deep_contact_gets_invalid_input_through_the_sdk_client_over_stdio
         async with Client(params) as client:
             with anyio.fail_after(1):
                 result = await client.call_tool(
-                    "start_research", {"kind": "contact", "contacts": [deep_contact(250)]}
+                    "start_research", {"kind": "contacts", "contacts": [deep_contact(250)]}
                 )
             assert result.is_error
             assert result.structured_content is not None
@@ -301,7 +301,7 @@ async def test_deep_contact_gets_invalid_input_through_the_sdk_client_over_http(
         async with Client(served, mode=mode) as client:  # type: ignore[arg-type]
             with anyio.fail_after(1):
                 result = await client.call_tool(
-                    "start_research", {"kind": "contact", "contacts": [deep_contact(250)]}
+                    "start_research", {"kind": "contacts", "contacts": [deep_contact(250)]}
                 )
             assert result.is_error
             assert result.structured_content is not None
