@@ -7,8 +7,11 @@ Why: what mcp 2.3.0 does by itself with a malformed message (verified on `jobrel
   more than ~200 levels of nesting, integers Python will not parse) is handed to the session
   as an exception and **never answered**, whether or not it had an id: the client waits for
   its own timeout. Integers of any length are accepted as ids.
-- Streamable HTTP: the same parse; such bodies get a 400 whose error has no id, or a 4xx
-  without a JSON-RPC body, depending on the era.
+- Streamable HTTP: every such body does get a 400 with a JSON-RPC error, but mostly with
+  `"id": null` and the parser's own wording ("Parse error: recursion limit exceeded",
+  "4 validation errors for union[JSONRPCRequest, ...]"); tool arguments nested 250 deep are a
+  parse error instead of the tool's `invalid_input`, and on 2026-07-28 the envelope problems
+  are reported as a missing `params._meta` (checked 2025-06-18 and 2026-07-28 eras).
 - jobrelay's own stdio bookkeeping used Python's `json`, which raises RecursionError (not
   ValueError) at ~1,000 levels: that killed the stdin reader thread, and the session went
   silent for good (issue 14.2).
