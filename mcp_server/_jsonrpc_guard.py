@@ -114,6 +114,9 @@ def _scan(text: str) -> _Scan:  # noqa: PLR0915  # one state machine, kept whole
     depth_reported = False
     args_depth_reported = False
 
+    def here() -> Path:
+        return tuple(frame[1] for frame in stack)
+
     def problem(path: Path, what: str) -> None:
         if len(scan.problems) < 3:
             scan.problems.append((path, what))
@@ -134,9 +137,8 @@ def _scan(text: str) -> _Scan:  # noqa: PLR0915  # one state machine, kept whole
             if kind != "str":
                 scan.syntax_error = f"expected a member name at character {match.start()}"
                 return scan
-            path = tuple(frame[1] for frame in stack)
             if _has_surrogate(lexeme):
-                problem(path, "a member name holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+                problem(here(), "a member name holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
             try:
                 stack[-1][1] = json.loads(lexeme) if "\\" in lexeme else lexeme[1:-1]
             except ValueError:
@@ -170,33 +172,32 @@ def _scan(text: str) -> _Scan:  # noqa: PLR0915  # one state machine, kept whole
             stack.pop()
             expect = "after" if stack else "end"
             continue
-        path = tuple(frame[1] for frame in stack)
         if lexeme in ("{", "["):
-            stack.append([lexeme, None if lexeme == "{" else 0])
-            depth = len(stack)
+            depth = len(stack) + 1
             if depth > MAX_MESSAGE_DEPTH and not depth_reported:
                 depth_reported = True
-                problem(_outer(path, 1), f"is nested deeper than {MAX_MESSAGE_DEPTH} levels")
+                problem(_outer(here(), 1), f"is nested deeper than {MAX_MESSAGE_DEPTH} levels")
             if (
-                path[:2] == _ARGUMENTS
-                and depth - 2 > MAX_ARGUMENT_DEPTH
+                depth - 2 > MAX_ARGUMENT_DEPTH
                 and not args_depth_reported
+                and (stack[0][1], stack[1][1]) == _ARGUMENTS
             ):
                 args_depth_reported = True
-                problem(_outer(path, 3), f"is nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+                problem(_outer(here(), 3), f"is nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+            stack.append([lexeme, None if lexeme == "{" else 0])
             expect = "key_or_close" if lexeme == "{" else "value_or_close"
             continue
         if kind == "str":
             if _has_surrogate(lexeme):
-                problem(path, "holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+                problem(here(), "holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
         elif kind == "num":
             digits = len(match.group("int"))
             if digits > MAX_INTEGER_DIGITS:
-                problem(path, f"is a number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
+                problem(here(), f"is a number of {digits} digits (at most {MAX_INTEGER_DIGITS})")
         elif kind != "lit":
             scan.syntax_error = f"unexpected {lexeme!r} at character {match.start()}"
             return scan
-        if path in _CAPTURED:
+        if len(stack) <= 2 and (path := here()) in _CAPTURED:
             scan.scalars[path] = lexeme
         expect = "after" if stack else "end"
     if stack or expect != "end":

@@ -228,6 +228,17 @@ async def test_one_bad_line_never_ends_a_stdio_session(tmp_path: Path) -> None:
                 assert answer["error"]["code"] == code, case
             with anyio.fail_after(1):
                 assert (await raw.call(ping_id, "ping", {}))["result"] == {}, case
+        # a line over the size limit is skipped as it streams in, then refused
+        pad = b"x" * (MAX_MESSAGE_BYTES + 65536)
+        await process.stdin.send(b'{"jsonrpc":"2.0","id":77,"method":"ping","params":{"p":"')
+        await process.stdin.send(pad + b'"}}\n')
+        with anyio.fail_after(2):
+            answer = await raw.receive()
+        assert answer["id"] is None
+        assert answer["error"]["code"] == INVALID_REQUEST
+        assert str(MAX_MESSAGE_BYTES) in answer["error"]["message"]
+        with anyio.fail_after(1):
+            assert (await raw.call(1999, "ping", {}))["result"] == {}
         # a bad notification: no answer, the next request is answered first
         await process.stdin.send(b'{"jsonrpc":"2.0","method":"notifications/x","params":[1]}\n')
         with anyio.fail_after(1):
