@@ -117,3 +117,29 @@ def test_an_unreadable_sandbox_file_is_set_aside_and_the_sandbox_starts_empty(
     assert saved["version"] == 1
     assert saved["sections"]["agentseo"] == {"jobs": []}
     assert not (tmp_path / "jobs.db-sandbox.tmp").exists()  # replaced, not left behind
+
+
+async def test_the_file_keeps_the_newest_jobs_up_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from mcp_server.sandbox import agentseo
+    from mcp_server.sandbox.app import AGENTSEO_PREFIX, create_sandbox_app
+
+    monkeypatch.setattr(agentseo, "MAX_KEPT_JOBS", 2)
+    path = tmp_path / "jobs.db-sandbox"
+    state = SandboxState(clock=ScaledClock(SCALE), jobs_file=JobFile(path))
+    transport = httpx.ASGITransport(app=create_sandbox_app(state))
+    ids = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as http:
+        for n in range(3):
+            created = await http.post(
+                f"{AGENTSEO_PREFIX}/analyze/serp",
+                json={"keyword": f"kw {n}", "location": "United States"},
+                headers={"x-api-key": "k"},
+            )
+            assert created.status_code == 202, created.text
+            ids.append(created.json()["jobId"])
+    kept = [job["id"] for job in json.loads(path.read_text())["sections"]["agentseo"]["jobs"]]
+    assert kept == ids[1:]

@@ -7,10 +7,11 @@ the job; now the simulated API remembers it too, so a restarted server's sandbox
 for it exactly as before the restart, finishing it on schedule.
 
 The file is `<JOBRELAY_DB>-sandbox`, mode 0600, replaced atomically (temporary file, fsync,
-rename) each time a job is created. It holds what each app needs to rebuild its jobs (job
-parameters, times, outcomes; records are regenerated from the seed), never an API key: a job
-carries a fingerprint of the key that created it. A file that cannot be read is set aside
-with a warning and the sandbox starts empty; one that cannot be written is logged once.
+rename) each time a job is created, holding the newest `MAX_KEPT_JOBS` jobs of each API: what
+each app needs to rebuild its jobs (job parameters, times, outcomes; records are regenerated
+from the seed), never an API key: a job carries a fingerprint of the key that created it. A
+file that cannot be read is set aside with a warning and the sandbox starts empty; one that
+cannot be written is logged once.
 
 Values are encoded as JSON with an explicit allowlist of dataclasses (`encode`/`decode`), so
 reading the file never runs code.
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SANDBOX_FILE_SUFFIX: Final = "-sandbox"
 FILE_VERSION: Final = 1
+MAX_KEPT_JOBS: Final = 5000
+"""Newest jobs per API written to the file: it is rewritten on every new job, so it stays
+small (a few MB at most) however long the sandbox has been used."""
 
 Dump = Callable[[], Any]
 Load = Callable[[Any], None]

@@ -102,7 +102,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mcp_server.config import PLAN_BUDGETS, Plan
-from mcp_server.sandbox._persist import decode, encode, key_fingerprint
+from mcp_server.sandbox._persist import MAX_KEPT_JOBS, decode, encode, key_fingerprint
 from mcp_server.sandbox._seo_results import (
     KeywordMetricsParams,
     LocalAuditParams,
@@ -715,7 +715,9 @@ class _AgentSeo:
                     "project_id": job.project_id,
                     "workflow_id": job.workflow_id,
                 }
-                for job in self.store.jobs.values()
+                for job in sorted(self.store.jobs.values(), key=lambda j: j.created)[
+                    -MAX_KEPT_JOBS:
+                ]
             ]
         }
 

@@ -93,7 +93,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_server.sandbox import _records
-from mcp_server.sandbox._persist import decode, encode
+from mcp_server.sandbox._persist import MAX_KEPT_JOBS, decode, encode
 from mcp_server.sandbox._records import CompanySpec, ContactSpec
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
@@ -410,6 +410,14 @@ class _SeamlessSandbox:
     # persistence (`_persist`) ---------------------------------------------------------------
     def _dump(self) -> dict[str, Any]:
         org = self.org
+        every = [(kind, job) for kind, jobs in org.jobs.items() for job in jobs.values()]
+        kept = sorted(every, key=lambda kj: kj[1].ready_at)[-MAX_KEPT_JOBS:]
+        ids = {job.request_id for _kind, job in kept}
+
+        def original(job: _Job) -> str | None:
+            dup = job.duplicate_of
+            return dup.request_id if dup is not None and dup.request_id in ids else None
+
         return {
             "spent": org.spent,
             "jobs": [
@@ -421,14 +429,11 @@ class _SeamlessSandbox:
                     "outcome": job.outcome,
                     "message": job.message,
                     "ready_at": job.ready_at,
-                    "duplicate_of": None
-                    if job.duplicate_of is None
-                    else job.duplicate_of.request_id,
+                    "duplicate_of": original(job),
                 }
-                for kind, jobs in org.jobs.items()
-                for job in jobs.values()
+                for kind, job in kept
             ],
-            "dedupe": {key: job.request_id for key, job in org.dedupe.items()},
+            "dedupe": {k: j.request_id for k, j in org.dedupe.items() if j.request_id in ids},
         }
 
     def _load(self, data: Any) -> None:
