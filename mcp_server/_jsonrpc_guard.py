@@ -270,7 +270,19 @@ class Checked:
 
 
 def check_message(data: str | bytes) -> Checked | Refusal:
-    """Check one JSON-RPC message (a stdio line or an HTTP body) before the SDK parses it."""
+    """Check one JSON-RPC message (a stdio line or an HTTP body) before the SDK parses it.
+
+    Never raises: this runs on hostile input at the edge of a session, and a bug here must
+    cost one answer, not the session (the stdio reader thread would die with it).
+    """
+    try:
+        return _check_message(data)
+    except Exception:  # the per-message boundary; logged with its traceback
+        log.exception("jobrelay: checking an incoming message failed")
+        return Refusal("parse error: the message could not be checked", code=PARSE_ERROR)
+
+
+def _check_message(data: str | bytes) -> Checked | Refusal:
     if len(data) > MAX_MESSAGE_BYTES:
         return Refusal(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
     if isinstance(data, bytes):

@@ -330,3 +330,17 @@ async def test_deep_arguments_in_process_are_invalid_input(client: Client) -> No
     assert result.is_error
     assert result.structured_content is not None
     assert result.structured_content["error"]["code"] == "invalid_input"
+
+
+def test_a_bug_in_the_check_costs_one_answer_not_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mcp_server import _jsonrpc_guard
+
+    def broken(_text: str) -> Any:
+        raise RecursionError("a bug")
+
+    monkeypatch.setattr(_jsonrpc_guard, "_scan", broken)
+    verdict = check_message('{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    assert isinstance(verdict, Refusal)
+    assert verdict.response()["error"]["code"] == PARSE_ERROR
