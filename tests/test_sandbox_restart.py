@@ -67,19 +67,21 @@ async def test_a_restarted_servers_sandbox_still_knows_running_jobs(
 async def test_jobs_of_an_earlier_lifetime_finish_in_the_next(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings()
+    """The first lifetime runs at real speed (the 60 s jobs are surely still running when it
+    ends), the second at 200x (they finish within its waits)."""
+    settings = make_settings(JOBRELAY_MAX_WAIT_SECONDS="300")
     path = sandbox_path(settings.db_path)
 
-    def lifetime(clock: ScaledClock) -> Any:
+    def lifetime(clock: ScaledClock, scale: float) -> Any:
         state = SandboxState(
             clock=clock,
-            faults=Faults(time_scale=SCALE, job_seconds=6.0),
+            faults=Faults(time_scale=scale, job_seconds=60.0),
             jobs_file=JobFile(path),
         )
         return build_server(settings, clock=clock, sandbox_state=state)
 
-    first = ScaledClock(SCALE)
-    async with Client(lifetime(first)) as client:
+    first = ScaledClock(1.0)
+    async with Client(lifetime(first, 1.0)) as client:
         research_id, seo_id = await _start_both(client)
         status = structured(
             await client.call_tool("get_job_status", {"job_ids": [research_id, seo_id]})
@@ -87,12 +89,12 @@ async def test_jobs_of_an_earlier_lifetime_finish_in_the_next(
         assert {j["state"] for j in status["jobs"]} <= {"queued", "running"}
 
     # The next process: a fresh sandbox state, virtual time going on from where it was.
-    second = ScaledClock(SCALE, epoch=first.time())
-    async with Client(lifetime(second)) as client:
+    second = ScaledClock(200.0, epoch=first.time())
+    async with Client(lifetime(second, 200.0)) as client:
         for job_id in (research_id, seo_id):
             with anyio.fail_after(30):
                 done = structured(
-                    await client.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 60})
+                    await client.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 300})
                 )
             assert done["state"] == "succeeded", done
         with anyio.fail_after(10):
