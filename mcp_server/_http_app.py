@@ -13,8 +13,13 @@ checks, in this order (cheap and unauthenticated first):
    time on SHA-256 digests, so neither the content nor the length leaks through timing.
 5. During shutdown, new requests get 503; open standalone GET streams are ended cleanly.
 
-The SDK enforces the same Host/Origin lists again (defence in depth) and the request body limit
-(413 before parsing). Nothing here logs or echoes a header value.
+6. `POST /mcp` bodies: at most `MAX_REQUEST_BODY_BYTES` (413), then `_jsonrpc_guard` checks the
+   JSON-RPC message before the SDK parses it: a malformed one gets a 400 with a JSON-RPC error
+   body (a bad tool argument: the tool's `invalid_input` result), never the SDK's silence.
+
+The SDK enforces the same Host/Origin lists again (defence in depth; its own rule is a prefix
+match, which is why ours parses first) and the body limit. Nothing here logs or echoes a
+header value.
 
 The SDK is imported only when the app is built, so a refused start is instant.
 """
@@ -34,13 +39,16 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server._message_limits import MAX_MESSAGE_BYTES
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
 
-MAX_REQUEST_BODY_BYTES: Final = 1024 * 1024
+MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES
 """1 MiB, a quarter of the SDK default: the largest legitimate call (100 research targets) is
 tens of kilobytes."""
 
@@ -54,8 +62,6 @@ LOOPBACK_ORIGINS: Final = (
     "http://[::1]:*",
 )
 
-_HOST_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
-_ORIGIN = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}|\*))?$")
 _SECRET_PARAM = re.compile(r"(?i)(token|key|secret|passw|auth|credential|bearer)")
 
 
@@ -100,13 +106,13 @@ def host_allowlist(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
         hosts.append(f"[{ip}]:*" if ip.version == 6 else f"{ip}:*")
     for raw in extra:
         value = raw.strip().lower()
-        match = _HOST_NAME.match(value)
-        if match is None:
+        parsed = parse_host(value, pattern=True)
+        if parsed is None:
             raise ValueError(
                 f"--allow-host {raw!r} is not a host name: give a name such as "
                 "mcp.example.com (optionally with :PORT), without scheme or path."
             )
-        if match.group(2):
+        if parsed[1] is not None:
             hosts.append(value)
         else:
             hosts.extend([value, f"{value}:*"])
@@ -121,7 +127,7 @@ def origin_allowlist(extra: Iterable[str] = ()) -> list[str]:
     origins = list(LOOPBACK_ORIGINS)
     for raw in extra:
         value = raw.strip().rstrip("/").lower()
-        if _ORIGIN.match(value) is None:
+        if parse_origin(value, pattern=True) is None:
             raise ValueError(
                 f"--allow-origin {raw!r} is not an origin: give scheme://host[:port], "
                 "e.g. https://app.example.com."
@@ -130,13 +136,79 @@ def origin_allowlist(extra: Iterable[str] = ()) -> list[str]:
     return list(dict.fromkeys(origins))
 
 
-def _matches(value: str, allowed: Sequence[str]) -> bool:
-    """The SDK's rule: an exact match, or `base:*` matching `base:<anything>`."""
-    value = value.lower()
-    for pattern in allowed:
-        if value == pattern:
+_HOST_PART = r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)"
+_HOST_VALUE = re.compile(_HOST_PART + r"(?::([0-9]{1,5}|\*))?")
+_ORIGIN_VALUE = re.compile(r"(https?)://" + _HOST_PART + r"(?::([0-9]{1,5}|\*))?/?")
+_MAX_PORT = 65535
+
+Authority = tuple[str, str | None]
+"""`(host, port)`: the host lower-cased (an IPv6 literal in brackets, compressed) and the port
+as digits, `"*"` (patterns only) or None when absent."""
+
+
+def _authority(host: str, port: str | None, *, pattern: bool) -> Authority | None:
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    if port == "*":
+        return (host, port) if pattern else None
+    if port is not None and int(port) > _MAX_PORT:
+        return None
+    return host, port
+
+
+def parse_host(value: str, *, pattern: bool = False) -> Authority | None:
+    """A Host header (or allowlist entry) parsed exactly: `name`, `name:PORT`, `[v6]` or
+    `[v6]:PORT`, the port all digits up to 65535 (`*` only in a pattern). None when it is
+    anything else: `localhost:1.evil.example` or `127.0.0.1:@evil.example` never parse."""
+    match = _HOST_VALUE.fullmatch(value.lower())
+    if match is None:
+        return None
+    return _authority(match.group(1), match.group(2), pattern=pattern)
+
+
+def parse_origin(value: str, *, pattern: bool = False) -> tuple[str, Authority] | None:
+    """An Origin header (or allowlist entry) parsed exactly: `http(s)://host[:PORT]`, no user
+    information, path, query or fragment (one trailing `/` tolerated). None otherwise."""
+    match = _ORIGIN_VALUE.fullmatch(value.lower())
+    if match is None:
+        return None
+    authority = _authority(match.group(2), match.group(3), pattern=pattern)
+    return None if authority is None else (match.group(1), authority)
+
+
+def _port_matches(port: str | None, allowed: str | None) -> bool:
+    return port == allowed or (allowed == "*" and port is not None)
+
+
+def host_allowed(value: str, allowed: Sequence[str]) -> bool:
+    """Host header `value` is exactly one of `allowed` (`name:*` = that name with any port)."""
+    got = parse_host(value)
+    if got is None:
+        return False
+    for entry in allowed:
+        want = parse_host(entry, pattern=True)
+        if want is not None and want[0] == got[0] and _port_matches(got[1], want[1]):
             return True
-        if pattern.endswith(":*") and value.startswith(pattern[:-1]):
+    return False
+
+
+def origin_allowed(value: str, allowed: Sequence[str]) -> bool:
+    """Origin header `value` is exactly one of `allowed` (scheme and host equal, port as in
+    `host_allowed`)."""
+    got = parse_origin(value)
+    if got is None:
+        return False
+    for entry in allowed:
+        want = parse_origin(entry, pattern=True)
+        if (
+            want is not None
+            and want[0] == got[0]
+            and want[1][0] == got[1][0]
+            and _port_matches(got[1][1], want[1][1])
+        ):
             return True
     return False
 
@@ -157,6 +229,10 @@ def _problem(status: int, error: str, message: str, **headers: str) -> JSONRespo
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
+def _refuse(status: int, refusal: Refusal) -> JSONResponse:
+    return JSONResponse(refusal.response(), status_code=status)
+
+
 class GuardedApp:
     """jobrelay's HTTP guards in front of the SDK's Streamable HTTP app (see module docstring)."""
 
@@ -167,8 +243,10 @@ class GuardedApp:
         token: SecretStr | None,
         allowed_hosts: Sequence[str],
         allowed_origins: Sequence[str],
+        max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     ) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)
         self.allowed_origins = tuple(allowed_origins)
@@ -205,8 +283,50 @@ class GuardedApp:
             return
         if scope["method"] == "GET" and scope["path"] == MCP_PATH:
             await self._stream(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] == MCP_PATH:
+            await self._checked_post(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _checked_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body (up to the limit), check it with `_jsonrpc_guard` and answer a bad
+        message here; a good one goes to the SDK as it came."""
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(413, Refusal(f"the message is larger than {self.max_body_bytes} bytes"))(
+                scope, receive, send
+            )
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.max_body_bytes:
+                await _refuse(
+                    413, Refusal(f"the message is larger than {self.max_body_bytes} bytes")
+                )(scope, receive, send)
+                return
+        verdict = check_message(bytes(body))
+        if isinstance(verdict, Refusal):
+            verdict.log("http")
+            # A bad tool argument is the tool's own invalid_input result (200); anything else
+            # is a 400 with the JSON-RPC error as its body (Streamable HTTP allows both).
+            await _refuse(200 if verdict.tool else 400, verdict)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def _check(self, scope: Scope) -> JSONResponse | None:
         path: str = scope["path"]
@@ -217,7 +337,7 @@ class GuardedApp:
                 return JSONResponse({"status": "shutting_down"}, status_code=503)
             return JSONResponse({"status": "ok"})
         host = _header(scope, b"host")
-        if host is None or not _matches(host, self.allowed_hosts):
+        if host is None or not host_allowed(host, self.allowed_hosts):
             return _problem(
                 421,
                 "invalid_host",
@@ -225,7 +345,7 @@ class GuardedApp:
                 "If it is this server's name, restart with --allow-host NAME.",
             )
         origin = _header(scope, b"origin")
-        if origin is not None and not _matches(origin.rstrip("/"), self.allowed_origins):
+        if origin is not None and not origin_allowed(origin, self.allowed_origins):
             return _problem(
                 403,
                 "invalid_origin",
@@ -327,5 +447,9 @@ def create_http_app(
         transport_security=security,
     )
     return GuardedApp(
-        sdk_app, token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+        sdk_app,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+        max_body_bytes=max_body_bytes,
     )

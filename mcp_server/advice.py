@@ -31,6 +31,7 @@ from mcp_server.errors import (
     BudgetExceeded,
     DeadlineExceeded,
     JobRelayError,
+    LocalBusy,
     LocalRateLimited,
     MalformedResponse,
     NoResponse,
@@ -568,6 +569,23 @@ _ROWS: tuple[CatalogueRow, ...] = (
         do_not="Do not retry before then: jobrelay refuses again.",
         our_codes=(ErrorCode.LOCAL_RATE_LIMITED,),
         default_wait=10.0,
+    ),
+    _r(
+        key="local_busy",
+        provider=None,
+        when="jobrelay: own connection pool busy",
+        meaning="no connection of jobrelay's own pool came free in time; nothing sent",
+        code=ErrorCode.LOCAL_RATE_LIMITED,
+        retryable=True,
+        title="jobrelay busy",
+        what=(
+            "Every connection jobrelay keeps for {service} stayed busy with other calls, so "
+            "this one was not sent: {service} was never asked and did not fail."
+        ),
+        next_step="Retry {tool_ref}{after}.",
+        do_not="Do not report {service} as down: the limit is jobrelay's own.",
+        our_codes=(ErrorCode.LOCAL_RATE_LIMITED,),
+        default_wait=5.0,
     ),
     _r(
         key="upstream_degraded",
@@ -1614,7 +1632,7 @@ def _from_local(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]:
         bucket=bucket or _clean_token(local.bucket, ()),
         wait=_merge_wait(None, local.retry_after),
     )
-    return "local_rate_limited", facts
+    return ("local_busy" if isinstance(local, LocalBusy) else "local_rate_limited"), facts
 
 
 def _from_degraded(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]:

@@ -21,6 +21,7 @@ JobRelayError                     .code (ErrorCode), .provider, .retryable
 │       └── MalformedResponse     a body we could not parse or with the wrong shape
 │           └── AbsurdAnswer      a well-formed 2xx that cannot be true (e.g. 100,000 ids for 1)
 ├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
+│   └── LocalBusy                 no free connection in our own pool in time (never sent)
 ├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
 ├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
 ├── BudgetExceeded                JOBRELAY_CREDIT_BUDGET would be exceeded (never sent)
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidRequest",
     "JobRelayError",
     "LicenseMissing",
+    "LocalBusy",
     "LocalRateLimited",
     "MalformedResponse",
     "NoResponse",
@@ -258,6 +260,12 @@ class LocalRateLimited(JobRelayError):
         super().__init__(message, provider=provider)
         self.bucket = bucket
         self.retry_after = retry_after
+
+
+class LocalBusy(LocalRateLimited):
+    """No connection of our own pool came free in time (httpx `PoolTimeout`): nothing was sent
+    and the upstream was never asked, so it is not an upstream failure (never counted by the
+    retry budget, never `upstream_degraded`)."""
 
 
 class RetryBudgetExhausted(JobRelayError):

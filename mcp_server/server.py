@@ -29,11 +29,14 @@ from pydantic import SecretStr, ValidationError
 
 from mcp_server import __version__
 from mcp_server._clock import Clock, SystemClock
+from mcp_server._jsonrpc_guard import argument_depth
+from mcp_server._message_limits import MAX_ARGUMENT_DEPTH
 from mcp_server._schema import compact, inline_defs, shallow_output
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.jobs import Caller, Clients, InputProblem, JobService
 from mcp_server.ledger import SqliteLedger
 from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, Provider
+from mcp_server.sandbox._persist import JobFile, sandbox_path
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.schemas import Kind
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
@@ -228,16 +231,14 @@ class _QuietUvicorn(uvicorn.Server):
 
 
 @asynccontextmanager
-async def _embedded_sandbox(
-    tg: anyio.abc.TaskGroup, state: SandboxState | None
-) -> AsyncIterator[str]:
+async def _embedded_sandbox(tg: anyio.abc.TaskGroup, state: SandboxState) -> AsyncIterator[str]:
     """Serve the sandbox on an ephemeral loopback port for the server's lifetime.
 
     Port 0 lets the OS choose, so two servers never race for the same port.
     """
     from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
 
-    config = sandbox_uvicorn_config(create_sandbox_app(state or SandboxState()), port=0)
+    config = sandbox_uvicorn_config(create_sandbox_app(state), port=0)
     config.lifespan = "off"
     server = _QuietUvicorn(config)
     stopped = anyio.Event()
@@ -299,7 +300,12 @@ def build_server(
             if any(sandboxed.values()):
                 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX
 
-                root = await stack.enter_async_context(_embedded_sandbox(tg, sandbox_state))
+                # The embedded sandbox keeps its jobs beside the ledger, so a restarted
+                # server's sandbox still knows the jobs the ledger holds (issue 14.7).
+                state = sandbox_state or SandboxState(
+                    jobs_file=JobFile(sandbox_path(settings.db_path))
+                )
+                root = await stack.enter_async_context(_embedded_sandbox(tg, state))
                 if sandboxed["seamless"]:
                     base_urls["seamless"] = root + SEAMLESS_PREFIX
                 if sandboxed["agentseo"]:
@@ -411,6 +417,21 @@ class JobRelayServer(MCPServer[Runtime]):
             return invalid_arguments_result(
                 name,
                 [{"loc": (k,), "type": "extra_forbidden", "msg": "unknown"} for k in extra],
+                schema,
+            )
+        depth = argument_depth(arguments or {})
+        if depth > MAX_ARGUMENT_DEPTH:
+            # Over stdio and HTTP the message guard answers this before the SDK parses it;
+            # this covers in-process clients, so no tool ever walks such a structure.
+            return invalid_arguments_result(
+                name,
+                [
+                    {
+                        "loc": (),
+                        "type": "too_deep",
+                        "msg": f"Nested deeper than {MAX_ARGUMENT_DEPTH} levels",
+                    }
+                ],
                 schema,
             )
         try:

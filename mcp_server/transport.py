@@ -43,6 +43,9 @@ from mcp_server._http_app import (
     host_allowlist,
     origin_allowlist,
 )
+from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server._jsonrpc_guard import encode as encode_answer
+from mcp_server._message_limits import MAX_MESSAGE_BYTES
 from mcp_server.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.config import Settings, load_settings
 from mcp_server.models import PROVIDERS, Provider
@@ -143,6 +146,7 @@ class _StdioWire:
         self.stopping = anyio.Event()
         self.forced = False
         self._broken = False
+        self._write_lock = anyio.Lock()
 
     @classmethod
     @contextlib.contextmanager
@@ -169,20 +173,34 @@ class _StdioWire:
         return self._recv
 
     async def deliver(self, line: str) -> None:
-        """A line from the client (called from the reader thread); dropped once stopping."""
+        """A line from the client (called from the reader thread); dropped once stopping.
+
+        The line is checked before the SDK parses it (`_jsonrpc_guard`): a malformed one gets
+        its own answer here (or a log line) and never reaches the SDK, which would drop it
+        without an answer.
+        """
         if self.stopping.is_set():
             return
-        message = _json_object(line)
-        if message is not None:
-            method = message.get("method")
-            if isinstance(method, str) and message.get("id") is not None:
-                self._unanswered.add(_id_key(message["id"]))
-            elif method == "notifications/cancelled":
-                # A cancelled request is never answered (MCP_SDK_V2.md section 2).
-                params = message.get("params")
-                if isinstance(params, dict):
-                    self._answered(params.get("requestId"))
+        verdict = check_message(line)
+        if isinstance(verdict, Refusal):
+            await self.refuse(verdict)
+            return
+        message = verdict.message
+        method = message.get("method")
+        if isinstance(method, str) and message.get("id") is not None:
+            self._unanswered.add(_id_key(message["id"]))
+        elif method == "notifications/cancelled":
+            # A cancelled request is never answered (MCP_SDK_V2.md section 2).
+            params = message.get("params")
+            if isinstance(params, dict):
+                self._answered(params.get("requestId"))
         await self._send.send(line)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        """Answer (or log and drop) one message the SDK is never shown."""
+        refusal.log("stdio")
+        if refusal.answer and not self.stopping.is_set():
+            await self.write(encode_answer(refusal.response()) + "\n")
 
     def begin(self) -> None:
         """Stop taking requests: a signal arrived or the input ended."""
@@ -203,13 +221,14 @@ class _StdioWire:
 
     # ---- output ---------------------------------------------------------------------------
     async def write(self, text: str) -> None:
-        if not self._broken:
-            try:
-                await anyio.to_thread.run_sync(_write_all, self.out_fd, text.encode())
-            except OSError:
-                # The client closed its end: nobody is left to answer.
-                self._broken = True
-                self._unanswered.clear()
+        async with self._write_lock:  # the SDK's answers and the guard's: whole lines each
+            if not self._broken:
+                try:
+                    await anyio.to_thread.run_sync(_write_all, self.out_fd, text.encode())
+                except OSError:
+                    # The client closed its end: nobody is left to answer.
+                    self._broken = True
+                    self._unanswered.clear()
         message = _json_object(text)
         if message is not None and "method" not in message and "id" in message:
             self._answered(message["id"])
@@ -234,6 +253,8 @@ def _read_stdin(wire: _StdioWire, token: anyio.lowlevel.EventLoopToken) -> None:
     interpreter's exit on the buffer lock.
     """
     pending = b""
+    oversized = False  # inside a line longer than MAX_MESSAGE_BYTES: skipped, then refused
+    too_large = Refusal(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
     try:
         while True:
             try:
@@ -244,9 +265,16 @@ def _read_stdin(wire: _StdioWire, token: anyio.lowlevel.EventLoopToken) -> None:
                 break
             *lines, pending = (pending + chunk).split(b"\n")
             for raw in lines:
-                if raw.strip():
+                if oversized:
+                    oversized = False
+                    anyio.from_thread.run(wire.refuse, too_large, token=token)
+                elif raw.strip():
                     anyio.from_thread.run(wire.deliver, raw.decode("utf-8", "replace"), token=token)
-        if pending.strip():
+            if len(pending) > MAX_MESSAGE_BYTES:
+                oversized, pending = True, b""
+        if oversized:
+            anyio.from_thread.run(wire.refuse, too_large, token=token)
+        elif pending.strip():
             anyio.from_thread.run(wire.deliver, pending.decode("utf-8", "replace"), token=token)
         anyio.from_thread.run_sync(wire.begin, token=token)
     except Exception:  # noqa: BLE001  # top of a thread: the event loop has already finished

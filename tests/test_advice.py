@@ -34,6 +34,7 @@ from mcp_server.errors import (
     InvalidRequest,
     JobRelayError,
     LicenseMissing,
+    LocalBusy,
     LocalRateLimited,
     MalformedResponse,
     NotFoundError,
@@ -344,6 +345,19 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
             tool="start_research",
         ),
         "rate guard for Seamless POST /contacts/research has no free slot until 14:13:08Z",
+    ),
+    (
+        "local_busy",
+        _err(
+            LocalBusy(
+                "pool busy",
+                provider="agentseo",
+                bucket="GET /jobs/{id}",
+                retry_after=5.0,
+            ),
+            tool="get_job_status",
+        ),
+        "this one was not sent: AgentSEO was never asked and did not fail",
     ),
     (
         "upstream_degraded",

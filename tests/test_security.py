@@ -16,6 +16,9 @@ import httpx
 import httpx2
 import pytest
 from conftest import CONTRACT_TOOLS, TEST_EPOCH, call, http_serving
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -24,12 +27,17 @@ from starlette.types import Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
 from mcp_server._http_app import (
+    LOOPBACK_HOSTS,
+    LOOPBACK_ORIGINS,
     MAX_REQUEST_BODY_BYTES,
     GuardedApp,
     bind_refusal,
+    host_allowed,
     host_allowlist,
     is_loopback,
+    origin_allowed,
     origin_allowlist,
+    parse_host,
 )
 from mcp_server.config import load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
@@ -255,6 +263,16 @@ async def guarded(
         ("mcp.example.com.attacker.example", 421),
         ("attacker.example:8765", 421),
         ("10.0.0.5:8765", 421),
+        # Parsed, not prefix-matched: the port is a number and the host exact.
+        ("localhost:1.evil.example", 421),
+        ("127.0.0.1:@evil.example", 421),
+        ("127.0.0.1:8765@evil.example", 421),
+        ("[::1]:1.evil.example", 421),
+        ("[::1]evil.example", 421),
+        ("127.0.0.1:", 421),
+        ("127.0.0.1:99999", 421),
+        ("localhost:*", 421),
+        ("[0:0:0:0:0:0:0:1]:8765", 200),
     ],
 )
 async def test_configured_host_names_are_accepted_and_others_refused(
@@ -277,6 +295,12 @@ async def test_configured_host_names_are_accepted_and_others_refused(
         ("https://attacker.example", 403),
         ("http://localhost.attacker.example", 403),
         ("null", 403),
+        ("http://127.0.0.1:1@evil.example", 403),
+        ("http://localhost:1.evil.example", 403),
+        ("http://127.0.0.1:@evil.example", 403),
+        ("http://[::1]:1@evil.example", 403),
+        ("http://localhost:3000/path", 403),
+        ("http://[::1]:3000", 200),
     ],
 )
 async def test_configured_origins_are_accepted_and_others_refused(origin: str, status: int) -> None:
@@ -301,6 +325,41 @@ async def test_during_shutdown_new_requests_get_503_and_health_says_so() -> None
     assert refused.headers["retry-after"] == "5"
     assert (health.status_code, health.json()) == (503, {"status": "shutting_down"})
     assert unauthenticated.status_code == 401  # shutting down reveals nothing before auth
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+@hypothesis_settings(max_examples=400)
+@given(
+    name=st.sampled_from(LOOPBACK_NAMES),
+    tail=st.text(alphabet="0123456789:@.[]/#?*abcdefghijklmnopqrstuvwxyz-_ ", max_size=24),
+)
+def test_a_loopback_host_header_is_accepted_only_with_a_numeric_port(name: str, tail: str) -> None:
+    """Whatever follows a loopback name, the Host header is accepted exactly when that is
+    nothing or `:PORT` with PORT all digits up to 65535 (never a prefix match)."""
+    value = name + tail
+    expected = tail == "" or (
+        tail.startswith(":") and tail[1:].isdigit() and len(tail) <= 6 and int(tail[1:]) <= 65535
+    )
+    assert host_allowed(value, LOOPBACK_HOSTS) is expected
+    # An Origin is the same authority after http:// (one trailing slash tolerated).
+    origin_expected = expected or (tail.endswith("/") and host_allowed(value[:-1], LOOPBACK_HOSTS))
+    assert origin_allowed(f"http://{value}", LOOPBACK_ORIGINS) is origin_expected
+    assert origin_allowed(f"https://{value}", LOOPBACK_ORIGINS) is False
+
+
+@given(st.text(max_size=40))
+def test_an_accepted_host_header_parses_to_an_exact_name_and_a_numeric_port(value: str) -> None:
+    """Any Host header the loopback allowlist accepts is one of its names exactly, with no
+    port or a port that is a number in range."""
+    if not host_allowed(value, LOOPBACK_HOSTS):
+        return
+    parsed = parse_host(value)
+    assert parsed is not None
+    host, port = parsed
+    assert host in LOOPBACK_NAMES
+    assert port is None or (port.isdigit() and int(port) <= 65535)
 
 
 def test_the_guard_repr_never_shows_the_token() -> None:

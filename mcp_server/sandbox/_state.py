@@ -23,6 +23,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
+from mcp_server.sandbox._persist import JobFile
 
 SandboxProvider = Literal["seamless", "agentseo"]
 
@@ -116,6 +117,9 @@ class SandboxState:
     fault_rng: random.Random = field(init=False)
     generation: int = 0
     """Bumped by reset(); the API apps drop their per-instance data when it changes."""
+    jobs_file: JobFile | None = None
+    """Where the apps keep their jobs across restarts (the embedded sandbox: beside the
+    ledger); None keeps them in memory only."""
 
     def __post_init__(self) -> None:
         self.faults.validate()
@@ -156,6 +160,12 @@ class SandboxState:
         self.responses.clear()
         self.post_bodies.clear()
         self.generation += 1
+        self.jobs_changed()
+
+    def jobs_changed(self) -> None:
+        """An app created jobs: keep them (when a jobs file is set)."""
+        if self.jobs_file is not None:
+            self.jobs_file.save()
 
     def record_paid_post(self, provider: SandboxProvider, path: str, body: Any) -> None:
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)

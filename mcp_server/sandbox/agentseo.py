@@ -102,6 +102,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mcp_server.config import PLAN_BUDGETS, Plan
+from mcp_server.sandbox._persist import MAX_KEPT_JOBS, decode, encode, key_fingerprint
 from mcp_server.sandbox._seo_results import (
     KeywordMetricsParams,
     LocalAuditParams,
@@ -284,7 +285,8 @@ def _ceil(x: float) -> int:
 @dataclass
 class _Job:
     id: str
-    api_key: str
+    key_fp: str
+    """Fingerprint of the API key that created the job (the key itself is never kept)."""
     params: WorkflowParams
     created: float
     planned_end: float
@@ -693,6 +695,57 @@ class _AgentSeo:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self._store = _Store(state.generation)
+        if state.jobs_file is not None:
+            state.jobs_file.register("agentseo", self._dump, self._load)
+
+    # persistence (`_persist`) ---------------------------------------------------------------
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "jobs": [
+                {
+                    "id": job.id,
+                    "key_fp": job.key_fp,
+                    "params": encode(job.params),
+                    "created": job.created,
+                    "planned_end": job.planned_end,
+                    "steps": encode(job.steps),
+                    "base_path": job.base_path,
+                    "task_id": job.task_id,
+                    "seed": job.seed,
+                    "project_id": job.project_id,
+                    "workflow_id": job.workflow_id,
+                }
+                for job in sorted(self.store.jobs.values(), key=lambda j: j.created)[
+                    -MAX_KEPT_JOBS:
+                ]
+            ]
+        }
+
+    def _load(self, data: Any) -> None:
+        classes = (SerpParams, KeywordMetricsParams, LocalAuditParams, Location, _Step)
+        jobs: dict[str, _Job] = {}
+        for item in data["jobs"]:
+            params = decode(item["params"], classes)
+            steps = decode(item["steps"], classes)
+            if not isinstance(params, SerpParams | KeywordMetricsParams | LocalAuditParams):
+                raise TypeError("job parameters of an unknown workflow")
+            if not isinstance(steps, list) or not steps:
+                raise TypeError("a job without steps")
+            job = _Job(
+                id=str(item["id"]),
+                key_fp=str(item["key_fp"]),
+                params=params,
+                created=float(item["created"]),
+                planned_end=float(item["planned_end"]),
+                steps=steps,
+                base_path=str(item["base_path"]),
+                task_id=str(item["task_id"]),
+                seed=int(item["seed"]),
+                project_id=item.get("project_id"),
+                workflow_id=item.get("workflow_id"),
+            )
+            jobs[job.id] = job
+        self.store.jobs.update(jobs)
 
     # state ----------------------------------------------------------------------------------
     @property
@@ -824,7 +877,7 @@ class _AgentSeo:
         )
         job = _Job(
             id=job_id,
-            api_key=key,
+            key_fp=key_fingerprint(key),
             params=params,
             created=now,
             planned_end=now + span,
@@ -836,6 +889,7 @@ class _AgentSeo:
             workflow_id=request.headers.get("x-workflow-id") or None,
         )
         self.store.jobs[job_id] = job
+        self.state.jobs_changed()
         return job
 
     async def _workflow(
@@ -911,7 +965,7 @@ class _AgentSeo:
             return self._rate_limited(request_id, rate, "control")
         job_id = str(request.path_params["job_id"])
         job = self.store.jobs.get(job_id)
-        if job is None or job.api_key != key:
+        if job is None or job.key_fp != key_fingerprint(key):
             message = f"Job {job_id} was not found."
             return self._error(
                 404, "NOT_FOUND", message, request_id, rate=rate, details={"jobId": job_id}

@@ -93,6 +93,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_server.sandbox import _records
+from mcp_server.sandbox._persist import MAX_KEPT_JOBS, decode, encode
 from mcp_server.sandbox._records import CompanySpec, ContactSpec
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
@@ -403,6 +404,67 @@ def _org_of(state: SandboxState) -> _Org:
 class _SeamlessSandbox:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
+        if state.jobs_file is not None:
+            state.jobs_file.register("seamless", self._dump, self._load)
+
+    # persistence (`_persist`) ---------------------------------------------------------------
+    def _dump(self) -> dict[str, Any]:
+        org = self.org
+        every = [(kind, job) for kind, jobs in org.jobs.items() for job in jobs.values()]
+        kept = sorted(every, key=lambda kj: kj[1].ready_at)[-MAX_KEPT_JOBS:]
+        ids = {job.request_id for _kind, job in kept}
+
+        def original(job: _Job) -> str | None:
+            dup = job.duplicate_of
+            return dup.request_id if dup is not None and dup.request_id in ids else None
+
+        return {
+            "spent": org.spent,
+            "jobs": [
+                {
+                    "request_id": job.request_id,
+                    "kind": kind,
+                    "search_result_id": job.search_result_id,
+                    "spec": encode(job.spec),
+                    "outcome": job.outcome,
+                    "message": job.message,
+                    "ready_at": job.ready_at,
+                    "duplicate_of": original(job),
+                }
+                for kind, job in kept
+            ],
+            "dedupe": {k: j.request_id for k, j in org.dedupe.items() if j.request_id in ids},
+        }
+
+    def _load(self, data: Any) -> None:
+        org = self.org
+        by_id: dict[str, _Job] = {}
+        originals: list[tuple[_Job, str | None]] = []
+        for item in data["jobs"]:
+            kind = item["kind"]
+            spec = decode(item["spec"], (ContactSpec, CompanySpec))
+            if kind not in org.jobs or not (
+                spec is None or isinstance(spec, ContactSpec | CompanySpec)
+            ):
+                raise ValueError("a research job of an unknown kind")
+            job = _Job(
+                request_id=str(item["request_id"]),
+                kind=kind,
+                search_result_id=str(item["search_result_id"]),
+                spec=spec,
+                outcome=item["outcome"],
+                message=str(item["message"]),
+                ready_at=float(item["ready_at"]),
+            )
+            by_id[job.request_id] = job
+            originals.append((job, item.get("duplicate_of")))
+        for job, original in originals:
+            if original is not None:
+                job.duplicate_of = by_id[original]
+        for job in by_id.values():
+            org.jobs[job.kind][job.request_id] = job
+        org.dedupe.update({key: by_id[rid] for key, rid in data["dedupe"].items()})
+        org.spent = int(data["spent"])
 
     # shared plumbing -----------------------------------------------------------------------
     @property
@@ -702,6 +764,7 @@ class _SeamlessSandbox:
             if job.duplicate_of is None and job.outcome == "done":
                 for k in keys:
                     org.dedupe.setdefault(k, job)
+        self.state.jobs_changed()
         return 202, {"success": True, "requestIds": [job.request_id for job, _ in planned]}
 
     # poll ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from mcp_server.errors import (
     InvalidRequest,
     JobRelayError,
     LicenseMissing,
+    LocalBusy,
     LocalRateLimited,
     MalformedResponse,
     NotFoundError,
@@ -66,6 +67,8 @@ from mcp_server.upstream._ratelimit import BucketKey, Limiter, bucket_key
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_BODY_BYTES",
+    "POOL_BUSY_RETRY_SECONDS",
+    "REQUEST_POOL_LIMITS",
     "SSE_TIMEOUT",
     "USER_AGENT",
     "Call",
@@ -83,10 +86,15 @@ USER_AGENT: Final = f"jobrelay/{__version__}"
 DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
 #: SSE: the read timeout must exceed the ~15 s keep-alive interval (RETRY_POLICY C.2).
 SSE_TIMEOUT: Final = httpx.Timeout(10.0, read=60.0)
+#: Connections of one request client (one per provider and key). Event streams never use it:
+#: they have their own client and cap (`agentseo.MAX_CONCURRENT_STREAMS`).
+REQUEST_POOL_LIMITS: Final = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 #: Larger bodies are refused: the biggest documented page is well under 1 MiB.
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 #: After a call ran out of its deadline (the upstream stalled), when to look again, seconds.
 DEADLINE_RETRY_AFTER: Final = 30.0
+POOL_BUSY_RETRY_SECONDS: Final = 5.0
+"""When to try again after a local pool timeout (the pool timeout itself is 5 s)."""
 _EXCERPT_CHARS: Final = 200
 _MESSAGE_CHARS: Final = 300
 _MIN_SECRET: Final = 4
@@ -151,6 +159,7 @@ def build_client(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    limits: httpx.Limits = REQUEST_POOL_LIMITS,
 ) -> httpx.AsyncClient:
     """The only constructor of upstream `httpx.AsyncClient`s: auth, UA, timeouts, no redirects."""
     key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
@@ -161,6 +170,7 @@ def build_client(
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         timeout=timeout,
         transport=transport,
+        limits=limits,
         follow_redirects=False,
     )
 
@@ -413,6 +423,7 @@ class UpstreamHTTP:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_body_bytes: int = MAX_BODY_BYTES,
         default_wait: float = 45.0,
+        limits: httpx.Limits = REQUEST_POOL_LIMITS,
     ) -> None:
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.provider: Provider = provider
@@ -430,7 +441,7 @@ class UpstreamHTTP:
         self._max_body = max_body_bytes
         self._default_wait = default_wait
         self.client = build_client(
-            provider, self.base_url, key, transport=transport, timeout=timeout
+            provider, self.base_url, key, transport=transport, timeout=timeout, limits=limits
         )
 
     def __repr__(self) -> str:
@@ -469,6 +480,17 @@ class UpstreamHTTP:
 
     def _where(self, call: Call) -> str:
         return f"{_DISPLAY[self.provider]} {call.method} {call.template}"
+
+    def pool_busy(self, call: Call) -> LocalBusy:
+        """A local `PoolTimeout`: every connection of our own pool stayed busy. Nothing was
+        sent, so this is never an upstream failure (not counted by the retry budget)."""
+        return LocalBusy(
+            f"{self._where(call)}: every connection of jobrelay's own pool stayed busy; "
+            "the request was not sent",
+            provider=self.provider,
+            bucket=f"{call.method} {call.template}",
+            retry_after=POOL_BUSY_RETRY_SECONDS,
+        )
 
     def no_response(self, call: Call, exc: httpx.TransportError) -> RequestNotSent | ResponseLost:
         """The typed error for a transport failure (its text never includes headers)."""
@@ -692,6 +714,8 @@ class UpstreamHTTP:
         progress.sent = True
         try:
             response = await self.client.send(request, stream=True)
+        except httpx.PoolTimeout as exc:
+            raise self.pool_busy(call) from exc
         except httpx.TransportError as exc:
             raise self.no_response(call, exc) from exc
         try:

@@ -102,6 +102,11 @@ async def _connect(
                 )
             http.budget.record(None)
             yield source
+    except httpx.PoolTimeout as exc:
+        # Our own pool is full: local, not an upstream failure (the budget is not told).
+        raise StreamUnavailable(
+            "no free stream connection in jobrelay's own pool", last_event_id=last_event_id
+        ) from exc
     except httpx.TransportError as exc:
         error_nr = http.no_response(call, exc)
         http.budget.record(error_nr)

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from typing import Any, Final
 from urllib.parse import quote
 
+import anyio
 import httpx
 from pydantic import SecretStr
 
@@ -29,6 +30,7 @@ from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget, poll_interval
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
+    REQUEST_POOL_LIMITS,
     Call,
     InvalidArguments,
     ShapeError,
@@ -39,7 +41,13 @@ from mcp_server.upstream._models import JobEnvelope
 from mcp_server.upstream._ratelimit import BucketSnapshot, Limiter
 from mcp_server.upstream._sse import SSEMessage, StreamUnavailable, follow_sse
 
-__all__ = ["WORKFLOW_ENDPOINTS", "AgentSEOClient", "JobEnvelope"]
+__all__ = [
+    "BACKGROUND_POLLS_PER_SECOND",
+    "MAX_CONCURRENT_STREAMS",
+    "WORKFLOW_ENDPOINTS",
+    "AgentSEOClient",
+    "JobEnvelope",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +61,42 @@ WORKFLOW_ENDPOINTS: Final[Mapping[str, str]] = {
 _BATCH_WORKFLOWS: Final = frozenset({"local_audit_batch"})
 _JOB_TEMPLATE: Final = "/jobs/{id}"
 _EVENTS_TEMPLATE: Final = "/jobs/{id}/events"
+
+MAX_CONCURRENT_STREAMS: Final = 64
+"""Event streams open at once per API key, on their own connection pool of this size. Jobs
+followed beyond it are polled (paced by `BACKGROUND_POLLS_PER_SECOND`) and move to a stream
+when one frees up. Streams therefore never take a connection a request needs: with a shared
+pool of 100, a hundred followed jobs left `start_seo_job` and `get_job_status` waiting for a
+connection (issue 14.13)."""
+STREAM_POOL_LIMITS: Final = httpx.Limits(
+    max_connections=MAX_CONCURRENT_STREAMS, max_keepalive_connections=8
+)
+BACKGROUND_POLLS_PER_SECOND: Final = 2.0
+"""Status polls of followed jobs (beyond the stream cap, or without a stream), per API key, all
+jobs together: the control budget (600/min on Hobby) keeps most of its room for the agent's
+own calls however many jobs are followed."""
+
+
+class _Pacer:
+    """Turns at most `rate` per second for all callers together, first come, first served."""
+
+    def __init__(self, clock: Clock, rate: float) -> None:
+        self._clock = clock
+        self._spacing = 1.0 / rate
+        self._next = -math.inf
+        self._lock = anyio.Lock()
+
+    async def turn(self, deadline: float) -> bool:
+        """Wait for the next turn; False (no turn taken) when it would come after `deadline`."""
+        async with self._lock:
+            now = self._clock.monotonic()
+            at = max(now, self._next)
+            if at > deadline:
+                return False
+            if at > now:
+                await self._clock.sleep(at - now)
+            self._next = at + self._spacing
+            return True
 
 
 def _parse_envelope(body: Any) -> JobEnvelope:
@@ -130,8 +174,13 @@ class AgentSEOClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         default_wait: float = 45.0,
         rng: random.Random | None = None,
+        max_streams: int = MAX_CONCURRENT_STREAMS,
+        background_polls_per_second: float = BACKGROUND_POLLS_PER_SECOND,
     ) -> None:
-        def http(transport: httpx.AsyncBaseTransport | None) -> UpstreamHTTP:
+        def http(
+            transport: httpx.AsyncBaseTransport | None,
+            limits: httpx.Limits = REQUEST_POOL_LIMITS,
+        ) -> UpstreamHTTP:
             return UpstreamHTTP(
                 "agentseo",
                 base_url,
@@ -144,10 +193,15 @@ class AgentSEOClient:
                 transport=transport,
                 timeout=timeout,
                 default_wait=default_wait,
+                limits=limits,
             )
 
         self._http = http(transport)
-        self._stream_http = self._http if sse_transport is None else http(sse_transport)
+        # Streams on their own client and pool: they can never starve requests of connections.
+        stream_limits = httpx.Limits(max_connections=max_streams, max_keepalive_connections=8)
+        self._stream_http = http(sse_transport or transport, stream_limits)
+        self._stream_slots = anyio.CapacityLimiter(max_streams)
+        self._pacer = _Pacer(clock, background_polls_per_second)
         self._clock = clock
         self._policy = policy
         self._rng = rng
@@ -165,8 +219,7 @@ class AgentSEOClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        if self._stream_http is not self._http:
-            await self._stream_http.aclose()
+        await self._stream_http.aclose()
 
     async def rate_limits(self) -> list[BucketSnapshot]:
         """This key's AgentSEO buckets (`workload`, `control`) as the limiter sees them."""
@@ -269,6 +322,11 @@ class AgentSEOClient:
         )
         return (await self._http.send(call, _parse_envelope, deadline=deadline)).value
 
+    @property
+    def open_streams(self) -> int:
+        """Event streams held open now (at most `max_streams`)."""
+        return int(self._stream_slots.borrowed_tokens)
+
     async def follow(
         self,
         job_id: str,
@@ -279,9 +337,11 @@ class AgentSEOClient:
     ) -> AsyncGenerator[JobEnvelope, None]:
         """Each new state of the job until it is `completed`/`failed` or the deadline passes.
 
-        Streams `GET /jobs/{id}/events` (resuming after `last_event_id`); falls back to
-        polling when there is no stream or it dropped too often. Returns cleanly at the
-        deadline: the job is still running. Stop early with `contextlib.aclosing`.
+        Streams `GET /jobs/{id}/events` (resuming after `last_event_id`) when a stream slot is
+        free; otherwise polls, paced with every other followed job of this key, and takes a
+        stream as soon as one frees up. Falls back to polling for good when there is no
+        stream or it dropped too often. Returns cleanly at the deadline: the job is still
+        running. Stop early with `contextlib.aclosing`.
         """
         end = math.inf if deadline is None else deadline
         call = Call(
@@ -292,54 +352,63 @@ class AgentSEOClient:
             kind=RequestKind.STREAM,
         )
         last: JobEnvelope | None = None
-        try:
-            async with aclosing(
-                follow_sse(
-                    self._stream_http,
-                    call,
-                    deadline=end,
-                    last_event_id=last_event_id,
-                    rng=self._rng,
-                )
-            ) as messages:
-                async for message in messages:
-                    env = _event_envelope(message)
-                    if env is None:
-                        continue
-                    last = env
-                    yield env
-                    if env.terminal:
-                        return
-        except StreamUnavailable as exc:
-            _log.info("AgentSEO job %s: %s; polling instead", job_id, exc.reason)
-        else:
-            return  # the deadline passed
-        async with aclosing(self._poll(job_id, end, last)) as polled:
-            async for env in polled:
-                yield env
-
-    async def _poll(
-        self, job_id: str, deadline: float, last: JobEnvelope | None
-    ) -> AsyncGenerator[JobEnvelope, None]:
-        """Poll on the server's cadence (`retry_after_seconds`/ETA), else the policy's."""
-        seen = None if last is None else _state_key(last)
-        poll_url = None if last is None else last.poll_url
+        seen: tuple[object, ...] | None = None
+        streamable = True
         index = 0
         while True:
-            env = await self.get_job(job_id, deadline=deadline, poll_url=poll_url)
-            poll_url = env.poll_url
+            slot = object()
+            if streamable and self._take_stream_slot(slot):
+                try:
+                    async with aclosing(
+                        follow_sse(
+                            self._stream_http,
+                            call,
+                            deadline=end,
+                            last_event_id=last_event_id,
+                            rng=self._rng,
+                        )
+                    ) as messages:
+                        async for message in messages:
+                            env = _event_envelope(message)
+                            if env is None:
+                                continue
+                            last, seen = env, _state_key(env)
+                            last_event_id = message.id or last_event_id
+                            yield env
+                            if env.terminal:
+                                return
+                except StreamUnavailable as exc:
+                    _log.info("AgentSEO job %s: %s; polling instead", job_id, exc.reason)
+                    streamable = False
+                else:
+                    return  # the deadline passed
+                finally:
+                    self._stream_slots.release_on_behalf_of(slot)
+            # One paced poll: no stream slot free (or no stream at all).
+            if not await self._pacer.turn(end):
+                return
+            env = await self.get_job(
+                job_id, deadline=end, poll_url=None if last is None else last.poll_url
+            )
             if _state_key(env) != seen:
-                seen = _state_key(env)
+                last, seen = env, _state_key(env)
                 yield env
             if env.terminal:
                 return
             delay = poll_interval(
                 "agentseo", index, _poll_hint(env), self._rng, policy=self._policy
             )
-            if self._clock.monotonic() + delay > deadline:
+            if self._clock.monotonic() + delay > end:
                 return
             await self._clock.sleep(delay)
             index += 1
+
+    def _take_stream_slot(self, slot: object) -> bool:
+        try:
+            self._stream_slots.acquire_on_behalf_of_nowait(slot)
+        except anyio.WouldBlock:
+            return False
+        return True
 
 
 def _event_envelope(message: SSEMessage) -> JobEnvelope | None:

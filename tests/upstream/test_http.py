@@ -22,6 +22,7 @@ from mcp_server.errors import (
     CreditsExhausted,
     InvalidRequest,
     LicenseMissing,
+    LocalBusy,
     LocalRateLimited,
     MalformedResponse,
     NotFoundError,
@@ -32,10 +33,11 @@ from mcp_server.errors import (
     RetryBudgetExhausted,
     ServerError,
 )
-from mcp_server.models import PROVIDERS, Provider
+from mcp_server.models import PROVIDERS, ErrorCode, Provider
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
+    POOL_BUSY_RETRY_SECONDS,
     USER_AGENT,
     Call,
     ShapeError,
@@ -180,9 +182,35 @@ async def test_every_upstream_client_shares_one_ssl_context(
 
 
 @pytest.mark.anyio
+async def test_a_local_pool_timeout_is_local_busy_and_never_an_upstream_failure() -> None:
+    """Every connection of our own pool stayed busy: nothing was sent, the upstream was never
+    asked. Not retried here, not counted by the retry budget (so it can never open the
+    breaker into upstream_degraded), and reported as jobrelay's own local limit."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.PoolTimeout("")
+
+    clock = FakeClock()
+    budget = RetryBudget()
+    async with _http(handler, clock=clock, budget=budget) as http:
+        for _ in range(50):
+            with pytest.raises(LocalBusy) as info:
+                await http.send(_call(), _any)
+            assert info.value.code is ErrorCode.LOCAL_RATE_LIMITED
+            assert info.value.retry_after == POOL_BUSY_RETRY_SECONDS
+            assert "not sent" in info.value.message
+    assert calls == 50
+    assert clock.slept == []
+    assert budget.tokens == budget.max_tokens  # never booked as a failure
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ConnectError("connection refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("")],
+    [httpx.ConnectError("connection refused"), httpx.ConnectTimeout("slow")],
 )
 async def test_connect_failures_are_request_not_sent_and_retried_up_to_max_attempts(
     exc: httpx.TransportError,
