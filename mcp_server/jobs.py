@@ -59,6 +59,7 @@ from mcp_server.schemas import (
     ResultPage,
     StatusOutput,
 )
+from mcp_server.search_filters import FilterProblem, search_body
 from mcp_server.upstream._headers import format_clock, retry_at
 from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
@@ -267,9 +268,11 @@ def research_targets(
     labels: list[str] = [f"searchResultId {s}" for s in search_result_ids]
     for c in contacts:
         d = c.model_dump(exclude_none=True)
-        if not (c.linkedin_url or c.email or (c.name and (c.company or c.domain))):
+        urls = c.linkedin_url or c.sales_nav_url or c.recruiter_url
+        if not (urls or c.email or (c.name and (c.company or c.domain))):
             raise InputProblem(
-                "Each contact needs linkedin_url, email, or name plus company/domain "
+                "Each contact needs linkedin_url, sales_nav_url, recruiter_url, email, or "
+                "name plus company/domain "
                 f"to be identifiable; got {d or 'an empty object'}.",
                 field="contacts",
             )
@@ -502,10 +505,14 @@ class JobService:
         next_token: str | None,
     ) -> Any:
         """Returns the client's search page; the tool renders it."""
+        try:
+            body = search_body(kind, query, filters)
+        except FilterProblem as exc:
+            raise InputProblem(exc.message, field=exc.field, provider="seamless") from None
         client = self.clients.seamless(caller)
         return await client.search(
             kind,
-            _seamless_filters(kind, query, filters),
+            body,
             limit=limit,
             next_token=next_token,
             deadline=self._call_deadline(),
@@ -524,9 +531,17 @@ class JobService:
         allow_rerun: bool,
         wait_seconds: float,
         progress: ProgressFn | None,
+        job_change: bool = False,
+        skip_dedup_check: bool = False,
     ) -> Outcome:
         deadline = self._deadline(wait_seconds)  # the whole call, submit included
         descriptors, labels = research_targets(kind, search_result_ids, contacts, companies)
+        if job_change and not contacts:
+            raise InputProblem(
+                "job_change applies to contacts=[...] descriptors (Seamless isJobChange); "
+                "leave it out for search_result_ids and companies.",
+                field="job_change",
+            )
         requested = len(labels)
 
         tenant = caller.tenant("seamless")
@@ -586,11 +601,13 @@ class JobService:
                 search_result_ids=search_result_ids,
                 contacts=contacts,
                 companies=companies,
-                allow_rerun=allow_rerun,
+                skip_dedup=skip_dedup_check,
+                job_change=job_change,
             )
         if isinstance(submitted, Outcome):
             return submitted
-        record, credits = submitted
+        record, credits, part_warnings = submitted
+        warnings.extend(part_warnings)
         warnings.extend(self._low_credit_warning(credits))
         return await self._after_submit(
             caller,
@@ -613,13 +630,27 @@ class JobService:
         search_result_ids: Sequence[str],
         contacts: Sequence[ContactTarget],
         companies: Sequence[CompanyTarget],
-        allow_rerun: bool,
-    ) -> Outcome | tuple[JobRecord, int | None]:
+        skip_dedup: bool,
+        job_change: bool,
+    ) -> Outcome | tuple[JobRecord, int | None, list[str]]:
         """Intent, POST, completion: the ledger row ends with the requestIds, `unknown`
-        (ambiguous failure) or `failed` (provably rejected); an Outcome is a tool failure."""
+        (ambiguous failure) or `failed` (provably rejected); an Outcome is a tool failure.
+
+        Seamless takes `searchResultIds` or `contacts` in one contact-research POST, never
+        both (UPSTREAMS.md 1). Given both, the ids go first under the job's own row and the
+        descriptors in a second POST with an intent row of its own (`params.part_of` names
+        the job): both rows are written before the first POST, so a restart between the two
+        finds the second `submitting` (outcome unknown, never re-sent). Once accepted, its
+        requestIds join the job's and the part row is closed as merged.
+        """
         tool = "start_research"
         tenant = caller.tenant("seamless")
         labels: list[str] = params["labels"]
+        ids = list(search_result_ids)
+        split = kind == "contacts" and bool(ids) and bool(contacts)
+        first_n = len(ids) if split else requested
+        sandbox = caller.sandbox["seamless"]
+        part: JobRecord | None = None
         try:
             # Budget check and intent row in one transaction: concurrent starts can't overshoot.
             record = await self.ledger.record_intent(
@@ -628,46 +659,111 @@ class JobService:
                     provider="seamless",
                     operation=f"research_{kind}",
                     tenant=tenant,
-                    sandbox=caller.sandbox["seamless"],
+                    sandbox=sandbox,
                     params=params,
                     targets=keys,
-                    credits_requested=requested,
+                    credits_requested=first_n,
                 ),
                 budget=self.settings.credit_budget,
             )
         except BudgetExceeded as exc:
             return self.failure(exc, tool=tool)
+        if split:
+            try:
+                part = await self.ledger.record_intent(
+                    JobRecord.new(
+                        job_id=new_job_id("seamless"),
+                        provider="seamless",
+                        operation=f"research_{kind}",
+                        tenant=tenant,
+                        sandbox=sandbox,
+                        params={
+                            "kind": kind,
+                            "part_of": record.job_id,
+                            "targets": params["targets"],
+                            "labels": labels[len(ids) :],
+                        },
+                        credits_requested=requested - first_n,
+                    ),
+                    budget=self.settings.credit_budget,
+                )
+            except BudgetExceeded as exc:
+                await self.ledger.fail_submit(
+                    record.job_id, error=self._error_dict(exc, tool), processed="no"
+                )
+                return self.failure(exc, tool=tool)
         try:
             accepted = await client.research(
                 kind,
-                search_result_ids=list(search_result_ids),
-                contacts=[_seamless_contact(c) for c in contacts],
+                search_result_ids=ids,
+                contacts=[] if split else [_seamless_contact(c) for c in contacts],
                 companies=[_seamless_company(c) for c in companies],
-                skip_dedup=allow_rerun,
+                is_job_change=job_change and not split and bool(contacts),
+                skip_dedup=skip_dedup,
                 deadline=self._call_deadline(),
             )
         except JobRelayError as exc:
+            if part is not None:  # never sent: the first part failed
+                await self.ledger.fail_submit(
+                    part.job_id, error=self._error_dict(exc, tool), processed="no"
+                )
             return await self._submit_failed(record.job_id, exc, tool=tool)
 
         request_ids = list(accepted.request_ids)
         credits = accepted.credits
-        items = [
-            {
-                "request_id": rid,
-                "target": labels[i] if i < len(labels) else None,
-                "raw_status": "researching",
-            }
-            for i, rid in enumerate(request_ids)
-        ]
+        items = _items(request_ids, labels)
+        snapshot: dict[str, Any] = {"kind": kind, "items": items}
         await self.ledger.complete_submit(
             record.job_id,
             upstream_ids=request_ids,
             state=JobState.RUNNING,
             raw_status="researching",
-            snapshot={"kind": kind, "items": items},
+            snapshot=snapshot,
             credits_seen=credits,
         )
-        return record, credits
+        warnings: list[str] = []
+        if part is not None:
+            try:
+                more = await client.research(
+                    kind,
+                    contacts=[_seamless_contact(c) for c in contacts],
+                    is_job_change=job_change,
+                    skip_dedup=skip_dedup,
+                    deadline=self._call_deadline(),
+                )
+            except JobRelayError as exc:
+                await self._submit_failed(part.job_id, exc, tool=tool)
+                adv = advice_mod.advise_error(exc, now=self._now(), tool=tool)
+                unknown = isinstance(exc, OutcomeUnknown)
+                fate = (
+                    f"may or may not have been accepted (ledger row {part.job_id}); check "
+                    "list_jobs before sending them again"
+                    if unknown
+                    else "were not researched"
+                )
+                warnings.append(
+                    f"The {len(contacts)} contact descriptor(s), sent in a second request, "
+                    f"{fate}: {adv.what_happened}"
+                )
+            else:
+                credits = more.credits if more.credits is not None else credits
+                all_ids = request_ids + list(more.request_ids)
+                snapshot["items"] = _items(all_ids, labels)
+                await self.ledger.complete_submit(
+                    record.job_id,
+                    upstream_ids=all_ids,
+                    state=JobState.RUNNING,
+                    raw_status="researching",
+                    snapshot=snapshot,
+                    credits_seen=credits,
+                )
+                await self.ledger.update(
+                    part.job_id,
+                    state=JobState.SUCCEEDED,
+                    raw_status=f"merged into {record.job_id}",
+                    snapshot={"merged_into": record.job_id, "request_ids": list(more.request_ids)},
+                )
+        return record, credits, warnings
 
     async def _submit_failed(self, job_id: str, exc: JobRelayError, *, tool: str) -> Outcome:
         """Close the intent row of a submit that failed. An ambiguous failure may have been
@@ -1236,6 +1332,8 @@ class JobService:
                     limit=limit,
                 )
             )
+        # A second contact-research POST merged into its job is that job, not another one.
+        rows = [r for r in rows if not (r.params.get("part_of") and r.state.terminal)]
         rows.sort(key=lambda r: r.created_at, reverse=True)
         rows = rows[:limit]
         summaries = [
@@ -1427,7 +1525,7 @@ def _nonneg(value: object) -> float | None:
 def _contact_label(c: ContactTarget) -> str:
     if c.name and (c.company or c.domain):
         return f"{c.name} @ {c.company or c.domain}"
-    return c.linkedin_url or c.email or c.name or "contact"
+    return c.linkedin_url or c.sales_nav_url or c.recruiter_url or c.email or c.name or "contact"
 
 
 def _seamless_contact(c: ContactTarget) -> dict[str, Any]:
@@ -1438,34 +1536,27 @@ def _seamless_contact(c: ContactTarget) -> dict[str, Any]:
         "title": c.title,
         "email": c.email,
         "liProfileUrl": c.linkedin_url,
+        "liSalesNavUrl": c.sales_nav_url,
+        "liRecruiterUrl": c.recruiter_url,
     }
     return {k: v for k, v in out.items() if v}
 
 
 def _seamless_company(c: CompanyTarget) -> dict[str, Any]:
-    out = {"name": c.name, "domain": c.domain}
+    out = {"companyName": c.name, "domain": c.domain}
     return {k: v for k, v in out.items() if v}
 
 
-def _seamless_filters(kind: Kind, query: str | None, filters: Mapping[str, Any]) -> dict[str, Any]:
-    """Our filter names to Seamless search body fields (UPSTREAMS.md section 1)."""
-    body: dict[str, Any] = {}
-    f = {k: v for k, v in filters.items() if v}
-    if query:
-        body["keyword"] = query
-    mapping = {
-        "title": ("jobTitle", True),
-        "seniority": ("seniority", True),
-        "department": ("department", True),
-        "industry": ("industry", True),
-        "location": ("contactCountry" if kind == "contacts" else "companyCountry", True),
-        "company_name": ("companyName", True),
-        "company_domain": ("companyDomain", True),
-    }
-    for ours, (theirs, as_list) in mapping.items():
-        if ours in f:
-            body[theirs] = [f[ours]] if as_list else f[ours]
-    return body
+def _items(request_ids: Sequence[str], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-target rows of a fresh research job: request ids in target order."""
+    return [
+        {
+            "request_id": rid,
+            "target": labels[i] if i < len(labels) else None,
+            "raw_status": "researching",
+        }
+        for i, rid in enumerate(request_ids)
+    ]
 
 
 def _research_kind(rec: JobRecord) -> Kind:

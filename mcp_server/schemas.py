@@ -7,9 +7,9 @@ short, because every tool's schema is sent to the model on each `tools/list`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mcp_server.models import Advice, ErrorInfo, JobState, Progress, Provider
 
@@ -28,18 +28,34 @@ class _Strict(BaseModel):
 # ---- inputs ---------------------------------------------------------------------------------
 
 
+Terms = Annotated[str | list[str], WithJsonSchema({"type": ["string", "array"]})]
+"""One value or a list of them (strings); advertised tersely, validated in full."""
+
+
 class SearchFilters(_Strict):
-    company_name: str | None = None
-    company_domain: str | None = None
-    title: str | None = Field(None, description="Job title, e.g. 'VP Sales'.")
-    seniority: str | None = Field(None, description="e.g. 'C-Level', 'VP', 'Director'.")
-    department: str | None = None
-    industry: str | None = None
-    location: str | None = Field(None, description="Country, state or city.")
+    """Seamless's own values, e.g. company_size '51 - 200'; person filters: contacts only."""
+
+    company_name: Terms | None = None
+    company_domain: Terms | None = None
+    full_name: Terms | None = None
+    title: Terms | None = Field(None, description="Job title, e.g. 'VP Sales'.")
+    seniority: Terms | None = Field(None, description="e.g. 'C-Level', 'VP', 'Director'.")
+    department: Terms | None = None
+    industry: Terms | None = None
+    company_size: Terms | None = None
+    company_revenue: Terms | None = None
+    technologies: Terms | None = None
+    location: str | None = Field(None, description="Country, state or zip (no city).")
+    country: Terms | None = None
+    state: Terms | None = None
+    zip: Terms | None = None
+    location_type: Literal["bothOR", "bothAND", "company", "contact"] | None = None
+    job_change: Literal["New Hire", "New Promotion", "New Hire or New Promotion"] | None = None
+    job_change_days: Literal[60, 90, 180, 365] | None = None
 
 
 class ContactTarget(_Strict):
-    """Needs linkedin_url, email, or name plus company or domain."""
+    """Needs a LinkedIn/Sales Nav/Recruiter URL, email, or name plus company or domain."""
 
     name: str | None = None
     company: str | None = None
@@ -47,6 +63,8 @@ class ContactTarget(_Strict):
     title: str | None = None
     email: str | None = None
     linkedin_url: str | None = None
+    sales_nav_url: str | None = None
+    recruiter_url: str | None = None
 
 
 class CompanyTarget(_Strict):

@@ -184,6 +184,10 @@ def register_tools(server: MCPServer[Any]) -> None:
             bool, Field(description="Pay again for targets researched in the last 30 days")
         ] = False,
         wait_seconds: Annotated[float, Field(ge=0, le=300, description=_WAIT_HERE)] = 0,
+        job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
+        skip_dedup_check: Annotated[
+            bool, Field(description="Research again targets Seamless did recently (paid)")
+        ] = False,
     ) -> Annotated[CallToolResult, JobOutput]:
         """Research contacts or companies on Seamless.ai for emails and phones (1 credit per
         target). One job_id covers all targets; then wait_for_job. Refuses targets already
@@ -200,6 +204,8 @@ def register_tools(server: MCPServer[Any]) -> None:
                 allow_rerun=allow_rerun,
                 wait_seconds=wait_seconds,
                 progress=_progress(ctx),
+                job_change=job_change,
+                skip_dedup_check=skip_dedup_check,
             ),
         )
 

@@ -309,9 +309,8 @@ async def test_one_resubmit_of_an_interrupted_contact_research_goes_out_deduplic
     sent = [json.loads(key.split(" ", 2)[2]) for key in upstream.state.post_bodies]
     assert sent == [
         {
+            # deduplication left on: skipDeduplicationCheck (default false) is not sent
             "contacts": [{"contactName": ADA["name"], "companyName": ADA["company"]}],
-            "isJobChange": False,
-            "skipDeduplicationCheck": False,
         }
     ]
     assert "job_id" not in structured(twice)

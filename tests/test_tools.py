@@ -142,6 +142,8 @@ async def test_input_schemas_are_compact_and_typed(client: Client) -> None:
         "title",
         "email",
         "linkedin_url",
+        "sales_nav_url",
+        "recruiter_url",
     }
     assert props["get_job_status"]["job_ids"]["maxItems"] == 100
     assert tools["start_research"].input_schema["required"] == ["kind"]
@@ -254,8 +256,9 @@ async def test_research_then_wait_then_result_pages_and_projects(
     assert "email2" in structured(picked)["fields_available"]
     assert "Unknown fields: nope" in text_of(picked)
     assert_agent_safe(picked)
-    # Looking at results never goes upstream again.
-    assert sandbox_state.stats()["requests"]["seamless POST /contacts/research"] == 1
+    # Ids and descriptors went in two POSTs (Seamless takes one kind per request); looking
+    # at results never goes upstream again.
+    assert sandbox_state.stats()["requests"]["seamless POST /contacts/research"] == 2
 
 
 async def test_a_ten_contact_research_result_stays_small(client: Client) -> None:

@@ -106,7 +106,8 @@ from mcp_server.sandbox._state import (
 WINDOW_SECONDS = 60
 MAX_RESEARCH_TARGETS = 100
 MAX_POLL_IDS = 100
-SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 10, 50
+SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 50, 200
+"""Default as documented; the docs state no maximum, the cap of 200 is the sandbox's choice."""
 ORG_LIMIT_DEFAULT, ORG_LIMIT_MAX = 50, 100
 _SEARCH_INDEX_MAX = 200_000
 """searchResultIds remembered per instance; the oldest are forgotten beyond this."""
@@ -117,15 +118,47 @@ _Spec = ContactSpec | CompanySpec
 _PLURAL: dict[Kind, str] = {"contact": "contacts", "company": "companies"}
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-_LIST_FILTERS = frozenset(
-    {
-        "jobTitle", "seniority", "department", "industry", "companySize", "companyRevenue",
-        "companyFoundedOn", "technologies", "contactCountry", "contactZipCode", "contactState",
-        "contactCity", "companyCountry", "companyName", "companyDomain",
-    }
-)  # fmt: skip
+_SEARCH_LISTS: dict[Kind, frozenset[str]] = {
+    "contact": frozenset(
+        {
+            "companyName", "companyDomain", "contactState", "contactCountry", "contactZipCode",
+            "department", "industry", "fullName", "contactKeyword", "jobTitle", "seniority",
+            "companyFoundedOn", "companySize", "companyRevenue", "technologies", "newsTypes",
+            "newsTypeDates", "companyLatestFundingDates", "companyLatestFundingClassifications",
+            "companyLatestFundingTotals",
+        }
+    ),
+    "company": frozenset(
+        {
+            "companyName", "companyDomain", "companyState", "companyCountry", "companyZipCode",
+            "industry", "companyKeyword", "companySize", "companyRevenue", "technologies",
+            "foundedOn", "newsTypes", "newsTypeDates", "latestFundingDates",
+            "latestFundingClassifications", "latestFundingTotals",
+        }
+    ),
+}  # fmt: skip
+_SEARCH_SCALARS: dict[Kind, frozenset[str]] = {
+    "contact": frozenset(
+        {
+            "companyNameSearchType", "locationType", "technologiesIsOr", "companyType",
+            "lastModifiedAfter", "lastModifiedBefore", "jobChanges", "pastCompany",
+        }
+    ),
+    "company": frozenset({"companyNameSearchType", "technologiesIsOr", "companyType"}),
+}  # fmt: skip
+_LIST_FILTERS = _SEARCH_LISTS["contact"] | _SEARCH_LISTS["company"]
 _BOOL_FILTERS = frozenset({"technologiesIsOr"})
-_STR_FILTERS = frozenset({"locationType", "lastModifiedAfter"})
+_CONTACT_FIELDS = (
+    "contactName", "companyName", "title", "domain", "email",
+    "liProfileUrl", "liSalesNavUrl", "liRecruiterUrl",
+)  # fmt: skip
+_RESEARCH_FIELDS: dict[Kind, frozenset[str]] = {
+    "contact": frozenset({"searchResultIds", "contacts", "isJobChange", "skipDeduplicationCheck"}),
+    "company": frozenset({"searchResultIds", "companies", "skipDeduplicationCheck"}),
+}
+_STR_FILTERS = frozenset(
+    {"locationType", "companyNameSearchType", "lastModifiedAfter", "lastModifiedBefore"}
+)
 
 
 class _ApiError(Exception):
@@ -311,8 +344,15 @@ def _int_param(body: Mapping[str, Any], name: str, default: int, low: int, high:
     return value
 
 
-def _search_filters(body: Mapping[str, Any]) -> dict[str, Any]:
+def _search_filters(body: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
     filters = {k: v for k, v in body.items() if k not in ("limit", "nextToken")}
+    known = _SEARCH_LISTS[kind] | _SEARCH_SCALARS[kind]
+    unknown = sorted(set(filters) - known)
+    if unknown:  # the sandbox's choice: the docs do not say what the API does with these
+        raise _bad(
+            f"Unknown search filter(s) {', '.join(unknown)} for {_PLURAL[kind]}; "
+            f"documented: {', '.join(sorted(known))}."
+        )
     for name, value in filters.items():
         if value is None:
             continue
@@ -582,7 +622,7 @@ class _SeamlessSandbox:
     ) -> tuple[int, dict[str, Any]]:
         body = await _json_object(request, allow_empty=True)
         limit = _int_param(body, "limit", SEARCH_LIMIT_DEFAULT, 1, SEARCH_LIMIT_MAX)
-        filters = _search_filters(body)
+        filters = _search_filters(body, kind)
         seed = self.state.faults.seed
         query_id = _query_id(seed, kind, filters)
         offset = _decode_token(body.get("nextToken"), query_id)
@@ -640,12 +680,13 @@ class _SeamlessSandbox:
         return keys
 
     def _descriptor_contact(self, d: Mapping[str, str], i: int) -> ContactSpec:
-        li, email, name = d.get("liProfileUrl"), d.get("email"), d.get("contactName")
+        li = d.get("liProfileUrl") or d.get("liSalesNavUrl") or d.get("liRecruiterUrl")
+        email, name = d.get("email"), d.get("contactName")
         company, domain = d.get("companyName"), d.get("domain")
         if not (li or email or (name and (company or domain))):
             raise _bad(
-                f"contacts[{i}] needs liProfileUrl, email, or contactName with companyName "
-                "or domain."
+                f"contacts[{i}] needs liProfileUrl, liSalesNavUrl, liRecruiterUrl, email, or "
+                "contactName with companyName or domain."
             )
         if domain:
             domain = _norm_domain(domain)
@@ -668,9 +709,9 @@ class _SeamlessSandbox:
         )
 
     def _descriptor_company(self, d: Mapping[str, str], i: int) -> CompanySpec:
-        name, domain = d.get("name"), d.get("domain")
+        name, domain = d.get("companyName"), d.get("domain")
         if not (name or domain):
-            raise _bad(f"companies[{i}] needs a name or a domain.")
+            raise _bad(f"companies[{i}] needs companyName or domain.")
         domain = _norm_domain(domain) if domain else None
         key = f"dom:{domain}" if domain else f"nm:{_norm_text(name or '')}"
         return CompanySpec(key=key, name=name, domain=domain)
@@ -712,18 +753,27 @@ class _SeamlessSandbox:
         self, request: Request, call: _Call, kind: Kind
     ) -> tuple[int, dict[str, Any]]:
         body = await _json_object(request, allow_empty=False)
+        allowed = _RESEARCH_FIELDS[kind]
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise _bad(
+                f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
+            )
         sr_ids = _opt_str_list(body, "searchResultIds")
-        _opt_bool(body, "isJobChange")
+        job_change = _opt_bool(body, "isJobChange")
         skip_dedupe = _opt_bool(body, "skipDeduplicationCheck")
         targets: list[tuple[str, _Spec | None]] = [
             (sr, self._resolve_search_result(kind, sr, call.org)) for sr in sr_ids
         ]
         if kind == "contact":
-            fields = ("contactName", "companyName", "title", "domain", "email", "liProfileUrl")
-            descriptors = _opt_object_list(body, "contacts", fields)
+            descriptors = _opt_object_list(body, "contacts", _CONTACT_FIELDS)
+            if sr_ids and descriptors:
+                raise _bad("Send either searchResultIds or contacts, not both.")
+            if job_change and not descriptors:
+                raise _bad("isJobChange applies to contacts only.")
             targets += [("", self._descriptor_contact(d, i)) for i, d in enumerate(descriptors)]
         else:
-            descriptors = _opt_object_list(body, "companies", ("name", "domain"))
+            descriptors = _opt_object_list(body, "companies", ("companyName", "domain"))
             targets += [("", self._descriptor_company(d, i)) for i, d in enumerate(descriptors)]
         if not targets:
             raise _bad(f"Nothing to research: send searchResultIds and/or {_PLURAL[kind]}.")

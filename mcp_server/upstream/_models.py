@@ -141,12 +141,14 @@ class ContactDescriptor(_Wire):
     domain: str | None = None
     email: str | None = None
     li_profile_url: str | None = Field(None, alias="liProfileUrl")
+    li_sales_nav_url: str | None = Field(None, alias="liSalesNavUrl")
+    li_recruiter_url: str | None = Field(None, alias="liRecruiterUrl")
 
 
 class CompanyDescriptor(_Wire):
-    """A company to research without a searchResultId."""
+    """A company to research without a searchResultId (`companyName` on the wire)."""
 
-    name: str | None = None
+    company_name: str | None = Field(None, alias="companyName")
     domain: str | None = None
 
 

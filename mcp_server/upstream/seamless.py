@@ -193,7 +193,7 @@ class SeamlessClient:
         kind: SeamlessKind,
         filters: Mapping[str, Any],
         *,
-        limit: int = 10,
+        limit: int = 50,
         next_token: str | None = None,
         deadline: float | None = None,
     ) -> SearchPage:
@@ -257,14 +257,29 @@ class SeamlessClient:
                 provider="seamless",
                 argument="search_result_ids",
             )
+        if k == "contacts" and ids and targets:
+            # UPSTREAMS.md 1: one or the other per contact-research POST, never both.
+            raise InvalidArguments(
+                "Seamless takes searchResultIds or contacts in one request, not both; "
+                "send them in two requests.",
+                provider="seamless",
+                argument="contacts",
+            )
+        if is_job_change and not (k == "contacts" and targets):
+            raise InvalidArguments(
+                "isJobChange goes only with contacts descriptors.",
+                provider="seamless",
+                argument="is_job_change",
+            )
         body: dict[str, Any] = {}
         if ids:
             body["searchResultIds"] = ids
         if targets:
             body[k] = targets
-        if k == "contacts":
-            body["isJobChange"] = is_job_change
-        body["skipDeduplicationCheck"] = skip_dedup
+        if is_job_change:
+            body["isJobChange"] = True
+        if skip_dedup:
+            body["skipDeduplicationCheck"] = True
 
         def parse(raw: Any) -> list[str]:
             if not isinstance(raw, dict) or raw.get("success") is False:

@@ -116,12 +116,12 @@ async def test_search_hits_carry_every_field_of_the_documented_example() -> None
     assert isinstance(supplemental["nextToken"], str)
 
 
-async def test_search_defaults_to_ten_hits_when_no_body_is_sent() -> None:
+async def test_search_defaults_to_fifty_hits_when_no_body_is_sent() -> None:
     async with _client(_state()) as client:
         r = await client.post("/search/contacts")
     assert r.status_code == 200
-    assert len(r.json()["data"]) == 10
-    assert r.json()["supplementalData"]["perPage"] == 10
+    assert len(r.json()["data"]) == 50  # the documented default
+    assert r.json()["supplementalData"]["perPage"] == 50
 
 
 async def test_search_is_a_pure_function_of_seed_filters_and_position() -> None:
@@ -175,7 +175,7 @@ async def test_a_filter_value_containing_nobody_finds_nothing() -> None:
         r = await client.post("/search/contacts", json={"jobTitle": ["Nobody"]})
     assert r.json() == {
         "data": [],
-        "supplementalData": {"isMore": False, "total": 0, "perPage": 10, "nextToken": None},
+        "supplementalData": {"isMore": False, "total": 0, "perPage": 50, "nextToken": None},
     }
 
 
@@ -192,10 +192,10 @@ async def test_company_search_returns_company_hits() -> None:
 @pytest.mark.parametrize(
     ("body", "msg"),
     [
-        ({"limit": 0}, "limit must be an integer between 1 and 50."),
-        ({"limit": 51}, "limit must be an integer between 1 and 50."),
-        ({"limit": True}, "limit must be an integer between 1 and 50."),
-        ({"limit": "ten"}, "limit must be an integer between 1 and 50."),
+        ({"limit": 0}, "limit must be an integer between 1 and 200."),
+        ({"limit": 201}, "limit must be an integer between 1 and 200."),
+        ({"limit": True}, "limit must be an integer between 1 and 200."),
+        ({"limit": "ten"}, "limit must be an integer between 1 and 200."),
         ({"jobTitle": "CTO"}, "jobTitle must be an array of strings."),
         ({"technologiesIsOr": "yes"}, "technologiesIsOr must be a boolean."),
         ({"nextToken": 5}, "nextToken must be a string or null."),
@@ -316,15 +316,23 @@ async def test_the_insufficient_credits_key_fails_research_but_not_search_or_pol
 async def test_research_returns_202_with_one_request_id_per_target() -> None:
     example = json.loads((FIXTURES / "research-contacts.json").read_text())
     state = _state()
+    sent = example["request"]["body"]
+    ids_part = {k: v for k, v in sent.items() if k not in ("contacts", "isJobChange")}
+    contacts_part = {k: v for k, v in sent.items() if k != "searchResultIds"}
     async with _client(state) as client:
-        r = await client.post("/contacts/research", json=example["request"]["body"])
-    assert r.status_code == 202
+        both = await client.post("/contacts/research", json=sent)
+        r = await client.post("/contacts/research", json=ids_part)
+        r2 = await client.post("/contacts/research", json=contacts_part)
+    # The published example sends both arrays, but the API takes one or the other.
+    assert both.status_code == 400
+    assert both.json()["msg"] == "Send either searchResultIds or contacts, not both."
+    assert (r.status_code, r2.status_code) == (202, 202)
     body = r.json()
     assert set(body) == {"success", "requestIds"}
     assert body["success"] is True
-    assert len(set(body["requestIds"])) == 3
-    assert r.headers["x-publicapi-credits"] == "997"
-    assert state.stats()["paid_posts"] == 1
+    assert len(set(body["requestIds"] + r2.json()["requestIds"])) == 3
+    assert r2.headers["x-publicapi-credits"] == "997"
+    assert state.stats()["paid_posts"] == 2
 
 
 async def test_credits_decrease_only_on_research() -> None:
@@ -567,7 +575,7 @@ async def test_company_research_polls_into_a_company_record_and_is_never_dedupli
         body = {"searchResultIds": [hit["searchResultId"]], "companies": [{"domain": "Acme.com"}]}
         ids = (await client.post("/companies/research", json=body)).json()["requestIds"]
         again = await client.post(
-            "/companies/research", json={"companies": [{"name": "X Missing"}]}
+            "/companies/research", json={"companies": [{"companyName": "X Missing"}]}
         )
         await _advance(state, 1)
         entries = await _poll(client, [*ids, *again.json()["requestIds"]], kind="companies")
@@ -684,13 +692,15 @@ async def test_every_endpoint_has_its_own_window_shared_by_all_keys() -> None:
         ("GET", "/contacts?startDate=2026-01-01&endDate=2026-12-31"),
         ("GET", "/companies?startDate=2026-01-01&endDate=2026-12-31"),
     ]
-    body = {"contacts": [{"email": "a@b.test"}], "companies": [{"domain": "b.test"}]}
+    bodies = {"/contacts/research": {"contacts": [{"email": "a@b.test"}]}}
+    bodies["/companies/research"] = {"companies": [{"domain": "b.test"}]}
     async with (
         _client(state, headers={"Token": "key-one"}) as one,
         _client(state, headers={"Token": "key-two"}) as two,
     ):
         statuses = []
         for method, path in paths:
+            body = bodies.get(path)
             a = await one.request(method, path, json=body)
             b = await two.request(method, path, json=body)
             c = await one.request(method, path, json=body)
@@ -714,7 +724,8 @@ async def test_every_endpoint_has_its_own_window_shared_by_all_keys() -> None:
         (b'{"contacts": [{"email": 5}]}', "contacts[0].email must be a string."),
         (
             b'{"contacts": [{"contactName": "Solo"}]}',
-            "contacts[0] needs liProfileUrl, email, or contactName with companyName or domain.",
+            "contacts[0] needs liProfileUrl, liSalesNavUrl, liRecruiterUrl, email, or contactName "
+            "with companyName or domain.",
         ),
         (
             b'{"contacts": [{"email": "a@b.c"}], "isJobChange": "no"}',
@@ -743,7 +754,10 @@ async def test_invalid_or_deeply_nested_json_is_a_400_not_a_500() -> None:
         company = await client.post("/companies/research", json={"companies": [{}]})
     assert broken.status_code == deep.status_code == company.status_code == 400
     assert broken.json()["msg"].startswith("The request body is not valid JSON")
-    assert company.json() == {"code": "badRequest", "msg": "companies[0] needs a name or a domain."}
+    assert company.json() == {
+        "code": "badRequest",
+        "msg": "companies[0] needs companyName or domain.",
+    }
 
 
 @pytest.mark.parametrize(

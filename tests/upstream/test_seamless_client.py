@@ -159,7 +159,10 @@ async def test_company_research_with_descriptors() -> None:
         async with world.client() as client:
             accepted = await client.research(
                 "companies",
-                companies=[CompanyDescriptor(name="Acme", domain="acme.com"), {"domain": "b.io"}],
+                companies=[
+                    CompanyDescriptor(company_name="Acme", domain="acme.com"),
+                    {"domain": "b.io"},
+                ],
             )
             await world.clock.sleep(world.state.faults.job_seconds + 1)
             items = await client.poll("companies", accepted.request_ids)
@@ -180,7 +183,7 @@ async def test_400_invalid_parameters() -> None:
             await client.search("contacts", {}, limit=500)
     err = info.value
     assert (err.status, err.api_code) == (400, "badRequest")
-    assert err.message.endswith("limit must be an integer between 1 and 50.")
+    assert err.message.endswith("limit must be an integer between 1 and 200.")
     assert err.endpoint == "POST /search/contacts"
     assert err.hints.limit == 60
     assert err.hints.remaining == 59
@@ -372,25 +375,33 @@ async def test_research_bodies_use_the_documented_field_names() -> None:
     async with _mock(handler) as client:
         accepted = await client.research(
             "contacts",
-            search_result_ids=["s1", " "],
             contacts=[
                 ContactDescriptor(contact_name="John Doe", li_profile_url="https://li/x"),
+                ContactDescriptor(li_sales_nav_url="https://li/s", li_recruiter_url="https://li/r"),
                 {"contactName": "Ann", "companyName": "Co", "email": None},
             ],
             is_job_change=True,
             skip_dedup=True,
         )
-        await client.research("companies", companies=[{"name": "Acme"}])
+        await client.research("contacts", search_result_ids=["s1", " "])
+        await client.research("companies", companies=[CompanyDescriptor(company_name="Acme")])
+        with pytest.raises(InvalidArguments, match="not both"):
+            await client.research("contacts", search_result_ids=["s1"], contacts=[{"email": "a@b"}])
+        with pytest.raises(InvalidArguments, match="isJobChange"):
+            await client.research("contacts", search_result_ids=["s1"], is_job_change=True)
     assert bodies[0] == {
-        "searchResultIds": ["s1"],
         "contacts": [
             {"contactName": "John Doe", "liProfileUrl": "https://li/x"},
+            {"liSalesNavUrl": "https://li/s", "liRecruiterUrl": "https://li/r"},
             {"contactName": "Ann", "companyName": "Co"},
         ],
         "isJobChange": True,
         "skipDeduplicationCheck": True,
     }
-    assert bodies[1] == {"companies": [{"name": "Acme"}], "skipDeduplicationCheck": False}
+    # Defaults (false) are left out: isJobChange goes only with contacts when asked.
+    assert bodies[1] == {"searchResultIds": ["s1"]}
+    assert bodies[2] == {"companies": [{"companyName": "Acme"}]}
+    assert len(bodies) == 3  # the refused calls sent nothing
     assert accepted.request_ids == ["r1", "r2", "r3"]
     assert accepted.credits == 9
 
