@@ -440,7 +440,7 @@ def build_company(seed: int, spec: CompanySpec) -> Company:
     rev_i = rng.randrange(len(_REVENUES))
     loc_i = rng.randrange(len(_LOCATIONS))
     founded = rng.randrange(1975, 2023)
-    ctype = rng.choice(("Private", "Private", "Private", "Public", "Nonprofit"))
+    ctype = rng.choice(("Private", "Private", "Private", "Public", "Private"))  # Public|Private
     phone_n = [rng.randrange(100) for _ in range(3)]
     phone_conf = (rng.randrange(90, 100), rng.randrange(10, 40), rng.randrange(1, 10))
     street_no = rng.randrange(10, 2000)
@@ -520,8 +520,8 @@ def build_contact(seed: int, spec: ContactSpec) -> Contact:
     tag = _digest(seed, ("contact-tag", spec.key)).hex()
     former_company_key = f"former:{spec.key}"
     modified = (
-        f"2026-0{rng.randrange(1, 3)}-{rng.randrange(1, 29):02d} "
-        f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+        f"2026-0{rng.randrange(1, 3)}-{rng.randrange(1, 29):02d}T"
+        f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z"
     )
 
     if spec.name:
@@ -749,12 +749,13 @@ def company_summary(co: Company, search_result_id: str) -> dict[str, Any]:
     }
 
 
-def _job_change_alert(c: Contact) -> str:
+def _job_change_alert(c: Contact) -> str | None:
+    """`New Hire`, `New Promotion` or null, the documented values."""
     if c.months_at_company <= 6:
         return "New Hire"
     if c.months_at_role <= 6:
-        return "Promotion"
-    return ""
+        return "New Promotion"
+    return None
 
 
 def iso_time(epoch: float) -> str:
