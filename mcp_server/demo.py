@@ -265,7 +265,12 @@ async def _search_and_start(s: _Session) -> tuple[str, str]:
     s.say.step(1, "Find prospects (search is free)")
     result = await s.call(
         "search_prospects",
-        {"kind": "contacts", "query": "VP Sales", "filters": {"industry": "Software"}, "limit": 3},
+        {
+            "kind": "contacts",
+            "query": "VP Sales",
+            "filters": {"industry": "Computer Software"},
+            "limit": 3,
+        },
     )
     data = _expect_ok(result, "search")
     items = data.get("items") or []
