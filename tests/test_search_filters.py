@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import assert_agent_safe, call, structured, text_of
+from mcp import Client
 
+from mcp_server.sandbox._state import SandboxState
 from mcp_server.search_filters import FilterProblem, search_body
 
 
@@ -50,3 +53,39 @@ def test_bad_filters_are_refused_naming_the_fix(
         search_body(kind, None, filters)  # type: ignore[arg-type]
     assert info.value.field == field
     assert names in info.value.message
+
+
+@pytest.mark.anyio
+async def test_a_bad_filter_through_the_tool_is_invalid_input_and_sends_nothing(
+    client: Client, sandbox_state: SandboxState
+) -> None:
+    result = await call(
+        client,
+        "search_prospects",
+        {"kind": "contacts", "filters": {"department": "Sorcery"}},
+    )
+    assert result.is_error
+    error = structured(result)["error"]
+    assert error["code"] == "invalid_input"
+    assert "filters.department" in error["next_step"]
+    assert "'Engineering'" in text_of(result)  # the allowed values are named
+    assert_agent_safe(result)
+    assert not any("search" in k for k in sandbox_state.stats()["requests"])
+
+
+@pytest.mark.anyio
+async def test_new_filters_reach_the_sandbox_as_documented_fields(
+    client: Client, sandbox_state: SandboxState
+) -> None:
+    result = await call(
+        client,
+        "search_prospects",
+        {
+            "kind": "contacts",
+            "query": "payments",
+            "filters": {"seniority": ["VP", "director"], "location": "Texas", "zip": "78701"},
+            "limit": 3,
+        },
+    )
+    assert not result.is_error, text_of(result)
+    assert len(structured(result)["items"]) == 3
