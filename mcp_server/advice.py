@@ -748,6 +748,62 @@ _ROWS: tuple[CatalogueRow, ...] = (
         do_not="Do not resubmit: the answer is the same record.",
         job_statuses=("duplicate",),
     ),
+    _r(
+        key="seamless.poll.not_found",
+        provider="seamless",
+        when="poll status not found",
+        meaning="no record found",
+        code=None,
+        retryable=False,
+        title="Target not found",
+        what='Seamless found no record for {job_name} (status "not found"){message_note}.',
+        next_step=(
+            "Tell the user no match was found; research again only with a more specific "
+            "target (domain or LinkedIn URL)."
+        ),
+        do_not="Do not resubmit the same target: it comes back not found again.",
+        job_statuses=("not found",),
+    ),
+    _r(
+        key="seamless.poll.already_researched",
+        provider="seamless",
+        when="poll status contact-already-researched",
+        meaning="researched recently; not researched again",
+        code=None,
+        retryable=False,
+        title="Researched recently",
+        what=(
+            "Seamless had already researched {job_name} recently, so it did not research it "
+            "again (no fresh research to pay for){message_note}. The earlier record is in the "
+            "organisation's researched contacts, and in an earlier job if jobrelay ran it."
+        ),
+        next_step=(
+            "Read any record that came back with {result_call}, or find the earlier job with "
+            "list_jobs; research again with skip_dedup_check=true only if fresh data is worth "
+            "a credit."
+        ),
+        do_not="Do not resubmit unchanged: Seamless answers the same way.",
+        job_statuses=("contact-already-researched",),
+    ),
+    _r(
+        key="seamless.poll.no_license",
+        provider="seamless",
+        when="poll status No license or credits available",
+        meaning="no Public API licence or research credits for this target",
+        code=None,
+        retryable=False,
+        title="No licence or credits",
+        what=(
+            "Seamless could not research {job_name}: the organisation has no Public API "
+            "licence or no research credits left{message_note}."
+        ),
+        next_step=(
+            "Check credits with get_usage and ask a Seamless admin to add credits or enable "
+            "the Public API licence; then start_research again."
+        ),
+        do_not="Do not resubmit before that: it fails the same way.",
+        job_statuses=("no license or credits available",),
+    ),
     # ---------------------------------------------------------------- AgentSEO job statuses
     _r(
         key="agentseo.job.pending",
@@ -812,8 +868,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=True,
         title="Unrecognised job status",
         what=(
-            "{Service} reports {job_name} as {raw_status_quoted}, a status jobrelay does not "
-            "know; it is treated as not finished."
+            "{Service} reports {job_name} as unrecognised upstream status {raw_status_quoted}; "
+            "it is treated as not finished."
         ),
         next_step=(
             "Check again with get_job_status{after}; if it stays, tell the user the job is "
@@ -1110,6 +1166,9 @@ _JOB_STATUS_PROVIDER: Final[Mapping[str, Provider]] = {
     "missing": "seamless",
     "duplicate": "seamless",
     "error": "seamless",
+    "not found": "seamless",
+    "contact-already-researched": "seamless",
+    "no license or credits available": "seamless",
     "queued": "agentseo",
     "processing": "agentseo",
     "completed": "agentseo",
@@ -1142,6 +1201,7 @@ _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid")
 # sanitising and formatting
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,100}$")
+_SAFE_STATUS = re.compile(r"^[A-Za-z0-9_.:/@+=-]+( [A-Za-z0-9_.:/@+=-]+){0,7}$")
 _HTML = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>")
 _SECRET_FIELD = re.compile(
     r"(?i)\b(token|x-api-key|api[_-]?key|apikey|authorization|secret|password)"
@@ -1193,6 +1253,14 @@ def _clean_token(value: object, secrets: Iterable[str]) -> str | None:
     if not _SAFE_TOKEN.match(text) or text in {"None", "null"}:
         return None
     if any(secret in text for secret in secrets):
+        return None
+    return text
+
+
+def _clean_status(value: str, secrets: Iterable[str]) -> str | None:
+    """An upstream job status as sent (Seamless has some with spaces), when it looks like one."""
+    text = " ".join(value.split())
+    if not _SAFE_STATUS.match(text) or any(secret in text for secret in secrets):
         return None
     return text
 
@@ -1962,7 +2030,7 @@ def _advise_job_facts(
     status = raw_status.strip().lower()
     who = provider or _JOB_STATUS_PROVIDER.get(status)
     facts.provider = who
-    facts.raw_status = _clean_token(status, facts.secrets) or "unrecognised"
+    facts.raw_status = _clean_status(raw_status, facts.secrets) or "unrecognised"
     lookup = status
     if status == "failed":
         retryable = _truthy(error.get("retryable")) if error is not None else False
@@ -1989,17 +2057,20 @@ def advise_job(
     retry_after: float | None = None,
     now: float,
     job_id: str | None = None,
+    message: str | None = None,
 ) -> Advice:
     """Advice for a job outcome (a normal result, not a tool failure).
 
     `raw_status` is the upstream status (Seamless poll or AgentSEO job); `error` the AgentSEO
-    `error` object of a failed job; `retry_after` the envelope's `retry_after_seconds`.
+    `error` object of a failed job; `retry_after` the envelope's `retry_after_seconds`;
+    `message` a Seamless poll item's `message`.
     """
     error = error if isinstance(error, Mapping) else None  # stored envelopes may hold junk
     facts = _Facts(
         provider=provider,
         job_id=_clean_token(job_id, ()),
         wait=_merge_wait(None, retry_after),
+        message=_clean_text(message, ()) if message else None,
     )
     return _advise_job_facts(
         provider, raw_status if isinstance(raw_status, str) else "", error, facts, now

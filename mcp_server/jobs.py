@@ -90,12 +90,17 @@ MAX_ITEMS_SHOWN = 20
 RENDER_CACHE_SIZE = 128
 
 SEAMLESS_STATES: Mapping[str, JobState] = {
+    "queued": JobState.QUEUED,
     "researching": JobState.RUNNING,
     "done": JobState.SUCCEEDED,
     "missing": JobState.NOT_FOUND,
+    "not found": JobState.NOT_FOUND,
     "error": JobState.FAILED,
+    "no license or credits available": JobState.FAILED,
     "duplicate": JobState.DUPLICATE,
+    "contact-already-researched": JobState.DUPLICATE,
 }
+"""Every documented contact/company poll status (UPSTREAMS.md 1), lower case."""
 AGENTSEO_STATES: Mapping[str, JobState] = {
     "queued": JobState.QUEUED,
     "processing": JobState.RUNNING,
@@ -109,8 +114,18 @@ _ADVISED = frozenset({JobState.FAILED, JobState.NOT_FOUND})
 
 
 def seamless_state(raw: str | None) -> JobState:
-    """Unknown statuses are treated as still running: keep watching, boundedly."""
-    return SEAMLESS_STATES.get((raw or "").lower(), JobState.RUNNING)
+    """Unknown statuses are treated as still running: keep watching, boundedly (the docs say
+    more may be added); `_unrecognised` makes the result say so."""
+    return SEAMLESS_STATES.get(" ".join((raw or "").lower().split()), JobState.RUNNING)
+
+
+def _unrecognised(items: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first poll status of a research job that no documentation names, if any."""
+    for item in items:
+        raw = str(item.get("raw_status") or "")
+        if raw and " ".join(raw.lower().split()) not in SEAMLESS_STATES:
+            return raw
+    return None
 
 
 def agentseo_state(raw: str | None) -> JobState:
@@ -1405,6 +1420,12 @@ class JobService:
             out.results_total = len(records)
         if rec.state in (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, JobState.UNKNOWN):
             out.advice = self._job_advice(rec)
+        elif (
+            rec.provider == "seamless"
+            and not rec.state.terminal
+            and _unrecognised(snapshot.get("items", [])) is not None
+        ):
+            out.advice = self._job_advice(rec)  # "unrecognised upstream status X"
         return out
 
     def _job_advice(self, rec: JobRecord) -> Advice:
@@ -1433,12 +1454,33 @@ class JobService:
                 now=self._now(),
                 job_id=rec.job_id,
             )
-        raw = {
-            JobState.FAILED: "error",
-            JobState.NOT_FOUND: "missing",
-            JobState.DUPLICATE: "duplicate",
-        }.get(rec.state, rec.raw_status or "unknown")
-        return advice_mod.advise_job("seamless", raw, now=self._now(), job_id=rec.job_id)
+        items = (rec.snapshot or {}).get("items", [])
+        unknown = _unrecognised(items) if not rec.state.terminal else None
+        # The raw status of a target in the job's state: each documented status has its own
+        # advice (`not found`, `contact-already-researched`, `No license or credits ...`).
+        raw = unknown or next(
+            (
+                str(i["raw_status"])
+                for i in items
+                if i.get("raw_status") and seamless_state(i.get("raw_status")) is rec.state
+            ),
+            {
+                JobState.FAILED: "error",
+                JobState.NOT_FOUND: "missing",
+                JobState.DUPLICATE: "duplicate",
+            }.get(rec.state, rec.raw_status or "unknown"),
+        )
+        # The poll item's message, for the statuses added after the first wave (the older
+        # rows' wording stands alone).
+        message = next(
+            (str(i["message"]) for i in items if i.get("raw_status") == raw and i.get("message")),
+            None,
+        )
+        if raw.lower() in ("error", "missing", "duplicate", "done", "researching"):
+            message = None
+        return advice_mod.advise_job(
+            "seamless", raw, now=self._now(), job_id=rec.job_id, message=message
+        )
 
     def _render(
         self,
@@ -1713,7 +1755,8 @@ def _job_text(
     what = "Research" if rec.provider == "seamless" else f"SEO {rec.operation.removeprefix('seo:')}"
     jid = rec.job_id
     lead = f"{what} job {jid}"
-    if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE):
+    nothing_back = rec.state is JobState.DUPLICATE and not out.results_total
+    if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not nothing_back:
         total = out.results_total or 0
         shown = len(out.results or [])
         if rec.state is JobState.DUPLICATE:

@@ -402,6 +402,17 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
         "credits or license",
     ),
     ("seamless.poll.duplicate", _job("seamless", "DUPLICATE"), "no credit was spent"),
+    ("seamless.poll.not_found", _job("seamless", "not found"), '(status "not found")'),
+    (
+        "seamless.poll.already_researched",
+        _job("seamless", "contact-already-researched"),
+        "skip_dedup_check=true",
+    ),
+    (
+        "seamless.poll.no_license",
+        _job("seamless", "No license or credits available"),
+        "no Public API licence or no research credits",
+    ),
     # AgentSEO job statuses
     (
         "agentseo.job.pending",
@@ -427,7 +438,11 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
         _job("agentseo", "failed", {"code": "INVALID_DOMAIN", "retryable": False}),
         "failed permanently (INVALID_DOMAIN)",
     ),
-    ("job.unknown_status", _job("agentseo", "cancelled"), '"cancelled", a status jobrelay'),
+    (
+        "job.unknown_status",
+        _job("agentseo", "cancelled"),
+        'unrecognised upstream status "cancelled"',
+    ),
     # fallbacks by status class
     ("generic.400", _http(None, 422), "(HTTP 422)"),
     ("generic.401", _http(None, 401), "rejected the credentials"),
@@ -671,7 +686,9 @@ def test_seamless_poll_body_is_read_as_a_job_outcome() -> None:
 def test_done_from_agentseo_is_not_seamless_done() -> None:
     advice = advise_job("agentseo", "done", now=NOW, job_id="seo_1")
     assert advice.title == CATALOGUE["job.unknown_status"].title
-    assert advice.what_happened.startswith('AgentSEO reports job seo_1 as "done"')
+    assert advice.what_happened.startswith(
+        'AgentSEO reports job seo_1 as unrecognised upstream status "done"'
+    )
 
 
 def test_job_error_that_is_not_an_object_is_ignored() -> None:

@@ -247,6 +247,29 @@ async def test_a_missing_target_polls_as_documented() -> None:
     assert world.check_all(responses=False) == 2
 
 
+@pytest.mark.parametrize(
+    "email",
+    [
+        "nobody@missing.example",
+        "notfound@acme.example",
+        "already-researched@acme.example",
+        "nolicense@acme.example",
+        "undocumented@acme.example",
+        "boom@error.example",
+    ],
+)
+async def test_each_poll_status_is_a_documented_answer(email: str) -> None:
+    world = World(job_seconds=1.0)
+    with anyio.fail_after(10):
+        async with world.client() as client:
+            accepted = await client.research("contacts", contacts=[{"email": email}])
+            await client.poll("contacts", accepted.request_ids)  # researching (or on-hold)
+            await world.clock.sleep(2.0)
+            items = await client.poll("contacts", accepted.request_ids)
+    assert items[0].status != "researching"
+    assert world.check_all() == 3  # no record in these answers: validated in full
+
+
 # ---- sandbox answers ----------------------------------------------------------------------------
 
 PENDING_RECORDS = pytest.mark.xfail(

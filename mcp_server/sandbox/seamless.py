@@ -26,7 +26,8 @@ Rate limits
 
 Credits
     The org has `faults.initial_credits` minus what it spent. Each researched target costs 1
-    credit when it is queued, whatever its outcome; duplicates cost nothing. A batch that
+    credit when it is queued, whatever its outcome; duplicates and `contact-already-researched`
+    targets cost nothing (NOT DOCUMENTED for the latter: the sandbox's choice). A batch that
     needs more credits than are left is refused whole (422, nothing charged, nothing queued).
 
 Research targets and outcomes
@@ -38,6 +39,11 @@ Research targets and outcomes
     - `error` when the target's name, company, email, LinkedIn URL or domain contains "error";
     - `missing` when it contains "missing" or "nobody", or when a `searchResultId` is neither
       from a search of this sandbox nor uuid-shaped (e.g. a requestId passed by mistake);
+    - contacts only (the documented company statuses are missing/researching/done/error):
+      `not found` for "notfound", `contact-already-researched` for "already-researched",
+      `No license or credits available` for "nolicense", and `on-hold` (an undocumented
+      status, the sandbox's choice, to exercise "more may be added") for "undocumented",
+      which never ends;
     - `done` otherwise, with a full record. Generated names never contain these words, and
       uuid-shaped ids the sandbox never issued still resolve (to a record derived from the id).
 
@@ -53,7 +59,8 @@ Polling
     all work, also mixed; duplicates are answered once; at most 100 ids. An id this endpoint
     never issued (wrong endpoint, a searchResultId, an id from before a reset) is answered with
     status `missing` and a message saying so, so a waiting client always reaches a terminal
-    state.
+    state (NOT DOCUMENTED: the sandbox's choice). Company poll items carry only `requestId`,
+    `status` and, when done, `company`, as published.
 
 Search
     `limit` 1-50 (default 10), opaque `nextToken` bound to the filters it came from. Hits are
@@ -113,7 +120,15 @@ _SEARCH_INDEX_MAX = 200_000
 """searchResultIds remembered per instance; the oldest are forgotten beyond this."""
 
 Kind = Literal["contact", "company"]
-Outcome = Literal["done", "missing", "error"]
+Outcome = Literal[
+    "done",
+    "missing",
+    "error",
+    "not found",
+    "contact-already-researched",
+    "No license or credits available",
+    "on-hold",
+]
 _Spec = ContactSpec | CompanySpec
 _PLURAL: dict[Kind, str] = {"contact": "contacts", "company": "companies"}
 
@@ -243,13 +258,22 @@ def _norm_domain(value: str) -> str:
     return _norm_url(value).split("/", 1)[0]
 
 
-def _outcome_for(*texts: str | None) -> Outcome:
+def _outcome_for(kind: Kind, *texts: str | None) -> Outcome:
     """The deterministic outcome triggers (see the module docstring)."""
     text = " ".join(t.lower() for t in texts if t)
     if "error" in text:
         return "error"
     if "missing" in text or "nobody" in text:
         return "missing"
+    if kind == "contact":  # the company poll enum is only missing|researching|done|error
+        if "notfound" in text:
+            return "not found"
+        if "already-researched" in text:
+            return "contact-already-researched"
+        if "nolicense" in text:
+            return "No license or credits available"
+        if "undocumented" in text:
+            return "on-hold"
     return "done"
 
 
@@ -260,6 +284,14 @@ _MESSAGES: dict[tuple[Kind, Outcome], str] = {
     ("company", "missing"): "No matching company was found.",
     ("contact", "error"): "Research failed while processing this contact.",
     ("company", "error"): "Research failed while processing this company.",
+    ("contact", "not found"): "No contact matches this target.",
+    ("contact", "contact-already-researched"): (
+        "This contact was researched recently; it was not researched again."
+    ),
+    ("contact", "No license or credits available"): (
+        "The organization has no Public API license or research credits for this request."
+    ),
+    ("contact", "on-hold"): "",
 }
 _UNKNOWN_SEARCH_RESULT = (
     "No search result has this searchResultId; pass a searchResultId from /search/{kinds} "
@@ -725,11 +757,11 @@ class _SeamlessSandbox:
             if isinstance(spec, ContactSpec):
                 c = _records.build_contact(seed, spec)
                 outcome = _outcome_for(
-                    c.full_name, c.company.name, c.emails[0], c.li_url, c.company.domain
+                    kind, c.full_name, c.company.name, c.emails[0], c.li_url, c.company.domain
                 )
             else:
                 co = _records.build_company(seed, spec)
-                outcome = _outcome_for(co.name, co.domain)
+                outcome = _outcome_for(kind, co.name, co.domain)
             message = _MESSAGES[(kind, outcome)]
         if not sr_id:  # descriptors get the id of the search hit they stand for
             sr_id = _records.stable_uuid(seed, f"{kind}-target", spec.key if spec else "")
@@ -797,7 +829,11 @@ class _SeamlessSandbox:
                     for k in keys:
                         batch.setdefault(k, job)
             planned.append((job, keys))
-        needed = sum(1 for job, _ in planned if job.duplicate_of is None)
+        needed = sum(
+            1
+            for job, _ in planned
+            if job.duplicate_of is None and job.outcome != "contact-already-researched"
+        )
         available = self.credits_left(call.key)
         if call.key == KEY_INSUFFICIENT_CREDITS or needed > available:
             raise _ApiError(
@@ -837,6 +873,8 @@ class _SeamlessSandbox:
 
     def _entry(self, kind: Kind, request_id: str, job: _Job | None, now: float) -> dict[str, Any]:
         if job is None:
+            if kind == "company":
+                return {"requestId": request_id, "status": "missing"}
             return {
                 "requestId": request_id,
                 "searchResultId": "",
@@ -861,6 +899,9 @@ class _SeamlessSandbox:
                     f"Already being researched as request {original.request_id}; poll that "
                     "request for the result. No credit was spent."
                 )
+        elif job.outcome == "on-hold":
+            entry["status"] = job.outcome
+            entry["message"] = ""
         elif now < job.ready_at:
             entry["status"] = "researching"
             entry["message"] = ""
@@ -869,6 +910,8 @@ class _SeamlessSandbox:
             entry["message"] = job.message
             if job.outcome == "done":
                 entry[kind] = self._record(job)
+        if kind == "company":  # the published company poll item has no message or searchResultId
+            return {k: v for k, v in entry.items() if k not in ("message", "searchResultId")}
         return entry
 
     async def poll_contacts(self, request: Request, call: _Call) -> tuple[int, dict[str, Any]]:

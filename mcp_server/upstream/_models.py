@@ -40,8 +40,18 @@ T = TypeVar("T")
 
 SeamlessKind = Literal["contacts", "companies"]
 
-#: Seamless poll statuses after which polling stops (UPSTREAMS.md section 1).
-SEAMLESS_TERMINAL = frozenset({"done", "missing", "error", "duplicate"})
+#: Seamless poll statuses after which polling stops (UPSTREAMS.md section 1), lower case.
+SEAMLESS_TERMINAL = frozenset(
+    {
+        "done",
+        "missing",
+        "error",
+        "duplicate",
+        "not found",
+        "contact-already-researched",
+        "no license or credits available",
+    }
+)
 #: AgentSEO job statuses after which following stops; anything else (even `cancelled`) is not.
 AGENTSEO_TERMINAL = frozenset({"completed", "failed"})
 

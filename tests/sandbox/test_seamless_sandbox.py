@@ -594,12 +594,17 @@ async def test_request_ids_are_per_endpoint() -> None:
     async with _client(_state()) as client:
         ids = await _research(client, {"contacts": [{"email": "a@acme.test"}]})
         [entry] = await _poll(client, ids, kind="companies")
-    assert entry == {
-        "requestId": ids[0],
+        made = await client.post("/companies/research", json={"companies": [{"domain": "a.test"}]})
+        company_ids = made.json()["requestIds"]
+        [contact_entry] = await _poll(client, company_ids)
+    # The company poll item has no message field as published: just the status.
+    assert entry == {"requestId": ids[0], "status": "missing"}
+    assert contact_entry == {
+        "requestId": company_ids[0],
         "searchResultId": "",
         "status": "missing",
         "message": "Unknown requestId for this endpoint; requestIds come from POST "
-        "/companies/research (a searchResultId is not a requestId).",
+        "/contacts/research (a searchResultId is not a requestId).",
     }
 
 
