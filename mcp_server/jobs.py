@@ -1072,6 +1072,10 @@ class JobService:
             message = _poll_message(polled)
             if message:
                 item["message"] = message
+            extra = _get(polled, "additional_data", "additionalData")
+            if isinstance(extra, Mapping) and extra and item.get("additional_data") != extra:
+                item["additional_data"] = dict(extra)  # kept in the ledger, never dropped
+                changed = True
             record = _poll_record(polled)
             if record is not None and item["request_id"] not in records:
                 records[item["request_id"]] = record

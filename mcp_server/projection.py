@@ -91,24 +91,40 @@ def project_contact(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def project_company(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The default view of a researched company."""
+    """The default view of a researched company, from the published record's names:
+    `industries` and `phones` are comma lists (the first is shown), `location` an object."""
     out: dict[str, Any] = {
-        "name": _text(record, "name", "companyName"),
-        "domain": _text(record, "domain", "website"),
-        "industry": _text(record, "industry", "companyIndustry"),
-        "employees": _text(record, "staffCountRange", "employeeSizeRange", "staffCount"),
-        "revenue": _text(record, "revenueRange", "companyRevenue", "annualRevenue"),
+        "name": _text(record, "name"),
+        "domain": _text(record, "domain"),
+        "industry": _first(record.get("industries")),
+        "employees": _text(record, "staffCountRange", "staffCount"),
+        "revenue": _text(record, "revenueRange", "annualRevenue"),
         "location": _location(record),
-        "linkedin": _text(record, "linkedInUrl", "liProfileUrl", "companyLIProfileUrl"),
-        "phone": _text(record, "phone", "companyPhone1"),
+        "linkedin": _text(record, "linkedInProfileUrl"),
+        "phone": _first(record.get("phones")),
     }
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _first(value: object) -> str | None:
+    """The first entry of a comma list ("a, b") or of an array."""
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
+    if isinstance(value, str):
+        head = value.split(",", 1)[0].strip()
+        return head or None
+    return None
+
+
 def _location(record: Mapping[str, Any]) -> str | None:
+    """A place as one line: a location object's `fullString` (or its parts), else the flat
+    `city`/`state`/`country` of search hits."""
+    for key in ("location", "contactLocation", "companyLocation"):
+        nested = record.get(key)
+        if isinstance(nested, Mapping):
+            return _text(nested, "fullString") or _location(nested)
     parts = [_text(record, k) for k in ("city", "state", "country")]
-    joined = ", ".join(p for p in parts if p)
-    return joined or _text(record, "location", "headquarters")
+    return ", ".join(p for p in parts if p) or None
 
 
 def project_search_item(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,21 +132,21 @@ def project_search_item(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "contacts":
         out: dict[str, Any] = {
             "search_result_id": _text(item, "searchResultId"),
-            "name": _text(item, "name", "fullName"),
+            "name": _text(item, "name"),
             "title": _text(item, "title"),
             "company": _text(item, "company"),
             "domain": _text(item, "domain"),
             "seniority": _text(item, "seniority"),
             "location": _location(item),
-            "linkedin": _text(item, "liUrl", "lIProfileUrl"),
+            "linkedin": _text(item, "liUrl"),
         }
     else:
         out = {
             "search_result_id": _text(item, "searchResultId"),
-            "name": _text(item, "name", "companyName"),
+            "name": _text(item, "name"),
             "domain": _text(item, "domain"),
-            "industry": _text(item, "industry"),
-            "employees": _text(item, "employeeSizeRange", "staffCountRange"),
+            "industry": _first(item.get("industries")),
+            "employees": _text(item, "staffCountRange", "employeeCount"),
             "location": _location(item),
         }
     return {k: v for k, v in out.items() if v is not None}

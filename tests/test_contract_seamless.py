@@ -220,6 +220,22 @@ async def test_research_by_search_result_ids_then_poll_both_kinds() -> None:
     assert world.check_all(responses=False) == 6
 
 
+async def test_org_data_requests_and_answers() -> None:
+    world = World(job_seconds=1.0)
+    with anyio.fail_after(10):
+        async with world.client() as client:
+            for kind in ("contacts", "companies"):
+                page = await client.search(kind, {}, limit=1)
+                await client.research(kind, search_result_ids=page.search_result_ids)
+            await world.clock.sleep(2.0)
+            for kind in ("contacts", "companies"):
+                records = await client.get_records(
+                    kind, start_date="2000-01-01", end_date="2999-12-31"
+                )
+                assert len(records.items) == 1
+    assert world.check_all() == 6
+
+
 @pytest.mark.parametrize(
     "company",
     [{"companyName": "Acme"}, {"domain": "acme.example"}, {"companyName": "A", "domain": "a.io"}],
@@ -272,14 +288,7 @@ async def test_each_poll_status_is_a_documented_answer(email: str) -> None:
 
 # ---- sandbox answers ----------------------------------------------------------------------------
 
-PENDING_RECORDS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 12.4 not done yet: sandbox hits and records (flat city/state/country, company "
-    "phone/industries/location shapes, poll item message/searchResultId on companies)",
-)
 
-
-@PENDING_RECORDS
 @pytest.mark.parametrize("kind", ["contacts", "companies"])
 async def test_sandbox_hits_and_records_are_the_published_shapes(kind: Any) -> None:
     world = World(job_seconds=1.0)

@@ -77,11 +77,34 @@ def test_missing_and_odd_values_are_dropped_not_crashing() -> None:
 
 
 def test_company_and_search_projections() -> None:
-    company = {"name": "Seamless.AI", "domain": "seamless.ai", "city": "Columbus", "state": "OH"}
+    company = {  # the published company record's shapes (UPSTREAMS.md 1)
+        "name": "Seamless.AI",
+        "domain": "seamless.ai",
+        "industries": "Computer Software, Internet",
+        "phones": "+1 614 555 0100, +1 614 555 0101",
+        "phonesAiScores": "97%, 40%",
+        "location": {"city": "Columbus", "state": "Ohio", "fullString": "Columbus, Ohio, US"},
+        "linkedInProfileUrl": "https://www.linkedin.com/company/seamless-ai",
+        "staffCountRange": "201 - 500 employees",
+        "staffCount": "320",
+    }
     assert project_company(company) == {
         "name": "Seamless.AI",
         "domain": "seamless.ai",
-        "location": "Columbus, OH",
+        "industry": "Computer Software",
+        "employees": "201 - 500 employees",
+        "location": "Columbus, Ohio, US",
+        "linkedin": "https://www.linkedin.com/company/seamless-ai",
+        "phone": "+1 614 555 0100",
+    }
+    no_full = {"name": "X", "location": {"city": "Columbus", "state": "OH"}}
+    assert project_company(no_full)["location"] == "Columbus, OH"
+    company_hit = {"searchResultId": "s", "name": "X", "industries": ["Banking"], "city": "NY"}
+    assert project_search_item("companies", company_hit) == {
+        "search_result_id": "s",
+        "name": "X",
+        "industry": "Banking",
+        "location": "NY",
     }
     hit = {"searchResultId": "sr1", "name": "T G", "company": "Seamless", "country": "US"}
     assert project_search_item("contacts", hit) == {

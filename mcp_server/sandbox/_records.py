@@ -717,7 +717,7 @@ def contact_summary(c: Contact, search_result_id: str) -> dict[str, Any]:
         "companyDomainAlias": co.domain_alias,
         "contactXUrl": c.x_url,
         "companyFundingTotal": str(co.funding_total) if co.funding_total else "",
-        "companyLatestFundingDate": co.funding_date,
+        **({"companyLatestFundingDate": co.funding_date} if co.funding_date else {}),
         "companyLatestFundingClassifications": list(co.funding_rounds),
         "jobChangeAlert": _job_change_alert(c),
         "companyType": co.company_type,
@@ -726,27 +726,86 @@ def contact_summary(c: Contact, search_result_id: str) -> dict[str, Any]:
 
 
 def company_summary(co: Company, search_result_id: str) -> dict[str, Any]:
-    """A company search hit (no example is published; fields follow the contact hit)."""
-    return {
+    """A company search hit, with the published hit's field names."""
+    out: dict[str, Any] = {
         "searchResultId": search_result_id,
         "name": co.name,
-        "domain": co.domain,
-        "industry": co.industry,
-        "industries": list(co.industries),
-        "sicCode": co.sic,
-        "employeeSizeRange": co.size_range,
-        "staffCount": co.staff_count,
-        "companyRevenue": co.revenue_range,
+        "street1": co.street,
         "city": co.city,
         "state": co.state,
+        "postCode": co.zip_code,
         "country": co.country,
+        "domain": co.domain,
+        "description": co.description,
         "liUrl": co.li_url,
-        "companyFoundedOn": f"{co.founded}-01-01",
+        "sicCode": co.sic,
+        "industries": list(co.industries),
+        "revenueRange": co.revenue_range,
+        "annualRevenue": str(co.annual_revenue),
+        "staffCountRange": co.size_range,
+        "employeeCount": str(co.staff_count),
+        "numContacts": str(max(1, co.staff_count // 3)),
+        "technologies": list(co.technologies),
+        "linkedInId": co.li_id,
+        "companyLIURL": co.li_url,
+        "foundedOn": f"{co.founded}-01-01",
+        "newsAndEvents": _news(co),
+        "fundingTotal": str(co.funding_total) if co.funding_total else "",
+        "latestFundingClassifications": list(co.funding_rounds),
         "companyType": co.company_type,
         "stockTicker": co.ticker,
-        "description": co.description,
-        "lastModifiedAt": co.last_modified,
     }
+    if co.funding_date:
+        out["latestFundingDate"] = co.funding_date
+    return out
+
+
+_COUNTRY_CODES: dict[str, tuple[str, str, int]] = {
+    "United States": ("US", "USA", 840),
+    "Canada": ("CA", "CAN", 124),
+    "United Kingdom": ("GB", "GBR", 826),
+    "Germany": ("DE", "DEU", 276),
+    "Australia": ("AU", "AUS", 36),
+}
+_STATE_ABBR = {
+    "New York": "NY", "Ohio": "OH", "Florida": "FL", "Texas": "TX", "Illinois": "IL",
+    "Colorado": "CO", "Washington": "WA", "California": "CA", "Massachusetts": "MA",
+    "Georgia": "GA", "Ontario": "ON", "New South Wales": "NSW",
+}  # fmt: skip
+_POST_CODES = {loc[0]: loc[5] for loc in _LOCATIONS}
+
+
+def _place(city: str, state: str, country: str) -> dict[str, Any]:
+    """The published location object's common fields (contactLocation, companyLocation)."""
+    alpha2, alpha3, numeric = _COUNTRY_CODES.get(country, ("", "", 0))
+    out: dict[str, Any] = {
+        "city": city,
+        "state": state,
+        "stateAbbr": _STATE_ABBR.get(state, state),
+        "postCode": _POST_CODES.get(city, ""),
+        "country": country,
+        "countryAbbr": alpha2,
+        "countryAlpha2": alpha2,
+        "countryAlpha3": alpha3,
+        "fullString": ", ".join(p for p in (city, state, country) if p),
+    }
+    if numeric:
+        out["countryNumeric"] = numeric
+    return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+def _news(co: Company) -> list[dict[str, str]]:
+    """One dated news item for funded companies, none otherwise (the sandbox's choice)."""
+    if not co.funding_date:
+        return []
+    return [
+        {
+            "title": f"{co.name} raises {co.funding_rounds[-1]} funding",
+            "url": f"https://news.example/{slug(co.name)}/funding",
+            "date": f"{co.funding_date}T09:00:00Z",
+            "type": "Investment",
+        }
+    ]
 
 
 def _job_change_alert(c: Contact) -> str | None:
@@ -875,67 +934,101 @@ def contact_record(c: Contact, *, request_id: str, created_at: float) -> dict[st
         "companyType": co.company_type,
         "stockTicker": co.ticker,
         "apiResearchId": request_id,
+        "jobHistory": [
+            {
+                "companyName": company,
+                "title": c.title,
+                "startedAt": f"{_months_ago(c.months_at_role)}T00:00:00Z",
+            },
+            {
+                "companyName": c.former_company,
+                "title": c.former_title,
+                "startedAt": f"{c.former_started}T00:00:00Z",
+                "endedAt": f"{c.former_ended}T00:00:00Z",
+            },
+        ],
+        "newsAndEvents": _news(co),
         "companyFundingTotal": str(co.funding_total) if co.funding_total else "",
-        "companyLatestFundingDate": co.funding_date,
+        **({"companyLatestFundingDate": co.funding_date} if co.funding_date else {}),
         "companyLatestFundingClassifications": list(co.funding_rounds),
-        "city": c.city,
-        "state": c.state,
-        "country": c.country,
-        "timezone": c.timezone,
-        "companyCity": co.city,
-        "companyState": co.state,
-        "companyCountry": co.country,
-        "contactXUrl": c.x_url,
+        "contactLocation": {
+            **_place(c.city, c.state, c.country),
+            "timezone": c.timezone,
+        },
+        "companyLocation": {"street1": co.street, **_place(co.city, co.state, co.country)},
     }
 
 
 def company_record(co: Company, *, request_id: str, created_at: float) -> dict[str, Any]:
-    """A researched company: the published example's fields and what a CRM row needs."""
+    """A researched company with the published record's fields: scalars are strings,
+    `phones`, `phonesAiScores`, `industries` and `topTechnologies` are comma lists and
+    `location` an object."""
     stamp = iso_time(created_at)
-    location = ", ".join(p for p in (co.city, co.state, co.country) if p)
-    return {
-        "companyId": co.company_id,
+    name, domain = co.name, co.domain
+    place = _q(f"{co.city} {co.state}") if co.city else _q(co.country)
+    out: dict[str, Any] = {
         "apiResearchId": request_id,
         "createdAt": stamp,
         "updatedAt": stamp,
-        "name": co.name,
-        "nameOriginal": co.name,
-        "domain": co.domain,
-        "website": co.domain,
-        "domainAliases": [co.domain_alias],
+        "name": name,
+        "domain": domain,
         "description": co.description,
-        "industry": co.industry,
-        "industries": list(co.industries),
+        "phones": ", ".join(p for p in co.phones if p),
+        "phonesAiScores": ", ".join(
+            f"{c}%" for p, c in zip(co.phones, co.phone_confidence, strict=True) if p
+        ),
+        "industries": ", ".join(co.industries),
+        "location": {
+            k: v
+            for k, v in {"street1": co.street, **_place(co.city, co.state, co.country)}.items()
+            if k not in ("stateAbbr", "countryNumeric")  # not in the company record's location
+        },
+        "linkedInProfileUrl": co.li_url,
+        "linkedInId": co.li_id,
+        "foundedOn": f"{co.founded}-01-01",
         "sicCode": co.sic,
-        "naicsCode": co.naics,
-        "staffCount": co.staff_count,
+        "staffCount": str(co.staff_count),
         "staffCountRange": f"{co.size_range} employees",
         "annualRevenue": str(co.annual_revenue),
         "revenueRange": co.revenue_range,
-        "founded": str(co.founded),
+        "topTechnologies": ", ".join(co.technologies),
         "companyType": co.company_type,
         "stockTicker": co.ticker,
-        "phone": co.phones[0],
-        "phoneTotalAI": f"{co.phone_confidence[0]}%",
-        "phone2": co.phones[1],
-        "phone2TotalAI": f"{co.phone_confidence[1]}%",
-        "street": co.street,
-        "city": co.city,
-        "state": co.state,
-        "zipCode": co.zip_code,
-        "country": co.country,
-        "location": location,
-        "timezone": co.timezone,
-        "linkedInUrl": co.li_url,
-        "linkedInId": co.li_id,
-        "xUrl": f"https://twitter.com/{slug(co.name)}",
-        "facebookUrl": f"https://www.facebook.com/{slug(co.name)}",
-        "technologies": list(co.technologies),
         "fundingTotal": str(co.funding_total) if co.funding_total else "",
-        "latestFundingDate": co.funding_date,
         "latestFundingClassifications": list(co.funding_rounds),
-        "webTechnologies": f"https://builtwith.com/{co.domain}",
-        "companyNews": f"https://www.google.com/search?q={_q(co.name)}&tbm=nws",
-        "employeeReviews": f"http://www.glassdoor.com/Reviews/{_q(co.name)}-reviews.htm",
-        "lastModifiedAt": co.last_modified,
+        "newsAndEvents": _news(co),
+        "advertisingIntelligenceUrl": f"http://www.moat.com/advertiser/{slug(name)}",
+        "alexaScoreUrl": f"http://www.alexa.com/siteinfo/{domain}",
+        "employeeReviewsUrl": f"http://www.glassdoor.com/Reviews/{_q(name)}-reviews.htm",
+        "googleFinanceUrl": f"http://www.google.com/finance?q={_q(name)}",
+        "googleResearchUrl": f"https://www.google.com/search?q={_q(name)}",
+        "intelUrl": f"https://www.google.com/search?q={_q(name)}+intel",
+        "jobPostingsUrl": f"http://www.glassdoor.com/Job/jobs.htm?sc.keyword={_q(name)}",
+        "localSportsTeamsUrl": f"https://www.google.com/search?q={place}+sports+teams",
+        "localWeatherUrl": f"https://www.google.com/search?q={place}+weather",
+        "newsUrl": f"https://www.google.com/search?q={_q(name)}&tbm=nws",
+        "paidSearchIntelligenceUrl": f"http://www.semrush.com/info/{domain}",
+        "paidSearchKeywordsIntelligenceUrl": (
+            f"http://www.keywordspy.com/research/search.aspx?q={domain}&tab=domain-overview"
+        ),
+        "searchMarketingIntelligenceUrl": f"http://www.ispionage.com/research/US/{domain}",
+        "secFilingsUrl": (
+            f"https://www.sec.gov/cgi-bin/browse-edgar?company={_q(name)}"
+            "&owner=exclude&action=getcompany"
+        ),
+        "seoResearchUrl": f"https://ahrefs.com/site-explorer/overview/subdomains?target={domain}",
+        "similarWebsitesUrl": f"https://www.similarsitesearch.com/search/?URL={domain}",
+        "socialMediaMentionsUrl": f"http://socialmention.com/search?q={domain}&t=all",
+        "socialMediaPostsUrl": f"http://www.social-searcher.com/social-buzz/?q5={domain}",
+        "socialPostsUrl": f"http://www.icerocket.com/search?q={_q(name)}",
+        "webTechnologiesUrl": f"https://builtwith.com/{domain}",
+        "websiteAuditUrl": f"http://www.similarweb.com/website/{domain}",
+        "websiteAudit2Url": f"https://www.woorank.com/en/www/{domain}",
+        "websiteGraderUrl": f"https://website.grader.com/tests/{domain}",
+        "whoisUrl": f"http://www.whois.com/whois/{domain}",
+        "wikipediaUrl": f"https://en.wikipedia.org/wiki/{name.replace(' ', '_')}",
+        "yahooFinanceUrl": f"http://finance.yahoo.com/q?s={_q(name)}",
     }
+    if co.funding_date:
+        out["latestFundingDate"] = co.funding_date
+    return out

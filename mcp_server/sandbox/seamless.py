@@ -71,8 +71,10 @@ Search
 
 Org data
     `GET /contacts` / `GET /companies`: records of jobs that finished `done` with completion
-    time in [`startDate`, `endDate`] (ISO 8601 date or date-time; a date-only `endDate` covers
-    that whole day), oldest first, `page` (from 1) and `limit` 1-100 (default 50).
+    time in [`startDate`, `endDate`] (documented as ISO date-times; a date alone is accepted,
+    the sandbox's choice, and a date-only `endDate` covers that whole day), oldest first,
+    `page` (from 1) and `limit` 1-500 (default 500), answered as `{data}` without paging
+    metadata, as published.
 
 Org data (jobs, rate windows, credits spent, the dedupe and searchResultId indexes) belongs to
 the `SandboxState`, so every app built on one state shares it, and it is dropped when
@@ -115,7 +117,7 @@ MAX_RESEARCH_TARGETS = 100
 MAX_POLL_IDS = 100
 SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 50, 200
 """Default as documented; the docs state no maximum, the cap of 200 is the sandbox's choice."""
-ORG_LIMIT_DEFAULT, ORG_LIMIT_MAX = 50, 100
+ORG_LIMIT_DEFAULT, ORG_LIMIT_MAX = 500, 500
 _SEARCH_INDEX_MAX = 200_000
 """searchResultIds remembered per instance; the oldest are forgotten beyond this."""
 
@@ -912,6 +914,13 @@ class _SeamlessSandbox:
                 entry[kind] = self._record(job)
         if kind == "company":  # the published company poll item has no message or searchResultId
             return {k: v for k, v in entry.items() if k not in ("message", "searchResultId")}
+        # `additionalData` is free-form "(e.g., error details)"; what goes in it is the
+        # sandbox's choice: the outcome's message for a failed or unanswered target.
+        entry["additionalData"] = (
+            {"reason": entry["message"]}
+            if entry["status"] not in ("done", "researching", "duplicate") and entry["message"]
+            else {}
+        )
         return entry
 
     async def poll_contacts(self, request: Request, call: _Call) -> tuple[int, dict[str, Any]]:
@@ -953,16 +962,7 @@ class _SeamlessSandbox:
         )
         first = (page - 1) * limit
         chunk = rows[first : first + limit]
-        return 200, {
-            "success": True,
-            "data": [self._record(job) for job in chunk],
-            "supplementalData": {
-                "page": page,
-                "perPage": limit,
-                "total": len(rows),
-                "isMore": first + len(chunk) < len(rows),
-            },
-        }
+        return 200, {"data": [self._record(job) for job in chunk]}  # no paging metadata
 
 
 def create_seamless_app(state: SandboxState) -> Starlette:

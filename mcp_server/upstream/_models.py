@@ -197,10 +197,13 @@ class PollItem(BaseModel):
     record: dict[str, Any] | None = Field(
         None, description="The `contact` or `company` record (~100 fields) once done."
     )
+    additional_data: dict[str, Any] | None = Field(
+        None, description="Contact poll items' free-form `additionalData` (e.g. error details)."
+    )
 
     @property
     def terminal(self) -> bool:
-        return self.status.lower() in SEAMLESS_TERMINAL
+        return " ".join(self.status.lower().split()) in SEAMLESS_TERMINAL
 
 
 class RecordsPage(BaseModel):

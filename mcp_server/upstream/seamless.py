@@ -11,7 +11,7 @@ The last `X-PublicAPI-Credits` seen is `client.credits`; the buckets are `rate_l
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -116,8 +116,17 @@ def _descriptor(
     return {k: v for k, v in raw.items() if v not in (None, "", [], {})}
 
 
-def _day(value: str | date | datetime) -> str:
-    return value.isoformat() if isinstance(value, date | datetime) else value
+def _moment(value: str | date | datetime, *, end: bool) -> str:
+    """An ISO date-time, as `startDate`/`endDate` are documented: a bare date is the start
+    (or, for the end, the last second) of that UTC day."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        value = value.isoformat()
+    if len(value) == 10:
+        return f"{value}T23:59:59Z" if end else f"{value}T00:00:00Z"
+    return value
 
 
 class SeamlessClient:
@@ -340,6 +349,7 @@ class SeamlessClient:
                 if request_id is None:
                     continue
                 record = item.get(record_key)
+                extra = item.get("additionalData")
                 # Every field is checked above, so construct without validating: validation
                 # would copy each ~100-field record, and a round of 100 finished targets is
                 # held by every job's waiters until they fold it.
@@ -350,6 +360,7 @@ class SeamlessClient:
                         search_result_id=_text(item.get("searchResultId")),
                         message=_text(item.get("message")),
                         record=record if isinstance(record, dict) else None,
+                        additional_data=extra if isinstance(extra, dict) and extra else None,
                     )
                 )
             return items
@@ -373,7 +384,7 @@ class SeamlessClient:
         start_date: str | date | datetime,
         end_date: str | date | datetime,
         page: int = 1,
-        limit: int = 50,
+        limit: int = 500,
         deadline: float | None = None,
     ) -> RecordsPage:
         """The org's researched records finished in [start_date, end_date] (free)."""
@@ -381,20 +392,19 @@ class SeamlessClient:
 
         def parse(raw: Any) -> RecordsPage:
             items = _data_list(raw)
-            extra = _supplemental(raw)
-            is_more = extra.get("isMore")
+            # No paging metadata is published: a full page may have a next one.
             return RecordsPage(
                 kind=k,
                 items=items,
                 page=page,
                 limit=limit,
-                total=_int(extra.get("total")),
-                is_more=is_more if isinstance(is_more, bool) else None,
+                total=None,
+                is_more=len(items) >= limit,
             )
 
         params = {
-            "startDate": _day(start_date),
-            "endDate": _day(end_date),
+            "startDate": _moment(start_date, end=False),
+            "endDate": _moment(end_date, end=True),
             "page": str(page),
             "limit": str(limit),
         }

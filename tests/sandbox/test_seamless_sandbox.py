@@ -185,8 +185,8 @@ async def test_company_search_returns_company_hits() -> None:
     hits = r.json()["data"]
     assert len(hits) == 3
     for hit in hits:
-        assert hit["industry"] == "Retail"
-        assert {"searchResultId", "name", "domain", "employeeSizeRange", "city"} <= set(hit)
+        assert hit["industries"][0] == "Retail"
+        assert {"searchResultId", "name", "domain", "staffCountRange", "city"} <= set(hit)
 
 
 @pytest.mark.parametrize(
@@ -418,7 +418,8 @@ async def test_poll_entries_carry_the_documented_fields_and_a_full_record() -> N
         ids = await _research(client, {"searchResultIds": sr_ids})
         await _advance(state, 1)
         [entry] = await _poll(client, ids)
-    assert set(entry) == set(documented)
+    assert set(entry) == set(documented) | {"additionalData"}  # additionalData: in the schema
+    assert entry["additionalData"] == {}
     assert entry["searchResultId"] == sr_ids[0]
     record = entry["contact"]
     assert set(documented["contact"]) <= set(record)
@@ -582,12 +583,15 @@ async def test_company_research_polls_into_a_company_record_and_is_never_dedupli
     assert again.headers["x-publicapi-credits"] == "997"
     assert [e["status"] for e in entries] == ["done", "done", "missing"]
     from_search, by_domain, _ = entries
-    assert documented <= set(from_search["company"])
+    # The published example also shows `companyId`, which the published schema does not have.
+    assert documented - {"companyId"} <= set(from_search["company"])
     assert from_search["company"]["name"] == hit["name"]
     assert by_domain["company"]["domain"] == "acme.com"
-    assert {"industry", "staffCount", "revenueRange", "city", "linkedInUrl"} <= set(
+    assert {"industries", "staffCount", "revenueRange", "location", "linkedInProfileUrl"} <= set(
         by_domain["company"]
     )
+    assert by_domain["company"]["location"]["fullString"]
+    assert "," not in by_domain["company"]["phones"].split(", ")[0]
 
 
 async def test_request_ids_are_per_endpoint() -> None:
@@ -797,17 +801,12 @@ async def test_org_data_lists_finished_records_in_the_date_window() -> None:
         before = await client.get(
             "/contacts", params={"startDate": "2026-01-01", "endDate": "2026-09-20"}
         )
-    assert researching.json()["data"] == []
-    assert page1.json()["supplementalData"] == {"page": 1, "perPage": 2, "total": 3, "isMore": True}
-    assert page2.json()["supplementalData"] == {
-        "page": 2,
-        "perPage": 2,
-        "total": 3,
-        "isMore": False,
-    }
+    assert researching.json() == {"data": []}  # as published: no paging metadata
+    assert set(page1.json()) == {"data"}
+    assert (len(page1.json()["data"]), len(page2.json()["data"])) == (2, 1)
     listed = [r["apiResearchId"] for r in page1.json()["data"] + page2.json()["data"]]
     assert listed == ids[:3]
-    assert before.json()["supplementalData"]["total"] == 0
+    assert before.json() == {"data": []}
 
 
 @pytest.mark.parametrize(
@@ -824,8 +823,8 @@ async def test_org_data_lists_finished_records_in_the_date_window() -> None:
         ),
         ("?startDate=2026-02-01&endDate=2026-01-01", "endDate must not be before startDate."),
         (
-            "?startDate=2026-01-01&endDate=2026-02-01&limit=101",
-            "limit must be an integer between 1 and 100.",
+            "?startDate=2026-01-01&endDate=2026-02-01&limit=501",
+            "limit must be an integer between 1 and 500.",
         ),
         (
             "?startDate=2026-01-01&endDate=2026-02-01&page=0",
