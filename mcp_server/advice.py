@@ -1354,6 +1354,8 @@ class _Facts:
     limit: int | None = None
     window: float | None = None
     credits: int | None = None
+    credits_needed: int | None = None
+    """Seamless 422 `data.additionalCreditsNeeded`: how many more credits the request needs."""
     endpoint: str | None = None
     tool: str | None = None
     attempts: int = 1
@@ -1496,6 +1498,11 @@ def _context(
             f"has {facts.credits} research credits left"
             if facts.credits is not None
             else "does not have enough research credits"
+        )
+        + (
+            f" and needs {facts.credits_needed} more for this request"
+            if facts.credits_needed
+            else ""
         ),
         "credits_note": (
             f", credits_remaining={facts.credits}" if facts.credits is not None else ""
@@ -1632,7 +1639,11 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[_Facts
         facts.http_status = error.status
         facts.api_code = _clean_token(error.api_code, ())
         facts.request_id = _clean_token(error.request_id, ())
-        facts.details = _render_details(error.details, ())
+        if error.provider == "seamless":  # 422 `data`: {productCategory, additionalCreditsNeeded}
+            needed = _number(error.details.get("additionalCreditsNeeded"))
+            facts.credits_needed = int(needed) if needed else None
+        else:
+            facts.details = _render_details(error.details, ())
         facts.message = _clean_text(error.message, ()) if not facts.details else None
         credits = _number(error.details.get("credits_remaining"))
         facts.credits = int(credits) if credits is not None else None
@@ -1797,6 +1808,7 @@ class _Body:
     details: object = None
     retry_after: float | None = None
     credits: int | None = None
+    credits_needed: int | None = None
     job_status: str | None = None
     job_error: Mapping[str, object] | None = None
     job_id: str | None = None
@@ -1836,6 +1848,10 @@ def _parse_body(body: str | Mapping[str, object] | None, secrets: tuple[str, ...
     parsed.details = source.get("details")
     details = _as_mapping(parsed.details)
     parsed.retry_after = _number(top.get("retry_after_seconds", source.get("retry_after_seconds")))
+    seamless_data = _as_mapping(top.get("data")) if parsed.shape == "seamless" else None
+    if seamless_data is not None:
+        needed = _number(seamless_data.get("additionalCreditsNeeded"))
+        parsed.credits_needed = int(needed) if needed else None
     if details is not None:
         credits = _number(details.get("credits_remaining"))
         parsed.credits = int(credits) if credits is not None else None
@@ -1950,6 +1966,7 @@ def advise_http(  # noqa: PLR0917  # positional order is the explain_error argum
         details=_render_details(parsed.details, secrets),
         message=parsed.message,
         credits=parsed.credits,
+        credits_needed=parsed.credits_needed,
         budget=parsed.budget,
         job_id=parsed.job_id,
         secrets=secrets,

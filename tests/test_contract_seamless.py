@@ -308,11 +308,7 @@ async def test_sandbox_hits_and_records_are_the_published_shapes(kind: Any) -> N
 @pytest.mark.parametrize(
     ("key", "status"),
     [
-        pytest.param(
-            KEY_REVOKED,
-            401,
-            marks=pytest.mark.xfail(strict=True, reason="issue 12.5 not done: 401 {message}"),
-        ),
+        (KEY_REVOKED, 401),
         (KEY_INSUFFICIENT_CREDITS, 422),
         (KEY_MISSING_LICENSE, 422),
     ],

@@ -10,7 +10,9 @@ import pytest
 from conftest import call, structured, text_of
 from mcp import Client
 
+from mcp_server.advice import advise_http
 from mcp_server.ledger import SqliteLedger
+from mcp_server.sandbox._state import SandboxState
 
 pytestmark = pytest.mark.anyio
 
@@ -82,3 +84,27 @@ async def test_additional_data_of_a_poll_item_is_kept_in_the_ledger(
     assert row is not None
     [item] = (row.snapshot or {})["items"]
     assert item["additional_data"] == {"reason": "No contact matches this target."}
+
+
+async def test_the_422_advice_says_how_many_credits_are_missing(
+    client: Client, sandbox_state: SandboxState
+) -> None:
+    sandbox_state.faults.initial_credits = 2
+    result = await call(
+        client,
+        "start_research",
+        {"kind": "contacts", "contacts": [{"email": f"p{i}@acme.example"} for i in range(5)]},
+    )
+    assert result.is_error
+    assert structured(result)["error"]["code"] == "credits_exhausted"
+    assert "needs 3 more for this request" in text_of(result)
+
+
+def test_explain_error_reads_additional_credits_needed() -> None:
+    body = {
+        "code": "insufficientCredits",
+        "msg": "Not enough credits",
+        "data": {"productCategory": "contact", "additionalCreditsNeeded": 7},
+    }
+    advice = advise_http("seamless", 422, None, None, body, None, now=1_800_000_000.0)
+    assert "needs 7 more for this request" in advice.what_happened

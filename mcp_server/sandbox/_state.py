@@ -207,7 +207,7 @@ def _route_template(scope: Scope, app: ASGIApp | None = None) -> str:
 
 def _five_xx_body(provider: SandboxProvider, status: int, request_id: str) -> bytes:
     if provider == "seamless":
-        return json.dumps({"code": "internalServerError", "msg": "Internal server error"}).encode()
+        return json.dumps({"message": "Internal server error"}).encode()  # as published
     return json.dumps(
         {
             "error": {

@@ -10,10 +10,13 @@ Auth and order of checks
     422 `missingLicense` (`sandbox-missing-license`, on every endpoint: the whole Public API
     is unlicensed) -> 400 (payload) -> 422 `insufficientCredits` (research POSTs only; always
     for `sandbox-insufficient-credits`, whose responses also say `X-PublicAPI-Credits: 0`).
-    Error bodies are `{"code", "msg"}` with codes `unauthorized`, `badRequest`, `notFound`,
-    `insufficientScope`, `missingLicense`, `insufficientCredits`; the 429 body spells its text
-    `message`, as documented. A wrong method on a known path, or a trailing slash, is a 404
-    too (no 405, no redirect).
+    Error bodies as published: 401 and 500 `{"message"}`; 422 `{"code", "msg", "data"}` with
+    `data.productCategory` and, for `insufficientCredits`, `data.additionalCreditsNeeded`
+    (credits needed beyond those left; with `sandbox-insufficient-credits`, all of them);
+    429 `{"code": "rateLimitExceeded", "message"}`. The 400, 403 (`insufficientScope`) and
+    404 bodies are NOT DOCUMENTED: the sandbox's choice is `{"code", "msg"}` with codes
+    `badRequest`, `insufficientScope`, `notFound`. A wrong method on a known path, or a
+    trailing slash, is a 404 too (no 405, no redirect).
 
 Rate limits
     `faults.seamless_rate_limit` (default 60) requests per fixed virtual-time window of 60 s
@@ -181,15 +184,25 @@ _STR_FILTERS = frozenset(
 class _ApiError(Exception):
     """A documented error response; raised anywhere in a handler, rendered by the wrapper."""
 
-    def __init__(self, status: int, code: str, msg: str, *, text_field: str = "msg") -> None:
+    def __init__(
+        self, status: int, code: str, msg: str, *, data: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(msg)
         self.status = status
         self.code = code
         self.msg = msg
-        self.text_field = text_field
+        self.data = data
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code, self.text_field: self.msg}
+        """The published body for the status (see the module docstring)."""
+        if self.status in (401, 500):
+            return {"message": self.msg}
+        if self.status == 429:
+            return {"code": self.code, "message": self.msg}
+        body: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.status == 422 and self.data is not None:
+            body["data"] = self.data
+        return body
 
 
 def _bad(msg: str) -> _ApiError:
@@ -599,7 +612,6 @@ class _SeamlessSandbox:
                 "rateLimitExceeded",
                 f"Rate limit exceeded for {endpoint}: {limit} requests per minute per "
                 "organization. Retry after X-RateLimit-Reset.",
-                text_field="message",
             )
         window.count += 1
         if key == KEY_INSUFFICIENT_SCOPE:
@@ -614,6 +626,7 @@ class _SeamlessSandbox:
                 "missingLicense",
                 "This organization has no active Public API license; an admin must enable "
                 "Public API access.",
+                data={"productCategory": "publicApi"},
             )
         return key
 
@@ -843,6 +856,10 @@ class _SeamlessSandbox:
                 "insufficientCredits",
                 f"Not enough research credits: this request needs {needed}, the organization "
                 f"has {available}.",
+                data={
+                    "productCategory": kind,
+                    "additionalCreditsNeeded": max(1, needed - available),
+                },
             )
 
         self.state.record_paid_post("seamless", f"/{_PLURAL[kind]}/research", body)

@@ -252,7 +252,8 @@ def _decode_json(raw: bytes) -> Any:
 def _parse_error_body(raw: bytes, content_type: str, secrets: tuple[str, ...]) -> _ErrorBody:
     """Read either documented error shape, or none; never raises.
 
-    Seamless: `{"code", "msg"}` (the 429 example spells it `message`).
+    Seamless: `{"message"}` (401, 500), `{"code", "msg", "data"}` (422, `data` kept as
+    `details`), `{"code", "message"}` (429).
     AgentSEO: `{"error": {"code", "message", "details", "request_id"}}`.
     Anything else (HTML error pages, truncated JSON, wrong types) yields just an excerpt.
     """
@@ -280,6 +281,8 @@ def _parse_error_body(raw: bytes, content_type: str, secrets: tuple[str, ...]) -
         or _scalar_text(data.get("requestId"))
     )
     details_raw = inner.get("details", data.get("details"))
+    if details_raw is None and isinstance(data.get("data"), dict):
+        details_raw = data["data"]  # Seamless 422: {productCategory, additionalCreditsNeeded}
     details = details_raw if isinstance(details_raw, dict) else None
     return _ErrorBody(
         api_code=_sanitise(code, secrets, 80) if code else None,

@@ -235,9 +235,8 @@ async def test_missing_credentials_get_401_and_do_not_count(headers: dict[str, s
     async with _client(_state(), headers=headers) as client:
         r = await client.post("/search/contacts", json={})
     assert r.status_code == 401
-    assert r.json() == {
-        "code": "unauthorized",
-        "msg": "Missing credentials: send the API key as 'Token: <key>' or an OAuth access "
+    assert r.json() == {  # 401 is {message}, as published
+        "message": "Missing credentials: send the API key as 'Token: <key>' or an OAuth access "
         "token as 'Authorization: Bearer <token>'.",
     }
     assert r.headers["x-ratelimit-remaining"] == "60"
@@ -254,10 +253,7 @@ async def test_the_revoked_key_gets_401() -> None:
     async with _client(_state(), headers={"Token": KEY_REVOKED}) as client:
         r = await client.get("/contacts/research/poll", params={"requestIds": "a"})
     assert r.status_code == 401
-    assert r.json() == {
-        "code": "unauthorized",
-        "msg": "The API key or access token is invalid, expired or revoked.",
-    }
+    assert r.json() == {"message": "The API key or access token is invalid, expired or revoked."}
 
 
 async def test_the_insufficient_scope_key_gets_403_and_counts() -> None:
@@ -289,6 +285,7 @@ async def test_the_missing_license_key_gets_422_on_every_endpoint(method: str, p
         "code": "missingLicense",
         "msg": "This organization has no active Public API license; an admin must enable "
         "Public API access.",
+        "data": {"productCategory": "publicApi"},
     }
 
 
@@ -306,6 +303,7 @@ async def test_the_insufficient_credits_key_fails_research_but_not_search_or_pol
     assert research.json() == {
         "code": "insufficientCredits",
         "msg": "Not enough research credits: this request needs 1, the organization has 0.",
+        "data": {"productCategory": "contact", "additionalCreditsNeeded": 1},
     }
     assert research.headers["x-publicapi-credits"] == "0"
 
@@ -358,6 +356,7 @@ async def test_a_batch_beyond_the_credits_left_is_refused_whole() -> None:
     assert refused.json() == {
         "code": "insufficientCredits",
         "msg": "Not enough research credits: this request needs 3, the organization has 2.",
+        "data": {"productCategory": "contact", "additionalCreditsNeeded": 1},
     }
     assert refused.headers["x-publicapi-credits"] == "2"
     assert two.status_code == 202

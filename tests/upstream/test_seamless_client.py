@@ -199,7 +199,9 @@ async def test_401_bad_or_missing_key(key: str) -> None:
     async with world.client(key) as client:
         with pytest.raises(AuthenticationFailed) as info:
             await client.search("contacts", {})
-    assert (info.value.status, info.value.api_code) == (401, "unauthorized")
+    # The published 401 body is {message}: no code.
+    assert (info.value.status, info.value.api_code) == (401, None)
+    assert "invalid" in info.value.message or "Missing credentials" in info.value.message
     assert info.value.attempts == 1
 
 
@@ -231,6 +233,7 @@ async def test_422_insufficient_credits() -> None:
         assert client.credits == 0
     err = info.value
     assert (err.status, err.api_code) == (422, "insufficientCredits")
+    assert err.details == {"productCategory": "contact", "additionalCreditsNeeded": 1}
     assert err.hints.credits == 0
     assert err.attempts == 1
     assert world.responses("POST /contacts/research") == {422: 1}
@@ -278,7 +281,8 @@ async def test_500_is_retried_for_reads_then_raised() -> None:
                 await client.search("contacts", {}, deadline=world.clock.monotonic() + HOUR)
     err = info.value
     assert err.status in (500, 502, 503)
-    assert err.api_code == "internalServerError"
+    assert err.api_code is None  # the published 500 body is {message}
+    assert "Internal server error" in err.message
     assert err.attempts == 3
     assert sum(world.responses("POST /search/contacts").values()) == 3
 
