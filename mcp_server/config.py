@@ -45,6 +45,7 @@ PLAN_BUDGETS: dict[Plan, tuple[int, int]] = {
 }
 
 SandboxMode = Literal["auto", "on", "off"]
+SeamlessAuthKind = Literal["api_key", "access_token", "oauth_refresh"]
 
 
 def default_db_path() -> Path:
@@ -75,6 +76,21 @@ class Settings(BaseSettings):
     )
 
     seamless_api_key: SecretStr | None = Field(None, validation_alias=_alias("SEAMLESS_API_KEY"))
+    seamless_access_token: SecretStr | None = Field(
+        None, validation_alias=_alias("SEAMLESS_ACCESS_TOKEN")
+    )
+    seamless_oauth_client_id: str | None = Field(
+        None, validation_alias=_alias("SEAMLESS_OAUTH_CLIENT_ID")
+    )
+    seamless_oauth_client_secret: SecretStr | None = Field(
+        None, validation_alias=_alias("SEAMLESS_OAUTH_CLIENT_SECRET")
+    )
+    seamless_oauth_refresh_token: SecretStr | None = Field(
+        None, validation_alias=_alias("SEAMLESS_OAUTH_REFRESH_TOKEN")
+    )
+    seamless_oauth_redirect_uri: str | None = Field(
+        None, validation_alias=_alias("SEAMLESS_OAUTH_REDIRECT_URI")
+    )
     seamless_base_url: str = Field(
         DEFAULT_SEAMLESS_BASE_URL, validation_alias=_alias("SEAMLESS_BASE_URL")
     )
@@ -103,7 +119,17 @@ class Settings(BaseSettings):
             return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
         return data
 
-    @field_validator("seamless_api_key", "agentseo_api_key", "http_token", mode="before")
+    @field_validator(
+        "seamless_api_key",
+        "agentseo_api_key",
+        "http_token",
+        "seamless_access_token",
+        "seamless_oauth_client_id",
+        "seamless_oauth_client_secret",
+        "seamless_oauth_refresh_token",
+        "seamless_oauth_redirect_uri",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -142,8 +168,46 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _oauth_complete(self) -> Settings:
+        """The refresh flow needs all four of its variables; name the missing ones."""
+        parts = {
+            "SEAMLESS_OAUTH_CLIENT_ID": self.seamless_oauth_client_id,
+            "SEAMLESS_OAUTH_CLIENT_SECRET": self.seamless_oauth_client_secret,
+            "SEAMLESS_OAUTH_REFRESH_TOKEN": self.seamless_oauth_refresh_token,
+            "SEAMLESS_OAUTH_REDIRECT_URI": self.seamless_oauth_redirect_uri,
+        }
+        given = [k for k, v in parts.items() if v is not None]
+        if given and len(given) < len(parts):
+            missing = ", ".join(k for k in parts if k not in given)
+            raise ValueError(
+                f"Seamless OAuth refresh needs {', '.join(parts)} together; missing: {missing}"
+            )
+        return self
+
+    @property
+    def seamless_auth(self) -> SeamlessAuthKind | None:
+        """Which Seamless credential is used: the API key wins, then an access token, then the
+        OAuth refresh flow (one kind per request, never two)."""
+        if self.seamless_api_key is not None:
+            return "api_key"
+        if self.seamless_access_token is not None:
+            return "access_token"
+        if self.seamless_oauth_refresh_token is not None:
+            return "oauth_refresh"
+        return None
+
     def api_key(self, provider: Provider) -> SecretStr | None:
-        return self.seamless_api_key if provider == "seamless" else self.agentseo_api_key
+        """The credential that identifies the account (its fingerprint partitions the ledger):
+        for Seamless OAuth the access token, or the OAuth client id (stable across refreshes)."""
+        if provider == "agentseo":
+            return self.agentseo_api_key
+        kind = self.seamless_auth
+        if kind == "access_token":
+            return self.seamless_access_token
+        if kind == "oauth_refresh":
+            return SecretStr(f"oauth-client:{self.seamless_oauth_client_id}")
+        return self.seamless_api_key
 
     def base_url(self, provider: Provider) -> str:
         return self.seamless_base_url if provider == "seamless" else self.agentseo_base_url
@@ -195,14 +259,28 @@ _ENV_NAMES = {
     "retry_max_attempts": "JOBRELAY_RETRY_MAX_ATTEMPTS",
     "credit_budget": "JOBRELAY_CREDIT_BUDGET",
     "http_token": "JOBRELAY_HTTP_TOKEN",
+    "seamless_access_token": "SEAMLESS_ACCESS_TOKEN",
+    "seamless_oauth_client_id": "SEAMLESS_OAUTH_CLIENT_ID",
+    "seamless_oauth_client_secret": "SEAMLESS_OAUTH_CLIENT_SECRET",
+    "seamless_oauth_refresh_token": "SEAMLESS_OAUTH_REFRESH_TOKEN",
+    "seamless_oauth_redirect_uri": "SEAMLESS_OAUTH_REDIRECT_URI",
 }
 
 _FIELD_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}
 
-_SECRET_FIELDS = {"seamless_api_key", "agentseo_api_key", "http_token"}
+_SECRET_FIELDS = {
+    "seamless_api_key",
+    "agentseo_api_key",
+    "http_token",
+    "seamless_access_token",
+    "seamless_oauth_client_secret",
+    "seamless_oauth_refresh_token",
+}
 
 
 def _describe(error: Mapping[str, object]) -> str:
+    if not error.get("loc"):  # a whole-settings check (e.g. OAuth variables that go together)
+        return str(error.get("msg", "invalid settings")).removeprefix("Value error, ") + "."
     loc = error.get("loc") or ("?",)
     field = str(loc[0]).lower() if isinstance(loc, tuple) and loc else "?"
     field = _FIELD_BY_ENV.get(field.upper(), field)

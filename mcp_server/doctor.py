@@ -112,6 +112,20 @@ async def _probe(client: httpx.AsyncClient, url: str) -> tuple[str | None, str |
     return f"HTTP {response.status_code} in {took:.0f} ms", None
 
 
+def _seamless_auth_line(settings: Settings) -> str:
+    """Which Seamless OAuth credential is used, without showing any secret."""
+    if settings.seamless_auth == "access_token" and settings.seamless_access_token:
+        return (
+            "auth: OAuth access token (SEAMLESS_ACCESS_TOKEN, Authorization: Bearer "
+            f"{mask_secret(settings.seamless_access_token)}); it is not refreshed"
+        )
+    return (
+        f"auth: OAuth client {settings.seamless_oauth_client_id} with a refresh token "
+        "(SEAMLESS_OAUTH_*): access tokens from POST /oauth/accessToken, refreshed before "
+        "expiry and once after a 401"
+    )
+
+
 async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncClient) -> Check:
     check = Check(_NAMES[provider])
     key = settings.api_key(provider)
@@ -127,8 +141,14 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
         if (missing := settings.missing_key(provider)) is not None:
             check.lines.append("key: not set")
             check.problems.append(missing)
+        elif key is not None and provider == "seamless" and settings.seamless_auth != "api_key":
+            check.lines.append(
+                f"{_seamless_auth_line(settings)}, fingerprint {key_fingerprint(key)}"
+            )
         elif key is not None:
             check.lines.append(f"key: {mask_secret(key)}, fingerprint {key_fingerprint(key)}")
+        if provider == "seamless" and settings.seamless_auth == "api_key":
+            check.lines.append("auth: API key (Token header)")
         answered, failure = await _probe(client, url)
         if answered:
             check.lines.append(f"reachable: {answered}")

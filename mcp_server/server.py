@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -40,6 +41,7 @@ from mcp_server.sandbox._persist import JobFile, sandbox_path
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.schemas import Kind
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
+from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
 from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.agentseo import AgentSEOClient
 from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
@@ -144,18 +146,52 @@ class Runtime(Clients):
         tenant = caller.tenant("seamless")
         client = self._seamless.get(tenant)
         if client is None:
+            key = self._key_for(caller, "seamless")
             client = SeamlessClient(
                 self.base_urls["seamless"],
-                self._key_for(caller, "seamless"),
+                key,
                 clock=self.clock,
                 limiter=self.limiter,
                 policy=self.policy,
                 budget=self.budgets["seamless"],
                 transport=self.transports.get("seamless"),
                 tenant=tenant,
+                auth=self._seamless_oauth(key),
             )
             self._seamless[tenant] = client
         return client
+
+    def _seamless_oauth(self, key: SecretStr) -> httpx.Auth | None:
+        """The configured OAuth auth when `key` is the server's own OAuth credential (a
+        per-request key header is always an API key)."""
+        settings = self.settings
+        own = settings.api_key("seamless")
+        if self.sandboxed["seamless"] or own is None:
+            return None
+        if not hmac.compare_digest(
+            own.get_secret_value().encode(), key.get_secret_value().encode()
+        ):
+            return None
+        if settings.seamless_auth == "access_token" and settings.seamless_access_token:
+            return BearerAuth(settings.seamless_access_token)
+        if (
+            settings.seamless_auth == "oauth_refresh"
+            and settings.seamless_oauth_client_id
+            and settings.seamless_oauth_client_secret
+            and settings.seamless_oauth_refresh_token
+            and settings.seamless_oauth_redirect_uri
+        ):
+            return RefreshingAuth(
+                OAuthClient(
+                    settings.seamless_oauth_client_id,
+                    settings.seamless_oauth_client_secret,
+                    settings.seamless_oauth_redirect_uri,
+                ),
+                settings.seamless_oauth_refresh_token,
+                token_url=self.base_urls["seamless"].rstrip("/") + TOKEN_PATH,
+                now=self.clock.time,
+            )
+        return None
 
     def agentseo(self, caller: Caller) -> AgentSEOClient:
         tenant = caller.tenant("agentseo")

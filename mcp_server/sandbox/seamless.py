@@ -4,8 +4,16 @@ Faults (5xx, latency, malformed JSON) and request counting live in `FaultMiddlew
 module implements only the documented behaviour, plus these choices where the docs are silent:
 
 Auth and order of checks
-    `Token: <key>` or `Authorization: Bearer <token>`; any non-empty value is valid (`Token`
-    wins when both are sent). Checks run in this order: 401 (missing key, or
+    `Token: <key>`: any non-empty key is valid. `Authorization: Bearer <token>`: a token this
+    sandbox issued and not expired, or a scenario key (`Token` wins when both are sent).
+    `POST /oauth/accessToken` (JSON `client_id`, `client_secret`, `redirect_uri`,
+    `grant_type` authorization_code|refresh_token with `code`|`refresh_token`) answers
+    `{access_token, refresh_token, expires_at}`. Not documented, so the sandbox's choices:
+    any client id/secret/code/refresh token is accepted except `sandbox-revoked` (401);
+    `expires_at` is epoch seconds, tokens live `TOKEN_SECONDS`; every answer carries a new
+    refresh token and earlier ones stay valid; the token endpoint has no rate window; a
+    token issued to client id `sandbox-insufficient-scope` lacks the scope (403
+    `insufficientScope` on every call). Checks run in this order: 401 (missing key, or
     `sandbox-revoked`) -> 429 -> 403 `insufficientScope` (`sandbox-insufficient-scope`) ->
     422 `missingLicense` (`sandbox-missing-license`, on every endpoint: the whole Public API
     is unlicensed) -> 400 (payload) -> 422 `insufficientCredits` (research POSTs only; always
@@ -116,6 +124,8 @@ from mcp_server.sandbox._state import (
 )
 
 WINDOW_SECONDS = 60
+TOKEN_SECONDS = 3600
+"""Lifetime of an issued access token (not documented: the sandbox's choice)."""
 MAX_RESEARCH_TARGETS = 100
 MAX_POLL_IDS = 100
 SEARCH_LIMIT_DEFAULT, SEARCH_LIMIT_MAX = 50, 200
@@ -168,6 +178,9 @@ _SEARCH_SCALARS: dict[Kind, frozenset[str]] = {
 }  # fmt: skip
 _LIST_FILTERS = _SEARCH_LISTS["contact"] | _SEARCH_LISTS["company"]
 _BOOL_FILTERS = frozenset({"technologiesIsOr"})
+_SCENARIO_KEYS = frozenset(
+    {KEY_REVOKED, KEY_INSUFFICIENT_SCOPE, KEY_MISSING_LICENSE, KEY_INSUFFICIENT_CREDITS}
+)
 _CONTACT_FIELDS = (
     "contactName", "companyName", "title", "domain", "email",
     "liProfileUrl", "liSalesNavUrl", "liRecruiterUrl",
@@ -241,6 +254,15 @@ class _Org:
     )
     dedupe: dict[str, _Job] = field(default_factory=dict)
     search_index: dict[str, _Spec] = field(default_factory=dict)
+    tokens: dict[str, _Token] = field(default_factory=dict)
+    """OAuth access tokens this sandbox issued."""
+
+
+@dataclass(frozen=True)
+class _Token:
+    expires_at: float
+    scoped: bool
+    """False for a connection authorized without `publicAPI.v1.all` (a 403 scenario)."""
 
 
 @dataclass
@@ -583,14 +605,24 @@ class _SeamlessSandbox:
         }
         return JSONResponse(body, status_code=status, headers=headers)
 
-    @staticmethod
-    def _credential(request: Request) -> str:
+    def _credential(self, request: Request, now: float) -> str:
         token = request.headers.get("token", "").strip()
         if token:
             return token
         scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            if value in _SCENARIO_KEYS:
+                return value
+            issued = self.org.tokens.get(value)
+            if issued is None or now >= issued.expires_at:
+                raise _ApiError(
+                    401,
+                    "unauthorized",
+                    "The access token is invalid or expired; get a new one from "
+                    "POST /oauth/accessToken.",
+                )
+            return value if issued.scoped else KEY_INSUFFICIENT_SCOPE
         raise _ApiError(
             401,
             "unauthorized",
@@ -600,7 +632,7 @@ class _SeamlessSandbox:
 
     def _admit(self, request: Request, endpoint: str, window: _Window) -> str:
         """Auth, then the rate window (counting this request), then the scenario keys."""
-        key = self._credential(request)
+        key = self._credential(request, self.state.now())
         if key == KEY_REVOKED:
             raise _ApiError(
                 401, "unauthorized", "The API key or access token is invalid, expired or revoked."
@@ -656,6 +688,36 @@ class _SeamlessSandbox:
         body = {"code": "notFound", "msg": f"No such endpoint: {request.method} {path}."}
         start = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
         return self._respond(404, body, now=now, window=_Window(start), key="")
+
+    # OAuth ---------------------------------------------------------------------------------
+    async def access_token(self, request: Request) -> Response:
+        """`POST /oauth/accessToken` (see the module docstring): issues tokens it then accepts."""
+        now = self.state.now()
+        window = _Window(int(now // WINDOW_SECONDS) * WINDOW_SECONDS)
+        try:
+            status, body = self._token_answer(await _json_object(request, allow_empty=False), now)
+        except _ApiError as exc:
+            status, body = exc.status, exc.body()
+        return self._respond(status, body, now=now, window=window, key="")
+
+    def _token_answer(self, body: Mapping[str, Any], now: float) -> tuple[int, dict[str, Any]]:
+        for name in ("client_id", "client_secret", "redirect_uri", "grant_type"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                raise _bad(f"{name} is required.")
+        grant = body["grant_type"]
+        if grant not in ("authorization_code", "refresh_token"):
+            raise _bad("grant_type must be authorization_code or refresh_token.")
+        proof = "code" if grant == "authorization_code" else "refresh_token"
+        if not isinstance(body.get(proof), str) or not body[proof].strip():
+            raise _bad(f"{proof} is required with grant_type {grant}.")
+        if KEY_REVOKED in (body["client_secret"], body[proof]):
+            raise _ApiError(401, "unauthorized", f"The {proof} or client secret is not valid.")
+        access = self.state.new_id("sbx_at_", 24)
+        scoped = body["client_id"] != KEY_INSUFFICIENT_SCOPE
+        expires_at = int(now + TOKEN_SECONDS)
+        self.org.tokens[access] = _Token(expires_at=expires_at, scoped=scoped)
+        refresh = self.state.new_id("sbx_rt_", 24)
+        return 200, {"access_token": access, "refresh_token": refresh, "expires_at": expires_at}
 
     # search --------------------------------------------------------------------------------
     async def search_contacts(self, request: Request, call: _Call) -> tuple[int, dict[str, Any]]:
@@ -999,6 +1061,7 @@ def create_seamless_app(state: SandboxState) -> Starlette:
         Route(path, api.endpoint(path, handler), methods=[method])
         for method, path, handler in table
     ]
+    routes.append(Route("/oauth/accessToken", api.access_token, methods=["POST"]))
     app = Starlette(routes=routes, exception_handlers={HTTPException: api.not_found})
     app.router.redirect_slashes = False  # a trailing slash is an unknown path (JSON 404)
     return app

@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from html import unescape
 from typing import Any, Final, Generic, NoReturn, TypeVar
@@ -62,6 +62,7 @@ from mcp_server.upstream._backoff import (
     decide,
 )
 from mcp_server.upstream._headers import RateLimitHints, parse_hints
+from mcp_server.upstream._oauth import BearerAuth, RefreshingAuth, TokenError
 from mcp_server.upstream._ratelimit import BucketKey, Limiter, bucket_key
 
 __all__ = [
@@ -160,13 +161,16 @@ def build_client(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     limits: httpx.Limits = REQUEST_POOL_LIMITS,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
-    """The only constructor of upstream `httpx.AsyncClient`s: auth, UA, timeouts, no redirects."""
+    """The only constructor of upstream `httpx.AsyncClient`s: auth, UA, timeouts, no redirects.
+
+    `auth` replaces the API key header (Seamless OAuth, `_oauth`)."""
     key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
     return httpx.AsyncClient(
         verify=_ssl_context(),
         base_url=base_url.rstrip("/"),
-        auth=_ApiKeyAuth(_AUTH_HEADER[provider], key),
+        auth=auth or _ApiKeyAuth(_AUTH_HEADER[provider], key),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         timeout=timeout,
         transport=transport,
@@ -427,8 +431,11 @@ class UpstreamHTTP:
         max_body_bytes: int = MAX_BODY_BYTES,
         default_wait: float = 45.0,
         limits: httpx.Limits = REQUEST_POOL_LIMITS,
+        auth: httpx.Auth | None = None,
     ) -> None:
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self.auth = auth
+        """OAuth instead of the key header (`_oauth.BearerAuth` / `RefreshingAuth`), or None."""
         self.provider: Provider = provider
         self.base_url = base_url.rstrip("/")
         self.tenant = tenant
@@ -440,12 +447,25 @@ class UpstreamHTTP:
         """The last plausible `X-PublicAPI-Credits` (Seamless), with where and when."""
         self.last_hints: RateLimitHints | None = None
         self._logged: dict[tuple[str, str, str], float] = {}
-        self._secrets = (key.get_secret_value(),)
+        self._key_secret = (key.get_secret_value(),)
         self._max_body = max_body_bytes
         self._default_wait = default_wait
         self.client = build_client(
-            provider, self.base_url, key, transport=transport, timeout=timeout, limits=limits
+            provider,
+            self.base_url,
+            key,
+            transport=transport,
+            timeout=timeout,
+            limits=limits,
+            auth=auth,
         )
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        """Everything to hide from messages: the key, and OAuth secrets and tokens."""
+        if isinstance(self.auth, BearerAuth | RefreshingAuth):
+            return self._key_secret + self.auth.secrets()
+        return self._key_secret
 
     def __repr__(self) -> str:
         return f"UpstreamHTTP({self.provider!r}, {self.base_url!r}, tenant={self.tenant!r})"
@@ -595,6 +615,34 @@ class UpstreamHTTP:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def _token(
+        self, call: Call, step: Callable[[httpx.AsyncClient], Awaitable[None]]
+    ) -> None:
+        """Run an OAuth token step before `call` is sent; its failures say so and are never
+        the call's own (the call was not sent: safe to replay)."""
+        try:
+            await step(self.client)
+        except TokenError as exc:
+            raise AuthenticationFailed(
+                f"{self._where(call)}: not sent: {exc}",
+                provider=self.provider,
+                operation=call.operation,
+                method=call.method,
+                path=call.template,
+                status=exc.status or 401,
+                api_code="oauthRefreshFailed",
+            ) from None
+        except httpx.TransportError as exc:
+            detail = self.sanitise(str(exc), 120)
+            raise RequestNotSent(
+                f"{self._where(call)}: could not get an OAuth access token, the request was "
+                f"not sent ({type(exc).__name__}{': ' + detail if detail else ''})",
+                provider=self.provider,
+                operation=call.operation,
+                method=call.method,
+                path=call.template,
+            ) from exc
+
     async def error_from(self, call: Call, response: httpx.Response) -> BadResponse:
         """Read (at most 64 KiB of) a failed streamed response and classify it."""
         try:
@@ -707,6 +755,9 @@ class UpstreamHTTP:
         progress: _Progress,
     ) -> Reply[T]:
         await self.limiter.acquire(self.bucket(call), cost=1.0, deadline=deadline)
+        refreshing = self.auth if isinstance(self.auth, RefreshingAuth) else None
+        if refreshing is not None:
+            await self._token(call, refreshing.ensure)
         request = self.client.build_request(
             call.method,
             self.url(call.path),
@@ -717,6 +768,12 @@ class UpstreamHTTP:
         progress.sent = True
         try:
             response = await self.client.send(request, stream=True)
+            if response.status_code == 401 and refreshing is not None:
+                # A 401 means the request was not processed: refresh once and send again.
+                used = refreshing.token
+                await response.aclose()
+                await self._token(call, lambda c: refreshing.refresh(c, used))
+                response = await self.client.send(request, stream=True)
         except httpx.PoolTimeout as exc:
             raise self.pool_busy(call) from exc
         except httpx.TransportError as exc:

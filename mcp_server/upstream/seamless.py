@@ -149,7 +149,10 @@ class SeamlessClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         default_wait: float = 45.0,
+        auth: httpx.Auth | None = None,
     ) -> None:
+        """`auth`: OAuth (`_oauth.BearerAuth`/`RefreshingAuth`) instead of `Token: api_key`;
+        `api_key` then only names the credential (its fingerprint is `tenant`)."""
         self._http = UpstreamHTTP(
             "seamless",
             base_url,
@@ -162,6 +165,7 @@ class SeamlessClient:
             transport=transport,
             timeout=timeout,
             default_wait=default_wait,
+            auth=auth,
         )
         self.base_url = self._http.base_url
         self.tenant = tenant

@@ -243,10 +243,34 @@ async def test_missing_credentials_get_401_and_do_not_count(headers: dict[str, s
     assert all(h in r.headers for h in RATE_HEADERS)
 
 
-async def test_a_bearer_token_is_accepted_like_a_key() -> None:
-    async with _client(_state(), headers={"Authorization": "Bearer oauth-token"}) as client:
-        r = await client.post("/search/contacts", json={})
-    assert r.status_code == 200
+async def test_a_bearer_token_the_sandbox_issued_is_accepted_like_a_key() -> None:
+    state = _state()
+    async with _client(state, headers={}) as client:
+        issued = await client.post(
+            "/oauth/accessToken",
+            json={
+                "client_id": "app",
+                "client_secret": "s",
+                "redirect_uri": "https://app.example/cb",
+                "grant_type": "refresh_token",
+                "refresh_token": "r",
+            },
+        )
+        token = issued.json()["access_token"]
+        ok = await client.post(
+            "/search/contacts", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+        unknown = await client.post(
+            "/search/contacts", json={}, headers={"Authorization": "Bearer oauth-token"}
+        )
+        await _advance(state, 3600)
+        expired = await client.post(
+            "/search/contacts", json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert issued.status_code == 200
+    assert issued.json()["expires_at"] == int(EPOCH) + 3600
+    assert ok.status_code == 200
+    assert (unknown.status_code, expired.status_code) == (401, 401)
 
 
 async def test_the_revoked_key_gets_401() -> None:
