@@ -62,6 +62,7 @@ from mcp_server.schemas import (
 from mcp_server.search_filters import FilterProblem, search_body
 from mcp_server.upstream._headers import format_clock, retry_at
 from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
+from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,11 @@ class LocalAuditParams(_Params):
     business_name: str | None = None
     location: str | None = None
     location_code: int | None = None
+    language: str | None = Field(None, min_length=2, max_length=10)
 
 
 class LocalAuditBatchParams(_Params):
-    targets: list[LocalAuditParams] = Field(min_length=1, max_length=100)
+    targets: list[LocalAuditParams] = Field(min_length=1, max_length=MAX_BATCH_TARGETS)
 
 
 WORKFLOW_PARAMS: Mapping[str, type[_Params]] = {
@@ -238,12 +240,31 @@ def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[s
                 f"{workflow} needs {where}.domain or {where}.business_name.",
                 field=f"{where}.domain",
             )
+        if audit.domain and audit.business_name:
+            raise InputProblem(
+                f"{workflow} takes {where}.domain or {where}.business_name, not both: AgentSEO "
+                "reads one of them, in its `domain` field.",
+                field=f"{where}.business_name",
+            )
         if not (audit.location or audit.location_code):
             raise InputProblem(
                 f"{workflow} needs {where}.location (e.g. 'Austin, TX') or {where}.location_code.",
                 field=f"{where}.location",
             )
-    return parsed.model_dump(exclude_none=True)
+    clean = parsed.model_dump(exclude_none=True)
+    if isinstance(parsed, LocalAuditParams):
+        return _audit_wire(clean)
+    if isinstance(parsed, LocalAuditBatchParams):
+        return {"targets": [_audit_wire(t) for t in clean["targets"]]}
+    return clean
+
+
+def _audit_wire(audit: dict[str, Any]) -> dict[str, Any]:
+    """A local audit as AgentSEO publishes it: the business name goes in `domain`."""
+    name = audit.pop("business_name", None)
+    if name is not None:
+        audit["domain"] = name
+    return audit
 
 
 def _pydantic_problems(exc: ValidationError, model: type[_Params]) -> str:

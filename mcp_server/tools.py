@@ -216,8 +216,8 @@ def register_tools(server: MCPServer[Any]) -> None:
             dict[str, Any],
             Field(
                 description="serp_analysis: {keyword, location?}; keyword_metrics: {keywords: "
-                "[...], location?}; local_audit: {domain or business_name, location}; "
-                "local_audit_batch: {targets: [...]}"
+                "[...], location?}; local_audit: {domain or business_name, location, "
+                "language?}; local_audit_batch: {targets: [1-50 of those]}"
             ),
         ],
         ctx: Context[Any, Any],

@@ -162,7 +162,8 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
                 "start_research",
                 {"kind": "contacts", "contacts": [ADA]},
                 (
-                    "The Seamless org has 0 research credits left; research needs credits (HTTP "
+                    "The Seamless org has 0 research credits left and needs 1 more for this "
+                    "request; research needs credits (HTTP "
                     "422 insufficientCredits). Next: Tell the user to add Seamless "
                     "research credits or research fewer targets; search_prospects, get_job_status "
                     "and get_job_result stay free. Do not retry start_research: it fails until "

@@ -7,10 +7,11 @@ documented behaviour or a [fill] choice, listed below so clients can be tested a
 Endpoints (paths relative to the mount):
 - `POST /analyze/serp` `{keyword, location?, location_code?, device?, depth?}`
 - `POST /keyword-metrics/overview` `{keywords: [..1-100], location?, location_code?}`
-- `POST /audit/local` `{domain? | business_name?, location | location_code}`
-- `POST /audit/local/batch` `{"targets": [<audit/local body>, ..1-50]}` or a bare array:
-  202 `{"jobIds": [...], "jobs": [<envelope>, ...]}` [fill: ids as documented, envelopes too];
-  `?sync` is ignored there.
+- `POST /audit/local` `{domain, location | location_code, language?}`: `domain` is a domain or
+  a business name (as published); other keys are a 400 [fill].
+- `POST /audit/local/batch` `{"targets": [<audit/local body>, ..1-50]}` or a bare array
+  [fill: the body and the limit are not documented; the limit is jobrelay's
+  `MAX_BATCH_TARGETS`]: 202 with an array of job ids, as published; `?sync` is ignored there.
 - `GET /jobs/{id}`: 200 with the current envelope in every state; 404 `NOT_FOUND` when the id
   is unknown to this key (jobs are scoped to the API key that created them [fill]).
 - `GET /jobs/{id}/events`: Server-Sent Events (below). Utility endpoints (`/extract`,
@@ -123,6 +124,7 @@ from mcp_server.sandbox._state import (
     KEY_REVOKED,
     SandboxState,
 )
+from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS as CLIENT_MAX_BATCH_TARGETS
 
 __all__ = [
     "MAX_BATCH_TARGETS",
@@ -143,7 +145,8 @@ SSE_PING_SECONDS = 15.0
 RATE_WINDOW_SECONDS = 60.0
 """Length of each per-key rate window, virtual seconds."""
 MAX_KEYWORDS = 100
-MAX_BATCH_TARGETS = 50
+MAX_BATCH_TARGETS = CLIENT_MAX_BATCH_TARGETS
+"""Not documented: the sandbox's choice, the same limit as jobrelay's tool and client."""
 _MAX_TEXT = 700
 _MAX_ATTEMPTS = 3
 _TRANSIENT_RETRY_AFTER = 30
@@ -591,18 +594,28 @@ def _domain(raw: str) -> str | None:
     return host if _DOMAIN_RE.match(host) else None
 
 
+_AUDIT_KEYS = frozenset({"domain", "location", "location_code", "language"})
+
+
 def _audit_params(
     body: Mapping[str, object], issues: _Issues, prefix: tuple[str | int, ...] = ()
 ) -> LocalAuditParams | None:
+    """`domain` holds a domain or a business name, as published; `language` is optional
+    (default en). Other keys are refused (the sandbox's choice: the docs list no others)."""
     before = issues.count
+    unknown = sorted(k for k in body if k not in _AUDIT_KEYS)
+    if unknown:
+        keys = ", ".join(f"'{k}'" for k in unknown)
+        issues.add(prefix, f"Unrecognized key(s) in object: {keys}")
     raw_domain = _text(body, "domain", issues, prefix)
-    name = _text(body, "business_name", issues, prefix)
+    _text(body, "language", issues, prefix)
     domain: str | None = None
+    name: str | None = None
     if raw_domain is not None:
         domain = _domain(raw_domain)
-        if domain is None:
-            issues.add((*prefix, "domain"), "Invalid domain")
-    elif name is None and issues.count == before:
+        if domain is None:  # not a domain: a business name, as the docs allow
+            name = raw_domain.strip()
+    elif issues.count == before:
         issues.add((*prefix, "domain"), "Domain or Business Name is required")
     location = _location(body, issues, prefix, required=True)
     if issues.count > before or location is None:
@@ -933,16 +946,7 @@ class _AgentSeo:
         self.state.record_paid_post("agentseo", path, body)
         if isinstance(parsed, list):
             jobs = [self._create_job(request, key, p) for p in parsed]
-            now = self.state.now()
-            return self._json(
-                {
-                    "jobIds": [j.id for j in jobs],
-                    "jobs": [j.envelope(j.index_at(now), now) for j in jobs],
-                },
-                202,
-                request_id,
-                rate,
-            )
+            return self._json([j.id for j in jobs], 202, request_id, rate)  # an array of ids
 
         job = self._create_job(request, key, parsed)
         sync = request.query_params.get("sync", "").lower() in ("true", "1")

@@ -43,6 +43,7 @@ from mcp_server.upstream._sse import SSEMessage, StreamUnavailable, follow_sse
 
 __all__ = [
     "BACKGROUND_POLLS_PER_SECOND",
+    "MAX_BATCH_TARGETS",
     "MAX_CONCURRENT_STREAMS",
     "WORKFLOW_ENDPOINTS",
     "AgentSEOClient",
@@ -59,6 +60,9 @@ WORKFLOW_ENDPOINTS: Final[Mapping[str, str]] = {
     "local_audit_batch": "/audit/local/batch",
 }
 _BATCH_WORKFLOWS: Final = frozenset({"local_audit_batch"})
+MAX_BATCH_TARGETS: Final = 50
+"""Audits per `local_audit_batch` request: the limit is not documented; jobrelay's tool, this
+client and the sandbox all use this one."""
 _JOB_TEMPLATE: Final = "/jobs/{id}"
 _EVENTS_TEMPLATE: Final = "/jobs/{id}/events"
 
@@ -270,6 +274,13 @@ class AgentSEOClient:
         if workflow_id:
             headers["x-workflow-id"] = workflow_id
         batch = workflow in _BATCH_WORKFLOWS
+        targets = params.get("targets") if batch else None
+        if batch and (not isinstance(targets, list) or not 1 <= len(targets) <= MAX_BATCH_TARGETS):
+            raise InvalidArguments(
+                f"local_audit_batch takes 1 to {MAX_BATCH_TARGETS} targets.",
+                provider="agentseo",
+                argument="targets",
+            )
         call = Call(
             operation=workflow,
             method="POST",

@@ -414,7 +414,7 @@ async def test_fail_transient_target_retries_upstream_then_fails_retryable(
         ("/analyze/serp", {"keyword": "fail-permanent"}),
         ("/keyword-metrics/overview", {"keywords": ["ok", "x fail-permanent fail-transient"]}),
         ("/audit/local", {"domain": "fail-permanent.example.com", "location": "Austin"}),
-        ("/audit/local", {"business_name": "Fail-Permanent Pizza", "location": "Austin"}),
+        ("/audit/local", {"domain": "Fail-Permanent Pizza", "location": "Austin"}),
     ],
 )
 async def test_fail_permanent_target_fails_early_and_not_retryable(
@@ -555,15 +555,15 @@ def errs(*messages: str) -> dict[str, list[str]]:
         ("/audit/local", {"location": "Austin"}, {"domain": errs(REQUIRED)}),
         (
             "/audit/local",
-            {"domain": "", "business_name": "", "location": "Austin"},
+            {"domain": "", "location": "Austin"},
             {"domain": errs(REQUIRED)},
         ),
         (
             "/audit/local",
-            {"domain": "not a domain", "location": "Austin"},
-            {"domain": errs("Invalid domain")},
+            {"business_name": "Joe's", "location": "Austin"},
+            errs("Unrecognized key(s) in object: 'business_name'"),
         ),
-        ("/audit/local", {"business_name": "Joe's"}, {"location": errs(NO_LOCATION)}),
+        ("/audit/local", {"domain": "Joe's"}, {"location": errs(NO_LOCATION)}),
         ("/audit/local", {}, {"domain": errs(REQUIRED), "location": errs(NO_LOCATION)}),
         ("/audit/local/batch", {}, {"targets": errs("Required")}),
         (
@@ -583,7 +583,7 @@ def errs(*messages: str) -> dict[str, list[str]]:
         ),
         (
             "/audit/local/batch",
-            [{"business_name": "B"}],
+            [{"domain": "B"}],
             {"targets": {"0": {"location": errs(NO_LOCATION)}}},
         ),
         ("/audit/local/batch", "a.com", errs("Expected object, received string")),
@@ -819,30 +819,33 @@ async def test_batch_queues_one_job_per_target(sandbox: Sandbox) -> None:
     body = {
         "targets": [
             {"domain": "acme.com", "location": "Austin, TX"},
-            {"business_name": "Joe's Pizza", "location_code": 1023191},
+            {"domain": "Joe's Pizza", "location_code": 1023191, "language": "en"},
         ]
     }
     r = await sandbox.client.post(
         "/audit/local/batch", json=body, headers={"x-api-key": "k", "x-workflow-id": "wf"}
     )
     assert r.status_code == 202
-    data = r.json()
-    assert list(data) == ["jobIds", "jobs"]
-    assert len(data["jobIds"]) == 2
-    assert [j["jobId"] for j in data["jobs"]] == data["jobIds"]
-    assert all(j["status"] == "queued" and j["workflow_id"] == "wf" for j in data["jobs"])
+    ids = r.json()  # an array of job ids, as published
+    assert isinstance(ids, list)
+    assert len(ids) == 2
+    assert all(isinstance(i, str) for i in ids)
     assert rate_headers(r) == ("60", "59", "60")  # one workload request
     assert sandbox.state.stats()["paid_posts"] == 1
+    first = await sandbox.job(ids[0])
+    assert first["status"] == "queued"
+    assert first["workflow_id"] == "wf"
 
     sandbox.clock.now = 10.0
-    second = await sandbox.job(data["jobIds"][1])
+    second = await sandbox.job(ids[1])
+    assert second["result"]["target"]["business_name"] == "Joe's Pizza"
     assert second["result"]["target"]["location"] == {
         "code": 1023191,
         "name": "New York,New York,United States",
     }
     bare = await sandbox.post("/audit/local/batch", body["targets"])
     assert bare.status_code == 202
-    assert len(bare.json()["jobIds"]) == 2
+    assert len(bare.json()) == 2
 
 
 @pytest.mark.anyio

@@ -44,7 +44,9 @@ from mcp_server.upstream import (
 )
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 from mcp_server.upstream._ratelimit import InMemoryLimiter
+from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 
+AUDIT = {"domain": "Joe's Pizza", "location": "Austin, TX"}
 ORIGIN = "http://sandbox.test"
 BASE = ORIGIN + AGENTSEO_PREFIX
 
@@ -175,11 +177,26 @@ async def test_batch_audit_returns_one_envelope_per_target() -> None:
     ],
 )
 async def test_batch_answers_in_any_documented_shape(body: object) -> None:
+    """Documented: an array of job ids; objects are still read, defensively."""
     async with _mock(lambda _: httpx.Response(202, json=body)) as client:
-        targets = [{"domain": d, "location": "Austin, TX"} for d in ("a.test", "b.test")]
-        envs = await client.start("local_audit_batch", {"targets": targets})
+        envs = await client.start("local_audit_batch", {"targets": [AUDIT, AUDIT]})
     assert isinstance(envs, list)
     assert [(e.job_id, e.status) for e in envs] == [("j1", "queued"), ("j2", "queued")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("n", [0, MAX_BATCH_TARGETS + 1])
+async def test_a_batch_outside_the_limit_is_refused_before_sending(n: int) -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(202, json=["j"])
+
+    async with _mock(handler) as client:
+        with pytest.raises(InvalidArguments, match=f"1 to {MAX_BATCH_TARGETS} targets"):
+            await client.start("local_audit_batch", {"targets": [AUDIT] * n})
+    assert sent == []
 
 
 @pytest.mark.anyio
@@ -423,7 +440,7 @@ async def test_job_ids_cannot_escape_the_jobs_path() -> None:
 async def test_an_unreadable_batch_answer_is_malformed(body: object) -> None:
     async with _mock(lambda _: httpx.Response(202, json=body)) as client:
         with pytest.raises(OutcomeUnknown) as info:
-            await client.start("local_audit_batch", {"targets": []})
+            await client.start("local_audit_batch", {"targets": [AUDIT]})
     # A PAID call that got an unreadable 2xx was processed: never replayed, outcome unknown.
     assert isinstance(info.value.cause, MalformedResponse)
 
