@@ -40,6 +40,8 @@ Credits
     credit when it is queued, whatever its outcome; duplicates and `contact-already-researched`
     targets cost nothing (NOT DOCUMENTED for the latter: the sandbox's choice). A batch that
     needs more credits than are left is refused whole (422, nothing charged, nothing queued).
+    Polls, token requests, search and org data cost nothing (the docs say so for search and
+    org data; for polls and tokens it is NOT DOCUMENTED, the sandbox's choice).
 
 Research targets and outcomes
     One `requestId` per target, `searchResultIds` first, then `contacts`/`companies` in order.
@@ -63,7 +65,9 @@ Deduplication (contacts only: the docs list `duplicate` for contacts)
     company or domain (case and URL form normalised). Researching a target whose earlier job
     ends `done` again, in a later POST or the same one, queues a `duplicate` job at no cost
     unless `skipDeduplicationCheck` is true; its poll says `duplicate` at once and carries
-    the existing record (with the original `apiResearchId`) once the original is done.
+    the existing record (with the original `apiResearchId`) once the original is done. How
+    long "recently" lasts is NOT DOCUMENTED: the sandbox's choice is for as long as it runs
+    (until `POST /_sandbox/reset`).
 
 Polling
     `requestIds=a,b`, `requestIds[]=a&requestIds[]=b` and repeated `requestIds=a&requestIds=b`
@@ -74,11 +78,16 @@ Polling
     `status` and, when done, `company`, as published.
 
 Search
-    `limit` 1-50 (default 10), opaque `nextToken` bound to the filters it came from. Hits are
-    a pure function of (seed, filters, position); list filters (`jobTitle`, `seniority`,
-    `department`, `industry`, `contactCountry`, `companySize`, `companyRevenue`,
-    `technologies`, `companyCountry`) shape the hits. A filter value containing "nobody"
-    gives zero hits. Response: `data` and `supplementalData{isMore,total,perPage,nextToken}`.
+    `limit` default 50 as documented; the docs state no maximum, so 1-200 is the sandbox's
+    choice. Opaque `nextToken` bound to the filters it came from. Only the documented filter
+    names of each kind are accepted (any other key is a 400: what the API does with unknown
+    keys is NOT DOCUMENTED, the sandbox's choice); list filters must be arrays of strings
+    (enum values are not checked here: the OpenAPI file says location and technology values
+    are samples). Hits are a pure function of (seed, filters, position); `jobTitle`,
+    `seniority`, `department`, `industry`, `contactCountry`, `companySize`,
+    `companyRevenue`, `technologies` and `companyCountry` shape the hits. A filter value
+    containing "nobody" gives zero hits. Response: `data` and
+    `supplementalData{isMore,total,perPage,nextToken}`.
 
 Org data
     `GET /contacts` / `GET /companies`: records of jobs that finished `done` with completion
