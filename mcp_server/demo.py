@@ -267,8 +267,7 @@ async def _search_and_start(s: _Session) -> tuple[str, str]:
         "search_prospects",
         {
             "kind": "contacts",
-            "query": "VP Sales",
-            "filters": {"industry": "Computer Software"},
+            "filters": {"title": "VP Sales", "industry": "Computer Software"},
             "limit": 3,
         },
     )

@@ -60,8 +60,8 @@ def test_demo_walks_through_every_step_in_order(transcript: str) -> None:
 
 def test_demo_shows_each_tool_call_and_the_text_the_agent_reads(transcript: str) -> None:
     for call in (
-        '-> search_prospects(kind="contacts", query="VP Sales", '
-        'filters={"industry": "Computer Software"}',
+        '-> search_prospects(kind="contacts", '
+        'filters={"title": "VP Sales", "industry": "Computer Software"}',
         '-> start_research(kind="contacts", search_result_ids=[',
         '-> start_seo_job(workflow="serp_analysis", params={"keyword": "crm software"})',
         '-> wait_for_job(job_id="seo_',
