@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from _waits import until_done
 from conftest import call, structured, text_of
 from mcp import Client
 
@@ -51,11 +52,12 @@ async def test_a_batch_answer_of_job_ids_becomes_one_handle(
         {"domain": "acme.com", "location": "Austin, TX"},
         {"business_name": "Joe's Pizza", "location": "Austin, TX"},
     ]
-    result = await call(
+    started = await call(
         client,
         "start_seo_job",
         {"workflow": "local_audit_batch", "params": {"targets": targets}, "wait_seconds": 30},
     )
+    result = await until_done(client, started)
     assert not result.is_error, text_of(result)
     assert structured(result)["state"] == "succeeded"
     assert structured(result)["results_total"] == 2

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _waits import until_done
 from conftest import call, loopback_sandbox, structured, text_of
 from pydantic import SecretStr
 
@@ -279,10 +280,17 @@ async def test_the_server_researches_with_oauth_and_never_shows_a_token(
             "SEAMLESS_OAUTH_REDIRECT_URI": "https://app.example/cb",
         }
         async with make_client(**env) as client:
-            result = await call(
+            result = await until_done(
                 client,
-                "start_research",
-                {"kind": "contacts", "contacts": [{"email": "a@b.example"}], "wait_seconds": 30},
+                await call(
+                    client,
+                    "start_research",
+                    {
+                        "kind": "contacts",
+                        "contacts": [{"email": "a@b.example"}],
+                        "wait_seconds": 30,
+                    },
+                ),
             )
             usage = await call(client, "get_usage", {})
     assert not result.is_error, text_of(result)

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from _waits import until_done
 from conftest import call, structured, text_of
 from mcp import Client
 
@@ -20,10 +21,13 @@ pytestmark = pytest.mark.anyio
 async def test_a_default_company_result_shows_industry_location_linkedin_and_phone(
     client: Client,
 ) -> None:
-    result = await call(
+    result = await until_done(
         client,
-        "start_research",
-        {"kind": "companies", "companies": [{"domain": "acme.example"}], "wait_seconds": 30},
+        await call(
+            client,
+            "start_research",
+            {"kind": "companies", "companies": [{"domain": "acme.example"}], "wait_seconds": 30},
+        ),
     )
     assert not result.is_error, text_of(result)
     data = structured(result)
@@ -46,10 +50,17 @@ async def test_a_default_company_result_shows_industry_location_linkedin_and_pho
 
 
 async def test_contact_records_carry_nested_locations_and_job_history(client: Client) -> None:
-    result = await call(
+    result = await until_done(
         client,
-        "start_research",
-        {"kind": "contacts", "contacts": [{"email": "ada@engines.example"}], "wait_seconds": 30},
+        await call(
+            client,
+            "start_research",
+            {
+                "kind": "contacts",
+                "contacts": [{"email": "ada@engines.example"}],
+                "wait_seconds": 30,
+            },
+        ),
     )
     data = structured(result)
     page = await call(
@@ -69,10 +80,13 @@ async def test_contact_records_carry_nested_locations_and_job_history(client: Cl
 async def test_additional_data_of_a_poll_item_is_kept_in_the_ledger(
     client: Client, tmp_path: Path
 ) -> None:
-    result = await call(
+    result = await until_done(
         client,
-        "start_research",
-        {"kind": "contacts", "contacts": [{"email": "notfound@x.example"}], "wait_seconds": 30},
+        await call(
+            client,
+            "start_research",
+            {"kind": "contacts", "contacts": [{"email": "notfound@x.example"}], "wait_seconds": 30},
+        ),
     )
     data = structured(result)
     assert data["state"] == "not_found"
