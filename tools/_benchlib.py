@@ -336,6 +336,9 @@ class Recorder:
             body = json.loads(raw)
         except ValueError:
             return
+        if isinstance(body, list) and hit.kind == "workload":  # a batch: an array of job ids
+            hit.created = [str(i) for i in body if isinstance(i, str | int)]
+            return
         if not isinstance(body, dict):
             return
         if hit.kind == "research":
@@ -349,7 +352,8 @@ class Recorder:
             hit.done_ids = [
                 str(item.get("requestId"))
                 for item in body.get("data") or []
-                if isinstance(item, dict) and item.get("status") not in (None, "researching")
+                if isinstance(item, dict)
+                and item.get("status") not in (None, "queued", "researching")
             ]
 
 
