@@ -321,3 +321,19 @@ async def test_documented_error_bodies(key: str, status: int) -> None:
                 await client.research("contacts", contacts=[{"email": "a@b.example"}])
     assert world.transport.seen[-1][1] == status
     assert world.check_all() >= 1
+
+
+async def test_a_500_body_is_the_published_one() -> None:
+    """Only 500 is documented among the 5xx the sandbox can inject; its body is checked."""
+    world = World(error_rate=1.0)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(
+        transport=world.transport, base_url=BASE, headers={"Token": "k"}
+    ) as http:
+        for _ in range(20):
+            r = await http.post("/search/contacts", json={})
+            statuses.append(r.status_code)
+            if r.status_code == 500:
+                _openapi.validate_response("/search/contacts", "post", 500, r.json())
+                break
+    assert statuses[-1] == 500, statuses
