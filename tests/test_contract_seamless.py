@@ -74,8 +74,8 @@ class World:
             tenant="k_" + key[-6:],
         )
 
-    def check_all(self, *, responses: bool = True) -> int:
-        """Validate every request body/query (and response) seen; returns how many."""
+    def check_all(self) -> int:
+        """Validate every request body/query and every response seen; returns how many."""
         for request, status, body in self.transport.seen:
             path = urlsplit(str(request.url)).path.removeprefix(SEAMLESS_PREFIX)
             method = request.method.lower()
@@ -84,8 +84,7 @@ class World:
             else:
                 query = parse_qs(urlsplit(str(request.url)).query, keep_blank_values=True)
                 _openapi.validate_query(path, method, query)
-            if responses:
-                _openapi.validate_response(path, method, status, body)
+            _openapi.validate_response(path, method, status, body)
         return len(self.transport.seen)
 
 
@@ -165,7 +164,7 @@ async def test_every_search_request_is_a_documented_body(
             page = await client.search(kind, body, limit=2)
             if page.next_token:
                 await client.search(kind, body, limit=2, next_token=page.next_token)
-    assert world.check_all(responses=False) >= 1
+    assert world.check_all() >= 1
     assert world.transport.seen[0][1] == 200
 
 
@@ -203,7 +202,7 @@ async def test_contact_research_by_each_identifier_then_poll(
             await client.poll("contacts", accepted.request_ids)
             await world.clock.sleep(2.0)
             await client.poll("contacts", accepted.request_ids)
-    assert world.check_all(responses=False) == 3
+    assert world.check_all() == 3
     sent = json.loads(world.transport.seen[0][0].content)
     assert ("isJobChange" in sent) is job_change
 
@@ -217,7 +216,7 @@ async def test_research_by_search_result_ids_then_poll_both_kinds() -> None:
                 accepted = await client.research(kind, search_result_ids=page.search_result_ids)
                 await world.clock.sleep(2.0)
                 await client.poll(kind, [*accepted.request_ids, "never-issued"])
-    assert world.check_all(responses=False) == 6
+    assert world.check_all() == 6
 
 
 async def test_org_data_requests_and_answers() -> None:
@@ -238,7 +237,13 @@ async def test_org_data_requests_and_answers() -> None:
 
 @pytest.mark.parametrize(
     "company",
-    [{"companyName": "Acme"}, {"domain": "acme.example"}, {"companyName": "A", "domain": "a.io"}],
+    [
+        {"companyName": "Acme"},
+        {"domain": "acme.example"},
+        {"companyName": "A", "domain": "a.io"},
+        {"domain": "error.example"},  # polls `error`
+        {"companyName": "Missing Co"},  # polls `missing`
+    ],
 )
 async def test_company_research_by_descriptor_then_poll(company: dict[str, str]) -> None:
     world = World(job_seconds=1.0)
@@ -247,7 +252,7 @@ async def test_company_research_by_descriptor_then_poll(company: dict[str, str])
             accepted = await client.research("companies", companies=[company], skip_dedup=True)
             await world.clock.sleep(2.0)
             await client.poll("companies", accepted.request_ids)
-    assert world.check_all(responses=False) == 2
+    assert world.check_all() == 2
 
 
 async def test_a_missing_target_polls_as_documented() -> None:
@@ -260,7 +265,7 @@ async def test_a_missing_target_polls_as_documented() -> None:
             await world.clock.sleep(2.0)
             items = await client.poll("contacts", accepted.request_ids)
     assert items[0].status == "missing"
-    assert world.check_all(responses=False) == 2
+    assert world.check_all() == 2
 
 
 @pytest.mark.parametrize(
@@ -283,7 +288,7 @@ async def test_each_poll_status_is_a_documented_answer(email: str) -> None:
             await world.clock.sleep(2.0)
             items = await client.poll("contacts", accepted.request_ids)
     assert items[0].status != "researching"
-    assert world.check_all() == 3  # no record in these answers: validated in full
+    assert world.check_all() == 3
 
 
 # ---- sandbox answers ----------------------------------------------------------------------------
