@@ -342,3 +342,16 @@ async def test_a_500_body_is_the_published_one() -> None:
                 _openapi.validate_response("/search/contacts", "post", 500, r.json())
                 break
     assert statuses[-1] == 500, statuses
+
+
+def test_an_absent_reference_file_skips_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(_openapi, "SPEC_FILE", tmp_path / "seamless-openapi.json")
+    _openapi._load.cache_clear()
+    try:
+        with pytest.raises(pytest.skip.Exception, match="Seamless OpenAPI file not found at"):
+            _openapi.spec()
+    finally:
+        monkeypatch.undo()
+        _openapi._load.cache_clear()
