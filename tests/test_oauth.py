@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from mcp_server._clock import ScaledClock
 from mcp_server.config import ConfigError, Settings, load_settings
 from mcp_server.doctor import diagnose
-from mcp_server.errors import AuthenticationFailed, PermissionDenied
+from mcp_server.errors import AuthenticationFailed, PermissionDenied, RequestNotSent
 from mcp_server.sandbox import seamless as sandbox_seamless
 from mcp_server.sandbox._state import KEY_INSUFFICIENT_SCOPE, KEY_REVOKED, Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
@@ -330,3 +330,53 @@ async def test_doctor_names_the_seamless_auth_in_use(tmp_path: Path) -> None:
     assert "auth: OAuth client jobrelay-app with a refresh token" in text
     assert SECRET not in text
     assert REFRESH not in text
+
+
+class _TokenTrouble(httpx.AsyncBaseTransport):
+    """The token endpoint fails (connection reset, or a 200 without a token); the API never
+    sees the call."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.api_calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(TOKEN_PATH):
+            if self.mode == "reset":
+                raise httpx.ReadError("connection reset", request=request)
+            return httpx.Response(200, json={"expires_at": 1}, request=request)
+        self.api_calls += 1
+        return httpx.Response(202, json={"success": True, "requestIds": ["r1"]}, request=request)
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "says"),
+    [
+        ("reset", RequestNotSent, "could not get an OAuth access token"),
+        ("empty", AuthenticationFailed, "without an access_token"),
+    ],
+)
+async def test_a_failed_token_step_never_makes_a_paid_call_ambiguous(
+    mode: str, error: type[Exception], says: str
+) -> None:
+    clock = ScaledClock(1000.0)
+    transport = _TokenTrouble(mode)
+    client = SeamlessClient(
+        BASE,
+        "oauth-client:app",
+        clock=clock,
+        limiter=InMemoryLimiter(clock),
+        policy=BackoffPolicy(max_attempts=1),
+        budget=RetryBudget(),
+        transport=transport,
+        tenant="k_0123456789ab",
+        auth=_refreshing(clock),
+    )
+    with anyio.fail_after(10):
+        async with client:
+            with pytest.raises(error) as info:
+                await client.research("contacts", contacts=[{"email": "a@b.example"}])
+    assert says in str(info.value)
+    assert SECRET not in str(info.value)
+    assert REFRESH not in str(info.value)
+    assert transport.api_calls == 0
