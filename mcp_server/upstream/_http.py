@@ -615,6 +615,18 @@ class UpstreamHTTP:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def _send_signed(
+        self, call: Call, request: httpx.Request, refreshing: RefreshingAuth | None
+    ) -> httpx.Response:
+        """Send; with OAuth refresh, a 401 (not processed) refreshes once and sends again."""
+        response = await self.client.send(request, stream=True)
+        if response.status_code == 401 and refreshing is not None:
+            used = refreshing.token
+            await response.aclose()
+            await self._token(call, lambda c: refreshing.refresh(c, used))
+            response = await self.client.send(request, stream=True)
+        return response
+
     async def _token(
         self, call: Call, step: Callable[[httpx.AsyncClient], Awaitable[None]]
     ) -> None:
@@ -767,13 +779,7 @@ class UpstreamHTTP:
         )
         progress.sent = True
         try:
-            response = await self.client.send(request, stream=True)
-            if response.status_code == 401 and refreshing is not None:
-                # A 401 means the request was not processed: refresh once and send again.
-                used = refreshing.token
-                await response.aclose()
-                await self._token(call, lambda c: refreshing.refresh(c, used))
-                response = await self.client.send(request, stream=True)
+            response = await self._send_signed(call, request, refreshing)
         except httpx.PoolTimeout as exc:
             raise self.pool_busy(call) from exc
         except httpx.TransportError as exc:
