@@ -380,3 +380,21 @@ async def test_a_failed_token_step_never_makes_a_paid_call_ambiguous(
     assert SECRET not in str(info.value)
     assert REFRESH not in str(info.value)
     assert transport.api_calls == 0
+
+
+async def test_issued_tokens_outlive_a_sandbox_restart(tmp_path: Path) -> None:
+    from mcp_server.sandbox._persist import JobFile
+
+    path = tmp_path / "jobs.db-sandbox"
+    clock = ScaledClock(1000.0)
+
+    def transport() -> Recorder:
+        state = SandboxState(faults=Faults(time_scale=1000.0), clock=clock, jobs_file=JobFile(path))
+        return Recorder(state)
+
+    token = await _issue(transport())
+    again = transport()  # the next `jobrelay sandbox` process, same file
+    with anyio.fail_after(10):
+        async with _client(clock, again, BearerAuth(SecretStr(token))) as client:
+            page = await client.search("contacts", {}, limit=1)
+    assert len(page.items) == 1

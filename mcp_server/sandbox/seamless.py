@@ -11,7 +11,8 @@ Auth and order of checks
     `{access_token, refresh_token, expires_at}`. Not documented, so the sandbox's choices:
     any client id/secret/code/refresh token is accepted except `sandbox-revoked` (401);
     `expires_at` is epoch seconds, tokens live `TOKEN_SECONDS`; every answer carries a new
-    refresh token and earlier ones stay valid; the token endpoint has no rate window; a
+    refresh token and earlier ones stay valid; issued tokens are kept across restarts with
+    the jobs (expired ones are forgotten); the token endpoint has no rate window; a
     token issued to client id `sandbox-insufficient-scope` lacks the scope (403
     `insufficientScope` on every call). Checks run in this order: 401 (missing key, or
     `sandbox-revoked`) -> 429 -> 403 `insufficientScope` (`sandbox-insufficient-scope`) ->
@@ -552,6 +553,7 @@ class _SeamlessSandbox:
                 for kind, job in kept
             ],
             "dedupe": {k: j.request_id for k, j in org.dedupe.items() if j.request_id in ids},
+            "tokens": {t: [v.expires_at, v.scoped] for t, v in org.tokens.items()},
         }
 
     def _load(self, data: Any) -> None:
@@ -583,6 +585,8 @@ class _SeamlessSandbox:
             org.jobs[job.kind][job.request_id] = job
         org.dedupe.update({key: by_id[rid] for key, rid in data["dedupe"].items()})
         org.spent = int(data["spent"])
+        for token, (expires_at, scoped) in (data.get("tokens") or {}).items():
+            org.tokens[str(token)] = _Token(expires_at=float(expires_at), scoped=bool(scoped))
 
     # shared plumbing -----------------------------------------------------------------------
     @property
@@ -724,7 +728,11 @@ class _SeamlessSandbox:
         access = self.state.new_id("sbx_at_", 24)
         scoped = body["client_id"] != KEY_INSUFFICIENT_SCOPE
         expires_at = int(now + TOKEN_SECONDS)
-        self.org.tokens[access] = _Token(expires_at=expires_at, scoped=scoped)
+        org = self.org
+        for stale in [t for t, v in org.tokens.items() if v.expires_at <= now]:
+            del org.tokens[stale]  # expired tokens are forgotten, so the set stays small
+        org.tokens[access] = _Token(expires_at=expires_at, scoped=scoped)
+        self.state.jobs_changed()  # issued tokens are kept with the jobs across restarts
         refresh = self.state.new_id("sbx_rt_", 24)
         return 200, {"access_token": access, "refresh_token": refresh, "expires_at": expires_at}
 
