@@ -355,3 +355,19 @@ def test_an_absent_reference_file_skips_with_the_reason(
     finally:
         monkeypatch.undo()
         _openapi._load.cache_clear()
+
+
+def test_sandbox_company_bands_are_the_published_enums() -> None:
+    """Size and revenue bands on sandbox records are values the search filters accept."""
+    from mcp_server.sandbox import _records
+
+    seen_sizes: set[str] = set()
+    seen_revenues: set[str] = set()
+    for i in range(400):
+        co = _records.build_company(7, _records.CompanySpec(key=f"band-{i}.example"))
+        seen_sizes.add(co.size_range)
+        seen_revenues.add(co.revenue_range)
+    assert seen_sizes <= set(enums.COMPANY_SIZE), seen_sizes - set(enums.COMPANY_SIZE)
+    assert seen_revenues <= set(enums.COMPANY_REVENUE), seen_revenues - set(enums.COMPANY_REVENUE)
+    assert len(seen_sizes) >= 6
+    assert len(seen_revenues) >= 6

@@ -159,9 +159,9 @@ _LOCATIONS = (
     ("Berlin", "Berlin", "Germany", "Central European (CET)", "30", "10115"),
     ("Sydney", "New South Wales", "Australia", "Australian Eastern (AEST)", "2", "2000"),
 )
-# (range as Seamless writes it, a typical head count)
+# (band as the published companySize / companyRevenue enums write it, a typical number)
 _SIZES = (
-    ("1 - 10", 8),
+    ("2 - 10", 8),
     ("11 - 50", 34),
     ("51 - 200", 120),
     ("201 - 500", 340),
@@ -171,7 +171,7 @@ _SIZES = (
     ("10,001+", 15000),
 )
 _REVENUES = (
-    ("$0 - $1M", 600_000),
+    ("$100K - $1M", 600_000),
     ("$1M - $5M", 3_000_000),
     ("$5M - $20M", 12_000_000),
     ("$20M - $50M", 35_000_000),
@@ -988,7 +988,7 @@ def company_record(co: Company, *, request_id: str, created_at: float) -> dict[s
         "foundedOn": f"{co.founded}-01-01",
         "sicCode": co.sic,
         "staffCount": str(co.staff_count),
-        "staffCountRange": f"{co.size_range} employees",
+        "staffCountRange": co.size_range,
         "annualRevenue": str(co.annual_revenue),
         "revenueRange": co.revenue_range,
         "topTechnologies": ", ".join(co.technologies),
