@@ -121,6 +121,11 @@ async def test_the_unpacked_bundle_serves_the_tools_from_its_own_copy(
         "JOBRELAY_DB": str(tmp_path / "jobs.sqlite3"),
         "PATH": "/usr/bin:/bin",
         "SEAMLESS_API_KEY": "",  # what a host sends for a cleared setting
+        "SEAMLESS_ACCESS_TOKEN": "",
+        "SEAMLESS_OAUTH_CLIENT_ID": "",
+        "SEAMLESS_OAUTH_CLIENT_SECRET": "",
+        "SEAMLESS_OAUTH_REFRESH_TOKEN": "",
+        "SEAMLESS_OAUTH_REDIRECT_URI": "",
         "AGENTSEO_API_KEY": "",
         "AGENTSEO_PLAN": "",
         "JOBRELAY_CREDIT_BUDGET": "",
