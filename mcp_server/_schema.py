@@ -25,8 +25,11 @@ def _fold_any_of(node: dict[str, Any]) -> dict[str, Any]:
     base = {k: v for k, v in node.items() if k != "anyOf"}
     if len(rest) == 1:
         return {**base, **rest[0]}
-    if all(set(o) == {"type"} and isinstance(o["type"], str) for o in rest):
-        return {**base, "type": [o["type"] for o in rest]}
+    if all(isinstance(o.get("type"), str) for o in rest):
+        extras = [k for o in rest for k in o if k != "type"]
+        if len(extras) == len(set(extras)):  # type-specific keywords (maxLength) merge safely
+            merged: dict[str, Any] = {k: v for o in rest for k, v in o.items() if k != "type"}
+            return {**base, **merged, "type": [o["type"] for o in rest]}
     return {**base, "anyOf": rest} if len(rest) != len(options) else node
 
 

@@ -20,11 +20,12 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server._clock import Clock
 from mcp_server._duration import format_duration
@@ -156,24 +157,29 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_Keyword = Annotated[str, Field(min_length=1, max_length=B.MAX_QUERY_CHARS)]
+_Place = Annotated[str | None, Field(max_length=B.MAX_NAME_CHARS)]
+_Code = Annotated[int | None, Field(ge=0, le=10**9)]
+
+
 class SerpParams(_Params):
-    keyword: str = Field(min_length=1)
-    location: str | None = None
-    location_code: int | None = None
+    keyword: _Keyword
+    location: _Place = None
+    location_code: _Code = None
     device: Literal["desktop", "mobile"] | None = None
 
 
 class KeywordParams(_Params):
-    keywords: list[str] = Field(min_length=1, max_length=1000)
-    location: str | None = None
-    location_code: int | None = None
+    keywords: list[_Keyword] = Field(min_length=1, max_length=B.MAX_KEYWORDS)
+    location: _Place = None
+    location_code: _Code = None
 
 
 class LocalAuditParams(_Params):
-    domain: str | None = None
-    business_name: str | None = None
-    location: str | None = None
-    location_code: int | None = None
+    domain: Annotated[str | None, Field(max_length=B.MAX_DOMAIN_CHARS)] = None
+    business_name: _Place = None
+    location: _Place = None
+    location_code: _Code = None
     language: str | None = Field(None, min_length=2, max_length=10)
 
 
@@ -212,7 +218,16 @@ def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[s
     model = WORKFLOW_PARAMS.get(workflow)
     if model is None:
         allowed = ", ".join(WORKFLOW_PARAMS)
-        raise InputProblem(f"Unknown workflow {workflow!r}; allowed: {allowed}.", field="workflow")
+        raise InputProblem(
+            f"Unknown workflow {B.echo(workflow)}; allowed: {allowed}.", field="workflow"
+        )
+    size = len(B.compact_json(params))
+    if size > B.MAX_PARAMS_CHARS:
+        raise InputProblem(
+            f"params is {size:,} characters of JSON; at most {B.MAX_PARAMS_CHARS:,} are accepted.",
+            field="params",
+            next_step="Call start_seo_job again with fewer or shorter params (split big batches).",
+        )
     try:
         parsed = model.model_validate(dict(params))
     except ValidationError as exc:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from mcp_server import _bounds as B
 from mcp_server.models import Advice, ErrorInfo, JobState, Progress, Provider
 
 Kind = Literal["contacts", "companies"]
@@ -28,7 +29,23 @@ class _Strict(BaseModel):
 # ---- inputs ---------------------------------------------------------------------------------
 
 
-Terms = Annotated[str | list[str], WithJsonSchema({"type": ["string", "array"]})]
+def _str(limit: int, description: str | None = None) -> Any:
+    """An optional string argument bounded by `limit` characters (see `_bounds`)."""
+    return Field(None, max_length=limit, description=description)
+
+
+_Term = Annotated[str, Field(max_length=B.MAX_NAME_CHARS)]
+Terms = Annotated[
+    _Term | Annotated[list[_Term], Field(max_length=B.MAX_TERMS)],
+    WithJsonSchema(
+        {
+            "type": ["string", "array"],
+            "maxLength": B.MAX_NAME_CHARS,
+            "maxItems": B.MAX_TERMS,
+            "items": {"type": "string", "maxLength": B.MAX_NAME_CHARS},
+        }
+    ),
+]
 """One value or a list of them (strings); advertised tersely, validated in full."""
 
 
@@ -45,7 +62,7 @@ class SearchFilters(_Strict):
     company_size: Terms | None = None
     company_revenue: Terms | None = None
     technologies: Terms | None = None
-    location: str | None = Field(None, description="Country, state or zip (no city).")
+    location: str | None = _str(B.MAX_NAME_CHARS, "Country, state or zip (no city).")
     country: Terms | None = None
     state: Terms | None = None
     zip: Terms | None = None
@@ -57,19 +74,19 @@ class SearchFilters(_Strict):
 class ContactTarget(_Strict):
     """Needs a LinkedIn/Sales Nav/Recruiter URL, email, or name plus company or domain."""
 
-    name: str | None = None
-    company: str | None = None
-    domain: str | None = None
-    title: str | None = None
-    email: str | None = None
-    linkedin_url: str | None = None
-    sales_nav_url: str | None = None
-    recruiter_url: str | None = None
+    name: str | None = _str(B.MAX_NAME_CHARS)
+    company: str | None = _str(B.MAX_NAME_CHARS)
+    domain: str | None = _str(B.MAX_DOMAIN_CHARS)
+    title: str | None = _str(B.MAX_NAME_CHARS)
+    email: str | None = _str(B.MAX_EMAIL_CHARS)
+    linkedin_url: str | None = _str(B.MAX_URL_CHARS)
+    sales_nav_url: str | None = _str(B.MAX_URL_CHARS)
+    recruiter_url: str | None = _str(B.MAX_URL_CHARS)
 
 
 class CompanyTarget(_Strict):
-    name: str | None = None
-    domain: str | None = Field(None, description="e.g. acme.com (best identifier)")
+    name: str | None = _str(B.MAX_NAME_CHARS)
+    domain: str | None = _str(B.MAX_DOMAIN_CHARS, "e.g. acme.com (best identifier)")
 
 
 # ---- outputs --------------------------------------------------------------------------------

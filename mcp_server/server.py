@@ -29,6 +29,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import SecretStr, ValidationError
 
 from mcp_server import __version__
+from mcp_server import _bounds as B
 from mcp_server._clock import Clock, SystemClock
 from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._message_limits import MAX_ARGUMENT_DEPTH
@@ -371,6 +372,7 @@ def build_server(
 
     server = JobRelayServer(
         "jobrelay",
+        wait_cap=settings.max_wait_seconds,
         version=__version__,
         title="jobrelay",
         instructions=INSTRUCTIONS,
@@ -407,18 +409,29 @@ class JobRelayServer(MCPServer[Runtime]):
 
     _input_schemas: dict[str, dict[str, Any]] | None = None
 
+    def __init__(self, *args: Any, wait_cap: float = B.MAX_WAIT_SECONDS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wait_cap = wait_cap
+        """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
+
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
         return [
             tool.model_copy(
                 update={
                     "description": " ".join((tool.description or "").split()),
-                    "input_schema": compact(inline_defs(tool.input_schema)),
+                    "input_schema": self._with_wait_cap(compact(inline_defs(tool.input_schema))),
                     "output_schema": shallow_output(tool.output_schema),
                 }
             )
             for tool in tools
         ]
+
+    def _with_wait_cap(self, schema: dict[str, Any]) -> dict[str, Any]:
+        wait = schema.get("properties", {}).get("wait_seconds")
+        if isinstance(wait, dict):
+            wait["maximum"] = int(self.wait_cap) if self.wait_cap.is_integer() else self.wait_cap
+        return schema
 
     async def list_resources(self) -> list[MCPResource]:
         """The static resources and the concrete ones behind the templates (errors, usage)."""
@@ -452,7 +465,22 @@ class JobRelayServer(MCPServer[Runtime]):
         if extra:
             return invalid_arguments_result(
                 name,
-                [{"loc": (k,), "type": "extra_forbidden", "msg": "unknown"} for k in extra],
+                [{"loc": (k,), "type": "extra_forbidden", "msg": "unknown"} for k in extra[:5]],
+                schema,
+            )
+        wait = (arguments or {}).get("wait_seconds")
+        if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > self.wait_cap:
+            return invalid_arguments_result(
+                name,
+                [
+                    {
+                        "loc": ("wait_seconds",),
+                        "type": "less_than_equal",
+                        "msg": f"Input should be less than or equal to {self.wait_cap:g} "
+                        "(the server's JOBRELAY_MAX_WAIT_SECONDS)",
+                        "input": wait,
+                    }
+                ],
                 schema,
             )
         depth = argument_depth(arguments or {})
@@ -508,7 +536,7 @@ def _describe_problem(err: Mapping[str, Any], schema: Mapping[str, Any]) -> tupl
     """`(field, sentence fragment)` for one validation error, with the allowed names or
     values when the schema lists them."""
     loc = list(err.get("loc", ()))
-    where = ".".join(str(p) for p in loc) or "arguments"
+    where = ".".join(str(p)[: B.ECHO_CHARS] for p in loc) or "arguments"
     kind = str(err.get("type", ""))
     msg = str(err.get("msg", "invalid"))
     if kind == "missing":
@@ -519,7 +547,7 @@ def _describe_problem(err: Mapping[str, Any], schema: Mapping[str, Any]) -> tupl
         known = f" (known: {', '.join(names)})" if names else ""
         return where, f"{where} is not a known {'argument' if len(loc) == 1 else 'field'}{known}"
     got = err.get("input")
-    shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+    shown = f" (got {B.echo(got)})" if isinstance(got, str | int | float | bool) else ""
     return where, f"{where}: {msg[0].lower() + msg[1:]}{shown}"
 
 
@@ -542,7 +570,7 @@ def invalid_arguments_result(
 def unknown_tool_result(tool: str, names: Sequence[str]) -> CallToolResult:
     next_step = f"Call one of: {', '.join(names)}."
     error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
-    return _error_result(f"jobrelay has no tool {tool!r}. Next: {next_step}", error)
+    return _error_result(f"jobrelay has no tool {B.echo(tool)}. Next: {next_step}", error)
 
 
 def internal_error_result(tool: str) -> CallToolResult:

@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, SecretStr
 
+from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server.errors import JobRelayError
 from mcp_server.jobs import Caller, InputProblem, Outcome, ProgressFn
@@ -43,6 +44,11 @@ KEY_HEADERS: dict[Provider, str] = {
 }
 
 _MAX_KEY_CHARS = 512
+
+_Id = Annotated[str, Field(min_length=1, max_length=B.MAX_ID_CHARS)]
+_Field = Annotated[str, Field(min_length=1, max_length=B.MAX_FIELD_CHARS)]
+_HeaderName = Annotated[str, Field(max_length=B.MAX_CODE_CHARS)]
+_HeaderValue = Annotated[str, Field(max_length=B.MAX_HEADER_CHARS)]
 
 StateName = Literal["queued", "running", "succeeded", "failed", "not_found", "duplicate", "unknown"]
 
@@ -140,10 +146,15 @@ def register_tools(server: MCPServer[Any]) -> None:
     async def search_prospects(
         kind: Kind,
         ctx: Context[Any, Any],
-        query: Annotated[str | None, Field(description="Free text, e.g. 'CTO fintech'")] = None,
+        query: Annotated[
+            str | None,
+            Field(max_length=B.MAX_QUERY_CHARS, description="Free text, e.g. 'CTO fintech'"),
+        ] = None,
         filters: SearchFilters | None = None,
-        limit: Annotated[int, Field(ge=1, le=50)] = 10,
-        next_token: Annotated[str | None, Field(description="From the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_SEARCH)] = 10,
+        next_token: Annotated[
+            str | None, Field(max_length=B.MAX_TOKEN_CHARS, description="From the previous page")
+        ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         """Search Seamless.ai contacts or companies (free, no contact details). Pass the hits'
         search_result_id values to start_research to get emails and phones."""
@@ -176,14 +187,14 @@ def register_tools(server: MCPServer[Any]) -> None:
         kind: Kind,
         ctx: Context[Any, Any],
         search_result_ids: Annotated[
-            list[str], Field(max_length=100, description="From search_prospects")
+            list[_Id], Field(max_length=B.MAX_TARGETS, description="From search_prospects")
         ] = [],  # noqa: B006  # pydantic copies defaults; this is the schema's default
-        contacts: Annotated[list[ContactTarget], Field(max_length=100)] = [],  # noqa: B006
-        companies: Annotated[list[CompanyTarget], Field(max_length=100)] = [],  # noqa: B006
+        contacts: Annotated[list[ContactTarget], Field(max_length=B.MAX_TARGETS)] = [],  # noqa: B006
+        companies: Annotated[list[CompanyTarget], Field(max_length=B.MAX_TARGETS)] = [],  # noqa: B006
         allow_rerun: Annotated[
             bool, Field(description="Pay again for targets researched in the last 30 days")
         ] = False,
-        wait_seconds: Annotated[float, Field(ge=0, le=300, description=_WAIT_HERE)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 0,
         job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
         skip_dedup_check: Annotated[
             bool, Field(description="Research again targets Seamless did recently (paid)")
@@ -221,7 +232,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         ],
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[float, Field(ge=0, le=300, description=_WAIT_HERE)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
         """Start an AgentSEO job (SERP analysis, keyword metrics, local audits). Returns a
         job_id; then wait_for_job. Each start spends AgentSEO credits: never resubmit to
@@ -241,8 +252,8 @@ def register_tools(server: MCPServer[Any]) -> None:
     @server.tool(title="Job status", annotations=READ)
     async def get_job_status(
         job_ids: Annotated[
-            list[str],
-            Field(min_length=1, max_length=100, description="Job ids or upstream ids"),
+            list[_Id],
+            Field(min_length=1, max_length=B.MAX_TARGETS, description="Job ids or upstream ids"),
         ],
         ctx: Context[Any, Any],
     ) -> Annotated[CallToolResult, StatusOutput]:
@@ -256,11 +267,9 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     @server.tool(title="Wait for job", annotations=READ)
     async def wait_for_job(
-        job_id: str,
+        job_id: _Id,
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[
-            float, Field(ge=0, le=300, description="Capped by the server (45 s by default)")
-        ] = 30,
+        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 30,
     ) -> Annotated[CallToolResult, JobOutput]:
         """Wait, bounded and with progress, until a job finishes; returns compact results, or
         the state and when to call again. Safe to repeat: never re-runs the job."""
@@ -274,14 +283,17 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     @server.tool(title="Job results", annotations=LOCAL)
     async def get_job_result(
-        job_id: str,
+        job_id: _Id,
         ctx: Context[Any, Any],
         fields: Annotated[
-            list[str] | None,
-            Field(description="Full-record fields instead of the compact view, e.g. email2"),
+            list[_Field] | None,
+            Field(
+                max_length=B.MAX_FIELDS,
+                description="Full-record fields instead of the compact view, e.g. email2",
+            ),
         ] = None,
-        offset: Annotated[int, Field(ge=0)] = 0,
-        limit: Annotated[int, Field(ge=1, le=50)] = 10,
+        offset: Annotated[int, Field(ge=0, le=B.MAX_OFFSET)] = 0,
+        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_RESULT)] = B.DEFAULT_LIMIT_RESULT,
     ) -> Annotated[CallToolResult, ResultPage]:
         """Results of a finished job, paged (offset, limit): compact records by default, or
         the named fields of the full records."""
@@ -298,8 +310,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         ctx: Context[Any, Any],
         provider: Provider | None = None,
         state: StateName | None = None,
-        since_hours: Annotated[float | None, Field(gt=0)] = None,
-        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        since_hours: Annotated[float | None, Field(gt=0, le=B.MAX_SINCE_HOURS)] = None,
+        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_LIST)] = 20,
     ) -> Annotated[CallToolResult, ListOutput]:
         """Jobs started through jobrelay, newest first, kept across restarts: how to find paid
         work again after losing a job_id."""
@@ -319,11 +331,15 @@ def register_tools(server: MCPServer[Any]) -> None:
     async def explain_error(
         ctx: Context[Any, Any],
         provider: Literal["seamless", "agentseo", "auto"] = "auto",
-        http_status: Annotated[int | None, Field(ge=100, le=599)] = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-        body: str | dict[str, Any] | None = None,
-        job_status: str | None = None,
+        http_status: Annotated[
+            int | None, Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS)
+        ] = None,
+        code: Annotated[str | None, Field(max_length=B.MAX_CODE_CHARS)] = None,
+        headers: Annotated[
+            dict[_HeaderName, _HeaderValue] | None, Field(max_length=B.MAX_HEADERS)
+        ] = None,
+        body: Annotated[str, Field(max_length=B.MAX_BODY_CHARS)] | dict[str, Any] | None = None,
+        job_status: Annotated[str | None, Field(max_length=B.MAX_CODE_CHARS)] = None,
     ) -> Annotated[CallToolResult, ExplainOutput]:
         """Advice for a Seamless or AgentSEO HTTP status, error code, headers, body or job
         status: what happened, whether and when to retry, the one next step."""
@@ -335,6 +351,12 @@ def register_tools(server: MCPServer[Any]) -> None:
                     "Pass at least one of http_status, code, headers, body or job_status.",
                     field="http_status",
                     next_step="Call explain_error again with the status, code or body you saw.",
+                )
+            if isinstance(body, dict) and len(B.compact_json(body)) > B.MAX_BODY_CHARS:
+                raise InputProblem(
+                    f"body is longer than {B.MAX_BODY_CHARS:,} characters as JSON.",
+                    field="body",
+                    next_step="Call explain_error again with only the error part of the body.",
                 )
             adv: Advice = advice_mod.advise_http(
                 provider, http_status, code, headers, body, job_status, now=rt.clock.time()

@@ -226,3 +226,10 @@ def assert_agent_safe(result: Any, secrets: Iterable[str] = ()) -> None:
     whole = text + json.dumps(result.structured_content)
     for secret in secrets:
         assert secret not in whole, secret
+
+
+def answer_tokens(result: Any) -> int:
+    """The project's estimate (`_bounds.tokens`) of one tool result as the client received it."""
+    from mcp_server import _bounds
+
+    return _bounds.tokens(result.model_dump(by_alias=True, mode="json", exclude_none=True))

@@ -138,13 +138,13 @@ async def full_session(client: Client, state: SandboxState) -> list[str]:
     found = await tool("search_prospects", {"kind": "contacts", "query": "vp sales"})
     ids = [i["search_result_id"] for i in found["items"][:2]]
     research = await tool(
-        "start_research", {"kind": "contacts", "search_result_ids": ids, "wait_seconds": 300}
+        "start_research", {"kind": "contacts", "search_result_ids": ids, "wait_seconds": 45}
     )
     await tool("start_research", {"kind": "contacts", "search_result_ids": ids})  # rerun warning
     seo = await tool(
         "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "fail-permanent"}}
     )
-    await tool("wait_for_job", {"job_id": seo["job_id"], "wait_seconds": 300})  # failed upstream
+    await tool("wait_for_job", {"job_id": seo["job_id"], "wait_seconds": 45})  # failed upstream
     await tool("get_job_status", {"job_ids": [research["job_id"], seo["job_id"], "sea_nope"]})
     await tool("get_job_result", {"job_id": research["job_id"], "fields": ["email1", "phone1"]})
     await tool("list_jobs", {})

@@ -500,21 +500,34 @@ async def test_no_wait_is_longer_than_jobrelay_max_wait_seconds(
     make_settings: Callable[..., Any],
 ) -> None:
     async with _slow_client(make_settings, JOBRELAY_MAX_WAIT_SECONDS="3") as (client, clock):
+        listed = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+        for name in ("start_seo_job", "start_research", "wait_for_job"):
+            assert listed[name]["properties"]["wait_seconds"]["maximum"] == 3, name
+        refused = await call(
+            client,
+            "start_seo_job",
+            {"workflow": "serp_analysis", "params": {"keyword": "x"}, "wait_seconds": 300},
+        )
         before = clock.monotonic()
         started = await call(
             client,
             "start_seo_job",
-            {"workflow": "serp_analysis", "params": {"keyword": "x"}, "wait_seconds": 300},
+            {"workflow": "serp_analysis", "params": {"keyword": "x"}, "wait_seconds": 3},
         )
         took_start = clock.monotonic() - before
         before = clock.monotonic()
         research = await call(
             client,
             "start_research",
-            {"kind": "contacts", "contacts": [ADA], "wait_seconds": 300},
+            {"kind": "contacts", "contacts": [ADA], "wait_seconds": 3},
         )
         took_research = clock.monotonic() - before
-    # Bounded by the cap (3 s), not by wait_seconds (300) or the default cap (45).
+        listed_jobs = structured(await call(client, "list_jobs", {}))["jobs"]
+    # Above the cap is refused before anything starts: the schema's maximum is the server's.
+    assert refused.is_error
+    assert structured(refused)["error"]["code"] == "invalid_input"
+    assert "wait_seconds" in text_of(refused) and "less than or equal to 3" in text_of(refused)
+    assert len(listed_jobs) == 2  # the refused start left no row
     assert 3 <= took_start < 3 + 2, took_start
     assert 3 <= took_research < 3 + 2, took_research  # the submit counts against the wait
     assert structured(started)["state"] == "queued"  # 3 s into a 600 s job
