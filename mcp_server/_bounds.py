@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Final
 
 # ---- the estimator ------------------------------------------------------------------------
@@ -133,10 +134,21 @@ MAX_FIELD_VALUE_CHARS: Final = 2_000
 """Longest string value of a result record shown; longer ones are cut with `TRUNCATED`."""
 
 
+_MARKED = re.compile(r"…\[truncated ([\d,]+) chars\]$")
+
+
 def cut_text(value: str, limit: int = MAX_FIELD_VALUE_CHARS) -> str:
-    if len(value) <= limit:
+    """`value` cut to `limit` characters plus the marker; cutting a cut value again keeps the
+    count of the original's removed characters."""
+    earlier = 0
+    if m := _MARKED.search(value):
+        earlier = int(m.group(1).replace(",", ""))
+        value = value[: m.start()]
+        if len(value) <= limit:
+            return value + TRUNCATED.format(n=earlier)
+    elif len(value) <= limit:
         return value
-    return value[:limit] + TRUNCATED.format(n=len(value) - limit)
+    return value[:limit] + TRUNCATED.format(n=len(value) - limit + earlier)
 
 
 def cut_strings(value: Any, limit: int = MAX_FIELD_VALUE_CHARS) -> Any:

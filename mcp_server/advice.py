@@ -2221,3 +2221,9 @@ def explain_cli(
     if advice.do_not:
         lines.append(f"Avoid: {advice.do_not}")
     return "\n".join(lines) + "\n"
+
+
+def wait_phrase(seconds: float, now: float) -> str:
+    """`14:12:55Z (in 12 s)`: a wait as an absolute UTC time and in seconds."""
+    whole = max(1, math.ceil(seconds - 1e-9))
+    return f"{_fmt_clock(retry_at(now, whole), now)} (in {format_duration(whole)})"

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
+from mcp_server import render
+from mcp_server._bounds import cut_strings, fit_items
 from mcp_server._clock import Clock
 from mcp_server._duration import format_duration
 from mcp_server.config import Settings
@@ -42,7 +44,6 @@ from mcp_server.ledger import JobRecord, Ledger, new_job_id, target_keys
 from mcp_server.models import Advice, ErrorCode, JobState, Progress, Provider
 from mcp_server.projection import (
     available_fields,
-    fit,
     project_company,
     project_contact,
     project_seo_result,
@@ -90,6 +91,8 @@ MAX_TARGETS = 100
 MAX_ITEMS_SHOWN = 20
 #: Finished jobs whose rendering is kept for repeated status checks and waits.
 RENDER_CACHE_SIZE = 128
+RESULT_READ = "result_read"
+"""Snapshot key set once the agent was shown a finished job's results (wait or result)."""
 
 SEAMLESS_STATES: Mapping[str, JobState] = {
     "queued": JobState.QUEUED,
@@ -439,6 +442,7 @@ class JobService:
     _rendered: OrderedDict[str, tuple[datetime, Outcome]] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
+    _marked_read: set[str] = field(default_factory=set, init=False, repr=False)
 
     # ---- helpers ------------------------------------------------------------------------
     def _now(self) -> float:
@@ -1011,16 +1015,63 @@ class JobService:
     # ---- status -----------------------------------------------------------------------------
     @_one_deadline
     async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
-        """Every job's state now, in the order asked; one poll call per Seamless endpoint for
-        all open research jobs of the batch, one GET per open AgentSEO job."""
+        """Every job's state now, in the order asked, each job once (an id repeated, or a
+        handle and its upstream id, is answered once); never result payloads. One poll call
+        per Seamless endpoint for all open research jobs of the batch, one GET per open
+        AgentSEO job."""
         found: dict[str, JobRecord] = {}
         unknown: dict[str, Advice] = {}
-        for jid in job_ids:
+        for jid in dict.fromkeys(job_ids):
             try:
                 found[jid] = await self._get(caller, jid)
             except UnknownJob as exc:
                 unknown[jid] = advice_mod.advise_error(exc, now=self._now(), tool="get_job_status")
         records = list({r.job_id: r for r in found.values()}.values())
+        fresh, problems = await self._refresh_batch(caller, records)
+        single = len(found) + len(unknown) == 1 or (len(records) == 1 and not unknown)
+        outputs: list[JobOutput] = []
+        seen: set[str] = set()
+        texts: list[str] = []
+        for jid in dict.fromkeys(job_ids):
+            if jid in unknown:
+                adv = unknown[jid]
+                outputs.append(JobOutput(job_id=jid, error=adv.as_error()))
+                texts.append(advice_mod.render_text(adv))
+                continue
+            rec = fresh.get(found[jid].job_id, found[jid])
+            if rec.job_id in seen:
+                continue
+            seen.add(rec.job_id)
+            problem = problems.get(rec.job_id)
+            why = (
+                advice_mod.advise_error(problem, now=self._now(), tool="get_job_status")
+                if problem is not None
+                else None
+            )
+            out = self._job_output(rec, with_results=False)
+            if why is not None and not rec.state.terminal:
+                out.advice = why
+                if why.retry_after_seconds:
+                    out.next_check_after_seconds = why.retry_after_seconds
+            texts.append(_status_one_text(rec, out, problem=why, now=self._now()))
+            outputs.append(out if single else _lean_status(out))
+        nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
+        status_out = StatusOutput(
+            jobs=outputs,
+            next_check_after_seconds=min(nexts) if nexts else None,
+            sandbox=any(caller.sandbox.values()),
+        )
+        all_unknown = all(o.error is not None for o in outputs)
+        if all_unknown:
+            status_out.error = outputs[0].error
+        text = texts[0] if len(outputs) == 1 else _status_text(outputs)
+        return Outcome(status_out, text, failed=all_unknown)
+
+    async def _refresh_batch(
+        self, caller: Caller, records: Sequence[JobRecord]
+    ) -> tuple[dict[str, JobRecord], dict[str, JobRelayError]]:
+        """Fresh records of the open jobs among `records` (shared poll calls), and why any
+        could not be checked."""
         by_kind: dict[Kind, list[JobRecord]] = {}
         for rec in records:
             if rec.provider == "seamless" and not rec.state.terminal and rec.upstream_ids:
@@ -1044,33 +1095,7 @@ class JobService:
                     fresh[rec.job_id] = await self._refresh_seo(caller, rec)
                 except JobRelayError as exc:
                     problems[rec.job_id] = exc
-        outcomes: list[Outcome] = []
-        for jid in job_ids:
-            if jid in unknown:
-                adv = unknown[jid]
-                out = JobOutput(job_id=jid, error=adv.as_error())
-                outcomes.append(Outcome(out, advice_mod.render_text(adv), failed=True))
-                continue
-            rec = fresh.get(found[jid].job_id, found[jid])
-            problem = problems.get(rec.job_id)
-            why = (
-                advice_mod.advise_error(problem, now=self._now(), tool="get_job_status")
-                if problem is not None
-                else None
-            )
-            outcomes.append(self._render(rec, problem=why))
-        outputs = [o.output for o in outcomes if isinstance(o.output, JobOutput)]
-        nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
-        status_out = StatusOutput(
-            jobs=outputs,
-            next_check_after_seconds=min(nexts) if nexts else None,
-            sandbox=any(caller.sandbox.values()),
-        )
-        all_unknown = all(o.failed for o in outcomes)
-        if all_unknown:
-            status_out.error = outputs[0].error
-        text = outcomes[0].text if len(outcomes) == 1 else _status_text(outputs)
-        return Outcome(status_out, text, failed=all_unknown)
+        return fresh, problems
 
     async def _refresh_seo(self, caller: Caller, rec: JobRecord) -> JobRecord:
         client = self.clients.agentseo(caller)
@@ -1148,7 +1173,9 @@ class JobService:
             deadline = self._deadline(wait_seconds)
         rec = await self._get(caller, job_id)
         if rec.state.terminal or not rec.upstream_ids:
-            return self._render(rec, warnings=warnings)
+            outcome = self._render(rec, warnings=warnings)
+            await self._mark_read(rec)
+            return outcome
         if self.clock.monotonic() >= deadline:
             # No time left to follow anything (wait_seconds=0, or a slow submit): one look.
             rec, problem = await self._refresh(caller, rec)
@@ -1164,7 +1191,26 @@ class JobService:
         if problem is not None and not rec.state.terminal:
             adv = advice_mod.advise_error(problem, now=self._now(), tool="wait_for_job")
             return self._render(rec, warnings=warnings, problem=adv)
-        return self._render(rec, warnings=warnings)
+        outcome = self._render(rec, warnings=warnings)
+        await self._mark_read(rec)
+        return outcome
+
+    async def _mark_read(self, rec: JobRecord) -> None:
+        """Note in the ledger that the agent was shown this finished job's results, so
+        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked:
+        their snapshot no longer changes, so no newer snapshot is overwritten."""
+        if rec.state not in (JobState.SUCCEEDED, JobState.DUPLICATE):
+            return
+        snapshot = rec.snapshot or {}
+        if snapshot.get(RESULT_READ) or rec.job_id in self._marked_read:
+            return
+        self._marked_read.add(rec.job_id)
+        await self.ledger.update(
+            rec.job_id,
+            state=rec.state,
+            raw_status=rec.raw_status,
+            snapshot={**snapshot, RESULT_READ: True},
+        )
 
     async def _refresh(
         self, caller: Caller, rec: JobRecord
@@ -1341,13 +1387,11 @@ class JobService:
         records = _result_records(rec)
         total = len(records)
         window = records[offset : offset + limit]
-        if fields:
-            items = [dict(select_fields(r, fields), **_item_key(r)) for r in window]
-            missing = unknown_fields(window, list(fields))
-        else:
-            items = [_default_projection(rec, r) for r in window]
-            missing = []
-        items, cut = fit(items)
+        asked_more = bool(fields) or limit > B.DEFAULT_LIMIT_RESULT
+        budget = B.item_budget(B.MAX_ANSWER_TOKENS if asked_more else B.DEFAULT_ANSWER_TOKENS)
+        items, lines = _page_items(rec, window, fields=fields, start=offset + 1, budget=budget)
+        missing = unknown_fields(window, list(fields)) if fields else []
+        cut = len(items) < len(window)
         next_offset = offset + len(items) if offset + len(items) < total else None
         advice = self._job_advice(rec) if total == 0 and rec.state in _ADVISED else None
         page = ResultPage(
@@ -1361,7 +1405,11 @@ class JobService:
             advice=advice,
             sandbox=sandbox,
         )
-        text = _page_text(rec, page, missing=missing, cut=cut, fields=fields, advice=advice)
+        text = _page_text(
+            rec, page, lines, missing=missing, cut=cut, fields=fields, limit=limit, advice=advice
+        )
+        if items:
+            await self._mark_read(rec)
         return Outcome(page, text)
 
     # ---- list -------------------------------------------------------------------------------
@@ -1400,15 +1448,18 @@ class JobService:
                 raw_status=r.raw_status,
                 targets=len(r.upstream_ids) or r.credits_requested,
                 created_at=r.created_at,
+                result_read=_was_read(r) if r.state.terminal else None,
                 advice=_list_advice(r),
             )
             for r in rows
         ]
         out = ListOutput(jobs=summaries, sandbox=any(caller.sandbox.values()))
-        return Outcome(out, _list_text(rows))
+        return Outcome(out, _list_text(rows, now=self._utcnow()))
 
     # ---- rendering --------------------------------------------------------------------------
-    def _job_output(self, rec: JobRecord, *, warnings: Sequence[str] = ()) -> JobOutput:
+    def _job_output(
+        self, rec: JobRecord, *, warnings: Sequence[str] = (), with_results: bool = True
+    ) -> JobOutput:
         snapshot = rec.snapshot or {}
         out = JobOutput(
             job_id=rec.job_id,
@@ -1455,9 +1506,15 @@ class JobService:
                     out.next_check_after_seconds = hint if hint else 2.0
         if rec.state.terminal:
             records = _result_records(rec)
-            projected = [_default_projection(rec, r) for r in records[:10]]
-            out.results, _ = fit(projected, max_chars=24_000)
             out.results_total = len(records)
+            if with_results:
+                out.results, _ = _page_items(
+                    rec,
+                    records[: B.DEFAULT_LIMIT_RESULT],
+                    fields=None,
+                    start=1,
+                    budget=B.item_budget(B.DEFAULT_ANSWER_TOKENS),
+                )
         if rec.state in (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, JobState.UNKNOWN):
             out.advice = self._job_advice(rec)
         elif (
@@ -1554,7 +1611,9 @@ class JobService:
             out.advice = problem
             if problem.retry_after_seconds:
                 out.next_check_after_seconds = problem.retry_after_seconds
-        outcome = Outcome(out, _job_text(rec, out, started=started, problem=problem))
+        outcome = Outcome(
+            out, _job_text(rec, out, started=started, problem=problem, now=self._now())
+        )
         if cacheable:
             self._rendered[rec.job_id] = (rec.updated_at, outcome)
             self._rendered.move_to_end(rec.job_id)
@@ -1788,31 +1847,120 @@ def _list_advice(rec: JobRecord) -> str | None:
     return None
 
 
-def _job_text(
-    rec: JobRecord, out: JobOutput, *, started: bool, problem: Advice | None = None
-) -> str:
-    """One or two sentences and exactly one `Next:` (the advice's, for jobs that ended badly)."""
-    what = "Research" if rec.provider == "seamless" else f"SEO {rec.operation.removeprefix('seo:')}"
+def _was_read(rec: JobRecord) -> bool:
+    return bool((rec.snapshot or {}).get(RESULT_READ))
+
+
+def _what(rec: JobRecord) -> str:
+    if rec.provider == "seamless":
+        return "Research"
+    return f"SEO {rec.operation.removeprefix('seo:')}"
+
+
+def _page_items(
+    rec: JobRecord,
+    window: Sequence[Mapping[str, Any]],
+    *,
+    fields: Sequence[str] | None,
+    start: int,
+    budget: int,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One page of results for both blocks: structured items and their text lines, cut at
+    the same item boundary so each block fits `budget` tokens (`_bounds.item_budget`).
+    Oversized string fields are truncated with a marker, so a record is never unshowable."""
+    if fields:
+        items = [dict(select_fields(r, fields), **_item_key(r)) for r in window]
+    else:
+        items = [_default_projection(rec, r) for r in window]
+    items, _ = fit_items([cut_strings(i) for i in items], budget)
+    line: Callable[[Mapping[str, Any]], str | list[str]]
+    sources: Sequence[Mapping[str, Any]] = items
+    if fields:
+        line = render.fields_line
+    elif rec.provider == "agentseo":
+        sources = [cut_strings(dict(r)) for r in window[: len(items)]]
+        line = render.seo_lines
+    elif _research_kind(rec) == "contacts":
+        line = render.contact_line
+    else:
+        line = render.company_line
+    lines, shown = render.numbered(sources, line, start=start, budget_tokens=budget)
+    return items[:shown], lines
+
+
+def _status_one_text(rec: JobRecord, out: JobOutput, *, problem: Advice | None, now: float) -> str:
+    """One job's status, no results: state, progress, counts, when to look again."""
     jid = rec.job_id
-    lead = f"{what} job {jid}"
+    lead = f"{_what(rec)} job {jid}"
     nothing_back = rec.state is JobState.DUPLICATE and not out.results_total
     if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not nothing_back:
         total = out.results_total or 0
-        shown = len(out.results or [])
+        return (
+            f"{lead} {rec.state.value}: {total} result(s). "
+            f'Next: get_job_result(job_id="{jid}") to read them.'
+        )
+    if rec.state.terminal or rec.state is JobState.UNKNOWN:
+        adv = out.advice or None
+        if adv is not None:
+            text = advice_mod.render_text(adv)
+            return text if jid in text else f"{lead}: {text}"
+        return f'{lead} ended {rec.state.value}. Next: get_job_result(job_id="{jid}").'
+    return _running_text(rec, out, problem=problem, now=now, lead=lead)
+
+
+def _running_text(
+    rec: JobRecord, out: JobOutput, *, problem: Advice | None, now: float, lead: str
+) -> str:
+    jid = rec.job_id
+    pct = out.progress.percent if out.progress else None
+    msg = out.progress.message if out.progress and out.progress.message else None
+    where = f" ({pct:.0f}%{', ' + msg if msg else ''})" if pct is not None else ""
+    if problem is not None:
+        return (
+            f"{lead} is still {rec.state.value}{where}, but checking it failed: "
+            f"{problem.what_happened} Next: {problem.next_step}"
+        )
+    after = out.next_check_after_seconds
+    update = f"; next update expected {advice_mod.wait_phrase(after, now)}" if after else ""
+    return (
+        f"{lead} is still {rec.state.value}{where}{update}. "
+        f'Next: wait_for_job(job_id="{jid}"). Do not start it again: that pays twice.'
+    )
+
+
+def _job_text(
+    rec: JobRecord, out: JobOutput, *, started: bool, problem: Advice | None = None, now: float
+) -> str:
+    """What happened, the results' rows when finished, and exactly one `Next:`."""
+    jid = rec.job_id
+    lead = f"{_what(rec)} job {jid}"
+    nothing_back = rec.state is JobState.DUPLICATE and not out.results_total
+    if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not nothing_back:
+        total = out.results_total or 0
+        records = _result_records(rec)[: len(out.results or [])]
+        shown_items, lines = _page_items(
+            rec, records, fields=None, start=1, budget=B.item_budget(B.DEFAULT_ANSWER_TOKENS)
+        )
+        shown = len(shown_items)
         if rec.state is JobState.DUPLICATE:
             note = " (already researched: existing records, no credit spent)"
         elif rec.raw_status and "," in rec.raw_status:
             note = f" ({rec.raw_status})"
         else:
             note = ""
+        head = f"{lead} finished{note}: {total} result(s)"
+        head += f", {shown} shown:" if lines else "."
+        body = [head, *lines]
+        if _has_placeholder(out.results):
+            body.append(_PLACEHOLDER_NOTE.format(jid=jid))
         if total > shown:
-            nxt = f'get_job_result(job_id="{jid}", offset={shown}) for the rest.'
-        else:
-            nxt = (
-                f'use these results; get_job_result(job_id="{jid}", fields=[...]) returns '
-                "other fields of the full records."
+            body.append(
+                f'Next: get_job_result(job_id="{jid}", offset={shown}) for results '
+                f"{shown + 1}-{min(total, shown + B.DEFAULT_LIMIT_RESULT)}."
             )
-        text = f"{lead} finished{note}: {total} result(s), {shown} shown. Next: {nxt}"
+        else:
+            body.append(_fields_hint(rec) + " Next: use these results; nothing more to fetch.")
+        text = "\n".join(body)
     elif rec.state.terminal or rec.state is JobState.UNKNOWN:
         adv = out.advice
         if adv is not None:
@@ -1821,47 +1969,92 @@ def _job_text(
                 text = f"{lead}: {text}"
         else:  # pragma: no cover - _job_output always advises these states
             text = f"{lead} ended {rec.state.value}. Next: list_jobs to review it."
+    elif started and problem is None:
+        n = len(rec.upstream_ids)
+        detail = f" for {n} target(s)" if rec.provider == "seamless" else ""
+        credits = (
+            f"; {out.credits_remaining} research credits left"
+            if out.credits_remaining is not None
+            else ""
+        )
+        text = (
+            f"{lead} started{detail} ({rec.state.value}{credits}). "
+            f'Next: wait_for_job(job_id="{jid}"). Do not start it again: that pays twice.'
+        )
     else:
-        pct = out.progress.percent if out.progress else None
-        msg = out.progress.message if out.progress and out.progress.message else None
-        where = f" ({pct:.0f}%{', ' + msg if msg else ''})" if pct is not None else ""
-        after = out.next_check_after_seconds
-        if problem is not None:
-            text = (
-                f"{lead} is still {rec.state.value}{where}, but checking it failed: "
-                f"{problem.what_happened} Next: {problem.next_step}"
-            )
-        elif started:
-            n = len(rec.upstream_ids)
-            detail = f" for {n} target(s)" if rec.provider == "seamless" else ""
-            credits = (
-                f"; {out.credits_remaining} research credits left"
-                if out.credits_remaining is not None
-                else ""
-            )
-            text = (
-                f"{lead} started{detail} ({rec.state.value}{credits}). "
-                f'Next: wait_for_job(job_id="{jid}").'
-            )
-        else:
-            update = f" (next update in ~{format_duration(after)})" if after else ""
-            text = (
-                f"{lead} is still {rec.state.value}{where}. "
-                f'Next: wait_for_job(job_id="{jid}") again{update}.'
-            )
+        text = _running_text(rec, out, problem=problem, now=now, lead=lead)
     if out.warnings:
-        text += " Note: " + " ".join(out.warnings)
+        text += "\nNote: " + " ".join(out.warnings)
     return text
 
 
+_PLACEHOLDER_NOTE = (
+    '"<N more>", "<N items>" and "<N fields>" in the compact results mark entries left out; '
+    'get_job_result(job_id="{jid}", fields=["<name>"]) returns them in full.'
+)
+
+
+def _has_placeholder(items: Sequence[Mapping[str, Any]] | None) -> bool:
+    return bool(items) and '"<' in B.compact_json(items)
+
+
+def _fields_hint(rec: JobRecord) -> str:
+    where = "seamless" if rec.provider == "seamless" else "agentseo"
+    return (
+        f'Other fields: get_job_result(job_id="{rec.job_id}", fields=[...]); names at '
+        f"jobrelay://fields/{where}."
+    )
+
+
+def _lean_status(out: JobOutput) -> JobOutput:
+    """A job inside a many-job status answer: state, progress, counts, next check."""
+    progress = (
+        Progress(percent=out.progress.percent)
+        if out.progress
+        and out.progress.percent is not None
+        and out.state
+        and not out.state.terminal
+        else None
+    )
+    return JobOutput(
+        job_id=out.job_id,
+        operation=out.operation,
+        state=out.state,
+        progress=progress,
+        results_total=out.results_total,
+        next_check_after_seconds=out.next_check_after_seconds,
+        error=out.error,
+    )
+
+
 def _status_text(outputs: Sequence[JobOutput]) -> str:
-    """A batch in one sentence: counts per state, then the one job to act on."""
+    """A batch: counts per state, one short line per job, then the one job to act on."""
     counts: dict[str, int] = {}
     for o in outputs:
         key = o.state.value if o.state is not None else "unknown id"
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    lead = f"{len(outputs)} jobs: {summary}."
+    rows = []
+    for o in outputs:
+        if o.state is None:
+            rows.append(f"{B.echo(o.job_id or '', 40)}: unknown id")
+            continue
+        extra = f", {o.results_total} result(s)" if o.results_total is not None else ""
+        pct = (
+            f", {o.progress.percent:.0f}%"
+            if o.progress and o.progress.percent is not None and not o.state.terminal
+            else ""
+        )
+        rows.append(f"{o.job_id}: {o.operation} {o.state.value}{pct}{extra}")
+    lines, _ = render.numbered(
+        [{"row": r} for r in rows],
+        lambda r: str(r["row"]),
+        budget_tokens=B.item_budget(B.DEFAULT_ANSWER_TOKENS),
+    )
+    more = len(rows) - len(lines)
+    lead = "\n".join([f"{len(outputs)} jobs: {summary}.", *lines])
+    if more > 0:
+        lead += f"\n({more} more in structuredContent.jobs)"
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
     running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
     unchecked = [
@@ -1878,31 +2071,39 @@ def _status_text(outputs: Sequence[JobOutput]) -> str:
             f"(in {int(adv.retry_after_seconds or 0)} s)."
         )
     if running:
-        return f'{lead} Next: wait_for_job(job_id="{running[0].job_id}").'
+        return f'{lead}\nNext: wait_for_job(job_id="{running[0].job_id}").'
     if open_jobs:
         return (
-            f"{lead} Next: read the advice of {open_jobs[0].job_id} (outcome unknown) before "
-            "resubmitting anything."
+            f'{lead}\nNext: get_job_status(job_ids=["{open_jobs[0].job_id}"]) for its advice '
+            "(outcome unknown) before resubmitting anything."
         )
     done = [o for o in outputs if o.state in (JobState.SUCCEEDED, JobState.DUPLICATE)]
     if done:
-        return f'{lead} Next: get_job_result(job_id="{done[0].job_id}").'
-    if any(o.state is not None for o in outputs):
-        return f"{lead} Next: read each job's advice; none has results."
-    return f"{lead} Next: list_jobs to find the right job ids."
+        return f'{lead}\nNext: get_job_result(job_id="{done[0].job_id}").'
+    ended = [o for o in outputs if o.state is not None]
+    if ended:
+        return f'{lead}\nNext: get_job_status(job_ids=["{ended[0].job_id}"]) for its advice.'
+    return f"{lead}\nNext: list_jobs to find the right job ids."
 
 
 def _page_text(
     rec: JobRecord,
     page: ResultPage,
+    lines: Sequence[str],
     *,
     missing: Sequence[str],
     cut: bool,
     fields: Sequence[str] | None,
+    limit: int,
     advice: Advice | None,
 ) -> str:
     jid = rec.job_id
     shown = len(page.items)
+    extra = ""
+    if fields:
+        extra += ", fields=" + B.compact_json(list(fields))
+    if limit != B.DEFAULT_LIMIT_RESULT:
+        extra += f", limit={limit}"
     if page.total == 0:
         if advice is not None:
             return f"Job {jid} has no results. {advice_mod.render_text(advice)}"
@@ -1911,44 +2112,91 @@ def _page_text(
             "Next: start a new job if you still need the data."
         )
     if shown == 0:
+        last = max(0, (page.total - 1) // limit * limit)
         return (
             f"Job {jid} has {page.total} result(s); offset {page.offset} is past the end. "
-            f'Next: get_job_result(job_id="{jid}", offset=0).'
+            f'Next: get_job_result(job_id="{jid}", offset={last}{extra}) for the last page.'
         )
-    text = f"Job {jid}: results {page.offset + 1}-{page.offset + shown} of {page.total}"
+    head = f"Job {jid}: results {page.offset + 1}-{page.offset + shown} of {page.total}"
     if cut:
-        text += " (page cut to fit the size limit)"
-    text += "."
+        head += " (page cut to fit the size limit)"
+    body = [head + ":", *lines]
     if missing:
-        text += f" Unknown fields: {', '.join(missing)}; fields_available lists the names."
+        body.append(
+            "Unknown fields: "
+            + ", ".join(m if len(m) <= 40 else B.echo(m, 40) for m in missing[:10])
+            + f"; fields_available (and jobrelay://fields/{rec.provider}) lists the names."
+        )
+    if _has_placeholder(page.items) and not fields:
+        body.append(_PLACEHOLDER_NOTE.format(jid=jid))
     if page.next_offset is not None:
-        return text + f' Next: get_job_result(job_id="{jid}", offset={page.next_offset}).'
-    if fields:
-        return text + " Next: use these results."
-    return text + (
-        f' Next: use these results; get_job_result(job_id="{jid}", fields=[...]) returns '
-        "other fields of the full records."
-    )
+        body.append(f'Next: get_job_result(job_id="{jid}", offset={page.next_offset}{extra}).')
+    elif fields:
+        body.append("Next: use these results; nothing more to fetch.")
+    else:
+        body.append(_fields_hint(rec) + " Next: use these results; nothing more to fetch.")
+    return "\n".join(body)
 
 
-def _list_text(rows: Sequence[JobRecord]) -> str:
+def _list_priority(rec: JobRecord) -> int:
+    """Which job the agent most likely needs: lower first. Paid research before SEO; within
+    each, unfinished before unread results; outcome-unknown submits before SEO work."""
+    paid = rec.provider == "seamless"
+    unread = rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not _was_read(rec)
+    running = not rec.state.terminal and rec.state is not JobState.UNKNOWN
+    if running and paid:
+        return 0
+    if unread and paid:
+        return 1
+    if rec.state is JobState.UNKNOWN:
+        return 2
+    if running:
+        return 3
+    if unread:
+        return 4
+    return 9
+
+
+def _list_line(rec: JobRecord, now: datetime) -> str:
+    parts = [rec.job_id, rec.operation.replace("seo:", "seo "), rec.state.value]
+    if rec.provider == "seamless":
+        parts.append(f"{len(rec.upstream_ids) or rec.credits_requested} target(s)")
+    if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE):
+        parts.append("results read" if _was_read(rec) else "results NOT read yet")
+    parts.append(render.ago((now - rec.created_at).total_seconds()))
+    return " | ".join(parts)
+
+
+def _list_text(rows: Sequence[JobRecord], *, now: datetime) -> str:
     if not rows:
         return "No jobs in the ledger match. Next: start one with start_research or start_seo_job."
-    running = [r for r in rows if not r.state.terminal and r.state is not JobState.UNKNOWN]
-    unknown = [r for r in rows if r.state is JobState.UNKNOWN]
-    parts = [f"{len(rows)} job(s), newest first"]
-    if running:
-        parts.append(f"{len(running)} running")
-    if unknown:
-        parts.append(f"{len(unknown)} with an unknown submit outcome")
-    text = "; ".join(parts) + "."
-    done = [r for r in rows if r.state in (JobState.SUCCEEDED, JobState.DUPLICATE)]
-    if running:
-        return text + f' Next: wait_for_job(job_id="{running[0].job_id}").'
-    if unknown:
-        return text + (
-            f" Next: follow the advice on {unknown[0].job_id} before resubmitting anything."
+    lines, _ = render.numbered(
+        [{"r": i} for i in range(len(rows))],
+        lambda d: _list_line(rows[int(d["r"])], now),
+        budget_tokens=B.item_budget(B.DEFAULT_ANSWER_TOKENS),
+    )
+    body = [f"{len(rows)} job(s), newest first:", *lines]
+    if len(lines) < len(rows):
+        body.append(f"({len(rows) - len(lines)} more in structuredContent.jobs)")
+    best = min(rows, key=_list_priority)  # min keeps the newest among equals
+    rank = _list_priority(best)
+    jid = best.job_id
+    if rank in (0, 3):
+        nxt = f'wait_for_job(job_id="{jid}") (still {best.state.value}).'
+    elif rank in (1, 4):
+        nxt = f'get_job_result(job_id="{jid}") (finished, results not read yet).'
+    elif rank == 2:
+        nxt = (
+            f'get_job_status(job_ids=["{jid}"]) (submit outcome unknown) before resubmitting '
+            "anything."
         )
-    if done:
-        return text + f' Next: get_job_result(job_id="{done[0].job_id}").'
-    return text + " Next: read each job's advice before starting new work."
+    else:
+        finished = [r for r in rows if r.state in (JobState.SUCCEEDED, JobState.DUPLICATE)]
+        paid = [r for r in finished if r.provider == "seamless"]
+        if paid or finished:
+            again = (paid or finished)[0]
+            nxt = f'get_job_result(job_id="{again.job_id}") to read its results again.'
+        else:
+            nxt = f'get_job_status(job_ids=["{rows[0].job_id}"]) for its advice.'
+    body.append(f"Next: {nxt}")
+    return "\n".join(body)

@@ -7,13 +7,9 @@ record is one `get_job_result(fields=[...])` away. Everything here is pure.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-#: No answer above ~20k tokens, ever (chars/4 estimate).
-MAX_RESULT_CHARS = 80_000
 
 _PERCENT = re.compile(r"^\s*(\d{1,3})(?:\.\d+)?\s*%?\s*$")
 
@@ -219,17 +215,6 @@ def available_fields(records: Iterable[Mapping[str, Any]], limit: int = 120) -> 
             if len(names) >= limit:
                 return list(names)
     return list(names)
-
-
-def fit(items: list[Any], max_chars: int = MAX_RESULT_CHARS) -> tuple[list[Any], bool]:
-    """Drop trailing items until the JSON fits `max_chars`; True when something was dropped."""
-    size = len(json.dumps(items, default=str))
-    if size <= max_chars:
-        return items, False
-    kept = list(items)
-    while kept and len(json.dumps(kept, default=str)) > max_chars:
-        kept.pop()
-    return kept, True
 
 
 class _Missing:

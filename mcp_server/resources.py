@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -80,6 +81,18 @@ def register_resources(server: MCPServer[Any]) -> None:
         raise ResourceError("Unknown provider; use jobrelay://errors/seamless or .../agentseo.")
 
     @server.resource(
+        "jobrelay://fields/{provider}",
+        title="Result field names",
+        description="Field names get_job_result(fields=[...]) accepts: seamless (contacts, "
+        "companies) or agentseo (per workflow).",
+        mime_type="text/markdown",
+    )
+    async def fields_resource(provider: str) -> str:
+        if provider not in PROVIDERS:
+            raise ResourceError("Unknown provider; use jobrelay://fields/seamless or .../agentseo.")
+        return fields_markdown(provider)
+
+    @server.resource(
         "jobrelay://usage{?provider}",
         title="Usage and rate limits",
         description="Rate-limit buckets, credits last seen and the daily credit budget; "
@@ -97,3 +110,53 @@ def register_resources(server: MCPServer[Any]) -> None:
         outcome = await usage_outcome(ctx.request_context.lifespan_context, _caller(ctx), only=only)
         text: str = outcome.output.model_dump_json(exclude_none=True)
         return text
+
+
+def _paths(record: Any, prefix: str = "", depth: int = 2) -> list[str]:
+    """`name` and, one level down, `name.child` paths of a sample record."""
+    out: list[str] = []
+    if not isinstance(record, dict):
+        return out
+    for key, value in record.items():
+        path = f"{prefix}{key}"
+        out.append(path)
+        if depth > 1 and isinstance(value, dict):
+            out += _paths(value, path + ".", depth - 1)
+    return out
+
+
+@functools.cache
+def fields_markdown(provider: str) -> str:
+    """Field names `get_job_result(fields=[...])` accepts, from sample records of the
+    embedded sandbox (same shapes as the APIs' records)."""
+    from mcp_server.sandbox import _records as rec
+    from mcp_server.sandbox import _seo_results as seo
+
+    if provider == "seamless":
+        contact = rec.contact_record(
+            rec.build_contact(0, rec.ContactSpec(key="x")), request_id="r", created_at=0.0
+        )
+        company = rec.company_record(
+            rec.build_company(0, rec.CompanySpec(key="x")), request_id="r", created_at=0.0
+        )
+        groups = {"contacts": _paths(contact), "companies": _paths(company)}
+    else:
+        where = seo.Location(code=2840, name="United States")
+        samples: dict[str, Any] = {
+            "serp_analysis": seo.SerpParams(keyword="x", location=where),
+            "keyword_metrics": seo.KeywordMetricsParams(keywords=("x",), location=where),
+            "local_audit": seo.LocalAuditParams(domain="x.com", business_name="X", location=where),
+        }
+        groups = {
+            name: _paths(dict(seo.generate_result(0, params, as_of=0.0)))
+            for name, params in samples.items()
+        }
+    lines = [
+        f"# get_job_result fields ({provider})",
+        "",
+        "Pass top-level names or dotted paths (`a.b`, `list.0`) as `fields`; the compact view "
+        "is what you get without `fields`.",
+    ]
+    for name, paths in groups.items():
+        lines += ["", f"## {name}", "", ", ".join(f"`{p}`" for p in paths)]
+    return "\n".join(lines) + "\n"

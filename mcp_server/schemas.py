@@ -160,6 +160,9 @@ class JobSummary(BaseModel):
     raw_status: str | None = None
     targets: int = 0
     created_at: datetime
+    result_read: bool | None = Field(
+        None, description="Finished jobs: whether the results were shown to an agent yet."
+    )
     advice: str | None = None
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import answer_tokens, assert_agent_safe, call, structured, text_of
 from mcp import Client
 
 from mcp_server import _bounds as B
 from mcp_server.sandbox._state import SandboxState
-from tests.conftest import answer_tokens, assert_agent_safe, call, structured, text_of
 
 pytestmark = pytest.mark.anyio
 

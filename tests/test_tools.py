@@ -245,7 +245,7 @@ async def test_research_then_wait_then_result_pages_and_projects(
         2,
     )
     assert pdata["items"] == data["results"][1:3]
-    assert f'get_job_result(job_id="{job_id}", offset=3)' in text_of(page)
+    assert f'get_job_result(job_id="{job_id}", offset=3, limit=2)' in text_of(page)
     assert_agent_safe(page)
 
     picked = await call(
@@ -397,7 +397,12 @@ async def test_status_of_a_batch_is_one_poll_call_for_all_open_research_jobs(
     assert data["next_check_after_seconds"] > 0
     assert not status.is_error  # one unknown id among known ones is information
     assert text_of(status) == (
-        f'4 jobs: 1 queued, 2 running, 1 unknown id. Next: wait_for_job(job_id="{jobs[1]}").'
+        "4 jobs: 1 queued, 2 running, 1 unknown id.\n"
+        f"1. {jobs[1]}: research_contacts running, 0%\n"
+        f"2. {jobs[0]}: research_contacts running, 0%\n"
+        "3. 'nope': unknown id\n"
+        f"4. {seo['job_id']}: seo:serp_analysis queued, 0%\n"
+        f'Next: wait_for_job(job_id="{jobs[1]}").'
     )
 
 
@@ -492,7 +497,7 @@ async def test_a_wait_that_runs_out_hands_back_the_handle_state_and_when_to_look
     data = structured(waited)
     assert (data["job_id"], data["state"]) == (job_id, "running")
     assert data["next_check_after_seconds"] == 5.0
-    assert f'wait_for_job(job_id="{job_id}") again' in text_of(waited)
+    assert f'(in 5 s). Next: wait_for_job(job_id="{job_id}").' in text_of(waited)
     assert_agent_safe(waited)
 
 
@@ -526,7 +531,8 @@ async def test_no_wait_is_longer_than_jobrelay_max_wait_seconds(
     # Above the cap is refused before anything starts: the schema's maximum is the server's.
     assert refused.is_error
     assert structured(refused)["error"]["code"] == "invalid_input"
-    assert "wait_seconds" in text_of(refused) and "less than or equal to 3" in text_of(refused)
+    assert "wait_seconds" in text_of(refused)
+    assert "less than or equal to 3" in text_of(refused)
     assert len(listed_jobs) == 2  # the refused start left no row
     assert 3 <= took_start < 3 + 2, took_start
     assert 3 <= took_research < 3 + 2, took_research  # the submit counts against the wait
@@ -568,11 +574,13 @@ def _count_writes_and_renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     update, job_output = SqliteLedger.update, JobService._job_output
 
     async def counted_update(self: SqliteLedger, job_id: str, **kwargs: Any) -> JobRecord:
-        counts[f"update {job_id}"] += 1
+        marks_read = (kwargs.get("snapshot") or {}).get("result_read")
+        counts[f"{'read' if marks_read else 'update'} {job_id}"] += 1
         return await update(self, job_id, **kwargs)
 
     def counted_output(self: JobService, rec: JobRecord, **kwargs: Any) -> Any:
-        counts[f"render {rec.job_id}"] += 1
+        # Renders that project results (a status check renders state only, never results).
+        counts[f"render {rec.job_id}"] += 1 if kwargs.get("with_results", True) else 0
         return job_output(self, rec, **kwargs)
 
     monkeypatch.setattr(SqliteLedger, "update", counted_update)
@@ -601,12 +609,13 @@ async def test_several_waits_on_one_research_job_fold_and_render_it_once(
     assert [structured(r)["state"] for r in results] == ["succeeded"] * 5
     assert all(structured(r) == structured(results[0]) for r in results)
     assert all(text_of(r) == text_of(results[0]) for r in results)
-    assert [structured(r)["jobs"][0]["results"] for r in status] == [
-        structured(results[0])["results"]
-    ] * 3
+    # Status is status: the count of results, never the results themselves.
+    assert [structured(r)["jobs"][0].get("results") for r in status] == [None] * 3
+    assert [structured(r)["jobs"][0]["results_total"] for r in status] == [1] * 3
     # One target: one change (researching -> done), written once; rendered once when
-    # started and once for the five waiters and three status checks together.
+    # started and once for the five waiters together; "results read" noted once.
     assert counts[f"update {job_id}"] == 1
+    assert counts[f"read {job_id}"] == 1
     assert counts[f"render {job_id}"] == 2
 
 

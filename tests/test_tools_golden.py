@@ -355,13 +355,15 @@ async def test_a_wait_that_times_out_hands_back_the_handle(
     job = structured(started)["job_id"]
     assert text_of(started) == (
         f"Research job {job} started for 1 target(s) (running; 999 research credits left). "
-        f'Next: wait_for_job(job_id="{job}").'
+        f'Next: wait_for_job(job_id="{job}"). Do not start it again: that pays twice.'
     )
     waited = await call(client, "wait_for_job", {"job_id": job, "wait_seconds": 2})
-    assert text_of(waited) == (
-        f"Research job {job} is still running (0%, 0 of 1 targets finished). "
-        f'Next: wait_for_job(job_id="{job}") again (next update in ~5 s).'
-    )
+    assert re.fullmatch(
+        rf"Research job {job} is still running \(0%, 0 of 1 targets finished\); next update "
+        rf"expected \d\d:\d\d:\d\dZ \(in 5 s\)\. Next: wait_for_job\(job_id=\"{job}\"\)\. "
+        r"Do not start it again: that pays twice\.",
+        text_of(waited),
+    ), text_of(waited)
     assert_agent_safe(waited)
 
 
@@ -374,19 +376,38 @@ async def test_finished_research_and_its_pages(client: Client) -> None:
         {"kind": "contacts", "search_result_ids": ids, "wait_seconds": 30},
     )
     job = structured(done)["job_id"]
-    assert text_of(done) == (
-        f"Research job {job} finished: 12 result(s), 10 shown. "
-        f'Next: get_job_result(job_id="{job}", offset=10) for the rest.'
-    )
+    lines = text_of(done).splitlines()
+    assert lines[0] == f"Research job {job} finished: 12 result(s), 10 shown:"
+    _assert_contact_lines(lines[1:11], structured(done)["results"], start=1)
+    assert lines[11:] == [f'Next: get_job_result(job_id="{job}", offset=10) for results 11-12.']
     rest = await call(client, "get_job_result", {"job_id": job, "offset": 10})
-    assert text_of(rest) == (
-        f"Job {job}: results 11-12 of 12. Next: use these results; "
-        f'get_job_result(job_id="{job}", fields=[...]) returns other fields of the full records.'
-    )
+    lines = text_of(rest).splitlines()
+    assert lines[0] == f"Job {job}: results 11-12 of 12:"
+    _assert_contact_lines(lines[1:3], structured(rest)["items"], start=11)
+    assert lines[3:] == [
+        f'Other fields: get_job_result(job_id="{job}", fields=[...]); names at '
+        "jobrelay://fields/seamless. Next: use these results; nothing more to fetch."
+    ]
     first = await call(client, "get_job_result", {"job_id": job, "limit": 5})
-    assert text_of(first) == (
-        f'Job {job}: results 1-5 of 12. Next: get_job_result(job_id="{job}", offset=5).'
+    assert text_of(first).splitlines()[-1] == (
+        f'Next: get_job_result(job_id="{job}", offset=5, limit=5).'
     )
+    past = await call(client, "get_job_result", {"job_id": job, "offset": 40})
+    assert text_of(past) == (
+        f"Job {job} has 12 result(s); offset 40 is past the end. "
+        f'Next: get_job_result(job_id="{job}", offset=10) for the last page.'
+    )
+
+
+def _assert_contact_lines(lines: list[str], items: list[dict[str, Any]], *, start: int) -> None:
+    """Each shown contact on its own line, with everything needed to act on it."""
+    assert len(lines) == len(items)
+    for n, (line, item) in enumerate(zip(lines, items, strict=True), start):
+        assert line.startswith(f"{n}. {item['name']} | {item['title']}, {item['company']}"), line
+        email, phone = item["email"], item["phone"]
+        assert f"{email['address']} ({email['confidence']}%" in line, line
+        assert f"{phone['number']} ({phone['type']}, {phone['confidence']}%)" in line, line
+        assert line.endswith(f" | {item['linkedin']}"), line
 
 
 async def test_researching_the_same_targets_again_is_refused_with_the_earlier_job(
