@@ -175,3 +175,29 @@ def test_the_estimator_is_compact_json_over_three() -> None:
     value = {"a": [1, 2, 3], "b": "é"}
     assert B.tokens(value) == -(-len('{"a":[1,2,3],"b":"é"}') // 3)
     assert B.tokens("abcd") == 2
+
+
+async def test_list_jobs_text_names_every_job_and_points_at_unread_paid_work(
+    client: Client,
+) -> None:
+    paid = (await _research(client, 2, tag="paid", wait=30))["job_id"]  # shown once: read
+    unread = (await _research(client, 1, tag="unread"))["job_id"]
+    seo_args = {"workflow": "serp_analysis", "params": {"keyword": "crm"}, "wait_seconds": 45}
+    seo = structured(await call(client, "start_seo_job", seo_args))["job_id"]  # newer, free-ish
+    await call(client, "get_job_status", {"job_ids": [unread]})  # status never marks it read
+    listed = await call(client, "list_jobs", {})
+    text = text_of(listed)
+    lines = text.splitlines()
+    assert lines[0] == "3 job(s), newest first:"
+    assert lines[1].startswith(f"1. {seo} | seo serp_analysis | succeeded | results read | ")
+    assert lines[2].startswith(f"2. {unread} | research_contacts | succeeded | 1 target(s) | ")
+    assert "results NOT read yet" in lines[2]
+    assert lines[3].startswith(f"3. {paid} | research_contacts | succeeded | 2 target(s) | ")
+    assert lines[-1] == (
+        f'Next: get_job_result(job_id="{unread}") (finished, results not read yet).'
+    )
+    assert_agent_safe(listed)
+    assert [j["result_read"] for j in structured(listed)["jobs"]] == [True, False, True]
+    await call(client, "get_job_result", {"job_id": unread})
+    again = text_of(await call(client, "list_jobs", {})).splitlines()[-1]
+    assert again == f'Next: get_job_result(job_id="{unread}") to read its results again.'
