@@ -84,13 +84,20 @@ def compact(node: Any) -> Any:
             continue
         if key == "default" and (value is None or value == []):
             continue  # an optional argument's absence already means "none"
-        if key == "additionalProperties" and value is True:
-            continue  # the JSON Schema default
+        if key == "additionalProperties" and value in (True, False):
+            # True is the JSON Schema default; False (pydantic's extra="forbid") is still
+            # enforced by the server, which names the unknown field and the known ones.
+            continue
         if key == "properties" and isinstance(value, dict):
             out[key] = {name: compact(prop) for name, prop in value.items()}
         else:
             out[key] = compact(value)
-    return _drop_null_type(_fold_any_of(out))
+    out = _drop_null_type(_fold_any_of(out))
+    values = out.get("enum")
+    strings = isinstance(values, list) and values and all(isinstance(v, str) for v in values)
+    if out.get("type") == "string" and strings:
+        del out["type"]  # an enum of strings already says "string"
+    return out
 
 
 def _shallow_type(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -91,6 +92,20 @@ def register_resources(server: MCPServer[Any]) -> None:
         if provider not in PROVIDERS:
             raise ResourceError("Unknown provider; use jobrelay://fields/seamless or .../agentseo.")
         return fields_markdown(provider)
+
+    @server.resource(
+        "jobrelay://schemas/{tool}",
+        title="Output schema of a tool",
+        description="The JSON schema of a tool's structuredContent (not repeated in tools/list).",
+        mime_type="application/schema+json",
+    )
+    async def schema_resource(tool: str) -> str:
+        from mcp_server.tools import OUTPUT_MODELS
+
+        model = OUTPUT_MODELS.get(tool)
+        if model is None:
+            raise ResourceError("Unknown tool; use a name from tools/list.")
+        return json.dumps(model.model_json_schema(), separators=(",", ":"))
 
     @server.resource(
         "jobrelay://usage{?provider}",

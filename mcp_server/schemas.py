@@ -72,7 +72,8 @@ class SearchFilters(_Strict):
 
 
 class ContactTarget(_Strict):
-    """Needs a LinkedIn/Sales Nav/Recruiter URL, email, or name plus company or domain."""
+    # Needs a LinkedIn/Sales Nav/Recruiter URL, email, or name plus company or domain (said by
+    # the `contacts` argument's description; a docstring would be published again here).
 
     name: str | None = _str(B.MAX_NAME_CHARS)
     company: str | None = _str(B.MAX_NAME_CHARS)
@@ -86,7 +87,7 @@ class ContactTarget(_Strict):
 
 class CompanyTarget(_Strict):
     name: str | None = _str(B.MAX_NAME_CHARS)
-    domain: str | None = _str(B.MAX_DOMAIN_CHARS, "e.g. acme.com (best identifier)")
+    domain: str | None = _str(B.MAX_DOMAIN_CHARS)
 
 
 # ---- outputs --------------------------------------------------------------------------------

@@ -45,20 +45,23 @@ KEY_HEADERS: dict[Provider, str] = {
 
 _MAX_KEY_CHARS = 512
 
-_Id = Annotated[str, Field(min_length=1, max_length=B.MAX_ID_CHARS)]
-_Field = Annotated[str, Field(min_length=1, max_length=B.MAX_FIELD_CHARS)]
+_Id = Annotated[str, Field(max_length=B.MAX_ID_CHARS)]
+_JobId = Annotated[_Id, Field(description="sea_/seo_ handle or upstream id")]
+_Field = Annotated[str, Field(max_length=B.MAX_FIELD_CHARS)]
 _HeaderName = Annotated[str, Field(max_length=B.MAX_CODE_CHARS)]
 _HeaderValue = Annotated[str, Field(max_length=B.MAX_HEADER_CHARS)]
 
 StateName = Literal["queued", "running", "succeeded", "failed", "not_found", "duplicate", "unknown"]
 
-READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+# Only hints that differ from the MCP defaults (readOnly false, destructive true, idempotent
+# false, openWorld true) are sent: the tool list is measured. idempotentHint is meaningful only
+# for tools that are not read-only, so reads leave it out.
+READ = ToolAnnotations(read_only_hint=True)
 """Reads that reach an upstream API."""
-LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+LOCAL = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 """Reads of jobrelay's own state (ledger, limiter, catalogue): no upstream call."""
-SPEND = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
-)
+SPEND = ToolAnnotations(destructive_hint=False)
+"""Spends credits upstream; deletes nothing; not idempotent (a repeat pays again)."""
 
 
 def _runtime(ctx: Context[Any, Any]) -> Any:
@@ -142,7 +145,7 @@ def _progress(ctx: Context[Any, Any]) -> ProgressFn:
 
 
 def register_tools(server: MCPServer[Any]) -> None:
-    @server.tool(title="Search prospects", annotations=READ)
+    @server.tool(annotations=READ)
     async def search_prospects(
         kind: Kind,
         ctx: Context[Any, Any],
@@ -150,14 +153,14 @@ def register_tools(server: MCPServer[Any]) -> None:
             str | None,
             Field(max_length=B.MAX_QUERY_CHARS, description="Free text, e.g. 'CTO fintech'"),
         ] = None,
-        filters: SearchFilters | None = None,
+        filters: Annotated[SearchFilters | None, Field(description="All optional, ANDed")] = None,
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_SEARCH)] = 10,
         next_token: Annotated[
             str | None, Field(max_length=B.MAX_TOKEN_CHARS, description="From the previous page")
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        """Search Seamless.ai contacts or companies (free, no contact details). Pass the hits'
-        search_result_id values to start_research to get emails and phones."""
+        """Find Seamless.ai contacts or companies; free, no emails or phones. Research
+        hits with start_research. Example: search_prospects(kind='contacts', query='VP Sales')."""
 
         async def run() -> Outcome:
             rt = _runtime(ctx)
@@ -182,27 +185,36 @@ def register_tools(server: MCPServer[Any]) -> None:
 
         return await _guard(ctx, "search_prospects", run)
 
-    @server.tool(title="Start research", annotations=SPEND)
+    @server.tool(annotations=SPEND)
     async def start_research(
         kind: Kind,
         ctx: Context[Any, Any],
         search_result_ids: Annotated[
             list[_Id], Field(max_length=B.MAX_TARGETS, description="From search_prospects")
         ] = [],  # noqa: B006  # pydantic copies defaults; this is the schema's default
-        contacts: Annotated[list[ContactTarget], Field(max_length=B.MAX_TARGETS)] = [],  # noqa: B006
-        companies: Annotated[list[CompanyTarget], Field(max_length=B.MAX_TARGETS)] = [],  # noqa: B006
+        contacts: Annotated[
+            list[ContactTarget],
+            Field(
+                max_length=B.MAX_TARGETS,
+                description="Each: a LinkedIn, Sales Nav or Recruiter URL, email, or name + company or domain",
+            ),
+        ] = [],  # noqa: B006
+        companies: Annotated[
+            list[CompanyTarget],
+            Field(max_length=B.MAX_TARGETS, description="Each: domain (best) or name"),
+        ] = [],  # noqa: B006
         allow_rerun: Annotated[
-            bool, Field(description="Pay again for targets researched in the last 30 days")
+            bool, Field(description="Pay again for targets researched <30 days ago")
         ] = False,
-        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
         job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
         skip_dedup_check: Annotated[
             bool, Field(description="Research again targets Seamless did recently (paid)")
         ] = False,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Research contacts or companies on Seamless.ai for emails and phones (1 credit per
-        target). One job_id covers all targets; then wait_for_job. Refuses targets already
-        researched unless allow_rerun. Never resubmit to retry."""
+        """Buy emails and phones, 1 credit per target (up to 100), under one job_id.
+        Never call it again to retry or check (that pays twice): use wait_for_job. Example:
+        start_research(kind='contacts', search_result_ids=['...'], wait_seconds=45)."""
         return await _guard(
             ctx,
             "start_research",
@@ -220,7 +232,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="Start SEO job", annotations=SPEND)
+    @server.tool(annotations=SPEND)
     async def start_seo_job(
         workflow: Workflow,
         params: Annotated[
@@ -232,11 +244,11 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         ],
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 0,
+        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Start an AgentSEO job (SERP analysis, keyword metrics, local audits). Returns a
-        job_id; then wait_for_job. Each start spends AgentSEO credits: never resubmit to
-        retry."""
+        """Start an AgentSEO job; each start spends credits. Never resubmit to retry:
+        use wait_for_job. Example: start_seo_job(workflow='serp_analysis',
+        params={'keyword': 'crm'}, wait_seconds=45)."""
         return await _guard(
             ctx,
             "start_seo_job",
@@ -249,30 +261,32 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="Job status", annotations=READ)
+    @server.tool(annotations=READ)
     async def get_job_status(
         job_ids: Annotated[
             list[_Id],
-            Field(min_length=1, max_length=B.MAX_TARGETS, description="Job ids or upstream ids"),
+            Field(min_length=1, max_length=B.MAX_TARGETS, description="Handles or upstream ids"),
         ],
         ctx: Context[Any, Any],
     ) -> Annotated[CallToolResult, StatusOutput]:
-        """Status of one or many jobs now, without waiting (one upstream call per batch):
-        state, progress, next_check_after_seconds. To wait, use wait_for_job."""
+        """State, progress and result counts of up to 100 jobs, now; never results.
+        Follow one job with wait_for_job; read results with get_job_result. Example:
+        get_job_status(job_ids=['sea_3f8e7e309cbfa30b'])."""
         return await _guard(
             ctx,
             "get_job_status",
             lambda: _runtime(ctx).service.status(caller_for(ctx), job_ids),
         )
 
-    @server.tool(title="Wait for job", annotations=READ)
+    @server.tool(annotations=READ)
     async def wait_for_job(
-        job_id: _Id,
+        job_id: _JobId,
         ctx: Context[Any, Any],
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 30,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Wait, bounded and with progress, until a job finishes; returns compact results, or
-        the state and when to call again. Safe to repeat: never re-runs the job."""
+        """Follow one job until it ends or wait_seconds pass; returns the first results or
+        when to call again. Safe to repeat: never pays again. Example:
+        wait_for_job(job_id='sea_3f8e7e309cbfa30b')."""
         return await _guard(
             ctx,
             "wait_for_job",
@@ -281,22 +295,23 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="Job results", annotations=LOCAL)
+    @server.tool(annotations=LOCAL)
     async def get_job_result(
-        job_id: _Id,
+        job_id: _JobId,
         ctx: Context[Any, Any],
         fields: Annotated[
             list[_Field] | None,
-            Field(
-                max_length=B.MAX_FIELDS,
-                description="Full-record fields instead of the compact view, e.g. email2",
-            ),
+            Field(max_length=B.MAX_FIELDS, description="Names or dotted paths, e.g. email2"),
         ] = None,
-        offset: Annotated[int, Field(ge=0, le=B.MAX_OFFSET)] = 0,
+        offset: Annotated[
+            int, Field(ge=0, le=B.MAX_OFFSET, description="From next_offset or Next:")
+        ] = 0,
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_RESULT)] = B.DEFAULT_LIMIT_RESULT,
     ) -> Annotated[CallToolResult, ResultPage]:
-        """Results of a finished job, paged (offset, limit): compact records by default, or
-        the named fields of the full records."""
+        """Page through a finished job's results, free: compact records or the named
+        fields (see jobrelay://fields/seamless or /agentseo). '<N more>' marks entries fields
+        returns in full. Example: get_job_result(job_id='sea_3f8e7e309cbfa30b',
+        fields=['email2'])."""
         return await _guard(
             ctx,
             "get_job_result",
@@ -305,16 +320,19 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="List jobs", annotations=LOCAL)
+    @server.tool(annotations=LOCAL)
     async def list_jobs(
         ctx: Context[Any, Any],
         provider: Provider | None = None,
         state: StateName | None = None,
-        since_hours: Annotated[float | None, Field(gt=0, le=B.MAX_SINCE_HOURS)] = None,
+        since_hours: Annotated[
+            float | None,
+            Field(gt=0, le=B.MAX_SINCE_HOURS, description="Started in the last N hours"),
+        ] = None,
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_LIST)] = 20,
     ) -> Annotated[CallToolResult, ListOutput]:
-        """Jobs started through jobrelay, newest first, kept across restarts: how to find paid
-        work again after losing a job_id."""
+        """Jobs started here, newest first, kept across restarts: find a lost job_id.
+        Next: names the job to act on. Example: list_jobs(provider='seamless')."""
         return await _guard(
             ctx,
             "list_jobs",
@@ -327,22 +345,34 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(title="Explain error", annotations=LOCAL)
+    @server.tool(annotations=LOCAL)
     async def explain_error(
         ctx: Context[Any, Any],
-        provider: Literal["seamless", "agentseo", "auto"] = "auto",
+        provider: Annotated[
+            Literal["seamless", "agentseo", "auto"], Field(description="auto: from the body")
+        ] = "auto",
         http_status: Annotated[
-            int | None, Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS)
+            int | None,
+            Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS),
         ] = None,
-        code: Annotated[str | None, Field(max_length=B.MAX_CODE_CHARS)] = None,
+        code: Annotated[
+            str | None, Field(max_length=B.MAX_CODE_CHARS, description="API error code")
+        ] = None,
         headers: Annotated[
-            dict[_HeaderName, _HeaderValue] | None, Field(max_length=B.MAX_HEADERS)
+            dict[_HeaderName, _HeaderValue] | None,
+            Field(max_length=B.MAX_HEADERS, description="Response headers"),
         ] = None,
-        body: Annotated[str, Field(max_length=B.MAX_BODY_CHARS)] | dict[str, Any] | None = None,
-        job_status: Annotated[str | None, Field(max_length=B.MAX_CODE_CHARS)] = None,
+        body: Annotated[
+            Annotated[str, Field(max_length=B.MAX_BODY_CHARS)] | dict[str, Any] | None,
+            Field(description="Response body, text or JSON"),
+        ] = None,
+        job_status: Annotated[
+            str | None, Field(max_length=B.MAX_CODE_CHARS, description="e.g. failed")
+        ] = None,
     ) -> Annotated[CallToolResult, ExplainOutput]:
-        """Advice for a Seamless or AgentSEO HTTP status, error code, headers, body or job
-        status: what happened, whether and when to retry, the one next step."""
+        """Advice on a Seamless.ai or AgentSEO status, code, headers, body or job
+        status seen outside jobrelay. Gives the cause, when to retry, the next step. Example:
+        explain_error(http_status=429, headers={'Retry-After': '30'})."""
 
         async def run() -> Outcome:
             rt = _runtime(ctx)
@@ -365,10 +395,10 @@ def register_tools(server: MCPServer[Any]) -> None:
 
         return await _guard(ctx, "explain_error", run)
 
-    @server.tool(title="Usage", annotations=LOCAL)
+    @server.tool(annotations=LOCAL)
     async def get_usage(ctx: Context[Any, Any]) -> Annotated[CallToolResult, UsageOutput]:
-        """Rate-limit budgets per provider and bucket with time to reset, research credits
-        last seen, and the daily credit budget."""
+        """Rate limits with reset times, credits last seen, today's credit budget. Free;
+        check it before big research jobs. Example: get_usage()."""
 
         async def run() -> Outcome:
             from mcp_server.usage import usage_outcome
@@ -378,7 +408,22 @@ def register_tools(server: MCPServer[Any]) -> None:
         return await _guard(ctx, "get_usage", run)
 
 
-_WAIT_HERE = "0: return at once; else wait here like wait_for_job"
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "search_prospects": SearchOutput,
+    "start_research": JobOutput,
+    "start_seo_job": JobOutput,
+    "get_job_status": StatusOutput,
+    "wait_for_job": JobOutput,
+    "get_job_result": ResultPage,
+    "list_jobs": ListOutput,
+    "explain_error": ExplainOutput,
+    "get_usage": UsageOutput,
+}
+"""Each tool's structuredContent model. Their JSON schemas are not in tools/list (they did not
+fit its token budget, docs/answers.md); jobrelay://schemas/{tool} serves them, and the tests
+validate every result against them."""
+
+_WAIT_HERE = "0: return at once; else wait like wait_for_job"
 
 
 def _search_text(

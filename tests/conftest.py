@@ -188,9 +188,34 @@ def structured(result: Any) -> dict[str, Any]:
 
 
 async def call(client: Client, tool: str, args: dict[str, Any], **kwargs: Any) -> Any:
-    """One tool call, bounded in real time so a hang fails the test instead of stalling it."""
+    """One tool call, bounded in real time so a hang fails the test instead of stalling it.
+    Its structuredContent is checked against the tool's output schema (DESIGN.md: "validated
+    by an output schema"; not published in tools/list, see docs/answers.md)."""
     with anyio.fail_after(10):
-        return await client.call_tool(tool, args, **kwargs)
+        result = await client.call_tool(tool, args, **kwargs)
+    assert_valid_output(tool, result)
+    return result
+
+
+def assert_valid_output(tool: str, result: Any) -> None:
+    import jsonschema
+
+    from mcp_server.tools import OUTPUT_MODELS
+
+    model = OUTPUT_MODELS.get(tool)
+    if model is not None and result.structured_content is not None:
+        jsonschema.validate(result.structured_content, _output_schema(tool))
+
+
+_SCHEMAS: dict[str, Any] = {}
+
+
+def _output_schema(tool: str) -> Any:
+    from mcp_server.tools import OUTPUT_MODELS
+
+    if tool not in _SCHEMAS:
+        _SCHEMAS[tool] = OUTPUT_MODELS[tool].model_json_schema()
+    return _SCHEMAS[tool]
 
 
 async def read(client: Client, uri: str) -> Any:

@@ -36,14 +36,7 @@ def test_the_manifest_names_the_nine_tools_of_the_contract() -> None:
     tools = json.loads(MANIFEST.read_text(encoding="utf-8"))["tools"]
     assert [t["name"] for t in tools] == list(CONTRACT_TOOLS)
     for tool in tools:
-        assert set(tool) == {
-            "annotations",
-            "description",
-            "inputSchema",
-            "name",
-            "outputSchema",
-            "title",
-        }
+        assert set(tool) == {"annotations", "description", "inputSchema", "name"}
 
 
 def test_check_mode_fails_on_a_stale_manifest_and_passes_once_regenerated(

@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
     MANIFEST.write_text(text, encoding="utf-8")
     tools = json.loads(text)["tools"]
-    tokens = len(json.dumps(tools)) // 4
+    from mcp_server._bounds import tokens as estimate
+
+    tokens = estimate(tools)
     print(f"wrote {MANIFEST.relative_to(ROOT)} ({len(tools)} tools, ~{tokens} tokens)")
     return 0
 
