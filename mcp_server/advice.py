@@ -119,8 +119,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Invalid Seamless request",
         what="Seamless rejected the request as invalid (HTTP 400){detail}.",
         next_step=(
-            "Fix the arguments and call {tool_ref} again; searchResultIds come from "
-            "search_prospects, requestIds from start_research."
+            "Fix the arguments and call {tool_ref} again (searchResultIds come from "
+            "search_prospects, requestIds from start_research)."
         ),
         do_not="Do not retry unchanged: it fails the same way.",
         statuses=(400,),
@@ -177,8 +177,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "If every call gets 404, SEAMLESS_BASE_URL is wrong."
         ),
         next_step=(
-            "Check the id (copy it from the earlier result; requestIds are not "
-            "searchResultIds), or call list_jobs to find the job."
+            "Call list_jobs to find the right id (copy ids from earlier results: requestIds "
+            "are not searchResultIds)."
         ),
         do_not="Do not retry with the same id: it stays unknown.",
         statuses=(404,),
@@ -194,13 +194,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Seamless research credits exhausted",
         what=(
             "The Seamless org {credits_phrase}; research needs credits "
-            "(HTTP 422 insufficientCredits)."
+            "(HTTP 422 insufficientCredits). search_prospects, get_job_status and "
+            "get_job_result stay free."
         ),
-        next_step=(
-            "Tell the user to add Seamless research credits or research fewer targets; "
-            "search_prospects, get_job_status and get_job_result stay free."
-        ),
-        do_not="Do not retry start_research: it fails until credits are added.",
+        next_step="{credits_next}",
+        do_not="Do not retry the same start_research: it fails until credits are added.",
         statuses=(422,),
         api_codes=("insufficientCredits",),
         our_codes=(ErrorCode.CREDITS_EXHAUSTED,),
@@ -230,12 +228,10 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Rate limited by Seamless",
         what=(
             "Rate limited by Seamless{on_endpoint}{limit_note}{until}. "
-            "Other Seamless endpoints have their own windows."
+            "Other Seamless endpoints have their own windows, so status checks of pending "
+            "jobs (one batched get_job_status call) still work."
         ),
-        next_step=(
-            "Retry {tool_ref}{after}; meanwhile check pending jobs with one batched "
-            "get_job_status call."
-        ),
+        next_step="Retry {tool_ref}{after}.",
         do_not=_RATE_DO_NOT,
         statuses=(429,),
         api_codes=("rateLimitExceeded",),
@@ -251,8 +247,10 @@ _ROWS: tuple[CatalogueRow, ...] = (
         code=ErrorCode.UPSTREAM_ERROR,
         retryable=True,
         title="Seamless internal error",
-        what="Seamless had an internal error (HTTP 500){request_note}{attempts_note}.",
-        next_step="Retry {tool_ref}{after}{support_note}.",
+        what=(
+            "Seamless had an internal error (HTTP 500){request_note}{attempts_note}{support_note}."
+        ),
+        next_step="Retry {tool_ref}{after}.",
         do_not=_SERVER_DO_NOT,
         statuses=(500,),
         status_default=True,
@@ -267,8 +265,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         code=ErrorCode.UPSTREAM_ERROR,
         retryable=True,
         title="Seamless unavailable",
-        what="Seamless is unavailable ({http}){request_note}{attempts_note}.",
-        next_step="Retry {tool_ref}{after}{support_note}.",
+        what="Seamless is unavailable ({http}){request_note}{attempts_note}{support_note}.",
+        next_step="Retry {tool_ref}{after}.",
         do_not=_SERVER_DO_NOT,
         statuses=("5xx",),
         default_wait=30.0,
@@ -317,10 +315,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "AgentSEO credits are exhausted (HTTP 402 CREDITS_EXHAUSTED{credits_note}). "
             "Status checks and results still work."
         ),
-        next_step=(
-            "Tell the user to top up AgentSEO credits; meanwhile use get_job_status and "
-            "get_job_result for existing jobs."
-        ),
+        next_step="Tell the user to top up AgentSEO credits.",
         do_not="Do not call start_seo_job again until credits are added.",
         statuses=(402,),
         api_codes=("CREDITS_EXHAUSTED",),
@@ -331,7 +326,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         key="agentseo.403",
         provider="agentseo",
         when="HTTP 403",
-        meaning="key revoked, expired, or blocked by an allowed-domain policy",
+        meaning="key refused (no code saying why)",
         code=ErrorCode.PERMISSION_DENIED,
         retryable=False,
         title="AgentSEO key refused",
@@ -340,12 +335,62 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "an allowed-domain policy{message_note}."
         ),
         next_step=(
-            "Ask the user to replace AGENTSEO_API_KEY or fix its allowed-domain policy "
-            "in the AgentSEO dashboard."
+            "Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard (revoked, "
+            "expired, domain policy or plan)."
         ),
         do_not="Do not retry: it fails until the key or the policy is fixed.",
         statuses=(403,),
         our_codes=(ErrorCode.PERMISSION_DENIED,),
+    ),
+    _r(
+        key="agentseo.403.revoked",
+        provider="agentseo",
+        when="HTTP 403 API_KEY_REVOKED",
+        meaning="key revoked or expired",
+        code=ErrorCode.PERMISSION_DENIED,
+        retryable=False,
+        title="AgentSEO key revoked",
+        what="AgentSEO refused the API key: it is revoked or expired (HTTP 403 {code}).",
+        next_step="Ask the user to create a new AgentSEO API key and set AGENTSEO_API_KEY.",
+        do_not="Do not retry: every AgentSEO call fails until the key is replaced.",
+        statuses=(403,),
+        api_codes=("API_KEY_REVOKED", "API_KEY_EXPIRED"),
+    ),
+    _r(
+        key="agentseo.403.domain",
+        provider="agentseo",
+        when="HTTP 403 DOMAIN_NOT_ALLOWED",
+        meaning="blocked by the key's allowed-domain policy",
+        code=ErrorCode.PERMISSION_DENIED,
+        retryable=False,
+        title="AgentSEO domain policy",
+        what=(
+            "AgentSEO blocked this request by the key's allowed-domain policy (HTTP 403 "
+            "{code}); the key itself is valid."
+        ),
+        next_step=(
+            "Ask the user to allow this target in the key's domain policy (AgentSEO dashboard)."
+        ),
+        do_not="Do not retry the same target: it is blocked until the policy changes.",
+        statuses=(403,),
+        api_codes=("DOMAIN_NOT_ALLOWED", "allowed_domain_policy"),
+    ),
+    _r(
+        key="agentseo.403.license",
+        provider="agentseo",
+        when="HTTP 403 no_active_license",
+        meaning="no active plan includes this workflow",
+        code=ErrorCode.LICENSE_MISSING,
+        retryable=False,
+        title="AgentSEO plan missing",
+        what=(
+            "AgentSEO accepted the key but its account has no active plan that includes this "
+            "workflow (HTTP 403 {code})."
+        ),
+        next_step="Ask the user to activate an AgentSEO plan that includes this workflow.",
+        do_not="Do not retry: it fails until a plan is active.",
+        statuses=(403,),
+        api_codes=("no_active_license",),
     ),
     _r(
         key="agentseo.404",
@@ -356,9 +401,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="Not found at AgentSEO",
         what="AgentSEO has no such job or endpoint (HTTP 404){detail}.",
-        next_step=(
-            "Check the job id (copy it from the earlier result), or call list_jobs to find the job."
-        ),
+        next_step="Call list_jobs to find the right job id (copy ids from earlier results).",
         do_not="Do not retry with the same id: it stays unknown.",
         statuses=(404,),
         our_codes=(ErrorCode.NOT_FOUND,),
@@ -375,7 +418,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "AgentSEO reported a conflict (HTTP 409){detail}; another operation may be "
             "running on this resource."
         ),
-        next_step="Let it finish (check with get_job_status), then retry {tool_ref} once.",
+        next_step="Retry {tool_ref} once, after get_job_status shows the other operation ended.",
         do_not="Do not retry in a loop: the conflict lasts until the other operation ends.",
         statuses=(409,),
         default_wait=10.0,
@@ -392,9 +435,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "Rate limited by AgentSEO on the workload budget (starting jobs{limit_inline})"
             "{until}. The control budget (status checks and streams) is unaffected."
         ),
-        next_step=(
-            "Retry {tool_ref}{after}; get_job_status and wait_for_job keep working meanwhile."
-        ),
+        next_step="Retry {tool_ref}{after}.",
         do_not=_RATE_DO_NOT,
         statuses=(),  # reached by budget (_rate_key), never as the 429 default
         default_wait=60.0,
@@ -445,8 +486,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
         code=ErrorCode.UPSTREAM_ERROR,
         retryable=True,
         title="AgentSEO server error",
-        what=("AgentSEO or its upstream provider failed ({http}){request_note}{attempts_note}."),
-        next_step="Retry {tool_ref}{after}{support_note}.",
+        what=(
+            "AgentSEO or its upstream provider failed ({http}){request_note}{attempts_note}"
+            "{support_note}."
+        ),
+        next_step="Retry {tool_ref}{after}.",
         do_not=_SERVER_DO_NOT,
         statuses=("5xx",),
         our_codes=(ErrorCode.UPSTREAM_ERROR,),
@@ -465,7 +509,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "Couldn't reach {service}{attempts_note}; the request was never sent, so nothing "
             "was spent. This is likely transient."
         ),
-        next_step="Retry {tool_ref}{after}; if it keeps failing, {service} may be down.",
+        next_step="Retry {tool_ref}{after}.",
+        do_not="Do not retry in a loop: if it keeps failing, {service} may be down.",
         statuses=(),
         our_codes=(ErrorCode.UPSTREAM_UNREACHABLE,),
         default_wait=60.0,
@@ -497,7 +542,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "The connection to {service} broke after the request was sent{attempts_note}. "
             "Reading is safe to repeat."
         ),
-        next_step="Retry {tool_ref}{after}; if it keeps failing, {service} may be down.",
+        next_step="Retry {tool_ref}{after}.",
+        do_not="Do not retry in a loop: if it keeps failing, {service} may be down.",
         default_wait=60.0,
     ),
     _r(
@@ -599,11 +645,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "{Service} looks degraded: many recent calls failed{cause_note}, so jobrelay is "
             "not retrying automatically{until}."
         ),
-        next_step=(
-            "Retry {tool_ref} once{after}; if it fails again, tell the user {service} is "
-            "having problems."
+        next_step="Retry {tool_ref} once{after}.",
+        do_not=(
+            "Do not retry in a loop: it prolongs the outage; if the retry fails, tell the "
+            "user {service} is having problems."
         ),
-        do_not="Do not retry in a loop: it prolongs the outage.",
         our_codes=(ErrorCode.UPSTREAM_DEGRADED,),
         default_wait=60.0,
     ),
@@ -636,9 +682,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "{Service} sent a response jobrelay could not read{on_endpoint} (not the "
             "documented JSON){request_note}."
         ),
-        next_step=(
-            "Retry {tool_ref}{after}; if it repeats, tell the user {service} is returning bad data."
-        ),
+        next_step="Retry {tool_ref} once{after}.",
+        do_not="Do not retry in a loop: if it repeats, tell the user {service} sends bad data.",
         default_wait=10.0,
     ),
     _r(
@@ -680,7 +725,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=True,
         title="Research in progress",
         what="Seamless is still researching {job_name}; check again{after}.",
-        next_step="Call {wait_call}; it returns when the research finishes.",
+        next_step="Call {wait_call}: it returns when the research finishes.",
         do_not="Do not resubmit: the research is already running and paid for.",
         job_statuses=("researching",),
         default_wait=3.0,
@@ -706,11 +751,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="No record found",
         what="Seamless found no record for {job_name}{message_note}.",
-        next_step=(
-            "Tell the user no match was found; research again only with a more specific "
-            "target (domain or LinkedIn URL)."
+        next_step="Tell the user no match was found for this target.",
+        do_not=(
+            "Do not resubmit the same target: it comes back missing again; only a more "
+            "specific one (domain or LinkedIn URL) can match."
         ),
-        do_not="Do not resubmit the same target: it comes back missing again.",
         job_statuses=("missing",),
     ),
     _r(
@@ -725,10 +770,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "Seamless research failed for {job_name}{message_note}; this is typically a "
             "credits or license problem."
         ),
-        next_step=(
-            "Check credits with get_usage; if they are fine, resubmit once later with "
-            "start_research."
-        ),
+        next_step="Call get_usage to check research credits before resubmitting once.",
         do_not="Do not resubmit in a loop: each attempt may spend a credit.",
         job_statuses=("error",),
     ),
@@ -814,7 +856,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=True,
         title="SEO job in progress",
         what="AgentSEO reports {job_name} as {raw_status}; check again{after}.",
-        next_step="Call {wait_call}; it follows the job until it finishes.",
+        next_step="Call {wait_call}: it follows the job until it finishes.",
         do_not="Do not resubmit: the job is already running and paid for.",
         job_statuses=("queued", "processing"),
         default_wait=2.0,
@@ -871,9 +913,10 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "{Service} reports {job_name} as unrecognised upstream status {raw_status_quoted}; "
             "it is treated as not finished."
         ),
-        next_step=(
-            "Check again with get_job_status{after}; if it stays, tell the user the job is "
-            "{raw_status_quoted}."
+        next_step="Check again with get_job_status{after}.",
+        do_not=(
+            "Do not resubmit: the job exists upstream; if the status stays, tell the user the "
+            "job is {raw_status_quoted}."
         ),
         default_wait=10.0,
     ),
@@ -943,7 +986,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="Not found",
         what="{Service} has no such resource ({http}){detail}.",
-        next_step="Check the id (copy it from the earlier result), or call list_jobs.",
+        next_step="Call list_jobs to find the right id (copy ids from earlier results).",
         do_not="Do not retry with the same id: it stays unknown.",
         statuses=(404, 410),
     ),
@@ -973,7 +1016,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "{Service} reported a conflict (HTTP 409){detail}; another operation may be "
             "running on this resource."
         ),
-        next_step="Let it finish (check with get_job_status), then retry {tool_ref} once.",
+        next_step="Retry {tool_ref} once, after get_job_status shows the other operation ended.",
         do_not="Do not retry in a loop: the conflict lasts until the other operation ends.",
         statuses=(409,),
         default_wait=10.0,
@@ -1002,7 +1045,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="Request refused",
         what="{Service} refused the request ({http}){detail}.",
-        next_step="Check the arguments of {tool_ref}; this status is not documented.",
+        next_step="Check the arguments of {tool_ref} (this status is not documented).",
         do_not="Do not retry unchanged: it fails the same way.",
         statuses=("4xx",),
     ),
@@ -1014,8 +1057,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         code=ErrorCode.UPSTREAM_ERROR,
         retryable=True,
         title="Upstream server error",
-        what="{Service} failed ({http}){request_note}{attempts_note}.",
-        next_step="Retry {tool_ref}{after}{support_note}.",
+        what="{Service} failed ({http}){request_note}{attempts_note}{support_note}.",
+        next_step="Retry {tool_ref}{after}.",
         do_not=_SERVER_DO_NOT,
         statuses=("5xx",),
         our_codes=(ErrorCode.UPSTREAM_ERROR,),
@@ -1030,9 +1073,7 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="Not an error",
         what="{http} is not an error status.",
-        next_step=(
-            "To interpret a job outcome, call explain_error with job_status (or the response body)."
-        ),
+        next_step="Call explain_error again with the job_status or the response body.",
         statuses=("1xx", "2xx", "3xx"),
     ),
     _r(
@@ -1044,7 +1085,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=True,
         title="Unexpected status",
         what="{Service} answered with an unexpected status ({http}){detail}.",
-        next_step="Retry {tool_ref} once{after}; if it repeats, tell the user.",
+        next_step="Retry {tool_ref} once{after}.",
+        do_not="Do not retry in a loop: if it repeats, tell the user.",
         default_wait=30.0,
     ),
     _r(
@@ -1071,8 +1113,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Nothing to explain",
         what="Nothing in the input points to a failure or a job outcome.",
         next_step=(
-            "Call explain_error with http_status plus the response headers and body, or "
-            "with job_status (code alone also works)."
+            "Call explain_error again with the http_status, headers and body you saw (a "
+            "code or job_status alone also works)."
         ),
     ),
 )
@@ -1417,10 +1459,11 @@ def _wait_fragments(
             "at": f" at {clock} (in {span})",
         }
     else:
+        clock = _fmt_clock(at, now)
         phrases = {
-            "until": f" for about {span} (no reset time was given)",
-            "after": f" in about {span}",
-            "at": f" in about {span}",
+            "until": f" for about {span}, until about {clock} (no reset time was given)",
+            "after": f" after about {clock} (in about {span})",
+            "at": f" at about {clock} (in about {span})",
         }
     return phrases, float(seconds), at
 
@@ -1451,16 +1494,12 @@ def _budget_fragments(facts: _Facts) -> dict[str, str]:
         asked = f", and this needs {facts.requested}" if facts.requested is not None else ""
         state = f"{facts.spent} of {facts.credit_budget} credits are spent today{asked}"
         if left > 0:
-            nxt = (
-                f"Research at most {left} target{'s' if left != 1 else ''} today, or ask the "
-                "user to raise "
-                "JOBRELAY_CREDIT_BUDGET."
-            )
+            nxt = f"Call start_research again with at most {left} target{'s' if left != 1 else ''}."
         else:
-            nxt = "Ask the user to raise JOBRELAY_CREDIT_BUDGET, or wait for the reset."
+            nxt = "Ask the user to raise JOBRELAY_CREDIT_BUDGET (it is spent for today)."
     else:
         state = "today's budget is used up"
-        nxt = "Ask the user to raise JOBRELAY_CREDIT_BUDGET, or wait for the reset."
+        nxt = "Ask the user to raise JOBRELAY_CREDIT_BUDGET (it is spent for today)."
     return {"budget_state": state, "budget_next": nxt}
 
 
@@ -1488,9 +1527,7 @@ def _context(
         "request_note": f" (request_id {rid})" if rid else "",
         "attempts_note": f" after {facts.attempts} attempts" if facts.attempts > 1 else "",
         "support_note": (
-            f"; if it persists, report request_id {rid} to {service} support"
-            if rid
-            else f"; if it persists, tell the user {service} is having problems"
+            f"; if it persists, report request_id {rid} to {service} support" if rid else ""
         ),
         "detail": f": {detail}" if detail else "",
         "message_note": f" ({facts.message})" if facts.message else "",
@@ -1517,6 +1554,13 @@ def _context(
         "cause": cause.format(http=http) if "{http}" in cause else cause,
         "cause_note": f" (last: {facts.cause})" if facts.cause else "",
         "code_quoted": f'"{facts.api_code}"' if facts.api_code else "given",
+        "code": facts.api_code or "",
+        "credits_next": (
+            f"Call start_research again with at most {facts.credits} target"
+            f"{'s' if facts.credits != 1 else ''}."
+            if facts.credits
+            else "Tell the user to add Seamless research credits."
+        ),
         **waits,
         **_job_fragments(facts),
         **_budget_fragments(facts),
@@ -1637,7 +1681,7 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[_Facts
     )
     if isinstance(error, BadResponse):
         facts.http_status = error.status
-        facts.api_code = _clean_token(error.api_code, ())
+        facts.api_code = _clean_token(_refined_code(error.api_code, error.details), ())
         facts.request_id = _clean_token(error.request_id, ())
         if error.provider == "seamless":  # 422 `data`: {productCategory, additionalCreditsNeeded}
             needed = _number(error.details.get("additionalCreditsNeeded"))
@@ -1649,6 +1693,15 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[_Facts
         facts.credits = int(credits) if credits is not None else None
         _apply_hints(facts, error.hints, error.status)
     return facts, route_tool
+
+
+def _refined_code(code: str | None, details: object) -> str | None:
+    """A generic code (`FORBIDDEN`, or none) refined by `details.reason` when the body gives
+    one: AgentSEO says "no_active_license" or "allowed_domain_policy" only there."""
+    reason = details.get("reason") if isinstance(details, Mapping) else None
+    if isinstance(reason, str) and reason and (not code or _norm_code(code) == "forbidden"):
+        return reason
+    return code
 
 
 def _cause_phrase(cause: UpstreamError | None) -> str:
@@ -1689,7 +1742,8 @@ def _from_upstream(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]
     if isinstance(upstream, BadResponse):
         if isinstance(upstream, RateLimited) and (key := _rate_key(facts, route)):
             return key, facts
-        return _http_key(upstream.provider, upstream.status, upstream.api_code), facts
+        code = _refined_code(upstream.api_code, upstream.details)
+        return _http_key(upstream.provider, upstream.status, code), facts
     return _code_key(upstream.provider, upstream.code.value) or "generic.5xx", facts
 
 
@@ -1946,7 +2000,7 @@ def advise_http(  # noqa: PLR0917  # positional order is the explain_error argum
     status = _as_int(http_status)
     parsed = _parse_body(body if isinstance(body, str | Mapping) else None, secrets)
     given_code = _clean_token(code, secrets) if code is not None else None
-    the_code = given_code or parsed.code
+    the_code = given_code or _clean_token(_refined_code(parsed.code, parsed.details), secrets)
     wanted_status = job_status.strip().lower() if isinstance(job_status, str) else None
     the_job_status = _clean_token(wanted_status, secrets) if wanted_status else None
     if the_job_status is None and (status is None or status < 400):

@@ -889,17 +889,16 @@ class JobService:
             title="Already researched",
             what_happened=(
                 f"Not started: {len(earlier)} target(s) ({targets}) were researched in the last "
-                f"{RERUN_WINDOW_DAYS} days, in job(s) {', '.join(jobs)}. Nothing was spent."
+                f"{RERUN_WINDOW_DAYS} days, in job(s) {', '.join(jobs[:5])}"
+                f"{f' and {len(jobs) - 5} more' if len(jobs) > 5 else ''}. Nothing was spent. "
+                "Fresh research of them needs allow_rerun=true and pays again."
             ),
             retryable=False,
-            next_step=(
-                f'read the earlier results with get_job_result(job_id="{first}") (or call '
-                "start_research again with allow_rerun=true to pay for fresh research)."
-            ),
-            do_not="Do not resubmit without allow_rerun: the same targets would be sent again.",
+            next_step=f'Read the earlier results with get_job_result(job_id="{first}").',
+            do_not="Do not resubmit without allow_rerun: the same targets are refused again.",
         )
         out = JobOutput(advice=adv, sandbox=sandbox)
-        return Outcome(out, f"{adv.what_happened} Next: {adv.next_step}")
+        return Outcome(out, advice_mod.render_text(adv))
 
     def _error_dict(self, exc: JobRelayError, tool: str) -> dict[str, Any]:
         adv = advice_mod.advise_error(exc, now=self._now(), tool=tool)
@@ -1919,6 +1918,7 @@ def _running_text(
         return (
             f"{lead} is still {rec.state.value}{where}, but checking it failed: "
             f"{problem.what_happened} Next: {problem.next_step}"
+            + (f" {problem.do_not}" if problem.do_not else "")
         )
     after = out.next_check_after_seconds
     update = f"; next update expected {advice_mod.wait_phrase(after, now)}" if after else ""

@@ -565,8 +565,11 @@ def invalid_arguments_result(
     else:
         next_step = f"Call {tool} again with {field} fixed."
     error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
-    text = f"Invalid arguments for {tool}: {problems}. Next: {next_step}"
+    text = f"Invalid arguments for {tool}: {problems}. Next: {next_step} {_INVALID_DO_NOT}"
     return _error_result(text, error)
+
+
+_INVALID_DO_NOT = "Do not retry unchanged: it is refused the same way, and nothing was sent."
 
 
 def unknown_tool_result(tool: str, names: Sequence[str]) -> CallToolResult:

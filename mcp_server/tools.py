@@ -114,7 +114,11 @@ def to_result(outcome: Outcome) -> CallToolResult:
 def _input_problem(exc: InputProblem, tool: str) -> Outcome:
     next_step = exc.next_step or f"Call {tool} again with {exc.field} fixed."
     error = ErrorInfo(code=ErrorCode.INVALID_INPUT, retryable=False, next_step=next_step)
-    return Outcome(JobOutput(error=error), f"{exc.message} Next: {next_step}", failed=True)
+    text = (
+        f"{exc.message} Next: {next_step} "
+        "Do not retry unchanged: it is refused the same way, and nothing was sent."
+    )
+    return Outcome(JobOutput(error=error), text, failed=True)
 
 
 async def _guard(

@@ -209,6 +209,33 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
         "(API key expired)",
     ),
     (
+        "agentseo.403.revoked",
+        _http("auto", 403, body={"error": {"code": "API_KEY_REVOKED", "message": "revoked"}}),
+        "create a new AgentSEO API key",
+    ),
+    (
+        "agentseo.403.domain",
+        _http(
+            "agentseo",
+            403,
+            body={"error": {"code": "DOMAIN_NOT_ALLOWED", "details": {"reason": "x"}}},
+        ),
+        "the key itself is valid",
+    ),
+    (
+        "agentseo.403.license",
+        _err(
+            _bad(
+                PermissionDenied,
+                "agentseo",
+                403,
+                api_code="FORBIDDEN",
+                details={"reason": "no_active_license"},
+            )
+        ),
+        "no active plan that includes this workflow",
+    ),
+    (
         "agentseo.404",
         _err(_bad(NotFoundError, "agentseo", 404, path="/jobs/{id}")),
         "list_jobs",
@@ -216,7 +243,7 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     (
         "agentseo.409",
         _err(_bad(Conflict, "agentseo", 409, method="POST", path="/audit/local")),
-        "retry start_seo_job once",
+        "Retry start_seo_job once, after get_job_status",
     ),
     (
         "agentseo.429.workload",
@@ -373,7 +400,7 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     (
         "budget_exceeded",
         _err(BudgetExceeded("over", spent=8, budget=10, requested=5, resets_in=35000)),
-        "Research at most 2 targets today",
+        "Call start_research again with at most 2 targets.",
     ),
     (
         "malformed",
@@ -389,7 +416,11 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     ),
     ("unknown_job", _err(UnknownJob("nope", job_id="sea_404")), 'no job "sea_404"'),
     # Seamless poll statuses
-    ("seamless.poll.researching", _job("seamless", "researching"), "check again in about 3 s"),
+    (
+        "seamless.poll.researching",
+        _job("seamless", "researching"),
+        "check again after about 14:12:46Z (in about 3 s)",
+    ),
     (
         "seamless.poll.done",
         _job(None, "done", job_id="sea_7"),
@@ -457,7 +488,7 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     ("generic.success", _http("seamless", 200), "HTTP 200 is not an error status"),
     ("generic.unexpected_status", _http(None, 999), "(HTTP 999)"),
     ("generic.unknown_code", _http(None, None, code="weird"), '"weird"'),
-    ("generic.no_input", _http("auto", None), "Call explain_error with http_status"),
+    ("generic.no_input", _http("auto", None), "Call explain_error again with the http_status"),
 ]
 
 
@@ -557,10 +588,11 @@ def test_server_error_on_a_read_is_retryable_and_counts_attempts() -> None:
     assert advice.retryable
     assert advice.retry_after_seconds == 30
     assert advice.what_happened == (
-        "AgentSEO or its upstream provider failed (HTTP 503) (request_id req_77) after 3 attempts."
+        "AgentSEO or its upstream provider failed (HTTP 503) (request_id req_77) after 3 "
+        "attempts; if it persists, report request_id req_77 to AgentSEO support."
     )
     assert advice.request_id == "req_77"
-    assert advice.next_step.startswith("Retry get_job_status in about 30 s;")
+    assert advice.next_step == "Retry get_job_status after about 14:13:13Z (in about 30 s)."
 
 
 def test_request_not_sent_on_a_research_post_stays_retryable() -> None:
@@ -570,7 +602,8 @@ def test_request_not_sent_on_a_research_post_stays_retryable() -> None:
     advice = advise_error(error, now=NOW)
     assert advice.code is ErrorCode.UPSTREAM_UNREACHABLE
     assert advice.retryable
-    assert "Retry start_research in about 60 s;" in advice.next_step
+    assert advice.next_step == "Retry start_research after about 14:13:43Z (in about 60 s)."
+    assert advice.do_not == "Do not retry in a loop: if it keeps failing, Seamless may be down."
 
 
 def test_malformed_reply_to_a_workload_post_is_outcome_unknown() -> None:
@@ -597,8 +630,8 @@ def test_seamless_429_without_reset_suggests_a_minute_and_says_why() -> None:
     advice = advise_http("seamless", 429, None, {}, None, None, now=NOW)
     assert advice.retry_after_seconds == 60
     assert advice.what_happened.startswith(
-        "Rate limited by Seamless (org-wide, per endpoint) for about 60 s "
-        "(no reset time was given)."
+        "Rate limited by Seamless (org-wide, per endpoint) for about 60 s, until about "
+        "14:13:43Z (no reset time was given)."
     )
 
 
@@ -631,7 +664,7 @@ def test_budget_resets_at_the_next_utc_midnight_computed_from_now() -> None:
     assert advice.retry_after_seconds == 35237
     assert "The budget resets at 00:00:00Z (in 9 h 48 min)." in advice.what_happened
     assert advice.next_step == (
-        "Ask the user to raise JOBRELAY_CREDIT_BUDGET, or wait for the reset."
+        "Ask the user to raise JOBRELAY_CREDIT_BUDGET (it is spent for today)."
     )
 
 
@@ -898,10 +931,10 @@ def test_explain_cli_formats_the_advice_for_a_terminal() -> None:
         "Rate limited by Seamless (HTTP 429, rate_limited)\n"
         "\n"
         "Rate limited by Seamless (org-wide 60/min) until 14:13:20Z (in 37 s). "
-        "Other Seamless endpoints have their own windows.\n"
+        "Other Seamless endpoints have their own windows, so status checks of pending jobs "
+        "(one batched get_job_status call) still work.\n"
         "Retry: yes, after 14:13:20Z (in 37 s).\n"
-        "Next step: Retry the same tool after 14:13:20Z (in 37 s); meanwhile check pending "
-        "jobs with one batched get_job_status call.\n"
+        "Next step: Retry the same tool after 14:13:20Z (in 37 s).\n"
         "Avoid: Do not retry before then: early calls are rejected again.\n"
     )
 
@@ -1028,3 +1061,36 @@ def test_advise_http_never_raises_and_always_gives_a_next_step(
     assert "Traceback" not in text
     if advice.retry_after_seconds is not None:
         assert 1 <= advice.retry_after_seconds < 86400
+
+
+@pytest.mark.parametrize(("key", "make", "phrase"), ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_every_next_step_is_one_action(key: str, make: Callable[[], Advice], phrase: str) -> None:
+    """Issue 13 item 4: one action per next step; the alternatives live in what happened or
+    in what not to do."""
+    step = make().next_step
+    assert ";" not in step, (key, step)
+    assert "meanwhile" not in step.lower(), (key, step)
+    assert ", or " not in step, (key, step)
+    assert step.count(". ") == 0, (key, step)  # one sentence
+
+
+def test_research_credits_next_step_follows_the_credits_left() -> None:
+    some = _http("auto", 422, code="insufficientCredits", headers={"X-PublicAPI-Credits": "3"})()
+    assert some.next_step == "Call start_research again with at most 3 targets."
+    none = _http("auto", 422, code="insufficientCredits", headers={"X-PublicAPI-Credits": "0"})()
+    assert none.next_step == "Tell the user to add Seamless research credits."
+    assert "fewer" not in render_text(none)
+
+
+def test_agentseo_403_bodies_are_told_apart() -> None:
+    def explain(body: dict[str, object]) -> Advice:
+        return advise_http("auto", 403, None, {}, {"error": body}, None, now=NOW)
+
+    revoked = explain({"code": "API_KEY_REVOKED", "message": "revoked"})
+    domain = explain({"code": "DOMAIN_NOT_ALLOWED", "details": {"reason": "x"}})
+    licence = explain({"code": "FORBIDDEN", "details": {"reason": "no_active_license"}})
+    assert revoked.title == "AgentSEO key revoked"
+    assert domain.title == "AgentSEO domain policy"
+    assert licence.title == "AgentSEO plan missing"
+    assert licence.code is ErrorCode.LICENSE_MISSING
+    assert len({revoked.next_step, domain.next_step, licence.next_step}) == 3

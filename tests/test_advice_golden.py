@@ -49,9 +49,9 @@ def test_seamless_429_from_the_client_names_endpoint_limit_and_reset() -> None:
     advice = advise_error(error, now=NOW)
     assert render_text(advice) == (
         "Rate limited by Seamless on POST /contacts/research (org-wide 60/min) until 14:13:20Z "
-        "(in 37 s). Other Seamless endpoints have their own windows. "
-        "Next: Retry start_research after 14:13:20Z (in 37 s); meanwhile check pending jobs "
-        "with one batched get_job_status call. "
+        "(in 37 s). Other Seamless endpoints have their own windows, so status checks of "
+        "pending jobs (one batched get_job_status call) still work. "
+        "Next: Retry start_research after 14:13:20Z (in 37 s). "
         "Do not retry before then: early calls are rejected again."
     )
     assert advice.code is ErrorCode.RATE_LIMITED
@@ -76,7 +76,8 @@ def test_seamless_429_wait_is_measured_against_the_date_header_not_the_local_clo
     assert advice.retry_after_seconds == 37
     assert advice.what_happened == (
         "Rate limited by Seamless (org-wide 60/min) until 14:15:00Z (in 37 s). "
-        "Other Seamless endpoints have their own windows."
+        "Other Seamless endpoints have their own windows, so status checks of pending jobs "
+        "(one batched get_job_status call) still work."
     )
 
 
@@ -93,8 +94,7 @@ def test_agentseo_402_credits_exhausted() -> None:
     assert render_text(advice) == (
         "AgentSEO credits are exhausted (HTTP 402 CREDITS_EXHAUSTED, credits_remaining=0). "
         "Status checks and results still work. "
-        "Next: Tell the user to top up AgentSEO credits; meanwhile use get_job_status and "
-        "get_job_result for existing jobs. "
+        "Next: Tell the user to top up AgentSEO credits. "
         "Do not call start_seo_job again until credits are added."
     )
     assert advice.code is ErrorCode.CREDITS_EXHAUSTED
@@ -114,10 +114,9 @@ def test_seamless_422_insufficient_credits_reads_the_credit_header() -> None:
     )
     assert render_text(advice) == (
         "The Seamless org has 0 research credits left; research needs credits "
-        "(HTTP 422 insufficientCredits). "
-        "Next: Tell the user to add Seamless research credits or research fewer targets; "
-        "search_prospects, get_job_status and get_job_result stay free. "
-        "Do not retry start_research: it fails until credits are added."
+        "(HTTP 422 insufficientCredits). search_prospects, get_job_status and get_job_result "
+        "stay free. Next: Tell the user to add Seamless research credits. "
+        "Do not retry the same start_research: it fails until credits are added."
     )
     assert advice.code is ErrorCode.CREDITS_EXHAUSTED
 
@@ -183,13 +182,40 @@ def test_seamless_403_insufficient_scope() -> None:
 
 
 def test_agentseo_403_revoked() -> None:
+    body = {"error": {"code": "API_KEY_REVOKED", "message": "This API key has been revoked."}}
+    advice = advise_http("agentseo", 403, None, None, body, None, now=NOW)
+    assert render_text(advice) == (
+        "AgentSEO refused the API key: it is revoked or expired (HTTP 403 API_KEY_REVOKED). "
+        "Next: Ask the user to create a new AgentSEO API key and set AGENTSEO_API_KEY. "
+        "Do not retry: every AgentSEO call fails until the key is replaced."
+    )
+
+
+def test_agentseo_403_domain_policy_and_plan() -> None:
+    domain = {"error": {"code": "DOMAIN_NOT_ALLOWED", "details": {"reason": "x"}}}
+    assert render_text(advise_http("agentseo", 403, None, None, domain, None, now=NOW)) == (
+        "AgentSEO blocked this request by the key's allowed-domain policy (HTTP 403 "
+        "DOMAIN_NOT_ALLOWED); the key itself is valid. "
+        "Next: Ask the user to allow this target in the key's domain policy (AgentSEO "
+        "dashboard). Do not retry the same target: it is blocked until the policy changes."
+    )
+    plan = {"error": {"code": "FORBIDDEN", "details": {"reason": "no_active_license"}}}
+    assert render_text(advise_http("auto", 403, None, None, plan, None, now=NOW)) == (
+        "AgentSEO accepted the key but its account has no active plan that includes this "
+        "workflow (HTTP 403 no_active_license). "
+        "Next: Ask the user to activate an AgentSEO plan that includes this workflow. "
+        "Do not retry: it fails until a plan is active."
+    )
+
+
+def test_agentseo_403_without_a_code_names_every_cause() -> None:
     body = {"error": {"code": "FORBIDDEN", "message": "API key revoked"}}
     advice = advise_http("agentseo", 403, None, None, body, None, now=NOW)
     assert render_text(advice) == (
         "AgentSEO refused the API key (HTTP 403): it is revoked, expired, or blocked by an "
         "allowed-domain policy (API key revoked). "
-        "Next: Ask the user to replace AGENTSEO_API_KEY or fix its allowed-domain policy in the "
-        "AgentSEO dashboard. "
+        "Next: Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard (revoked, "
+        "expired, domain policy or plan). "
         "Do not retry: it fails until the key or the policy is fixed."
     )
 
@@ -224,8 +250,7 @@ def test_agentseo_429_on_a_workload_call_names_the_budget() -> None:
     assert render_text(advise_error(error, now=NOW)) == (
         "Rate limited by AgentSEO on the workload budget (starting jobs, 60/min) until "
         "14:12:55Z (in 12 s). The control budget (status checks and streams) is unaffected. "
-        "Next: Retry start_seo_job after 14:12:55Z (in 12 s); get_job_status and wait_for_job "
-        "keep working meanwhile. "
+        "Next: Retry start_seo_job after 14:12:55Z (in 12 s). "
         "Do not retry before then: early calls are rejected again."
     )
 
@@ -325,8 +350,8 @@ def test_outcome_unknown_job_state_with_its_handle() -> None:
 def test_seamless_research_in_progress() -> None:
     advice = advise_job("seamless", "researching", now=NOW, job_id="sea_1")
     assert render_text(advice) == (
-        "Seamless is still researching job sea_1; check again in about 3 s. "
-        'Next: Call wait_for_job(job_id="sea_1"); it returns when the research finishes. '
+        "Seamless is still researching job sea_1; check again after about 14:12:46Z (in about "
+        '3 s). Next: Call wait_for_job(job_id="sea_1"): it returns when the research finishes. '
         "Do not resubmit: the research is already running and paid for."
     )
 

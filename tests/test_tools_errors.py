@@ -87,7 +87,7 @@ SCENARIOS = [
         {"AGENTSEO_API_KEY": "sandbox-missing-license"},
         "start_seo_job",
         SERP,
-        ("permission_denied", 403, "agentseo", False),
+        ("license_missing", 403, "agentseo", False),  # details.reason tells it apart
         id="agentseo-403-license",
     ),
 ]
@@ -131,6 +131,8 @@ def _api_code(env: dict[str, str]) -> str | None:
         ("sandbox-insufficient-scope", "SEAMLESS_API_KEY"): "insufficientScope",
         ("sandbox-insufficient-credits", "AGENTSEO_API_KEY"): "CREDITS_EXHAUSTED",
         ("sandbox-revoked", "AGENTSEO_API_KEY"): "API_KEY_REVOKED",
+        ("sandbox-missing-license", "AGENTSEO_API_KEY"): "no_active_license",
+        ("sandbox-insufficient-scope", "AGENTSEO_API_KEY"): "DOMAIN_NOT_ALLOWED",
     }.get((key, next(iter(env))))
 
 

@@ -92,9 +92,10 @@ async def test_seamless_429_names_the_endpoint_the_limit_and_the_reset(tmp_path:
     assert 0 < wait <= 61
     assert text_of(result) == (
         f"Rate limited by Seamless on POST /search/contacts (org-wide 1/min) until {at} "
-        f"(in {wait} s). Other Seamless endpoints have their own windows. Next: Retry "
-        f"search_prospects after {at} (in {wait} s); meanwhile check pending jobs with one "
-        "batched get_job_status call. Do not retry before then: early calls are rejected again."
+        f"(in {wait} s). Other Seamless endpoints have their own windows, so status checks of "
+        "pending jobs (one batched get_job_status call) still work. Next: Retry "
+        f"search_prospects after {at} (in {wait} s). Do not retry before then: early calls "
+        "are rejected again."
     )
     assert spent.headers["x-ratelimit-reset"] not in text_of(result)
     assert_agent_safe(result, secrets=[KEY])
@@ -125,8 +126,8 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
     assert text_of(result) == (
         "Rate limited by AgentSEO on the workload budget (starting jobs, 60/min) until "
         f"{at} (in {wait} s). The control budget (status checks and streams) is unaffected. "
-        f"Next: Retry start_seo_job after {at} (in {wait} s); get_job_status and wait_for_job "
-        "keep working meanwhile. Do not retry before then: early calls are rejected again."
+        f"Next: Retry start_seo_job after {at} (in {wait} s). Do not retry before then: early "
+        "calls are rejected again."
     )
     assert_agent_safe(result, secrets=[KEY])
     assert structured(listed)["jobs"][0]["state"] == "failed"  # provably not started
@@ -148,8 +149,7 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
                 (
                     "AgentSEO credits are exhausted (HTTP 402 CREDITS_EXHAUSTED, "
                     "credits_remaining=0). Status checks and results still work. Next: Tell the "
-                    "user to top up AgentSEO credits; meanwhile use get_job_status and "
-                    "get_job_result for existing jobs. Do not call start_seo_job again until "
+                    "user to top up AgentSEO credits. Do not call start_seo_job again until "
                     "credits are added."
                 ),
             ),
@@ -163,11 +163,10 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
                 {"kind": "contacts", "contacts": [ADA]},
                 (
                     "The Seamless org has 0 research credits left and needs 1 more for this "
-                    "request; research needs credits (HTTP "
-                    "422 insufficientCredits). Next: Tell the user to add Seamless "
-                    "research credits or research fewer targets; search_prospects, get_job_status "
-                    "and get_job_result stay free. Do not retry start_research: it fails until "
-                    "credits are added."
+                    "request; research needs credits (HTTP 422 insufficientCredits). "
+                    "search_prospects, get_job_status and get_job_result stay free. Next: Tell "
+                    "the user to add Seamless research credits. Do not retry the same "
+                    "start_research: it fails until credits are added."
                 ),
             ),
             id="422-seamless-insufficient-credits",
@@ -223,10 +222,10 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
                 "start_seo_job",
                 {"workflow": "serp_analysis", "params": {"keyword": "x"}},
                 (
-                    "AgentSEO refused the API key (HTTP 403): it is revoked, expired, or "
-                    "blocked by an allowed-domain policy. Next: Ask the user to replace "
-                    "AGENTSEO_API_KEY or fix its allowed-domain policy in the AgentSEO "
-                    "dashboard. Do not retry: it fails until the key or the policy is fixed."
+                    "AgentSEO blocked this request by the key's allowed-domain policy (HTTP 403 "
+                    "DOMAIN_NOT_ALLOWED); the key itself is valid. Next: Ask the user to allow "
+                    "this target in the key's domain policy (AgentSEO dashboard). Do not retry "
+                    "the same target: it is blocked until the policy changes."
                 ),
             ),
             id="403-agentseo-domain-policy",
@@ -238,12 +237,10 @@ async def test_agentseo_429_names_the_budget_and_the_reset(tmp_path: Path) -> No
                 "start_seo_job",
                 {"workflow": "serp_analysis", "params": {"keyword": "x"}},
                 (
-                    "AgentSEO refused the API key (HTTP 403): it is revoked, expired, or "
-                    "blocked by an allowed-domain policy (AgentSEO POST /analyze/serp: HTTP 403 "
-                    "API_KEY_REVOKED: This API key has been revoked or has expired). Next: Ask the "
-                    "user to replace AGENTSEO_API_KEY or fix its allowed-domain policy in the "
-                    "AgentSEO dashboard. Do not retry: it fails until the key or the policy is "
-                    "fixed."
+                    "AgentSEO refused the API key: it is revoked or expired (HTTP 403 "
+                    "API_KEY_REVOKED). Next: Ask the user to create a new AgentSEO API key and "
+                    "set AGENTSEO_API_KEY. Do not retry: every AgentSEO call fails until the key "
+                    "is replaced."
                 ),
             ),
             id="403-agentseo-revoked",
@@ -321,8 +318,8 @@ async def test_a_failed_research_job_is_information_with_advice(client: Client) 
     assert (data["state"], data["raw_status"]) == ("failed", "error")
     assert text_of(result) == (
         f"Seamless research failed for job {data['job_id']}; this is typically a credits or "
-        "license problem. Next: Check credits with get_usage; if they are fine, resubmit once "
-        "later with start_research. Do not resubmit in a loop: each attempt may spend a credit."
+        "license problem. Next: Call get_usage to check research credits before resubmitting "
+        "once. Do not resubmit in a loop: each attempt may spend a credit."
     )
     assert_agent_safe(result)
 
@@ -338,8 +335,8 @@ async def test_a_research_target_with_no_record_is_reported_not_found(client: Cl
     assert (data["state"], data["raw_status"]) == ("not_found", "missing")
     assert text_of(result) == (
         f"Seamless found no record for job {data['job_id']}. Next: Tell the user no match was "
-        "found; research again only with a more specific target (domain or LinkedIn URL). Do "
-        "not resubmit the same target: it comes back missing again."
+        "found for this target. Do not resubmit the same target: it comes back missing again; "
+        "only a more specific one (domain or LinkedIn URL) can match."
     )
 
 
@@ -421,9 +418,10 @@ async def test_researching_the_same_targets_again_is_refused_with_the_earlier_jo
     assert structured(again)["sandbox"] is True
     assert text_of(again) == (
         "Not started: 1 target(s) (ada lovelace|analytical engines) were researched in the "
-        f"last 30 days, in job(s) {first}. Nothing was spent. Next: read the earlier results "
-        f'with get_job_result(job_id="{first}") (or call start_research again with '
-        "allow_rerun=true to pay for fresh research)."
+        f"last 30 days, in job(s) {first}. Nothing was spent. Fresh research of them needs "
+        "allow_rerun=true and pays again. Next: Read the earlier results with "
+        f'get_job_result(job_id="{first}"). Do not resubmit without allow_rerun: the same '
+        "targets are refused again."
     )
     assert_agent_safe(again)
 
@@ -473,9 +471,8 @@ async def test_the_daily_credit_budget_refuses_before_sending(
     assert re.fullmatch(
         r"Starting this research would exceed the daily credit budget \(JOBRELAY_CREDIT_BUDGET\): "
         r"0 of 1 credits are spent today, and this needs 2; nothing was sent\. The budget resets "
-        r"at 00:00:00Z \(in [\w ]+\)\. Next: Research at most 1 target today, or ask the user "
-        r"to raise JOBRELAY_CREDIT_BUDGET\. Do not retry the same batch before the reset: it is "
-        r"refused again\.",
+        r"at 00:00:00Z \(in [\w ]+\)\. Next: Call start_research again with at most 1 target\. "
+        r"Do not retry the same batch before the reset: it is refused again\.",
         text_of(result),
     ), text_of(result)
     assert sandbox_state.stats()["paid_posts"] == 0
@@ -486,25 +483,29 @@ async def test_invalid_arguments_name_the_field_and_the_allowed_values(client: C
     missing = await call(client, "search_prospects", {})
     assert text_of(missing) == (
         "Invalid arguments for search_prospects: kind is required (one of 'contacts', "
-        "'companies'). Next: Call search_prospects again with kind fixed."
+        "'companies'). Next: Call search_prospects again with kind fixed. "
+        "Do not retry unchanged: it is refused the same way, and nothing was sent."
     )
     wrong = await call(client, "list_jobs", {"state": "done"})
     assert text_of(wrong) == (
         "Invalid arguments for list_jobs: state: input should be 'queued', 'running', "
         "'succeeded', 'failed', 'not_found', 'duplicate' or 'unknown' (got 'done'). "
-        "Next: Call list_jobs again with state fixed."
+        "Next: Call list_jobs again with state fixed. "
+        "Do not retry unchanged: it is refused the same way, and nothing was sent."
     )
     unknown = await call(client, "wait_for_job", {"job_id": "sea_1", "timeout": 30})
     assert text_of(unknown) == (
         "Invalid arguments for wait_for_job: timeout is not a known argument (known: job_id, "
-        "wait_seconds). Next: Call wait_for_job again without timeout."
+        "wait_seconds). Next: Call wait_for_job again without timeout. "
+        "Do not retry unchanged: it is refused the same way, and nothing was sent."
     )
     params = await call(
         client, "start_seo_job", {"workflow": "local_audit", "params": {"domain": "a.example"}}
     )
     assert text_of(params) == (
         "local_audit needs params.location (e.g. 'Austin, TX') or params.location_code. "
-        "Next: Call start_seo_job again with params.location fixed."
+        "Next: Call start_seo_job again with params.location fixed. "
+        "Do not retry unchanged: it is refused the same way, and nothing was sent."
     )
     for result in (missing, wrong, unknown, params):
         assert _error(result)["code"] == "invalid_input"
@@ -535,8 +536,9 @@ async def test_a_poll_refused_during_a_wait_says_so_with_one_next_step(
     assert text_of(waited) == (
         f"Research job {job} is still running (0%, 0 of 1 targets finished), but checking it "
         "failed: Rate limited by Seamless on GET /contacts/research/poll (org-wide 1/min) "
-        f"until {at} (in {wait} s). Other Seamless endpoints have their own windows. Next: "
-        f"Retry wait_for_job after {at} (in {wait} s); meanwhile check pending jobs with one "
-        "batched get_job_status call."
+        f"until {at} (in {wait} s). Other Seamless endpoints have their own windows, so status "
+        "checks of pending jobs (one batched get_job_status call) still work. Next: Retry "
+        f"wait_for_job after {at} (in {wait} s). Do not retry before then: early calls are "
+        "rejected again."
     )
     assert_agent_safe(waited, secrets=[KEY])
