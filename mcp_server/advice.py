@@ -194,10 +194,10 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="Seamless research credits exhausted",
         what=(
             "The Seamless org {credits_phrase}; research needs credits "
-            "(HTTP 422 insufficientCredits). search_prospects, get_job_status and "
-            "get_job_result stay free."
+            "(HTTP 422 insufficientCredits).{credits_left} search_prospects, get_job_status "
+            "and get_job_result stay free."
         ),
-        next_step="{credits_next}",
+        next_step="Tell the user to add Seamless research credits.",
         do_not="Do not retry the same start_research: it fails until credits are added.",
         statuses=(422,),
         api_codes=("insufficientCredits",),
@@ -1555,11 +1555,11 @@ def _context(
         "cause_note": f" (last: {facts.cause})" if facts.cause else "",
         "code_quoted": f'"{facts.api_code}"' if facts.api_code else "given",
         "code": facts.api_code or "",
-        "credits_next": (
-            f"Call start_research again with at most {facts.credits} target"
-            f"{'s' if facts.credits != 1 else ''}."
+        "credits_left": (
+            f" With {facts.credits} left, at most {facts.credits} target"
+            f"{'s' if facts.credits != 1 else ''} can be researched now."
             if facts.credits
-            else "Tell the user to add Seamless research credits."
+            else ""
         ),
         **waits,
         **_job_fragments(facts),

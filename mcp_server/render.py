@@ -80,6 +80,20 @@ def company_line(p: Mapping[str, Any]) -> str:
     )
 
 
+def search_line(p: Mapping[str, Any]) -> str:
+    """A search hit: who or what, and the search_result_id to research it with."""
+    return _line(
+        [
+            _s(p.get("name")) or "(no name)",
+            _s(p.get("title")),
+            _s(p.get("company")) or _s(p.get("industry")),
+            _s(p.get("domain")),
+            _s(p.get("location")),
+            f"search_result_id {p.get('search_result_id')}",
+        ]
+    )
+
+
 def _location(value: object) -> str | None:
     if isinstance(value, Mapping):
         return _s(value.get("name")) or _s(value.get("code"))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
+from mcp_server import render
 from mcp_server.errors import JobRelayError
 from mcp_server.jobs import Caller, InputProblem, Outcome, ProgressFn
 from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
@@ -185,7 +186,9 @@ def register_tools(server: MCPServer[Any]) -> None:
                 next_token=page.next_token,
                 sandbox=caller.sandbox["seamless"],
             )
-            return Outcome(out, _search_text(kind, items, page.total, page.next_token))
+            wait = min(B.MAX_WAIT_SECONDS, rt.settings.max_wait_seconds)  # within the schema
+            text = _search_text(kind, items, page.total, page.next_token, wait=wait)
+            return Outcome(out, text)
 
         return await _guard(ctx, "search_prospects", run)
 
@@ -431,18 +434,33 @@ _WAIT_HERE = "0: return at once; else wait like wait_for_job"
 
 
 def _search_text(
-    kind: Kind, items: list[dict[str, Any]], total: int | None, next_token: str | None
+    kind: Kind,
+    items: list[dict[str, Any]],
+    total: int | None,
+    next_token: str | None,
+    *,
+    wait: float,
 ) -> str:
+    """Each hit on one line (so a text-only host can act on it), then one `Next:` that
+    researches exactly the hits listed."""
     if not items:
         return f"No {kind} match. Next: loosen the query or filters and search again."
-    ids = ", ".join(f'"{i["search_result_id"]}"' for i in items[:2] if "search_result_id" in i)
-    more = ", ..." if len(items) > 2 else ""
-    counted = f"{len(items)} of {total}" if total and total > len(items) else f"{len(items)}"
-    page = f' (next page: next_token="{next_token}")' if next_token else ""
-    return (
-        f'{counted} {kind} found{page}. Next: start_research(kind="{kind}", '
-        f"search_result_ids=[{ids}{more}]) for emails and phones (1 credit per target)."
+    lines, shown = render.numbered(
+        items,
+        render.search_line,
+        budget_tokens=B.item_budget(B.DEFAULT_ANSWER_TOKENS) // 2,
     )
+    ids = [i["search_result_id"] for i in items[:shown] if "search_result_id" in i]
+    counted = f"{len(items)} of {total}" if total and total > len(items) else f"{len(items)}"
+    page = f' More: search again with next_token="{next_token}".' if next_token else ""
+    head = f"{counted} {kind} found (search is free; research costs 1 credit per target):"
+    more = [f"({len(items) - shown} more in structuredContent.items)"] if shown < len(items) else []
+    listed = ", ".join(f'"{i}"' for i in ids)
+    nxt = (
+        f'Next: start_research(kind="{kind}", search_result_ids=[{listed}], wait_seconds={wait:g}) '
+        f"for the emails and phones of these {len(ids)}.{page}"
+    )
+    return "\n".join([head, *lines, *more, nxt])
 
 
 def _as_dict(item: Any) -> dict[str, Any]:

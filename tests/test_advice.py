@@ -1076,10 +1076,12 @@ def test_every_next_step_is_one_action(key: str, make: Callable[[], Advice], phr
 
 def test_research_credits_next_step_follows_the_credits_left() -> None:
     some = _http("auto", 422, code="insufficientCredits", headers={"X-PublicAPI-Credits": "3"})()
-    assert some.next_step == "Call start_research again with at most 3 targets."
+    assert some.next_step == "Tell the user to add Seamless research credits."
+    assert "With 3 left, at most 3 targets can be researched now." in some.what_happened
     none = _http("auto", 422, code="insufficientCredits", headers={"X-PublicAPI-Credits": "0"})()
     assert none.next_step == "Tell the user to add Seamless research credits."
     assert "fewer" not in render_text(none)
+    assert "at most" not in render_text(none)
 
 
 def test_agentseo_403_bodies_are_told_apart() -> None:

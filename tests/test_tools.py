@@ -176,7 +176,11 @@ async def test_search_returns_search_result_ids_and_says_to_research_them(client
     assert all(set(i) >= {"search_result_id", "name", "company"} for i in data["items"])
     ids = [i["search_result_id"] for i in data["items"]]
     text = text_of(result)
-    assert f'search_result_ids=["{ids[0]}", "{ids[1]}", ...]' in text
+    listed = ", ".join(f'"{i}"' for i in ids)
+    assert f'Next: start_research(kind="contacts", search_result_ids=[{listed}], ' in text
+    for n, item in enumerate(data["items"], 1):  # every hit on its own line, id included
+        assert f"\n{n}. {item['name']} | " in text
+        assert f"search_result_id {item['search_result_id']}" in text
     assert f'next_token="{data["next_token"]}"' in text
     assert_agent_safe(result)
 
