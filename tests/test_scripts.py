@@ -84,6 +84,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "scale",
         "tokens",
         "agent",
+        "agent_text",
     }
     rate = data["sections"]["rate"]
     assert {
@@ -95,6 +96,10 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
     assert all(part["upstream_429"] == 0 for key, part in rate.items() if key != "time_scale")
     assert data["sections"]["polls"]["jobrelay"]["10"]["max_calls_per_round"] == 1
     assert data["sections"]["agent"]["recovered"] is True
+    text_agent = data["sections"]["agent_text"]
+    assert text_agent["succeeded"] is True
+    assert text_agent["tool_calls"] <= text_agent["budget"] == 9
+    assert text_agent["text_tokens"] <= 8_000
     assert data["sections"]["scale"]["errors"] == 0
     checks = data["checks"]
     assert checks

@@ -87,8 +87,10 @@ def free_port() -> int:
 
 
 def chars_to_tokens(chars: int) -> int:
-    """The issue's estimate: one token per four characters."""
-    return (chars + 3) // 4
+    """The project's one estimate (`mcp_server._bounds`): compact JSON characters / 3."""
+    from mcp_server import _bounds
+
+    return _bounds.chars_to_tokens(chars)
 
 
 # ---- machine ---------------------------------------------------------------------------------

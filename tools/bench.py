@@ -19,6 +19,8 @@ Sections (see BENCHMARKS.md for what each measures and why):
   scale       1,000 concurrent wait_for_job calls over HTTP: server peak RSS and errors
   tokens      size of the tool list and of a default 10-contact research result
   agent       a scripted agent following the next-step hints through a forced 429 and 422
+  agent_text  the same task read from text blocks only, plus a forced invalid argument and a
+              lost context recovered through list_jobs
 
 Virtual time: `rate`, `polls`, `tokens` and `agent` run jobrelay in-process on the same
 `ScaledClock` as the sandbox, so every window, reset header, job duration and poll interval is
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,7 +56,7 @@ from mcp_server._clock import Clock
 from mcp_server.config import PLAN_BUDGETS, Plan
 from mcp_server.sandbox._state import Faults
 
-SECTIONS = ("rate", "completion", "polls", "overhead", "scale", "tokens", "agent")
+SECTIONS = ("rate", "completion", "polls", "overhead", "scale", "tokens", "agent", "agent_text")
 SEAMLESS_RATE = Faults().seamless_rate_limit / 60.0
 """Per second; what the sandbox enforces: the documented 60 per minute per endpoint per org."""
 HOBBY_WORKLOAD_RATE, HOBBY_CONTROL_RATE = (n / 60.0 for n in PLAN_BUDGETS[Plan.HOBBY])
@@ -1284,6 +1287,35 @@ class _Step:
     text: str
 
 
+def _burn_research_window(sb: Any, clock: Clock) -> Callable[[Any], Awaitable[None]]:
+    """A hook: just before jobrelay's first research POST reaches the sandbox, another
+    consumer in the same org uses up what is left of this minute's research window (requests
+    with an empty body: a 400 counts against the window and spends nothing). So jobrelay's POST
+    meets a genuine 429 with the sandbox's own reset headers, whatever the timing."""
+    inner = httpx.ASGITransport(app=sb.recorder.app)
+    burned = False
+
+    async def other_consumer(hit: bl.Hit) -> None:
+        nonlocal burned
+        if burned or hit.kind != "research":
+            return
+        burned = True
+        # Stage it early in a window, so the reset is further away than jobrelay waits
+        # inline (20 s) and the agent itself has to deal with the 429.
+        left = 60.0 - clock.time() % 60.0
+        if left < 35.0:
+            await clock.sleep(left + 0.5)
+        async with httpx.AsyncClient(
+            transport=inner, base_url=sb.seamless_url, headers={"Token": "other-user"}
+        ) as http:
+            for _ in range(200):
+                resp = await http.post("/contacts/research", json={})
+                if resp.headers.get("x-ratelimit-remaining") == "0":
+                    return
+
+    return other_consumer
+
+
 async def section_agent(run: Run) -> None:
     """A scripted agent: the task says what to do; every other move comes from the results'
     own hints (`Next: tool(...)`) and, for errors, their structured advice."""
@@ -1297,32 +1329,7 @@ async def section_agent(run: Run) -> None:
         bl.inprocess_jobrelay(sb, run.work / "agent.sqlite3") as client,
     ):
         clock = sb.clock
-        # Just before jobrelay's first research POST reaches the sandbox, another consumer in
-        # the same org uses up what is left of this minute's research window (requests with an
-        # empty body: a 400 counts against the window and spends nothing). So jobrelay's POST
-        # meets a genuine 429 with the sandbox's own reset headers, whatever the timing.
-        inner = httpx.ASGITransport(app=sb.recorder.app)
-        burned = False
-
-        async def other_consumer(hit: bl.Hit) -> None:
-            nonlocal burned
-            if burned or hit.kind != "research":
-                return
-            burned = True
-            # Stage it early in a window, so the reset is further away than jobrelay waits
-            # inline (20 s) and the agent itself has to deal with the 429.
-            left = 60.0 - clock.time() % 60.0
-            if left < 35.0:
-                await clock.sleep(left + 0.5)
-            async with httpx.AsyncClient(
-                transport=inner, base_url=sb.seamless_url, headers={"Token": "other-user"}
-            ) as http:
-                for _ in range(200):
-                    resp = await http.post("/contacts/research", json={})
-                    if resp.headers.get("x-ratelimit-remaining") == "0":
-                        return
-
-        sb.recorder.before.append(other_consumer)
+        sb.recorder.before.append(_burn_research_window(sb, clock))
 
         def user_fixes(error: dict[str, Any]) -> bool:
             """The human in the loop, asked because the advice said to tell the user."""
@@ -1463,6 +1470,148 @@ async def section_agent(run: Run) -> None:
     )
 
 
+_RETRY_AFTER = re.compile(r"Next: Retry (\w+) after (?:about )?\S+ \(in (?:about )?([^)]*)\)")
+_INVALID = re.compile(r"(\w+): input should be (.*?) \(got '([^']*)'\)")
+_CONTACT_LINE = re.compile(r"^\d+\. [^|]+ \| .+ \| [^ |]+@[^ |]+ ", re.M)
+
+
+def _seconds(span: str) -> float:
+    """`55 s`, `1 min 5 s`, `2 h 3 min`: the wait a text states."""
+    total = 0.0
+    for value, unit in re.findall(r"(\d+) (h|min|s)\b", span):
+        total += int(value) * {"h": 3600, "min": 60, "s": 1}[unit]
+    return total
+
+
+async def section_agent_text(run: Run) -> None:
+    """The same task for an agent whose host forwards only text blocks (issue 13 item 6).
+
+    It never reads structuredContent: it acts on each text's `Next:` literally, waits the
+    seconds a text states, fixes an argument from the allowed values a text lists, and asks
+    the user when a text says to. Scenario: 10 contacts at one company, one SERP analysis, a
+    forced invalid argument, a forced 429 and a forced 422, then the job ids are forgotten and
+    the contacts found again through list_jobs."""
+    scale = run.mode.virtual_scale
+    state = bl.sandbox_state(scale, job_seconds=JOB_SECONDS, initial_credits=6)
+    steps: list[_Step] = []
+    asked_user: list[str] = []
+    texts: dict[str, str] = {}
+    async with (
+        bl.loopback_sandbox(state) as sb,
+        bl.inprocess_jobrelay(sb, run.work / "agent-text.sqlite3") as client,
+    ):
+        clock = sb.clock
+        sb.recorder.before.append(_burn_research_window(sb, clock))
+
+        async def act(tool: str, args: dict[str, Any]) -> str:
+            result = await _call(client, tool, args)
+            err = bl.error_of(result)  # recorded for the report only; the agent reads text
+            text = bl.text_of(result)
+            steps.append(_Step(tool, args, err is not None, (err or {}).get("code"), 0, text))
+            return text
+
+        def fixed(text: str, args: dict[str, Any]) -> dict[str, Any] | None:
+            """An invalid argument, fixed from the allowed values the text lists."""
+            m = _INVALID.search(text)
+            if m is None or "Next: Call" not in text:
+                return None
+            name, allowed, got = m.groups()
+            choices = re.findall(r"'([^']*)'", allowed)
+            best = next((c for c in choices if c.startswith(got) or got.startswith(c)), None)
+            return {**args, name: best} if best else None
+
+        async def pursue(tool: str, args: dict[str, Any]) -> str:
+            text = ""
+            for _ in range(12):
+                text = await act(tool, args)
+                if m := _RETRY_AFTER.search(text):
+                    await clock.sleep(_seconds(m.group(2)) + 0.5)  # "Retry <tool> after ..."
+                    continue
+                if "Next: Tell the user to add Seamless research credits" in text:
+                    asked_user.append(text.split("Next: ", 1)[1].split(".")[0])
+                    state.set_faults({"initial_credits": 1000})  # the user buys credits
+                    continue  # the same call, now that the cause is fixed
+                if (args_fixed := fixed(text, args)) is not None:
+                    args = args_fixed
+                    continue
+                hint = bl.next_call(text)
+                if hint is None:
+                    return text
+                tool, args = hint
+            return text
+
+        # A typo the agent makes first: the forced invalid input.
+        task = {"kind": "contact", "filters": {"company_name": "Acme Robotics"}, "limit": 10}
+        texts["research"] = await pursue("search_prospects", task)
+        serp = {"workflow": "serp_analysis", "params": {"keyword": "robot vacuum"}}
+        texts["serp"] = await pursue("start_seo_job", serp | {"wait_seconds": 45})
+        # Context lost: no job id is remembered; list_jobs must lead back to the contacts.
+        texts["recovered"] = await pursue("list_jobs", {})
+        rec = sb.recorder
+        jobrelay_429 = sum(1 for h in rec.hits if h.status == 429)
+        jobrelay_422 = sum(1 for h in rec.hits if h.status == 422)
+        stats = state.stats()
+    from mcp_server import _bounds
+
+    calls = len(steps)
+    codes = [s.code for s in steps if s.is_error]
+    forced = int(jobrelay_429 >= 1) + int(jobrelay_422 >= 1) + int("invalid_input" in codes)
+    tokens = sum(_bounds.tokens(s.text) for s in steps)
+    contacts = len(_CONTACT_LINE.findall(texts["research"]))
+    recovered_contacts = len(_CONTACT_LINE.findall(texts["recovered"]))
+    serp_rows = len(re.findall(r"^   #\d+ ", texts["serp"], re.M))
+    followed = (
+        contacts == 10
+        and serp_rows >= 5
+        and recovered_contacts == 10
+        and codes == ["invalid_input", "rate_limited", "credits_exhausted"]
+        and stats["duplicate_paid_posts"] == 0
+    )
+    out: dict[str, Any] = {
+        "time_scale": scale,
+        "tool_calls": calls,
+        "budget": 6 + forced,
+        "error_codes_seen_by_agent": codes,
+        "asked_user": asked_user,
+        "text_tokens": tokens,
+        "contacts_in_text": contacts,
+        "serp_rows_in_text": serp_rows,
+        "contacts_after_list_jobs": recovered_contacts,
+        "duplicate_paid_posts": stats["duplicate_paid_posts"],
+        "succeeded": followed,
+        "transcript": [
+            {"tool": s.tool, "args": s.args, "error": s.code, "text": s.text[:300]} for s in steps
+        ],
+    }
+    run.data["agent_text"] = out
+    sec = "agent_text"
+    run.check(
+        sec,
+        "forced errors (invalid, 429, 422) seen",
+        ", ".join(str(c) for c in codes),
+        target="invalid_input, rate_limited, credits_exhausted",
+        ok=codes == ["invalid_input", "rate_limited", "credits_exhausted"]
+        and jobrelay_429 == 1
+        and jobrelay_422 == 1,
+    )
+    run.check(sec, "tool calls", calls, target=f"<= {6 + forced}", ok=calls <= 6 + forced)
+    run.check(
+        sec,
+        "text tokens read (compact chars / 3)",
+        tokens,
+        target=f"<= {_bounds.DEFAULT_ANSWER_TOKENS}",
+        ok=tokens <= _bounds.DEFAULT_ANSWER_TOKENS,
+        unit="tok",
+    )
+    run.check(
+        sec,
+        "every Next: followed literally reached the goal",
+        str(followed),
+        target="True",
+        ok=followed,
+    )
+
+
 # =====================================================================================
 
 
@@ -1474,6 +1623,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "scale": section_scale,
     "tokens": section_tokens,
     "agent": section_agent,
+    "agent_text": section_agent_text,
 }
 
 
