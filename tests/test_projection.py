@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
+from mcp_server import _bounds
 from mcp_server.projection import (
-    MAX_RESULT_CHARS,
-    fit,
     project_company,
     project_contact,
     project_search_item,
@@ -149,8 +148,9 @@ def test_select_dotted_paths_and_unknown_fields() -> None:
 
 
 def test_fit_drops_trailing_items_over_the_cap() -> None:
+    budget = _bounds.item_budget(_bounds.MAX_ANSWER_TOKENS)
     items = ["x" * 1000] * 200
-    kept, cut = fit(items)
+    kept, cut = _bounds.fit_items(items, budget)
     assert cut
-    assert len(json.dumps(kept)) <= MAX_RESULT_CHARS
-    assert fit(["a"]) == (["a"], False)
+    assert _bounds.tokens(kept) <= budget
+    assert _bounds.fit_items(["a"], budget) == (["a"], False)
