@@ -2023,6 +2023,7 @@ def _lean_status(out: JobOutput) -> JobOutput:
         progress=progress,
         results_total=out.results_total,
         next_check_after_seconds=out.next_check_after_seconds,
+        next_step=out.advice.next_step if out.advice is not None else None,
         error=out.error,
     )
 

@@ -118,6 +118,9 @@ class JobOutput(BaseModel):
     results_total: int | None = None
     next_check_after_seconds: float | None = None
     advice: Advice | None = None
+    next_step: str | None = Field(
+        None, description="In a many-job status: this job's one next step (advice in short)."
+    )
     warnings: list[str] | None = None
     credits_remaining: int | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)

@@ -333,7 +333,11 @@ async def _cycles(
             states[state] = states.get(state, 0) + 1
             if state in bl.TERMINAL:
                 continue
-            has_advice = bool(job.get("advice")) or bool((job.get("error") or {}).get("next_step"))
+            has_advice = (
+                bool(job.get("advice"))
+                or bool(job.get("next_step"))  # a many-job status gives the advice in short
+                or bool((job.get("error") or {}).get("next_step"))
+            )
             if not has_advice:
                 stuck.append(f"{job.get('job_id')} ({state})")
     lost = sorted(j for j in tally.returned_ids if j not in set(ids))
