@@ -82,8 +82,10 @@ def compact(node: Any) -> Any:
     for key, value in node.items():
         if key == "title" and isinstance(value, str):
             continue
-        if key == "default" and (value is None or value == []):
-            continue  # an optional argument's absence already means "none"
+        if key == "default" and (value is None or value == [] or value is False or value == 0):
+            # An optional argument's absence already means "none", "false" or "from the
+            # start"; wait_seconds says what 0 means in its description.
+            continue
         if key == "additionalProperties" and value in (True, False):
             # True is the JSON Schema default; False (pydantic's extra="forbid") is still
             # enforced by the server, which names the unknown field and the known ones.

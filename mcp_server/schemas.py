@@ -55,8 +55,8 @@ class SearchFilters(_Strict):
     company_name: Terms | None = None
     company_domain: Terms | None = None
     full_name: Terms | None = None
-    title: Terms | None = Field(None, description="Job title, e.g. 'VP Sales'.")
-    seniority: Terms | None = Field(None, description="e.g. 'C-Level', 'VP', 'Director'.")
+    title: Terms | None = None
+    seniority: Terms | None = Field(None, description="e.g. C-Level, VP, Director")
     department: Terms | None = None
     industry: Terms | None = None
     company_size: Terms | None = None

@@ -47,7 +47,7 @@ KEY_HEADERS: dict[Provider, str] = {
 _MAX_KEY_CHARS = 512
 
 _Id = Annotated[str, Field(max_length=B.MAX_ID_CHARS)]
-_JobId = Annotated[_Id, Field(description="sea_/seo_ handle or upstream id")]
+_JobId = Annotated[_Id, Field(description="Handle or upstream id")]
 _Field = Annotated[str, Field(max_length=B.MAX_FIELD_CHARS)]
 _HeaderName = Annotated[str, Field(max_length=B.MAX_CODE_CHARS)]
 _HeaderValue = Annotated[str, Field(max_length=B.MAX_HEADER_CHARS)]
@@ -203,25 +203,23 @@ def register_tools(server: MCPServer[Any]) -> None:
             list[ContactTarget],
             Field(
                 max_length=B.MAX_TARGETS,
-                description="Each: a LinkedIn, Sales Nav or Recruiter URL, email, or name + company or domain",
+                description="Each: LinkedIn/Sales Nav/Recruiter URL, email, or name + company/domain",
             ),
         ] = [],  # noqa: B006
         companies: Annotated[
             list[CompanyTarget],
             Field(max_length=B.MAX_TARGETS, description="Each: domain (best) or name"),
         ] = [],  # noqa: B006
-        allow_rerun: Annotated[
-            bool, Field(description="Pay again for targets researched <30 days ago")
-        ] = False,
+        allow_rerun: Annotated[bool, Field(description="Pay again for recent targets")] = False,
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
         job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
         skip_dedup_check: Annotated[
             bool, Field(description="Research again targets Seamless did recently (paid)")
         ] = False,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Buy emails and phones, 1 credit per target (up to 100), under one job_id.
-        Never call it again to retry or check (that pays twice): use wait_for_job. Example:
-        start_research(kind='contacts', search_result_ids=['...'], wait_seconds=45)."""
+        """Buy emails and phones: 1 credit per target, up to 100 under one job_id. Never
+        call it again to retry or check (that pays twice); use wait_for_job. Example:
+        start_research(kind='contacts', search_result_ids=['<id>'], wait_seconds=45)."""
         return await _guard(
             ctx,
             "start_research",
@@ -245,16 +243,16 @@ def register_tools(server: MCPServer[Any]) -> None:
         params: Annotated[
             dict[str, Any],
             Field(
-                description="serp_analysis: {keyword, location?}; keyword_metrics: {keywords: "
-                "[...], location?}; local_audit: {domain or business_name, location, "
-                "language?}; local_audit_batch: {targets: [1-50 of those]}"
+                description="serp_analysis {keyword, location?}; keyword_metrics {keywords: "
+                "[...], location?}; local_audit {domain or business_name, location, "
+                "language?}; local_audit_batch {targets: [1-50 of those]}"
             ),
         ],
         ctx: Context[Any, Any],
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Start an AgentSEO job; each start spends credits. Never resubmit to retry:
-        use wait_for_job. Example: start_seo_job(workflow='serp_analysis',
+        """Start an AgentSEO job (spends credits). Never resubmit to retry; use
+        wait_for_job. Example: start_seo_job(workflow='serp_analysis',
         params={'keyword': 'crm'}, wait_seconds=45)."""
         return await _guard(
             ctx,
@@ -277,8 +275,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         ctx: Context[Any, Any],
     ) -> Annotated[CallToolResult, StatusOutput]:
         """State, progress and result counts of up to 100 jobs, now; never results.
-        Follow one job with wait_for_job; read results with get_job_result. Example:
-        get_job_status(job_ids=['sea_3f8e7e309cbfa30b'])."""
+        Follow one with wait_for_job, read results with get_job_result. Example:
+        get_job_status(job_ids=['<job_id>'])."""
         return await _guard(
             ctx,
             "get_job_status",
@@ -293,7 +291,7 @@ def register_tools(server: MCPServer[Any]) -> None:
     ) -> Annotated[CallToolResult, JobOutput]:
         """Follow one job until it ends or wait_seconds pass; returns the first results or
         when to call again. Safe to repeat: never pays again. Example:
-        wait_for_job(job_id='sea_3f8e7e309cbfa30b')."""
+        wait_for_job(job_id='<job_id>')."""
         return await _guard(
             ctx,
             "wait_for_job",
@@ -315,10 +313,9 @@ def register_tools(server: MCPServer[Any]) -> None:
         ] = 0,
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_RESULT)] = B.DEFAULT_LIMIT_RESULT,
     ) -> Annotated[CallToolResult, ResultPage]:
-        """Page through a finished job's results, free: compact records or the named
-        fields (see jobrelay://fields/seamless or /agentseo). '<N more>' marks entries fields
-        returns in full. Example: get_job_result(job_id='sea_3f8e7e309cbfa30b',
-        fields=['email2'])."""
+        """Page a finished job's results, free: compact records or named fields (list:
+        jobrelay://fields/seamless or /agentseo). '<N more>' marks entries fields returns
+        whole. Example: get_job_result(job_id='<job_id>', fields=['email2'])."""
         return await _guard(
             ctx,
             "get_job_result",
@@ -378,7 +375,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         ] = None,
     ) -> Annotated[CallToolResult, ExplainOutput]:
         """Advice on a Seamless.ai or AgentSEO status, code, headers, body or job
-        status seen outside jobrelay. Gives the cause, when to retry, the next step. Example:
+        status met outside jobrelay. Says the cause, when to retry, the next step. Example:
         explain_error(http_status=429, headers={'Retry-After': '30'})."""
 
         async def run() -> Outcome:
@@ -430,7 +427,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
 fit its token budget, docs/answers.md); jobrelay://schemas/{tool} serves them, and the tests
 validate every result against them."""
 
-_WAIT_HERE = "0: return at once; else wait like wait_for_job"
+_WAIT_HERE = "Default 0: return at once"
 
 
 def _search_text(
