@@ -34,6 +34,20 @@ CONCRETE_RESOURCES: tuple[tuple[str, str, str, str, str], ...] = (
         "text/markdown",
     ),
     (
+        "jobrelay://fields/seamless",
+        "fields-seamless",
+        "Seamless.ai result fields",
+        "Field names get_job_result(fields=[...]) accepts for research contacts and companies.",
+        "text/markdown",
+    ),
+    (
+        "jobrelay://fields/agentseo",
+        "fields-agentseo",
+        "AgentSEO result fields",
+        "Field names get_job_result(fields=[...]) accepts, per SEO workflow.",
+        "text/markdown",
+    ),
+    (
         "jobrelay://usage",
         "usage",
         "Usage and rate limits",

@@ -44,6 +44,8 @@ async def test_resources_list_names_the_concrete_resources_and_each_reads(
     assert set(by_uri) == {
         "jobrelay://errors/seamless",
         "jobrelay://errors/agentseo",
+        "jobrelay://fields/seamless",
+        "jobrelay://fields/agentseo",
         "jobrelay://usage",
     }
     for uri, resource in by_uri.items():
@@ -113,3 +115,15 @@ async def test_the_usage_resource_can_be_narrowed_to_one_provider(client: Client
     assert [p["provider"] for p in usage["providers"]] == ["agentseo"]
     with pytest.raises(MCPError):
         await read(client, "jobrelay://usage?provider=stripe")
+
+
+async def test_fields_and_output_schemas_are_readable(client: Client) -> None:
+    seamless = _text_of((await read(client, "jobrelay://fields/seamless")).contents[0])
+    assert "## contacts" in seamless
+    assert "`email2`" in seamless
+    agentseo = _text_of((await read(client, "jobrelay://fields/agentseo")).contents[0])
+    assert "`agent_workflow.decision`" in agentseo
+    schema = json.loads(
+        _text_of((await read(client, "jobrelay://schemas/wait_for_job")).contents[0])
+    )
+    assert {"job_id", "state", "results", "error"} <= set(schema["properties"])
