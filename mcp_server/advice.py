@@ -527,7 +527,8 @@ _ROWS: tuple[CatalogueRow, ...] = (
             "{Service} did not answer within this call's time limit{attempts_note}, so "
             "jobrelay stopped waiting. Reading is safe to repeat."
         ),
-        next_step="Retry {tool_ref}{after}; if it keeps failing, {service} may be down.",
+        next_step="Retry {tool_ref}{after}.",
+        do_not="Do not retry in a loop: if it keeps failing, {service} may be down.",
         default_wait=30.0,
     ),
     _r(

@@ -1063,7 +1063,7 @@ class JobService:
         all_unknown = all(o.error is not None for o in outputs)
         if all_unknown:
             status_out.error = outputs[0].error
-        text = texts[0] if len(outputs) == 1 else _status_text(outputs)
+        text = texts[0] if len(outputs) == 1 else _status_text(outputs, now=self._now())
         return Outcome(status_out, text, failed=all_unknown)
 
     async def _refresh_batch(
@@ -2028,7 +2028,7 @@ def _lean_status(out: JobOutput) -> JobOutput:
     )
 
 
-def _status_text(outputs: Sequence[JobOutput]) -> str:
+def _status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
     """A batch: counts per state, one short line per job, then the one job to act on."""
     counts: dict[str, int] = {}
     for o in outputs:
@@ -2046,7 +2046,8 @@ def _status_text(outputs: Sequence[JobOutput]) -> str:
             if o.progress and o.progress.percent is not None and not o.state.terminal
             else ""
         )
-        rows.append(f"{o.job_id}: {o.operation} {o.state.value}{pct}{extra}")
+        failed = ", check failed" if o.next_step and not o.state.terminal else ""
+        rows.append(f"{o.job_id}: {o.operation} {o.state.value}{pct}{extra}{failed}")
     lines, _ = render.numbered(
         [{"row": r} for r in rows],
         lambda r: str(r["row"]),
@@ -2058,21 +2059,15 @@ def _status_text(outputs: Sequence[JobOutput]) -> str:
         lead += f"\n({more} more in structuredContent.jobs)"
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
     running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
-    unchecked = [
-        (o, o.advice, o.advice.retry_at)
-        for o in running
-        if o.advice is not None and o.advice.retry_at is not None
-    ]
+    unchecked = [o for o in running if o.next_step]
     if unchecked:
-        # The latest check failed (a stall, a 429, a degraded upstream): say when to look again.
-        _, adv, at = unchecked[0]
-        return (
-            f"{lead} {len(unchecked)} could not be checked now: {adv.what_happened} "
-            f"Next: get_job_status again after {format_clock(at)} "
-            f"(in {int(adv.retry_after_seconds or 0)} s)."
-        )
+        # The latest check failed (a stall, a 429, a degraded upstream): the job's advice in
+        # short says when to look again (seconds and UTC time).
+        return f"{lead}\n{len(unchecked)} could not be checked now. Next: {unchecked[0].next_step}"
     if running:
-        return f'{lead}\nNext: wait_for_job(job_id="{running[0].job_id}").'
+        soonest = min((o.next_check_after_seconds or 0 for o in running), default=0)
+        when = f" (next update expected {advice_mod.wait_phrase(soonest, now)})" if soonest else ""
+        return f'{lead}\nNext: wait_for_job(job_id="{running[0].job_id}"){when}.'
     if open_jobs:
         return (
             f'{lead}\nNext: get_job_status(job_ids=["{open_jobs[0].job_id}"]) for its advice '

@@ -407,8 +407,10 @@ async def test_status_of_a_batch_is_one_poll_call_for_all_open_research_jobs(
         f"2. {jobs[0]}: research_contacts running, 0%\n"
         "3. 'nope': unknown id\n"
         f"4. {seo['job_id']}: seo:serp_analysis queued, 0%\n"
-        f'Next: wait_for_job(job_id="{jobs[1]}").'
+        f'Next: wait_for_job(job_id="{jobs[1]}") (next update expected '
+        f"{text_of(status).rsplit('expected ', 1)[1]}"
     )
+    assert re.search(r"expected \d\d:\d\d:\d\dZ \(in \d+ s\)\)\.$", text_of(status))
 
 
 async def test_list_jobs_finds_paid_work_newest_first_and_filters(client: Client) -> None:
