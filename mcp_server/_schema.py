@@ -142,3 +142,44 @@ def shallow_output(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if schema.get("required"):
         out["required"] = schema["required"]
     return out
+
+
+def share_repeats(
+    schema: dict[str, Any], *, min_chars: int = 60, min_count: int = 3
+) -> dict[str, Any]:
+    """Move a subschema that appears `min_count` times or more (and is at least `min_chars` of
+    JSON) into `$defs` once, referenced by `{"$ref": "#/$defs/<name>"}` where it was: the
+    search filters repeat one "one value or a list" shape a dozen times."""
+    counts: dict[str, int] = {}
+
+    def visit(node: Any, top: bool) -> None:
+        if isinstance(node, dict):
+            if not top and "type" in node:
+                key = json.dumps(node, sort_keys=True, separators=(",", ":"))
+                counts[key] = counts.get(key, 0) + 1
+            for value in node.values():
+                visit(value, False)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value, False)
+
+    visit(schema, True)
+    shared = [k for k, n in counts.items() if n >= min_count and len(k) >= min_chars]
+    if not shared:
+        return schema
+    names = {k: f"s{i}" for i, k in enumerate(shared)}
+
+    def replace(node: Any, top: bool) -> Any:
+        if isinstance(node, dict):
+            if not top and "type" in node:
+                key = json.dumps(node, sort_keys=True, separators=(",", ":"))
+                if key in names:
+                    return {"$ref": f"#/$defs/{names[key]}"}
+            return {k: replace(v, False) for k, v in node.items()}
+        if isinstance(node, list):
+            return [replace(v, False) for v in node]
+        return node
+
+    out: dict[str, Any] = replace(schema, True)
+    out["$defs"] = {name: json.loads(key) for key, name in names.items()}
+    return out

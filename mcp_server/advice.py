@@ -800,11 +800,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
         retryable=False,
         title="Target not found",
         what='Seamless found no record for {job_name} (status "not found"){message_note}.',
-        next_step=(
-            "Tell the user no match was found; research again only with a more specific "
-            "target (domain or LinkedIn URL)."
+        next_step="Tell the user no match was found for this target.",
+        do_not=(
+            "Do not resubmit the same target: it comes back not found again; only a more "
+            "specific one (domain or LinkedIn URL) can match."
         ),
-        do_not="Do not resubmit the same target: it comes back not found again.",
         job_statuses=("not found",),
     ),
     _r(
@@ -818,13 +818,10 @@ _ROWS: tuple[CatalogueRow, ...] = (
         what=(
             "Seamless had already researched {job_name} recently, so it did not research it "
             "again (no fresh research to pay for){message_note}. The earlier record is in the "
-            "organisation's researched contacts, and in an earlier job if jobrelay ran it."
+            "organisation's researched contacts, and in an earlier job if jobrelay ran it "
+            "(list_jobs). Fresh research needs skip_dedup_check=true and a credit."
         ),
-        next_step=(
-            "Read any record that came back with {result_call}, or find the earlier job with "
-            "list_jobs; research again with skip_dedup_check=true only if fresh data is worth "
-            "a credit."
-        ),
+        next_step="Read any record that came back with {result_call}.",
         do_not="Do not resubmit unchanged: Seamless answers the same way.",
         job_statuses=("contact-already-researched",),
     ),
@@ -838,11 +835,11 @@ _ROWS: tuple[CatalogueRow, ...] = (
         title="No licence or credits",
         what=(
             "Seamless could not research {job_name}: the organisation has no Public API "
-            "licence or no research credits left{message_note}."
+            "licence or no research credits left{message_note}; get_usage shows the credits "
+            "last seen."
         ),
         next_step=(
-            "Check credits with get_usage and ask a Seamless admin to add credits or enable "
-            "the Public API licence; then start_research again."
+            "Ask a Seamless admin to add research credits or enable the Public API licence."
         ),
         do_not="Do not resubmit before that: it fails the same way.",
         job_statuses=("no license or credits available",),

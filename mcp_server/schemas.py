@@ -56,7 +56,7 @@ class SearchFilters(_Strict):
     company_domain: Terms | None = None
     full_name: Terms | None = None
     title: Terms | None = None
-    seniority: Terms | None = Field(None, description="e.g. C-Level, VP, Director")
+    seniority: Terms | None = None
     department: Terms | None = None
     industry: Terms | None = None
     company_size: Terms | None = None

@@ -33,7 +33,7 @@ from mcp_server import _bounds as B
 from mcp_server._clock import Clock, SystemClock
 from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._message_limits import MAX_ARGUMENT_DEPTH
-from mcp_server._schema import compact, inline_defs
+from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.jobs import Caller, Clients, InputProblem, JobService
 from mcp_server.ledger import SqliteLedger
@@ -420,7 +420,9 @@ class JobRelayServer(MCPServer[Runtime]):
             tool.model_copy(
                 update={
                     "description": " ".join((tool.description or "").split()),
-                    "input_schema": self._with_wait_cap(compact(inline_defs(tool.input_schema))),
+                    "input_schema": share_repeats(
+                        self._with_wait_cap(compact(inline_defs(tool.input_schema)))
+                    ),
                     # Not published: see docs/answers.md (they did not fit the tool-list
                     # budget); jobrelay://schemas/{tool} serves them, tests validate results.
                     "output_schema": None,

@@ -156,7 +156,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         ctx: Context[Any, Any],
         query: Annotated[
             str | None,
-            Field(max_length=B.MAX_QUERY_CHARS, description="Free text, e.g. 'CTO fintech'"),
+            Field(max_length=B.MAX_QUERY_CHARS, description="Free text"),
         ] = None,
         filters: Annotated[SearchFilters | None, Field(description="All optional, ANDed")] = None,
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_SEARCH)] = 10,
@@ -203,7 +203,8 @@ def register_tools(server: MCPServer[Any]) -> None:
             list[ContactTarget],
             Field(
                 max_length=B.MAX_TARGETS,
-                description="Each: LinkedIn/Sales Nav/Recruiter URL, email, or name + company/domain",
+                description="Each: a LinkedIn/Sales Nav/Recruiter URL, email, or name + "
+                "company or domain",
             ),
         ] = [],  # noqa: B006
         companies: Annotated[
@@ -214,12 +215,12 @@ def register_tools(server: MCPServer[Any]) -> None:
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
         job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
         skip_dedup_check: Annotated[
-            bool, Field(description="Research again targets Seamless did recently (paid)")
+            bool, Field(description="Re-research targets Seamless did recently (paid)")
         ] = False,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Buy emails and phones: 1 credit per target, up to 100 under one job_id. Never
-        call it again to retry or check (that pays twice); use wait_for_job. Example:
-        start_research(kind='contacts', search_result_ids=['<id>'], wait_seconds=45)."""
+        """Buy emails and phones: 1 credit per target, up to 100 per job_id. Never call
+        it again to retry or check (pays twice); use wait_for_job. Example:
+        start_research(kind='contacts', search_result_ids=['<id>'])."""
         return await _guard(
             ctx,
             "start_research",
@@ -252,8 +253,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
     ) -> Annotated[CallToolResult, JobOutput]:
         """Start an AgentSEO job (spends credits). Never resubmit to retry; use
-        wait_for_job. Example: start_seo_job(workflow='serp_analysis',
-        params={'keyword': 'crm'}, wait_seconds=45)."""
+        wait_for_job. Example:
+        start_seo_job(workflow='serp_analysis', params={'keyword': 'crm'})."""
         return await _guard(
             ctx,
             "start_seo_job",
@@ -336,7 +337,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_LIST)] = 20,
     ) -> Annotated[CallToolResult, ListOutput]:
         """Jobs started here, newest first, kept across restarts: find a lost job_id.
-        Next: names the job to act on. Example: list_jobs(provider='seamless')."""
+        Next: names the job to act on. Example: list_jobs()."""
         return await _guard(
             ctx,
             "list_jobs",

@@ -34,12 +34,16 @@ def _walk(node: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
 async def test_every_argument_is_bounded_in_the_published_schema(client: Client) -> None:
     tools = (await client.list_tools()).tools
     for tool in tools:
-        for where, node in _walk(tool.input_schema, tool.name):
+        shared = list((tool.input_schema.get("$defs") or {}).items())
+        nodes = _walk(tool.input_schema, tool.name) + [
+            pair for name, d in shared for pair in _walk(d, f"{tool.name}.$defs.{name}")
+        ]
+        for where, node in nodes:
             types = node.get("type")
             types = types if isinstance(types, list) else [types]
             if "string" in types and "enum" not in node:
                 assert isinstance(node.get("maxLength"), int), where
-            if "number" in types or "integer" in types:
+            if ("number" in types or "integer" in types) and "enum" not in node:
                 assert "maximum" in node, where
                 assert "minimum" in node or "exclusiveMinimum" in node, where
             if "array" in types:
