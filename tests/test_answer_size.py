@@ -12,7 +12,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import TEST_SCALE, answer_tokens, assert_agent_safe, call, structured, text_of
+from conftest import (
+    TEST_EPOCH,
+    TEST_SCALE,
+    answer_tokens,
+    assert_agent_safe,
+    call,
+    structured,
+    text_of,
+)
 from mcp import Client
 
 from mcp_server import _bounds as B
@@ -109,7 +117,7 @@ class _Inflate(httpx.AsyncBaseTransport):
 
 @asynccontextmanager
 async def _inflated(tmp_path: Path) -> AsyncIterator[Client]:
-    clock = ScaledClock(TEST_SCALE)
+    clock = ScaledClock(TEST_SCALE, epoch=TEST_EPOCH)
     state = SandboxState(clock=clock, faults=Faults(time_scale=TEST_SCALE, job_seconds=6.0))
     transport = _Inflate(httpx.ASGITransport(app=create_sandbox_app(state)))
     settings = load_settings(

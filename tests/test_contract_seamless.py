@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
+from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
 from mcp_server.sandbox._state import (
@@ -58,7 +59,7 @@ class Recorder(httpx.AsyncBaseTransport):
 
 class World:
     def __init__(self, **faults: Any) -> None:
-        self.clock = ScaledClock(SCALE)
+        self.clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
         self.state = SandboxState(faults=Faults(time_scale=SCALE, **faults), clock=self.clock)
         self.transport = Recorder(self.state)
 
@@ -72,6 +73,9 @@ class World:
             budget=RetryBudget(),
             transport=self.transport,
             tenant="k_" + key[-6:],
+            # At 1000x, the default 45 virtual seconds are 45 real ms: a loaded machine could
+            # pass them between two lines. These tests check shapes, not deadlines.
+            default_wait=10.0 * SCALE,
         )
 
     def check_all(self) -> int:

@@ -89,3 +89,22 @@ def test_progress_eta_is_worded_by_the_same_function() -> None:
     assert _env_progress_text(env) == "crawling (about 1 h 51 min left)"
     env["progress"] = {"eta_seconds": 42.2}
     assert _env_progress_text(env) == "crawling (about 43 s left)"
+
+
+def test_every_scaled_clock_in_the_tests_is_anchored_to_the_test_epoch() -> None:
+    """A ScaledClock without `epoch=` starts at the real time of day, so wording that depends
+    on "now" (reset times, budgets, UTC instants) would vary with when the suite runs."""
+    import ast
+    from pathlib import Path
+
+    loose: list[str] = []
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "ScaledClock"
+                and not any(k.arg == "epoch" for k in node.keywords)
+            ):
+                loose.append(f"{path.name}:{node.lineno}")
+    assert not loose, f"ScaledClock(...) without epoch= in {loose}"

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import TEST_EPOCH
 from mcp import Client
 
 from mcp_server._clock import Clock, FakeClock, ScaledClock
@@ -75,7 +76,7 @@ def _stall_after(clock: Clock, first_timeout: float) -> Handler:
 
 
 async def test_client_call_with_retries_ends_at_its_deadline() -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     client = SeamlessClient(
         "https://seamless.test/api/client/v1",
         "sk-test-0001",
@@ -124,7 +125,7 @@ def _assert_look_again(result: Any, clock: Clock) -> None:
 async def test_search_prospects_against_a_stalled_upstream_ends_by_the_deadline(
     tmp_path: Path,
 ) -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     server = await _served(tmp_path, clock, _stall_after(clock, 30.0))
     async with Client(server) as client:
         start = clock.monotonic()
@@ -137,7 +138,7 @@ async def test_search_prospects_against_a_stalled_upstream_ends_by_the_deadline(
 
 async def test_get_job_status_of_stalled_seo_jobs_shares_one_deadline(tmp_path: Path) -> None:
     """Two AgentSEO jobs whose GET /jobs/{id} stalls: one deadline for both, not 45 s each."""
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     started = {"n": 0}
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -367,7 +368,7 @@ class _FlakySeamless:
 async def test_a_job_finished_upstream_is_reported_within_the_announced_time(
     tmp_path: Path,
 ) -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     upstream = _FlakySeamless(clock)
     server = await _served(tmp_path, clock, upstream)
     async with Client(server) as client:
@@ -419,7 +420,7 @@ class _IdFlood:
 
 
 async def test_a_202_with_100000_ids_for_one_target_is_a_protocol_error(tmp_path: Path) -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     upstream = _IdFlood(100_000)
     server = await _served(tmp_path, clock, upstream)
     async with Client(server) as client:
@@ -451,7 +452,7 @@ async def test_a_202_with_100000_ids_for_one_target_is_a_protocol_error(tmp_path
 async def test_a_wait_spends_no_more_poll_calls_than_its_cadence_allows() -> None:
     """100,000 outstanding ids (a row from before the fix, say): each round makes at most
     `MAX_POLL_CALLS_PER_ROUND` calls and every id still gets its turn."""
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     calls: list[int] = []
     polled: set[str] = set()
 
@@ -489,7 +490,7 @@ async def test_a_wait_spends_no_more_poll_calls_than_its_cadence_allows() -> Non
 async def test_an_seo_batch_answered_with_the_wrong_number_of_jobs_is_not_trusted(
     tmp_path: Path,
 ) -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     gets = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:

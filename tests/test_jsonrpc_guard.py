@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import http_serving
+from conftest import TEST_EPOCH, http_serving
 from hypothesis import given
 from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
@@ -277,7 +277,7 @@ async def test_deep_contact_gets_invalid_input_through_the_sdk_client_over_stdio
 
 @pytest.fixture
 async def served(tmp_path: Path) -> Any:
-    clock = ScaledClock(200.0)
+    clock = ScaledClock(200.0, epoch=TEST_EPOCH)
     state = SandboxState(clock=clock, faults=Faults(time_scale=200.0))
     settings = load_settings({"JOBRELAY_DB": str(tmp_path / "jobs.db")})
     async with http_serving(settings, clock, state) as (url, _http, _stopped):

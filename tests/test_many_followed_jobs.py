@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import structured
+from conftest import TEST_EPOCH, structured
 from mcp import Client
 from mcp.server.mcpserver import Context
 
@@ -39,7 +39,7 @@ def _seo(keyword: str) -> dict[str, Any]:
 async def test_300_followed_seo_jobs_leave_starts_and_status_reads_answered(
     make_settings: Callable[..., Settings],
 ) -> None:
-    clock = ScaledClock(SCALE)
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     state = SandboxState(
         clock=clock, faults=Faults(time_scale=SCALE, job_seconds=1e6, agentseo_plan="agency")
     )

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 from _waits import until_done
-from conftest import call, loopback_sandbox, structured, text_of
+from conftest import TEST_EPOCH, call, loopback_sandbox, structured, text_of
 from pydantic import SecretStr
 
 from mcp_server._clock import ScaledClock
@@ -61,7 +61,7 @@ class Recorder(httpx.AsyncBaseTransport):
 
 
 def _world() -> tuple[ScaledClock, SandboxState, Recorder]:
-    clock = ScaledClock(1000.0)
+    clock = ScaledClock(1000.0, epoch=TEST_EPOCH)
     state = SandboxState(faults=Faults(time_scale=1000.0), clock=clock)
     return clock, state, Recorder(state)
 
@@ -359,7 +359,7 @@ class _TokenTrouble(httpx.AsyncBaseTransport):
 async def test_a_failed_token_step_never_makes_a_paid_call_ambiguous(
     mode: str, error: type[Exception], says: str
 ) -> None:
-    clock = ScaledClock(1000.0)
+    clock = ScaledClock(1000.0, epoch=TEST_EPOCH)
     transport = _TokenTrouble(mode)
     client = SeamlessClient(
         BASE,
@@ -386,7 +386,7 @@ async def test_issued_tokens_outlive_a_sandbox_restart(tmp_path: Path) -> None:
     from mcp_server.sandbox._persist import JobFile
 
     path = tmp_path / "jobs.db-sandbox"
-    clock = ScaledClock(1000.0)
+    clock = ScaledClock(1000.0, epoch=TEST_EPOCH)
 
     def transport() -> Recorder:
         state = SandboxState(faults=Faults(time_scale=1000.0), clock=clock, jobs_file=JobFile(path))

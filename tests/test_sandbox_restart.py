@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import structured
+from conftest import TEST_EPOCH, structured
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
@@ -80,7 +80,7 @@ async def test_jobs_of_an_earlier_lifetime_finish_in_the_next(
         )
         return build_server(settings, clock=clock, sandbox_state=state)
 
-    first = ScaledClock(1.0)
+    first = ScaledClock(1.0, epoch=TEST_EPOCH)
     async with Client(lifetime(first, 1.0)) as client:
         research_id, seo_id = await _start_both(client)
         status = structured(
@@ -131,7 +131,7 @@ async def test_the_file_keeps_the_newest_jobs_up_to_the_cap(
 
     monkeypatch.setattr(agentseo, "MAX_KEPT_JOBS", 2)
     path = tmp_path / "jobs.db-sandbox"
-    state = SandboxState(clock=ScaledClock(SCALE), jobs_file=JobFile(path))
+    state = SandboxState(clock=ScaledClock(SCALE, epoch=TEST_EPOCH), jobs_file=JobFile(path))
     transport = httpx.ASGITransport(app=create_sandbox_app(state))
     ids = []
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as http:
