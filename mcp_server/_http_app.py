@@ -39,8 +39,8 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._jsonrpc_guard import Refusal, check_message
-from mcp_server._message_limits import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer

@@ -26,7 +26,7 @@ notification one log line, and the session goes on:
 - anything else is a JSON-RPC error (-32700 parse error, -32600 invalid request, -32602
   params not an object), with the request's id when it is usable, else `null`.
 
-The limits are named in `_message_limits`. The SDK itself is not patched.
+The limits are named in `_bounds` (message bounds). The SDK itself is not patched.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mcp_server._message_limits import (
+from mcp_server._bounds import (
     MAX_ARGUMENT_DEPTH,
     MAX_ECHOED_ID_CHARS,
     MAX_INTEGER_DIGITS,

@@ -30,9 +30,9 @@ from pydantic import SecretStr, ValidationError
 
 from mcp_server import __version__
 from mcp_server import _bounds as B
+from mcp_server._bounds import MAX_ARGUMENT_DEPTH
 from mcp_server._clock import Clock, SystemClock
 from mcp_server._jsonrpc_guard import argument_depth
-from mcp_server._message_limits import MAX_ARGUMENT_DEPTH
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.jobs import Caller, Clients, InputProblem, JobService

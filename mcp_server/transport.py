@@ -33,6 +33,7 @@ import anyio.lowlevel
 import uvicorn
 from pydantic import SecretStr
 
+from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._clock import Clock, SystemClock
 from mcp_server._http_app import (
     HEALTH_PATH,
@@ -45,7 +46,6 @@ from mcp_server._http_app import (
 )
 from mcp_server._jsonrpc_guard import Refusal, check_message
 from mcp_server._jsonrpc_guard import encode as encode_answer
-from mcp_server._message_limits import MAX_MESSAGE_BYTES
 from mcp_server.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.config import Settings, load_settings
 from mcp_server.models import PROVIDERS, Provider

@@ -18,6 +18,12 @@ from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
 from test_transport_stdio import REPO, RawStdio, server_env
 
+from mcp_server._bounds import (
+    MAX_ARGUMENT_DEPTH,
+    MAX_INTEGER_DIGITS,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_DEPTH,
+)
 from mcp_server._clock import ScaledClock
 from mcp_server._jsonrpc_guard import (
     INVALID_PARAMS,
@@ -26,12 +32,6 @@ from mcp_server._jsonrpc_guard import (
     Checked,
     Refusal,
     check_message,
-)
-from mcp_server._message_limits import (
-    MAX_ARGUMENT_DEPTH,
-    MAX_INTEGER_DIGITS,
-    MAX_MESSAGE_BYTES,
-    MAX_MESSAGE_DEPTH,
 )
 from mcp_server.config import load_settings
 from mcp_server.sandbox._state import Faults, SandboxState
