@@ -1,7 +1,7 @@
 """Fault scenarios for `tools/chaos.py`: a stalling, lying fake upstream on loopback (issue 20).
 
     python tools/chaos.py --quick                       # the scenarios, then the quick soak
-    python tools/chaos.py --quick --scenarios-only      # just the scenarios (~10 s)
+    python tools/chaos.py --quick --scenarios-only      # just the scenarios (~13 s)
     python tools/chaos.py --scenarios stall_search,id_flood --scenarios-only
 
 Topology: `Liar`, a small fake of both APIs (Seamless search/research/poll, AgentSEO workflow
@@ -25,6 +25,9 @@ field of its `Lies`), append a `Scenario(...)` and drop it from `PENDING`:
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +40,7 @@ from typing import Any
 import _benchlib as bl  # tools/ is not a package; see _benchlib's docstring
 import anyio
 import uvicorn
+from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -60,7 +64,6 @@ CALL_TIMEOUT = 20.0
 PENDING: dict[str, str] = {
     "20.3": "bounded input: a 1 MB name/id/field refused before the ledger or upstream (i13)",
     "20.5": "oversized record: a 5 MB poll record readable, no self-pointing next step (i13)",
-    "20.7": "malformed JSON-RPC: deep args, list params, missing jsonrpc answered (i14b)",
 }
 """Issue 20 items without a scenario yet (owned by other branches): reported, not run."""
 
@@ -246,6 +249,8 @@ class Ctx:
     problems: list[str] = field(default_factory=list)
     took: float = 0.0
     """Virtual seconds the last call took."""
+    env: dict[str, str] = field(default_factory=dict)
+    """jobrelay's environment (pointed at the liar), for scenarios that start `serve` themselves."""
 
     async def call(self, tool: str, args: dict[str, Any]) -> Any:
         """One tool call, bounded in real time; its virtual duration is left in `took`."""
@@ -407,6 +412,134 @@ async def _degraded_30pct(ctx: Ctx) -> None:
     ctx.expect(instants <= {error["retry_at"]}, f"announced time moved: {sorted(instants)}")
 
 
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def _deep_research(request_id: int, depth: int) -> str:
+    contact = '{"name":"Deep Person","company":"Liar Inc","extra":' + _nested(depth) + "}"
+    return (
+        f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call","params":'
+        f'{{"name":"start_research","arguments":{{"kind":"contacts","contacts":[{contact}]}}}}}}'
+    )
+
+
+MALFORMED: tuple[tuple[str, str, Any], ...] = (
+    ("invalid JSON", '{"jsonrpc":"2.0","id":14,"method":', None),
+    ("params as a list", '{"jsonrpc":"2.0","id":15,"method":"ping","params":[1]}', 15),
+    ("no jsonrpc", '{"id":16,"method":"ping"}', 16),
+    ("a batch array", '[{"jsonrpc":"2.0","id":12,"method":"ping"}]', None),
+    ("args 250 deep", _deep_research(19, 250), 19),
+    (
+        "params 1,100 deep",
+        '{"jsonrpc":"2.0","id":10,"method":"ping","params":' + _nested(1100) + "}",
+        10,
+    ),
+    ("id 10^30", '{"jsonrpc":"2.0","id":' + str(10**30) + ',"method":"ping"}', 10**30),
+    (
+        "5,000-digit int",
+        '{"jsonrpc":"2.0","id":18,"method":"ping","params":{"n":' + "7" * 5000 + "}}",
+        18,
+    ),
+    ("lone-surrogate id", '{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}', None),
+)
+"""(case, raw line, the id its answer must carry): item 7's malformed requests."""
+BAD_NOTIFICATION = '{"jsonrpc":"2.0","method":"notifications/x","params":[1]}'
+ANSWER_WITHIN = 1.0
+"""Real seconds each malformed line, and the ping after it, may take."""
+
+
+async def _malformed_jsonrpc(ctx: Ctx) -> None:
+    """`jobrelay serve` over real stdio: each malformed line answered in 1 s, still serving."""
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}  # noqa: S108
+    full.update(ctx.env)
+    process = await anyio.open_process(
+        [sys.executable, "-m", "mcp_server", "serve"], env=full, cwd=str(bl.REPO)
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    out = BufferedByteReceiveStream(process.stdout)
+
+    async def send(line: str) -> None:
+        assert process.stdin is not None
+        await process.stdin.send(line.encode() + b"\n")
+
+    async def receive() -> dict[str, Any]:
+        return dict(json.loads(await out.receive_until(b"\n", 1 << 24)))
+
+    async def ping(request_id: int) -> bool:
+        await send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "ping"}))
+        while True:
+            answer = await receive()
+            if answer.get("id") == request_id:
+                return answer.get("result") == {}
+
+    slowest = 0.0
+    answered = 0
+    async with process:
+        try:
+            with anyio.fail_after(30):
+                await send(
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": 1,
+                            "method": "initialize",
+                            "params": {
+                                "protocolVersion": "2025-06-18",
+                                "capabilities": {},
+                                "clientInfo": {"name": "chaos", "version": "1"},
+                            },
+                        }
+                    )
+                )
+                await receive()
+                await send('{"jsonrpc":"2.0","method":"notifications/initialized"}')
+            for n, (case, line, request_id) in enumerate(MALFORMED, 1000):
+                start = time.monotonic()
+                try:
+                    with anyio.fail_after(ANSWER_WITHIN):
+                        await send(line)
+                        answer = await receive()
+                except TimeoutError:
+                    ctx.problems.append(f"{case}: no answer within {ANSWER_WITHIN} s")
+                    break
+                slowest = max(slowest, time.monotonic() - start)
+                refused = "error" in answer or (answer.get("result") or {}).get("isError") is True
+                ctx.expect(
+                    answer.get("id") == request_id, f"{case}: answered id {answer.get('id')!r}"
+                )
+                ctx.expect(refused, f"{case}: not refused: {str(answer)[:120]}")
+                answered += refused
+                try:
+                    with anyio.fail_after(ANSWER_WITHIN):
+                        ctx.expect(await ping(n), f"{case}: the ping after it failed")
+                except TimeoutError:
+                    ctx.problems.append(f"{case}: session stopped serving")
+                    break
+            else:
+                await send(BAD_NOTIFICATION)  # dropped: the next answer is tools/list's
+                await send(json.dumps({"jsonrpc": "2.0", "id": 2000, "method": "tools/list"}))
+                try:
+                    with anyio.fail_after(ANSWER_WITHIN):
+                        answer = await receive()
+                except TimeoutError:
+                    answer = {}
+                ctx.expect(
+                    answer.get("id") == 2000 and bool(answer.get("result", {}).get("tools")),
+                    f"bad notification answered or tools/list failed: {str(answer)[:120]}",
+                )
+        finally:
+            await process.stdin.aclose()
+            with anyio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+    ctx.figures["answered"] = f"{answered}/{len(MALFORMED)}"
+    ctx.figures["slowest_answer_ms"] = round(slowest * 1000)
+    ctx.expect(not ctx.liar.calls, f"malformed requests reached upstream: {dict(ctx.liar.calls)}")
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -453,6 +586,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("credits_zero", "20.2", "a 0 corrected by a search", _credits_zero_corrected),
     Scenario("id_flood", "20.4", "202 with 100,000 ids for 1 target", _id_flood),
     Scenario("degraded_30pct", "20.6", "breaker open, 30 % 5xx polls", _degraded_30pct),
+    Scenario(
+        "malformed_jsonrpc",
+        "20.7",
+        "9 malformed lines + a bad notification to `serve` over stdio",
+        _malformed_jsonrpc,
+    ),
 )
 
 
@@ -476,7 +615,7 @@ async def run_one(
     ctx: Ctx | None = None
     try:
         async with Client(server) as client:
-            ctx = Ctx(client, liar, clock)
+            ctx = Ctx(client, liar, clock, env=env)
             await scenario.run(ctx)
     except Exception as exc:  # noqa: BLE001  # a crash is this scenario's failure, not the run's
         problems = [*(ctx.problems if ctx else []), f"crashed: {type(exc).__name__}: {exc}"[:300]]
