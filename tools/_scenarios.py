@@ -47,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mcp_server import _bounds as B
 from mcp_server._clock import ScaledClock
 from mcp_server.config import load_settings
 
@@ -61,11 +62,8 @@ SLACK = 6.0
 CALL_TIMEOUT = 20.0
 """Real seconds any one tool call may take before the scenario counts it as hung."""
 
-PENDING: dict[str, str] = {
-    "20.3": "bounded input: a 1 MB name/id/field refused before the ledger or upstream (i13)",
-    "20.5": "oversized record: a 5 MB poll record readable, no self-pointing next step (i13)",
-}
-"""Issue 20 items without a scenario yet (owned by other branches): reported, not run."""
+PENDING: dict[str, str] = {}
+"""Issue 20 items without a scenario yet: reported, not run (none left)."""
 
 
 @dataclass
@@ -86,6 +84,8 @@ class Lies:
     """Poll/job GETs whose number modulo 10 is listed answer 503 (1, 4, 7: a sustained 30 %)."""
     job_seconds: float = 4.0
     """A research job is done this many virtual seconds after its POST."""
+    record_title_chars: int = 0
+    """A finished contact record's `title` has this many characters (0: an ordinary title)."""
 
 
 class Liar:
@@ -167,6 +167,8 @@ class Liar:
             if now >= done_at:
                 item["status"] = "done"
                 item["contact"] = {"fullName": "Ada Lovelace", "company": "Liar Inc"}
+                if self.lies.record_title_chars:
+                    item["contact"]["title"] = "T" * self.lies.record_title_chars
             data.append(item)
         return JSONResponse({"success": True, "data": data}, headers=self._headers(None))
 
@@ -412,6 +414,121 @@ async def _degraded_30pct(ctx: Ctx) -> None:
     ctx.expect(instants <= {error["retry_at"]}, f"announced time moved: {sorted(instants)}")
 
 
+HUGE = 1_000_000
+"""Characters of item 3's oversized inputs (a 1 MB name, id or field)."""
+SMALL_ANSWER_TOKENS = 1_000
+"""Item 3: a refusal of a 1 MB input stays under this many tokens (`_bounds.tokens`)."""
+
+
+def _answer_tokens(result: Any) -> int:
+    """Tokens an agent reads: the text block and structuredContent, by the one estimator."""
+    return B.tokens(bl.text_of(result)) + B.tokens(bl.structured(result))
+
+
+async def _bounded_input(ctx: Ctx) -> None:
+    """Item 3: 1 MB inputs refused as invalid_input before the ledger or upstream sees them."""
+    before = bl.structured(await ctx.call("list_jobs", {"limit": 100})).get("jobs") or []
+    cases: tuple[tuple[str, str, dict[str, Any]], ...] = (
+        (
+            "1 MB contact name",
+            "start_research",
+            {
+                "kind": "contacts",
+                "contacts": [{"name": "N" * HUGE, "company": "Liar Inc"}],
+                "wait_seconds": 0,
+            },
+        ),
+        (
+            "1 MB company name",
+            "start_research",
+            {"kind": "companies", "companies": [{"name": "C" * HUGE}]},
+        ),
+        ("1 MB job id", "get_job_status", {"job_ids": ["J" * HUGE]}),
+        ("1 MB job id", "wait_for_job", {"job_id": "J" * HUGE, "wait_seconds": 0}),
+        ("1 MB job id", "get_job_result", {"job_id": "J" * HUGE}),
+        ("1 MB field", "get_job_result", {"job_id": "sea_none", "fields": ["F" * HUGE]}),
+    )
+    largest = refused = 0
+    for case, tool, args in cases:
+        result = await ctx.call(tool, args)
+        code = (bl.error_of(result) or {}).get("code")
+        refused += code == "invalid_input"
+        ctx.expect(code == "invalid_input", f"{tool} with a {case}: {code or 'accepted'}")
+        size = _answer_tokens(result)
+        largest = max(largest, size)
+        ctx.expect(size < SMALL_ANSWER_TOKENS, f"{tool} with a {case}: {size:,}-token answer")
+        whole = bl.text_of(result) + B.compact_json(bl.structured(result))
+        for ch in "NCJF":
+            ctx.expect(
+                ch * (B.ECHO_CHARS + 1) not in whole,
+                f"{tool} with a {case}: echoes more than {B.ECHO_CHARS} chars of it",
+            )
+    after = bl.structured(await ctx.call("list_jobs", {"limit": 100})).get("jobs") or []
+    ctx.figures["refused"] = f"{refused}/{len(cases)}"
+    ctx.figures["largest_answer_tokens"] = largest
+    ctx.figures["upstream_calls"] = sum(ctx.liar.calls.values())
+    ctx.figures["ledger_jobs_added"] = len(after) - len(before)
+    ctx.expect(not ctx.liar.calls, f"oversized inputs reached upstream: {dict(ctx.liar.calls)}")
+    ctx.expect(len(after) == len(before), f"{len(after) - len(before)} ledger job(s) created")
+
+
+def _self_pointing(tool: str, args: dict[str, Any], result: Any) -> str | None:
+    """The answer's `Next:` call if it is the very call that produced it (defaults filled)."""
+    hint = bl.next_call(bl.text_of(result))
+    if hint is None or hint[0] != tool:
+        return None
+    defaults = {"offset": 0, "limit": B.DEFAULT_LIMIT_RESULT, "fields": None}
+    same = {**defaults, **args} == {**defaults, **hint[1]}
+    return f"{tool}({hint[1]})" if same else None
+
+
+async def _oversized_record(ctx: Ctx) -> None:
+    """Item 5: a poll record with a 5 MB title is shown, cut with the marker; no loop."""
+    started = await ctx.call("start_research", _research_args(1))
+    job_id = bl.structured(started).get("job_id")
+    ctx.expect(bool(job_id), "research start lost its job id")
+    if not job_id:
+        return
+    marker = B.TRUNCATED.split("{", 1)[0]
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("wait_for_job", {"job_id": job_id, "wait_seconds": 20}),
+        ("get_job_result", {"job_id": job_id}),
+        ("get_job_result", {"job_id": job_id, "offset": 0}),
+        ("get_job_result", {"job_id": job_id, "offset": 5}),
+    ]
+    largest = followed = shown_title = 0
+    while calls and followed < 8:
+        tool, args = calls.pop(0)
+        followed += 1
+        result = await ctx.call(tool, args)
+        data = bl.structured(result)
+        size = _answer_tokens(result)
+        largest = max(largest, size)
+        ctx.expect(size <= B.DEFAULT_ANSWER_TOKENS, f"{tool}({args}): {size:,}-token answer")
+        if loop := _self_pointing(tool, args, result):
+            ctx.problems.append(f"{tool}({args}) answers Next: {loop}: a loop")
+        shown = data.get("results") if tool == "wait_for_job" else data.get("items")
+        past_end = tool == "get_job_result" and args.get("offset", 0) >= 1
+        if past_end:
+            hint = bl.next_call(bl.text_of(result))
+            ctx.expect(hint is not None, f"{tool}({args}): past the end without a next step")
+            if hint is not None and hint[0] == "get_job_result":
+                calls.append(hint)  # follow it as an agent would
+            continue
+        ctx.expect(len(shown or []) == 1, f"{tool}({args}): {len(shown or [])} record(s) shown")
+        title = str((shown or [{}])[0].get("title", ""))
+        shown_title = max(shown_title, len(title))
+        ctx.expect(
+            marker in title and len(title) <= B.MAX_FIELD_VALUE_CHARS + 40,
+            f"{tool}({args}): title of {len(title):,} chars, marker {marker in title}",
+        )
+        ctx.expect(marker in bl.text_of(result), f"{tool}({args}): text without the marker")
+    ctx.figures["calls"] = followed
+    ctx.figures["largest_answer_tokens"] = largest
+    ctx.figures["title_chars"] = ctx.liar.lies.record_title_chars
+    ctx.figures["shown_title_chars"] = shown_title
+
+
 def _nested(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
@@ -585,6 +702,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lying_credits", "20.2", "credits -5, abc, 1e14, 2.5", _lying_credits),
     Scenario("credits_zero", "20.2", "a 0 corrected by a search", _credits_zero_corrected),
     Scenario("id_flood", "20.4", "202 with 100,000 ids for 1 target", _id_flood),
+    Scenario(
+        "bounded_input",
+        "20.3",
+        "(none reached) 1 MB name, job id and field to 4 tools",
+        _bounded_input,
+    ),
+    Scenario(
+        "oversized_record",
+        "20.5",
+        "finished poll record with a 5,000,000-char title",
+        _oversized_record,
+        setup=lambda lies: setattr(lies, "record_title_chars", 5_000_000),
+    ),
     Scenario("degraded_30pct", "20.6", "breaker open, 30 % 5xx polls", _degraded_30pct),
     Scenario(
         "malformed_jsonrpc",
