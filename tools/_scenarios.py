@@ -701,13 +701,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario("lying_credits", "20.2", "credits -5, abc, 1e14, 2.5", _lying_credits),
     Scenario("credits_zero", "20.2", "a 0 corrected by a search", _credits_zero_corrected),
-    Scenario("id_flood", "20.4", "202 with 100,000 ids for 1 target", _id_flood),
     Scenario(
         "bounded_input",
         "20.3",
         "(none reached) 1 MB name, job id and field to 4 tools",
         _bounded_input,
     ),
+    Scenario("id_flood", "20.4", "202 with 100,000 ids for 1 target", _id_flood),
     Scenario(
         "oversized_record",
         "20.5",
