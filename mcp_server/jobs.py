@@ -264,9 +264,11 @@ def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[s
                 "reads one of them, in its `domain` field.",
                 field=f"{where}.business_name",
             )
-        if not (audit.location or audit.location_code):
+        if not audit.location:
+            # AgentSEO requires `location`; `location_code` only wins over it when both are set.
             raise InputProblem(
-                f"{workflow} needs {where}.location (e.g. 'Austin, TX') or {where}.location_code.",
+                f"{workflow} needs {where}.location (e.g. 'Austin, TX'); location_code may be "
+                "added, not used instead.",
                 field=f"{where}.location",
             )
     clean = parsed.model_dump(exclude_none=True)

@@ -362,7 +362,7 @@ async def test_seo_workflows_validate_params_and_finish(client: Client) -> None:
         "local_audit_batch": {
             "targets": [
                 {"domain": "a.example", "location": "Austin, TX"},
-                {"business_name": "B's", "location_code": 2840},
+                {"business_name": "B's", "location": "Austin, TX", "location_code": 2840},
             ]
         },
     }

@@ -503,7 +503,8 @@ async def test_invalid_arguments_name_the_field_and_the_allowed_values(client: C
         client, "start_seo_job", {"workflow": "local_audit", "params": {"domain": "a.example"}}
     )
     assert text_of(params) == (
-        "local_audit needs params.location (e.g. 'Austin, TX') or params.location_code. "
+        "local_audit needs params.location (e.g. 'Austin, TX'); location_code may be added, "
+        "not used instead. "
         "Next: Call start_seo_job again with params.location fixed. "
         "Do not retry unchanged: it is refused the same way, and nothing was sent."
     )

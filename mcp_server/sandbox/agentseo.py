@@ -7,7 +7,7 @@ documented behaviour or a [fill] choice, listed below so clients can be tested a
 Endpoints (paths relative to the mount):
 - `POST /analyze/serp` `{keyword, location?, location_code?, device?, depth?}`
 - `POST /keyword-metrics/overview` `{keywords: [..1-100], location?, location_code?}`
-- `POST /audit/local` `{domain, location | location_code, language?}`: `domain` is a domain or
+- `POST /audit/local` `{domain, location, location_code?, language?}`: `domain` is a domain or
   a business name (as published); other keys are a 400 [fill].
 - `POST /audit/local/batch` `{"targets": [<audit/local body>, ..1-50]}` or a bare array
   [fill: the body and the limit are not documented; the limit is jobrelay's
@@ -618,6 +618,9 @@ def _audit_params(
     elif issues.count == before:
         issues.add((*prefix, "domain"), "Domain or Business Name is required")
     location = _location(body, issues, prefix, required=True)
+    if body.get("location") is None and issues.count == before:
+        # Published: `location` is required; `location_code` only wins over it.
+        issues.add((*prefix, "location"), "Location is required")
     if issues.count > before or location is None:
         return None
     return LocalAuditParams(domain=domain, business_name=name, location=location)

@@ -819,7 +819,7 @@ async def test_batch_queues_one_job_per_target(sandbox: Sandbox) -> None:
     body = {
         "targets": [
             {"domain": "acme.com", "location": "Austin, TX"},
-            {"domain": "Joe's Pizza", "location_code": 1023191, "language": "en"},
+            {"domain": "Joe's Pizza", "location": "Austin, TX", "location_code": 1023191},
         ]
     }
     r = await sandbox.client.post(
@@ -918,3 +918,15 @@ async def test_event_stream_replays_missed_events_of_a_finished_job(sandbox: San
         "id: 11",
         "event: completed",
     ]
+
+
+@pytest.mark.anyio
+async def test_an_audit_needs_location_even_with_a_location_code(sandbox: Sandbox) -> None:
+    """Published: `location` is required on /audit/local; `location_code` only wins over it."""
+    for path, body in (
+        ("/audit/local", {"domain": "acme.com", "location_code": 2840}),
+        ("/audit/local/batch", {"targets": [{"domain": "acme.com", "location_code": 2840}]}),
+    ):
+        r = await sandbox.client.post(path, json=body, headers={"x-api-key": "k"})
+        assert r.status_code == 400, (path, r.text)
+        assert "Location is required" in r.text
