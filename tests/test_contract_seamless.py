@@ -375,3 +375,63 @@ def test_sandbox_company_bands_are_the_published_enums() -> None:
     assert seen_revenues <= set(enums.COMPANY_REVENUE), seen_revenues - set(enums.COMPANY_REVENUE)
     assert len(seen_sizes) >= 6
     assert len(seen_revenues) >= 6
+
+
+# ---- auth and headers ([OA] security schemes, [OAU], [TK]) ----------------------------------
+
+
+async def test_the_token_refresh_and_the_bearer_calls_are_documented_requests() -> None:
+    """POST /oauth/accessToken (grant_type=refresh_token) validates against its schema, and the
+    calls after it carry `Authorization: Bearer`, never `Token` as well [OAU]."""
+    from pydantic import SecretStr
+
+    from mcp_server.upstream._oauth import TOKEN_PATH, OAuthClient, RefreshingAuth
+
+    world = World(job_seconds=1.0)
+    auth = RefreshingAuth(
+        OAuthClient("jobrelay-app", SecretStr("client-secret-0123"), "https://app.example/cb"),
+        SecretStr("refresh-token-0123"),
+        token_url=BASE + TOKEN_PATH,
+        now=world.clock.time,
+    )
+    client = SeamlessClient(
+        BASE,
+        "oauth-client:jobrelay-app",
+        clock=world.clock,
+        limiter=InMemoryLimiter(world.clock),
+        policy=BackoffPolicy(max_attempts=1),
+        budget=RetryBudget(),
+        transport=world.transport,
+        tenant="k_oauth0000000",
+        auth=auth,
+        default_wait=10.0 * SCALE,
+    )
+    with anyio.fail_after(10):
+        async with client:
+            page = await client.search("contacts", {}, limit=1)
+            accepted = await client.research("contacts", search_result_ids=page.search_result_ids)
+            await client.poll("contacts", accepted.request_ids)
+    assert world.check_all() == 4
+    token_request, *calls = (r for r, _, _ in world.transport.seen)
+    assert token_request.url.path == SEAMLESS_PREFIX + TOKEN_PATH
+    assert json.loads(token_request.content)["grant_type"] == "refresh_token"
+    for request in calls:
+        assert request.headers["authorization"].startswith("Bearer ")
+        assert "token" not in request.headers
+
+
+async def test_api_key_calls_carry_token_without_a_scheme_and_json_bodies() -> None:
+    """`Token: <key>` (no scheme, no Authorization) [OA]; POST bodies are application/json."""
+    world = World(job_seconds=1.0)
+    with anyio.fail_after(10):
+        async with world.client("sk-contract-key") as client:
+            page = await client.search("companies", {}, limit=1)
+            accepted = await client.research("companies", search_result_ids=page.search_result_ids)
+            await client.poll("companies", accepted.request_ids)
+    assert world.check_all() == 3
+    for request, _, _ in world.transport.seen:
+        assert request.headers["token"] == "sk-contract-key"
+        assert "authorization" not in request.headers
+        assert request.headers["user-agent"].startswith("jobrelay/")
+        if request.method == "POST":
+            assert request.headers["content-type"] == "application/json"
