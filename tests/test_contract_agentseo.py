@@ -20,9 +20,11 @@ from conftest import TEST_EPOCH
 from mcp_server._clock import FakeClock
 from mcp_server.errors import (
     AuthenticationFailed,
+    BadResponse,
     CreditsExhausted,
     InvalidRequest,
     NotFoundError,
+    OutcomeUnknown,
     PermissionDenied,
     RateLimited,
 )
@@ -352,6 +354,7 @@ async def test_no_stream_falls_back_to_polling(fake: StrictAgentSEO) -> None:
         (402, "CREDITS_EXHAUSTED", {"credits_remaining": 0}, CreditsExhausted),
         (403, "KEY_REVOKED", {}, PermissionDenied),
         (404, "NOT_FOUND", {}, NotFoundError),
+        (503, "UNAVAILABLE", {}, OutcomeUnknown),
     ],
 )
 async def test_published_error_bodies_are_read(
@@ -361,7 +364,13 @@ async def test_published_error_bodies_are_read(
     with pytest.raises(error) as caught:
         await _start(fake, "local_audit", {"domain": "a.com", "location": "Austin"})
     assert fake.rejected == []
-    assert getattr(caught.value, "request_id", None) == "r1"
+    # A 5xx to a paid POST may have been processed: reported as such, never resent.
+    err = caught.value.cause if isinstance(caught.value, OutcomeUnknown) else caught.value
+    assert isinstance(err, BadResponse)
+    assert (err.status, err.api_code) == (status, code)
+    assert err.request_id == "r1"
+    assert err.details == details
+    assert len(fake.requests) == 1
 
 
 async def test_a_429_reads_the_published_ratelimit_headers(fake: StrictAgentSEO) -> None:
