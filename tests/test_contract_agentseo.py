@@ -408,3 +408,54 @@ def test_every_client_workflow_is_known_here() -> None:
     """A new workflow must be added to the fake (published) or to the xfail above."""
     published = {w for w, p in WORKFLOW_ENDPOINTS.items() if p in PUBLISHED_WORKFLOWS}
     assert set(WORKFLOW_ENDPOINTS) - published == {"serp_analysis", "keyword_metrics"}
+
+
+# ---- the whole server, agent to wire --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workflow", "params", "total"),
+    [
+        ("local_audit", {"business_name": "Joe's Pizza", "location": "Austin, TX"}, 1),
+        (
+            "local_audit",
+            {"domain": "a.com", "location": "Austin, TX", "location_code": 1026201},
+            1,
+        ),
+        (
+            "local_audit_batch",
+            {
+                "targets": [
+                    {"domain": "a.com", "location": "Austin, TX"},
+                    {"business_name": "B's", "location": "Austin, TX", "language": "es"},
+                ]
+            },
+            2,
+        ),
+    ],
+)
+async def test_start_seo_job_speaks_only_the_published_api(  # noqa: PLR0917
+    fake: StrictAgentSEO,
+    make_settings: Any,
+    clock: Any,
+    workflow: str,
+    params: dict[str, Any],
+    total: int,
+) -> None:
+    from _waits import until_done
+    from conftest import call, structured, text_of
+    from mcp import Client
+
+    from mcp_server.server import build_server
+
+    settings = make_settings(AGENTSEO_API_KEY=KEY, AGENTSEO_BASE_URL=BASE)
+    server = build_server(settings, clock=clock, transports={"agentseo": httpx.MockTransport(fake)})
+    async with Client(server) as client:
+        started = await call(
+            client, "start_seo_job", {"workflow": workflow, "params": params, "wait_seconds": 30}
+        )
+        assert not started.is_error, text_of(started)
+        result = await until_done(client, started)
+    assert fake.rejected == []
+    assert structured(result)["state"] == "succeeded", text_of(result)
+    assert structured(result)["results_total"] == total
