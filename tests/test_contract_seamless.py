@@ -435,3 +435,123 @@ async def test_api_key_calls_carry_token_without_a_scheme_and_json_bodies() -> N
         assert request.headers["user-agent"].startswith("jobrelay/")
         if request.method == "POST":
             assert request.headers["content-type"] == "application/json"
+
+
+# ---- documented answers the sandbox may not produce, read by the client --------------------
+
+
+def _mock_client(handler: Any) -> SeamlessClient:
+    from mcp_server._clock import FakeClock
+
+    clock = FakeClock(TEST_EPOCH)
+    return SeamlessClient(
+        "https://api.seamless.ai/api/client/v1",
+        "sk-contract",
+        clock=clock,
+        limiter=InMemoryLimiter(clock),
+        policy=BackoffPolicy(max_attempts=1),
+        budget=RetryBudget(),
+        transport=httpx.MockTransport(handler),
+        tenant="k_contract",
+    )
+
+
+async def test_every_documented_contact_poll_status_is_read_verbatim() -> None:
+    """[OA] "common values" plus one the docs say may be added; each item validates."""
+    from mcp_server.jobs import JobState, seamless_state
+
+    statuses = {
+        "r1": ("queued", JobState.QUEUED),
+        "r2": ("researching", JobState.RUNNING),
+        "r3": ("not found", JobState.NOT_FOUND),
+        "r4": ("contact-already-researched", JobState.DUPLICATE),
+        "r5": ("No license or credits available", JobState.FAILED),
+        "r6": ("missing", JobState.NOT_FOUND),
+        "r7": ("duplicate", JobState.DUPLICATE),
+        "r8": ("error", JobState.FAILED),
+    }
+    body = {
+        "success": True,
+        "data": [
+            {
+                "requestId": rid,
+                "searchResultId": f"s{rid}",
+                "status": status,
+                "message": "no credits" if rid == "r5" else "",
+                "additionalData": {"reason": "license"} if rid == "r5" else {},
+            }
+            for rid, (status, _) in statuses.items()
+        ],
+    }
+    _openapi.validate_response("/contacts/research/poll", "get", 200, body)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        query = parse_qs(request.url.query.decode())
+        _openapi.validate_query("/contacts/research/poll", "get", query)
+        return httpx.Response(200, json=body)
+
+    with anyio.fail_after(5):
+        async with _mock_client(handler) as client:
+            items = await client.poll("contacts", list(statuses))
+    assert {i.request_id: i.status for i in items} == {k: v[0] for k, v in statuses.items()}
+    assert {i.request_id: seamless_state(i.status) for i in items} == {
+        k: v[1] for k, v in statuses.items()
+    }
+    assert next(i for i in items if i.request_id == "r5").additional_data == {"reason": "license"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "details"),
+    [
+        (401, {"message": "Invalid token"}, "AuthenticationFailed", {}),
+        (
+            422,
+            {
+                "code": "insufficientCredits",
+                "msg": "Not enough credits",
+                "data": {"productCategory": "contacts", "additionalCreditsNeeded": 3},
+            },
+            "CreditsExhausted",
+            {"productCategory": "contacts", "additionalCreditsNeeded": 3},
+        ),
+        (
+            422,
+            {"code": "missingLicense", "msg": "No license", "data": {"productCategory": "x"}},
+            "LicenseMissing",
+            {"productCategory": "x"},
+        ),
+    ],
+)
+async def test_documented_error_bodies_are_read(
+    status: int, body: dict[str, Any], error: str, details: dict[str, Any]
+) -> None:
+    from mcp_server import errors
+
+    _openapi.validate_response("/contacts/research", "post", status, body)
+    with anyio.fail_after(5), pytest.raises(getattr(errors, error)) as caught:
+        async with _mock_client(lambda _r: httpx.Response(status, json=body)) as client:
+            await client.research("contacts", search_result_ids=["s1"])
+    assert caught.value.details == details
+    assert caught.value.message.endswith(body.get("message", body.get("msg", "")))
+
+
+async def test_a_429_waits_for_the_epoch_reset_and_reads_credits() -> None:
+    """[SC][RL]: 429 `{code: rateLimitExceeded, message}`; `X-RateLimit-Reset` is epoch
+    seconds; `X-PublicAPI-Credits` is the org's research credits left."""
+    from mcp_server.errors import RateLimited
+
+    reset = int(TEST_EPOCH) + 42
+    headers = {
+        "X-RateLimit-Limit": "60",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(reset),
+        "X-PublicAPI-Credits": "17",
+    }
+    body = {"code": "rateLimitExceeded", "message": "Too many requests"}
+    with anyio.fail_after(5), pytest.raises(RateLimited) as caught:
+        async with _mock_client(lambda _r: httpx.Response(429, json=body, headers=headers)) as c:
+            await c.search("contacts", {})
+    hints = caught.value.hints
+    assert (hints.limit, hints.remaining, hints.credits) == (60, 0, 17)
+    assert hints.reset_after == pytest.approx(42, abs=1)
+    assert caught.value.api_code == "rateLimitExceeded"
