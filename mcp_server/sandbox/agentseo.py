@@ -5,8 +5,11 @@ Public API: `create_agentseo_app(state)`, mounted by `app.py` under `/agentseo/a
 documented behaviour or a [fill] choice, listed below so clients can be tested against it.
 
 Endpoints (paths relative to the mount):
-- `POST /analyze/serp` `{keyword, location?, location_code?, device?, depth?}`
-- `POST /keyword-metrics/overview` `{keywords: [..1-100], location?, location_code?}`
+- `POST /analyze/serp` `{keyword, location?, location_code?, device?, depth?}` and
+  `POST /keyword-metrics/overview` `{keywords: [..1-100], location?, location_code?}` [fill:
+  neither path nor body is in the published reference (UPSTREAMS.md section 2 lists only the
+  local audit, search, extract, jobs and webhooks); they are jobrelay's choice, kept from the
+  first version, and `tests/test_contract_agentseo.py` marks them as unpublished]
 - `POST /audit/local` `{domain, location, location_code?, language?}`: `domain` is a domain or
   a business name (as published); other keys are a 400 [fill].
 - `POST /audit/local/batch` `{"targets": [<audit/local body>, ..1-50]}` or a bare array
