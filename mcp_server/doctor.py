@@ -29,8 +29,8 @@ from pydantic import SecretStr
 from mcp_server import __version__
 from mcp_server.config import ConfigError, Settings, key_fingerprint, load_settings
 from mcp_server.ledger import LedgerError, SqliteLedger, check_ledger_location
+from mcp_server.limits.base import SEAMLESS_LIMIT
 from mcp_server.models import PROVIDERS, Provider
-from mcp_server.upstream._ratelimit import SEAMLESS_LIMIT
 
 __all__ = ["Check", "Report", "diagnose", "mask_secret", "run_doctor"]
 

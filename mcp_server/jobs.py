@@ -40,7 +40,7 @@ from mcp_server.errors import (
     OutcomeUnknown,
     UnknownJob,
 )
-from mcp_server.ledger import JobRecord, Ledger, new_job_id, target_keys
+from mcp_server.ledger import JobRecord, Ledger, new_job_id
 from mcp_server.models import Advice, ErrorCode, JobState, Progress, Provider
 from mcp_server.projection import (
     available_fields,
@@ -62,6 +62,7 @@ from mcp_server.schemas import (
     StatusOutput,
 )
 from mcp_server.search_filters import FilterProblem, search_body
+from mcp_server.targets import target_keys
 from mcp_server.upstream._headers import format_clock, retry_at
 from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS

@@ -36,14 +36,14 @@ from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.jobs import Caller, Clients, InputProblem, JobService
-from mcp_server.ledger import SqliteLedger
+from mcp_server.ledger import Ledger, open_ledger
+from mcp_server.limits import Limiter, make_limiter
 from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, Provider
 from mcp_server.sandbox._persist import JobFile, sandbox_path
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.schemas import Kind
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
 from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.agentseo import AgentSEOClient
 from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 from mcp_server.watch import PollCoalescer, StreamHub
@@ -71,8 +71,8 @@ class Runtime(Clients):
 
     settings: Settings
     clock: Clock
-    ledger: SqliteLedger
-    limiter: InMemoryLimiter
+    ledger: Ledger
+    limiter: Limiter
     policy: BackoffPolicy
     task_group: anyio.abc.TaskGroup
     base_urls: Mapping[Provider, str]
@@ -323,9 +323,7 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
-            ledger = await stack.enter_async_context(
-                SqliteLedger.open(settings.db_path, clock=clock)
-            )
+            ledger = await stack.enter_async_context(open_ledger(settings, clock=clock))
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             sandboxed: dict[Provider, bool] = {
@@ -360,7 +358,7 @@ def build_server(
                 settings=settings,
                 clock=clock,
                 ledger=ledger,
-                limiter=InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan),
+                limiter=make_limiter(settings, clock=clock),
                 policy=BackoffPolicy.from_settings(settings),
                 task_group=tg,
                 base_urls=base_urls,

@@ -550,9 +550,9 @@ def _announce_start(settings: Settings) -> None:
 
 
 async def _check_ledger(settings: Settings) -> None:
-    from mcp_server.ledger import SqliteLedger
+    from mcp_server.ledger import open_ledger
 
-    async with SqliteLedger.open(settings.db_path):
+    async with open_ledger(settings):
         pass
 
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_MISSING_LICENSE,
@@ -32,7 +33,6 @@ from mcp_server.search_filters import search_body
 from mcp_server.upstream import SeamlessClient
 from mcp_server.upstream import _seamless_enums as enums
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 from tests import _openapi
 
 pytestmark = pytest.mark.anyio

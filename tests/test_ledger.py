@@ -19,7 +19,7 @@ import pytest
 from anyio.abc import ByteReceiveStream
 from pydantic import ValidationError
 
-import mcp_server.ledger as ledger_module
+import mcp_server.ledger._sqlite_schema as ledger_module
 from mcp_server._clock import FakeClock
 from mcp_server.config import key_fingerprint
 from mcp_server.errors import BudgetExceeded, UnknownJob
@@ -36,9 +36,9 @@ from mcp_server.ledger import (
     next_utc_midnight,
     params_fingerprint,
     provider_for_job_id,
-    target_keys,
 )
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
+from mcp_server.targets import target_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -910,7 +910,7 @@ async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
         hops.append(args[0])
         raise AssertionError("a point read went through a worker thread")
 
-    monkeypatch.setattr(ledger_module.anyio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     assert await ledger.get(stored.job_id, tenant=ALICE) == stored
     assert await ledger.find_by_upstream_id("req-1", tenant=ALICE) == stored
     assert await ledger.lookup([stored.job_id, "req-1", "nope"], tenant=ALICE) == {

@@ -21,6 +21,7 @@ from mcp_server._clock import ScaledClock
 from mcp_server.config import ConfigError, Settings, load_settings
 from mcp_server.doctor import diagnose
 from mcp_server.errors import AuthenticationFailed, PermissionDenied, RequestNotSent
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.sandbox import seamless as sandbox_seamless
 from mcp_server.sandbox._state import KEY_INSUFFICIENT_SCOPE, KEY_REVOKED, Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
@@ -32,7 +33,6 @@ from mcp_server.upstream._oauth import (
     RefreshingAuth,
     expiry,
 )
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.seamless import SeamlessClient
 from tests import _openapi
 

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
         SeamlessKind,
         SearchPage,
     )
-    from mcp_server.upstream._ratelimit import BucketKey, BucketSnapshot, InMemoryLimiter, Limiter
     from mcp_server.upstream.agentseo import WORKFLOW_ENDPOINTS, AgentSEOClient
     from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 
@@ -40,17 +39,13 @@ __all__ = [
     "WORKFLOW_ENDPOINTS",
     "AgentSEOClient",
     "BackoffPolicy",
-    "BucketKey",
-    "BucketSnapshot",
     "CompanyDescriptor",
     "ContactDescriptor",
-    "InMemoryLimiter",
     "InvalidArguments",
     "JobEnvelope",
     "JobError",
     "JobProgress",
     "JobUpstream",
-    "Limiter",
     "PollItem",
     "RateLimitHints",
     "RecordsPage",
@@ -71,17 +66,13 @@ _HOMES = {
     "WORKFLOW_ENDPOINTS": "agentseo",
     "AgentSEOClient": "agentseo",
     "BackoffPolicy": "_backoff",
-    "BucketKey": "_ratelimit",
-    "BucketSnapshot": "_ratelimit",
     "CompanyDescriptor": "_models",
     "ContactDescriptor": "_models",
-    "InMemoryLimiter": "_ratelimit",
     "InvalidArguments": "_http",
     "JobEnvelope": "_models",
     "JobError": "_models",
     "JobProgress": "_models",
     "JobUpstream": "_models",
-    "Limiter": "_ratelimit",
     "PollItem": "_models",
     "RateLimitHints": "_headers",
     "RecordsPage": "_models",

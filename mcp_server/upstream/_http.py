@@ -53,6 +53,7 @@ from mcp_server.errors import (
     ServerError,
     UpstreamError,
 )
+from mcp_server.limits import BucketKey, Limiter, bucket_key
 from mcp_server.models import ErrorCode, Provider
 from mcp_server.upstream._backoff import (
     BackoffPolicy,
@@ -63,7 +64,6 @@ from mcp_server.upstream._backoff import (
 )
 from mcp_server.upstream._headers import RateLimitHints, parse_hints
 from mcp_server.upstream._oauth import BearerAuth, RefreshingAuth, TokenError
-from mcp_server.upstream._ratelimit import BucketKey, Limiter, bucket_key
 
 __all__ = [
     "DEFAULT_TIMEOUT",

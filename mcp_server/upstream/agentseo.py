@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
+from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget, poll_interval
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
@@ -38,7 +39,6 @@ from mcp_server.upstream._http import (
     same_origin,
 )
 from mcp_server.upstream._models import JobEnvelope
-from mcp_server.upstream._ratelimit import BucketSnapshot, Limiter
 from mcp_server.upstream._sse import SSEMessage, StreamUnavailable, follow_sse
 
 __all__ = [

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
+from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
     DEFAULT_TIMEOUT,
@@ -38,7 +39,6 @@ from mcp_server.upstream._models import (
     SeamlessKind,
     SearchPage,
 )
-from mcp_server.upstream._ratelimit import BucketSnapshot, Limiter
 
 __all__ = ["MAX_POLL_IDS", "SeamlessClient"]
 

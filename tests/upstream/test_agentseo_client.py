@@ -27,6 +27,7 @@ from mcp_server.errors import (
     RateLimited,
     ServerError,
 )
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_INSUFFICIENT_SCOPE,
@@ -43,7 +44,6 @@ from mcp_server.upstream import (
     JobEnvelope,
 )
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 
 AUDIT = {"domain": "Joe's Pizza", "location": "Austin, TX"}

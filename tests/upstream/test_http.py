@@ -33,6 +33,7 @@ from mcp_server.errors import (
     RetryBudgetExhausted,
     ServerError,
 )
+from mcp_server.limits import BucketKey, InMemoryLimiter
 from mcp_server.models import PROVIDERS, ErrorCode, Provider
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._http import (
@@ -45,7 +46,6 @@ from mcp_server.upstream._http import (
     build_client,
     same_origin,
 )
-from mcp_server.upstream._ratelimit import BucketKey, InMemoryLimiter
 
 KEY = "sk-live-SECRET-0123456789"
 BASE = "https://api.example.test/api/client/v1"

@@ -17,10 +17,8 @@ from hypothesis import strategies as st
 from mcp_server._clock import FakeClock
 from mcp_server.config import Plan
 from mcp_server.errors import LocalRateLimited
-from mcp_server.models import Provider
-from mcp_server.upstream._backoff import DEFAULT_POLICY
-from mcp_server.upstream._headers import RateLimitHints, parse_hints
-from mcp_server.upstream._ratelimit import (
+from mcp_server.limits import InMemoryLimiter
+from mcp_server.limits.base import (
     SAFETY,
     SEAMLESS_BURST,
     SEAMLESS_ENDPOINTS,
@@ -29,13 +27,15 @@ from mcp_server.upstream._ratelimit import (
     BucketKey,
     BucketSnapshot,
     BucketSpec,
-    InMemoryLimiter,
     agentseo_bucket,
     bucket_key,
     default_spec,
     effective_burst,
     seamless_bucket,
 )
+from mcp_server.models import Provider
+from mcp_server.upstream._backoff import DEFAULT_POLICY
+from mcp_server.upstream._headers import RateLimitHints, parse_hints
 
 pytestmark = pytest.mark.anyio
 

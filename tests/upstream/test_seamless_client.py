@@ -22,6 +22,7 @@ from mcp_server.errors import (
     RateLimited,
     ServerError,
 )
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_INSUFFICIENT_SCOPE,
@@ -38,7 +39,6 @@ from mcp_server.upstream import (
     SeamlessClient,
 )
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 
 ORIGIN = "http://sandbox.test"
 BASE = ORIGIN + SEAMLESS_PREFIX

@@ -1,0 +1,345 @@
+"""The job ledger's contract: the `Ledger` protocol, the `JobRecord` it stores, job handles.
+
+Backends implement `Ledger` (today `mcp_server.ledger.sqlite.SqliteLedger`); the runtime holds
+the protocol and `mcp_server.ledger.open_ledger` picks the backend from the settings. Why a
+ledger and how the tool layer uses it: see `mcp_server.ledger` (the package docstring).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mcp_server.models import Advice, ErrorInfo, JobState, Provider
+
+__all__ = [
+    "CREDIT_BUDGET_PROVIDER",
+    "JOB_ID_PREFIXES",
+    "RAW_OUTCOME_UNKNOWN",
+    "RAW_REJECTED",
+    "RAW_SUBMITTING",
+    "ErrorLike",
+    "JobRecord",
+    "JsonDict",
+    "Ledger",
+    "LedgerError",
+    "LedgerProblem",
+    "new_job_id",
+    "next_utc_midnight",
+    "params_fingerprint",
+    "provider_for_job_id",
+    "utc_day_start",
+]
+
+JsonDict = dict[str, Any]
+"""A JSON object whose shape the provider decides (params, snapshots, results, errors)."""
+ErrorLike = ErrorInfo | Advice | Mapping[str, Any]
+"""What `fail_submit`/`update` accept as a job's error: the model, or its JSON dump."""
+
+RAW_SUBMITTING: Final = "submitting"
+"""`raw_status` of an intent row: written, the credit-spending POST not (yet) answered."""
+RAW_REJECTED: Final = "rejected"
+"""`raw_status` of a submit the upstream provably did not process: no credits spent."""
+RAW_OUTCOME_UNKNOWN: Final = "outcome_unknown"
+"""`raw_status` of a submit that failed ambiguously: it may have been processed (and paid)."""
+
+JOB_ID_PREFIXES: Final[dict[Provider, str]] = {"seamless": "sea_", "agentseo": "seo_"}
+CREDIT_BUDGET_PROVIDER: Final[Provider] = "seamless"
+"""The provider whose research credits the daily budget (JOBRELAY_CREDIT_BUDGET) counts."""
+
+_TENANT_PATTERN: Final = r"^(nokey|k_[0-9a-f]{12})$"  # config.key_fingerprint's output
+_CREDENTIAL_KEYS: Final = frozenset(
+    {"token", "api_key", "apikey", "x-api-key", "authorization", "password", "secret"}
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+LedgerProblem = Literal[
+    "corrupt", "not_a_ledger", "locked", "too_new", "unwritable", "migration_failed", "io", "closed"
+]
+
+
+class LedgerError(Exception):
+    """The ledger file cannot be used; `message` names the file and what to do about it."""
+
+    def __init__(self, message: str, *, path: Path, problem: LedgerProblem) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: ids, fingerprints, UTC days
+
+
+def new_job_id(provider: Provider) -> str:
+    """A fresh job handle: `sea_` (Seamless) or `seo_` (AgentSEO) + 16 hex digits (64 bits)."""
+    return JOB_ID_PREFIXES[provider] + secrets.token_hex(8)
+
+
+def provider_for_job_id(value: str) -> Provider | None:
+    """The provider whose handle `value` looks like, or None (then it may be an upstream id)."""
+    for provider, prefix in JOB_ID_PREFIXES.items():
+        rest = value.removeprefix(prefix)
+        if rest != value and len(rest) == 16 and all(c in "0123456789abcdef" for c in rest):
+            return provider
+    return None
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces): same request, same fingerprint."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    """When the daily credit budget resets: the next 00:00 UTC after `now`."""
+    return utc_day_start(now) + timedelta(days=1)
+
+
+def utc_day_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The record
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _has_credentials(value: object) -> str | None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if str(key).lower() in _CREDENTIAL_KEYS:
+                return str(key)
+            if found := _has_credentials(inner):
+                return found
+    elif isinstance(value, list):
+        for inner in value:
+            if found := _has_credentials(inner):
+                return found
+    return None
+
+
+class JobRecord(BaseModel):
+    """One job handle as the ledger stores it. Frozen: a copy, not a live row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str = Field(description="Our handle: `sea_...` (Seamless) or `seo_...` (AgentSEO).")
+    provider: Provider
+    operation: str = Field(
+        min_length=1, description="e.g. research_contacts, research_companies, seo:serp_analysis."
+    )
+    tenant: str = Field(
+        pattern=_TENANT_PATTERN,
+        description="Fingerprint of the API key that started the job (never the key).",
+    )
+    sandbox: bool = Field(description="Whether the job ran against the embedded sandbox.")
+    params: JsonDict = Field(description="The request as sent, without credentials.")
+    targets: list[str] = Field(
+        default_factory=list, description="Normalised target keys (`target_keys`)."
+    )
+    upstream_ids: list[str] = Field(
+        default_factory=list, description="Seamless requestIds or the AgentSEO jobId."
+    )
+    credits_requested: int = Field(0, ge=0, description="Research credits this job may spend.")
+    credits_seen: int | None = Field(None, description="Last X-PublicAPI-Credits seen.")
+    state: JobState = JobState.UNKNOWN
+    raw_status: str | None = RAW_SUBMITTING
+    snapshot: JsonDict | None = Field(None, description="Last status snapshot (per-item).")
+    result: JsonDict | None = Field(None, description="The full result, once there is one.")
+    error: JsonDict | None = Field(None, description="ErrorInfo/Advice dump for failures.")
+    warnings: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_utcnow, description="Set by record_intent.")
+    updated_at: datetime = Field(default_factory=_utcnow, description="Set on every write.")
+    finished_at: datetime | None = Field(None, description="Set when a terminal state is stored.")
+    next_check_at: datetime | None = Field(None, description="When a status check is due.")
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        provider: Provider,
+        operation: str,
+        tenant: str,
+        sandbox: bool,
+        params: Mapping[str, Any],
+        targets: Sequence[str] = (),
+        credits_requested: int = 0,
+        warnings: Sequence[str] = (),
+        job_id: str | None = None,
+    ) -> JobRecord:
+        """A record for `record_intent`, with a fresh handle unless `job_id` is given."""
+        return cls(
+            job_id=job_id or new_job_id(provider),
+            provider=provider,
+            operation=operation,
+            tenant=tenant,
+            sandbox=sandbox,
+            params=dict(params),
+            targets=list(targets),
+            credits_requested=credits_requested,
+            warnings=list(warnings),
+        )
+
+    @model_validator(mode="after")
+    def _job_id_matches_provider(self) -> JobRecord:
+        if not self.job_id.startswith(JOB_ID_PREFIXES[self.provider]):
+            raise ValueError(
+                f"job_id {self.job_id!r} must start with {JOB_ID_PREFIXES[self.provider]!r} "
+                f"for provider {self.provider}"
+            )
+        return self
+
+    @field_validator("params")
+    @classmethod
+    def _no_credentials(cls, value: JsonDict) -> JsonDict:
+        """A cheap guard for "never the key itself": the request as sent minus its headers."""
+        if (key := _has_credentials(value)) is not None:
+            raise ValueError(f"params must not carry credentials (found key {key!r})")
+        return value
+
+    @field_validator("targets", "upstream_ids", "warnings")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("created_at", "updated_at", "finished_at", "next_check_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("must be timezone-aware")
+        return value.astimezone(UTC)
+
+    @property
+    def params_fingerprint(self) -> str:
+        """sha256 of the canonical JSON of `params` (derived, so it can never disagree)."""
+        return params_fingerprint(self.params)
+
+
+# --------------------------------------------------------------------------------------------
+# The interface
+
+
+class Ledger(Protocol):
+    """What the tools need from a job ledger; `SqliteLedger` today, Redis/Postgres later.
+
+    Every read is scoped to a tenant (a key fingerprint): a foreign tenant's job reads as
+    absent. Writes address a job by handle, which the caller got from a scoped read or from
+    `record_intent`. Timestamps are the ledger's (its clock); `now=` on reads is for tests.
+    """
+
+    async def record_intent(self, record: JobRecord, *, budget: int | None = None) -> JobRecord:
+        """Insert `record` as an intent (state `unknown`, raw status `submitting`), durably.
+
+        With `budget`, refuse with `BudgetExceeded` (and insert nothing) when this Seamless
+        job's `credits_requested` would take today's spend above it. Returns what was stored.
+        """
+        ...
+
+    async def complete_submit(
+        self,
+        job_id: str,
+        *,
+        upstream_ids: Sequence[str],
+        state: JobState,
+        raw_status: str | None,
+        snapshot: JsonDict | None = None,
+        result: JsonDict | None = None,
+        credits_seen: int | None = None,
+        next_check_at: datetime | None = None,
+    ) -> JobRecord:
+        """The submit was accepted: store the upstream ids and first state; clears `error`."""
+        ...
+
+    async def fail_submit(
+        self, job_id: str, *, error: ErrorLike, processed: Literal["no", "maybe"]
+    ) -> JobRecord:
+        """The submit failed. `no`: `failed`/`rejected`, nothing spent. `maybe`: stays `unknown`
+        with raw status `outcome_unknown` and still counts against the budget."""
+        ...
+
+    async def update(
+        self,
+        job_id: str,
+        *,
+        state: JobState,
+        raw_status: str | None,
+        snapshot: JsonDict | None = None,
+        result: JsonDict | None = None,
+        error: ErrorLike | None = None,
+        credits_seen: int | None = None,
+        next_check_at: datetime | None = None,
+        add_warnings: Sequence[str] = (),
+    ) -> JobRecord:
+        """Record what a status check saw. `None` leaves a field as it was; a terminal state
+        sets `finished_at` and clears `next_check_at`; a terminal job never goes back."""
+        ...
+
+    async def get(self, job_id: str, *, tenant: str) -> JobRecord | None: ...
+
+    async def find_by_upstream_id(self, upstream_id: str, *, tenant: str) -> JobRecord | None:
+        """The newest job of `tenant` holding this Seamless requestId / AgentSEO jobId."""
+        ...
+
+    async def lookup(self, ids: Sequence[str], *, tenant: str) -> dict[str, JobRecord]:
+        """Resolve handles or upstream ids (mixed) in one call; unknown ids are left out."""
+        ...
+
+    async def list(
+        self,
+        *,
+        tenant: str,
+        provider: Provider | None = None,
+        state: JobState | None = None,
+        since_hours: float | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        now: datetime | None = None,
+    ) -> builtins.list[JobRecord]:
+        """The tenant's jobs, newest first."""
+        ...
+
+    async def nonterminal(self, *, tenant: str | None = None) -> builtins.list[JobRecord]:
+        """Jobs still `queued`, `running` or `unknown` (all tenants by default), oldest first."""
+        ...
+
+    async def credits_spent_today(
+        self, *, tenant: str | None = None, sandbox: bool | None = None, now: datetime | None = None
+    ) -> int:
+        """Credits requested by Seamless jobs since UTC midnight, rejected submits excluded."""
+        ...
+
+    async def budget_resets_at(self, now: datetime | None = None) -> datetime:
+        """When today's budget resets: the next UTC midnight."""
+        ...
+
+    async def recent_targets(
+        self,
+        keys: Sequence[str],
+        *,
+        tenant: str,
+        within_days: float = 30,
+        now: datetime | None = None,
+    ) -> dict[str, str]:
+        """For each key some earlier, not rejected job of `tenant` targeted within the window:
+        the most recent such job's handle."""
+        ...
+
+    async def close(self) -> None: ...
