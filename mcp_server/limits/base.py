@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from mcp_server.config import PLAN_BUDGETS, Plan
 from mcp_server.models import Provider
-from mcp_server.upstream._headers import RateLimitHints
+from mcp_server.upstream import RateLimitHints
 
 __all__ = [
     "AGENTSEO_BURSTS",

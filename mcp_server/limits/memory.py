@@ -24,8 +24,7 @@ from mcp_server.limits.base import (
     effective_burst,
 )
 from mcp_server.models import Provider
-from mcp_server.upstream._backoff import DEFAULT_POLICY, hint_jitter
-from mcp_server.upstream._headers import RateLimitHints
+from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
 
 __all__ = ["InMemoryLimiter"]
 

@@ -11,7 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
+    from mcp_server.upstream._backoff import (
+        DEFAULT_POLICY,
+        BackoffPolicy,
+        RequestKind,
+        RetryBudget,
+        hint_jitter,
+    )
     from mcp_server.upstream._headers import RateLimitHints, parse_hints
     from mcp_server.upstream._http import InvalidArguments, same_origin
     from mcp_server.upstream._models import (
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENTSEO_TERMINAL",
+    "DEFAULT_POLICY",
     "MAX_POLL_IDS",
     "SEAMLESS_TERMINAL",
     "WORKFLOW_ENDPOINTS",
@@ -55,11 +62,13 @@ __all__ = [
     "SeamlessClient",
     "SeamlessKind",
     "SearchPage",
+    "hint_jitter",
     "parse_hints",
     "same_origin",
 ]
 
 _HOMES = {
+    "DEFAULT_POLICY": "_backoff",
     "AGENTSEO_TERMINAL": "_models",
     "MAX_POLL_IDS": "seamless",
     "SEAMLESS_TERMINAL": "_models",
@@ -82,6 +91,7 @@ _HOMES = {
     "SeamlessClient": "seamless",
     "SeamlessKind": "_models",
     "SearchPage": "_models",
+    "hint_jitter": "_backoff",
     "parse_hints": "_headers",
     "same_origin": "_http",
 }
