@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import tempfile
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Final
 
 from mcp_server.ledger.base import LedgerError, LedgerProblem
-
-_log = logging.getLogger("mcp_server.ledger")
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds to wait for another process's write lock before giving up with `LedgerError`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,7 +32,6 @@ from mcp_server.ledger._sqlite_rows import (
 from mcp_server.ledger._sqlite_schema import (
     DEFAULT_BUSY_TIMEOUT,
     _ledger_error,
-    _log,
     _open_connection,
     _open_reader,
     _problem_message,
@@ -52,6 +52,8 @@ from mcp_server.ledger.base import (
 from mcp_server.models import JobState, Provider
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLedger"]
+
+_log = logging.getLogger("mcp_server.ledger")
 
 T = TypeVar("T")
 
