@@ -5,7 +5,7 @@ again. The ledger keeps every job jobrelay starts: provider, operation, the requ
 upstream ids, the unified state beside the raw one, the last snapshot, the result, errors,
 credits, and who started it (a key fingerprint, never the key).
 
-How the tool layer uses it (DESIGN.md section 2.1-2.2):
+How the tool layer uses it (DESIGN.md section 2.1-2.2; `target_keys` is in `mcp_server.targets`):
 
 ```
 record = JobRecord.new(provider="seamless", operation="research_contacts", tenant=fingerprint,
@@ -31,18 +31,6 @@ Decisions, briefly:
   before it returns), and so do `complete_submit`/`fail_submit`: those rows are money and upstream
   ids that cannot be asked for again. Status updates commit with `synchronous=NORMAL`: after a
   power cut the worst loss is the latest snapshot, which the next poll fetches again.
-- **One connection per ledger**, used from worker threads via `anyio.to_thread.run_sync` and
-  serialised by an `anyio.Lock`. In-process callers never contend for SQLite's file lock (only
-  other processes do, bounded by `busy_timeout`), pragmas are set once, and waiting tasks queue
-  on the lock instead of occupying worker threads. Every write is one `BEGIN IMMEDIATE`
-  transaction, so writers from other processes queue instead of failing on a lock upgrade.
-- **Point reads on the event loop.** `get`, `find_by_upstream_id` and `lookup` (a few indexed
-  rows) run on a second, read-only connection directly on the loop thread: a WAL reader never
-  waits for writers, the read takes microseconds, and the worker-thread round trip it replaces
-  cost more than the read (half of a finished job's `get_job_status`). That connection has
-  `busy_timeout` 0, so it can never stall the loop: the rare busy answer (another process
-  recovering the WAL) falls back to the worker-thread path, which waits as usual. JSON decoding
-  holds the GIL either way, so a thread would not have made it parallel.
 - **Terminal states are sticky.** A stale poll that says `running` after another writer stored
   `succeeded` is dropped, so concurrent pollers (two processes) can never lose a result.
 - **The credit budget is per ledger** ("research credits this ledger may spend per UTC day"),
@@ -57,9 +45,8 @@ Decisions, briefly:
 - `LedgerError` is not a `JobRelayError`: it is a local storage fault (like `ConfigError`), with
   no upstream error code, and must never be turned into "retry the API" advice.
 
-Schema: `PRAGMA user_version` is the number of `_MIGRATIONS` applied; each migration runs in the
-same transaction that bumps the version. `PRAGMA application_id` marks the file as a jobrelay
-ledger, so another program's database is refused rather than written into.
+Backends: `base.py` is the contract (`Ledger`, `JobRecord`, handles); `sqlite.py` is the
+backend of today; `open_ledger(settings)` is the one place a backend is chosen.
 """
 
 from __future__ import annotations

@@ -1,4 +1,23 @@
-"""The job ledger in one SQLite file (WAL): `SqliteLedger`, the `Ledger` backend of today."""
+"""The job ledger in one SQLite file (WAL): `SqliteLedger`, the `Ledger` backend of today.
+
+- **One connection per ledger**, used from worker threads via `anyio.to_thread.run_sync` and
+  serialised by an `anyio.Lock`. In-process callers never contend for SQLite's file lock (only
+  other processes do, bounded by `busy_timeout`), pragmas are set once, and waiting tasks queue
+  on the lock instead of occupying worker threads. Every write is one `BEGIN IMMEDIATE`
+  transaction, so writers from other processes queue instead of failing on a lock upgrade.
+- **Point reads on the event loop.** `get`, `find_by_upstream_id` and `lookup` (a few indexed
+  rows) run on a second, read-only connection directly on the loop thread: a WAL reader never
+  waits for writers, the read takes microseconds, and the worker-thread round trip it replaces
+  cost more than the read (half of a finished job's `get_job_status`). That connection has
+  `busy_timeout` 0, so it can never stall the loop: the rare busy answer (another process
+  recovering the WAL) falls back to the worker-thread path, which waits as usual. JSON decoding
+  holds the GIL either way, so a thread would not have made it parallel.
+
+Schema (`_sqlite_schema.py`): `PRAGMA user_version` is the number of `_MIGRATIONS` applied;
+each migration runs in the same transaction that bumps the version. `PRAGMA application_id`
+marks the file as a jobrelay ledger, so another program's database is refused rather than
+written into.
+"""
 
 from __future__ import annotations
 
