@@ -29,9 +29,9 @@ from mcp_server.errors import (
     RateLimited,
 )
 from mcp_server.jobs import InputProblem, validate_workflow_params
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.upstream import WORKFLOW_ENDPOINTS, AgentSEOClient, JobEnvelope
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 
 pytestmark = pytest.mark.anyio
 
