@@ -391,7 +391,7 @@ async def test_a_429_reads_the_published_ratelimit_headers(fake: StrictAgentSEO)
 @pytest.mark.xfail(
     strict=True,
     reason="UPSTREAMS.md publishes no SERP or keyword-metrics endpoint; the client's "
-    "/analyze/serp and /keyword-metrics/overview are unverified (see the v12 report)",
+    "/analyze/serp and /keyword-metrics/overview are unverified (README: params per workflow)",
 )
 @pytest.mark.parametrize(
     ("workflow", "params"),
