@@ -225,7 +225,7 @@ class Refusal:
     def response(self) -> dict[str, Any]:
         """The JSON-RPC answer (a tool result for argument problems, else an error)."""
         if self.tool is not None:
-            from mcp_server.server import invalid_arguments_result
+            from mcp_server.tool_results import invalid_arguments_result
 
             error = {"loc": (self.argument,), "type": "too_large", "msg": self.problem}
             result = invalid_arguments_result(self.tool, [error], {})

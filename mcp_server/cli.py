@@ -8,11 +8,8 @@ from collections.abc import Sequence
 
 from mcp_server import __version__
 from mcp_server.config import ConfigError
+from mcp_server.exit_codes import EXIT_OK, EXIT_USAGE
 from mcp_server.ledger import LedgerError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _build_parser() -> argparse.ArgumentParser:

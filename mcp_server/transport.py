@@ -46,8 +46,8 @@ from mcp_server._http_app import (
 )
 from mcp_server._jsonrpc_guard import Refusal, check_message
 from mcp_server._jsonrpc_guard import encode as encode_answer
-from mcp_server.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.config import Settings, load_settings
+from mcp_server.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from mcp_server.models import PROVIDERS, Provider
 
 if TYPE_CHECKING:
