@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mcp_server import __version__
-from mcp_server.config import ConfigError
+from mcp_server.errors import ConfigError
 from mcp_server.exit_codes import EXIT_OK, EXIT_USAGE
 from mcp_server.ledger import LedgerError
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcp_server.errors import ConfigError
 from mcp_server.models import Provider
 
 DEFAULT_SEAMLESS_BASE_URL = "https://api.seamless.ai/api/client/v1"
@@ -58,10 +59,6 @@ def key_fingerprint(key: str | SecretStr | None) -> str:
     if not raw:
         return "nokey"
     return "k_" + hashlib.sha256(raw.encode()).hexdigest()[:12]
-
-
-class ConfigError(Exception):
-    """The environment holds a value jobrelay cannot use; the message says which and why."""
 
 
 def _alias(name: str) -> AliasChoices:

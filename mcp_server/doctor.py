@@ -27,7 +27,8 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server import __version__
-from mcp_server.config import ConfigError, Settings, key_fingerprint, load_settings
+from mcp_server.config import Settings, key_fingerprint, load_settings
+from mcp_server.errors import ConfigError
 from mcp_server.ledger import LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.limits.base import SEAMLESS_LIMIT
 from mcp_server.models import PROVIDERS, Provider

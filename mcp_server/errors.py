@@ -1,32 +1,55 @@
 """The exception tree. Every failure jobrelay can meet is one of these, never a bare exception.
 
+This module is a leaf: it imports nothing from jobrelay at run time (`Provider` is imported for
+type checking only), so every layer can raise and catch these (tests/test_architecture.py).
+
 ```
-JobRelayError                     .code (ErrorCode), .provider, .retryable
-├── UpstreamError                 talking to an upstream went wrong (.operation, .method, .path)
-│   ├── NoResponse                no HTTP response arrived
-│   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
-│   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
-│   │       └── DeadlineExceeded  no answer before the tool call's deadline (.retry_after)
-│   └── BadResponse               a response, but not the success we need
-│       │                         (.status, .api_code, .message, .request_id, .hints, .body_excerpt)
-│       ├── InvalidRequest        400 (and 422 without a known code); .details
-│       ├── AuthenticationFailed  401
-│       ├── CreditsExhausted      402 CREDITS_EXHAUSTED, 422 insufficientCredits
-│       ├── PermissionDenied      403 (Seamless insufficientScope; AgentSEO revoked/policy)
-│       ├── NotFoundError         404
-│       ├── Conflict              409
-│       ├── LicenseMissing        422 missingLicense
-│       ├── RateLimited           429
-│       ├── ServerError           5xx
-│       └── MalformedResponse     a body we could not parse or with the wrong shape
-│           └── AbsurdAnswer      a well-formed 2xx that cannot be true (e.g. 100,000 ids for 1)
-├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
-│   └── LocalBusy                 no free connection in our own pool in time (never sent)
-├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
-├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
-├── BudgetExceeded                JOBRELAY_CREDIT_BUDGET would be exceeded (never sent)
-└── UnknownJob                    a job handle or upstream id that the ledger does not know
+Exception
+├── JobRelayError                     .code (ErrorCode), .provider, .retryable
+│   ├── UpstreamError                 talking to an upstream went wrong (.operation, .method, .path)
+│   │   ├── NoResponse                no HTTP response arrived
+│   │   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
+│   │   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
+│   │   │       └── DeadlineExceeded  no answer before the tool call's deadline (.retry_after)
+│   │   └── BadResponse               a response, but not the success we need
+│   │       │                     (.status, .api_code, .message, .request_id, .hints, .body_excerpt,
+│   │       │                      .paid)
+│   │       ├── InvalidRequest        400 (and 422 without a known code); .details
+│   │       ├── AuthenticationFailed  401
+│   │       ├── CreditsExhausted      402 CREDITS_EXHAUSTED, 422 insufficientCredits
+│   │       ├── PermissionDenied      403 (Seamless insufficientScope; AgentSEO revoked/policy)
+│   │       ├── NotFoundError         404
+│   │       ├── Conflict              409
+│   │       ├── LicenseMissing        422 missingLicense
+│   │       ├── RateLimited           429
+│   │       ├── ServerError           5xx
+│   │       └── MalformedResponse     a body we could not parse or with the wrong shape
+│   │           └── AbsurdAnswer      a well-formed 2xx that cannot be true (e.g. 100,000 ids for 1)
+│   ├── LocalRateLimited              our own bucket has no token within the deadline (never sent)
+│   │   └── LocalBusy                 no free connection in our own pool in time (never sent)
+│   ├── RetryBudgetExhausted          too many recent failures on this upstream; not retrying
+│   ├── OutcomeUnknown                a credit-spending POST failed ambiguously; do not resubmit
+│   ├── BudgetExceeded                JOBRELAY_CREDIT_BUDGET would be exceeded (never sent)
+│   ├── UnknownJob                    a job handle or upstream id that the ledger does not know
+│   └── InputProblem                  arguments refused before anything is sent (.field, .next_step)
+├── ConfigError                       an environment value jobrelay cannot use (CLI: exit 2)
+├── TokenError                        the OAuth token endpoint refused (.status); -> 401 error
+├── ValueError
+│   ├── FilterProblem                 a search filter we will not send (.field); -> InputProblem
+│   └── ShapeError                    a 2xx body without the documented shape; -> Malformed
+│
+│   defined in their own module (internal signals, or moving here later):
+├── LedgerError        (ledger)       the ledger file cannot be used (.path, .problem); a local
+│                                     storage fault; moves here once the ledger package lands
+├── StreamUnavailable  (upstream/_sse) no (more) SSE stream here: the caller polls instead
+├── DemoError          (demo)         a `jobrelay demo` step did not behave as the script expects
+├── _TooLarge          (upstream/_http) a body over the size cap -> MalformedResponse
+└── _ApiError          (sandbox/seamless) the sandbox's own documented error answer
 ```
+
+`ErrorCode` (the tool-failure codes, re-exported by `models`) and `RateLimitHints` (what one
+response said about waiting, carried on `BadResponse.hints`) live here so the tree needs nothing
+else.
 
 "No response" and "bad response" are split because they decide whether a credit-spending
 POST may be replayed: only `RequestNotSent` and `RateLimited` prove it was not processed.
@@ -34,10 +57,12 @@ POST may be replayed: only `RequestNotSent` and `RateLimited` prove it was not p
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from mcp_server.models import ErrorCode, Provider
-from mcp_server.upstream._headers import RateLimitHints
+if TYPE_CHECKING:
+    from mcp_server.models import Provider
 
 __all__ = [
     "AbsurdAnswer",
@@ -47,6 +72,7 @@ __all__ = [
     "Conflict",
     "CreditsExhausted",
     "DeadlineExceeded",
+    "ErrorCode",
     "InvalidRequest",
     "JobRelayError",
     "LicenseMissing",
@@ -57,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "OutcomeUnknown",
     "PermissionDenied",
+    "RateLimitHints",
     "RateLimited",
     "RequestNotSent",
     "ResponseLost",
@@ -65,6 +92,67 @@ __all__ = [
     "UnknownJob",
     "UpstreamError",
 ]
+
+
+class ErrorCode(StrEnum):
+    """The fixed enum of tool-failure codes (DESIGN.md section 1)."""
+
+    RATE_LIMITED = "rate_limited"
+    LOCAL_RATE_LIMITED = "local_rate_limited"
+    CREDITS_EXHAUSTED = "credits_exhausted"
+    LICENSE_MISSING = "license_missing"
+    AUTH_FAILED = "auth_failed"
+    PERMISSION_DENIED = "permission_denied"
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_DEGRADED = "upstream_degraded"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitHints:
+    """What one response said about waiting. All durations are seconds from the response."""
+
+    limit: int | None = None
+    """Requests allowed per window (`X-RateLimit-Limit`, `RateLimit-Limit`, `RateLimit-Policy`)."""
+    remaining: int | None = None
+    """Requests left in the current window."""
+    reset_after: float | None = None
+    """Seconds until the window resets, skew-corrected with the `Date` header; never negative."""
+    retry_after: float | None = None
+    """Max of `Retry-After`, `retry-after-ms` and the envelope's `retry_after_seconds`."""
+    window: float | None = None
+    """Window length in seconds, when the server states it (`RateLimit-Policy` `w=`)."""
+    credits: int | None = None
+    """Seamless `X-PublicAPI-Credits`: research credits left for the org."""
+    anomaly: str | None = None
+    """Why a hint was discarded (e.g. an epoch misread as a delta), for logs; never for agents."""
+    status: int | None = None
+    """HTTP status of the response the hints came from, when known (429 makes the reset binding)."""
+    passed: bool = False
+    """A reset/retry header named a time already in the past: nothing left to wait for."""
+
+    @property
+    def blocked(self) -> bool:
+        """The server said this window is used up: a 429, or `remaining: 0`."""
+        return self.status == 429 or self.remaining == 0
+
+    @property
+    def not_before(self) -> float | None:
+        """The server's "do not retry before" floor in seconds, if it gave one.
+
+        `Retry-After` (and its siblings) take precedence over the reset headers, as the IETF
+        draft requires; the reset is a floor only when the window is used up (RETRY_POLICY.md
+        section C.4).
+        """
+        if self.retry_after is not None:
+            return self.retry_after
+        if self.reset_after is not None and self.blocked:
+            return self.reset_after
+        return None
 
 
 class JobRelayError(Exception):
@@ -324,3 +412,50 @@ class UnknownJob(JobRelayError):
     def __init__(self, message: str, *, job_id: str) -> None:
         super().__init__(message)
         self.job_id = job_id
+
+
+class InputProblem(JobRelayError):
+    """Arguments jobrelay rejects before anything is sent; the message names the fix."""
+
+    code = ErrorCode.INVALID_INPUT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str,
+        provider: Provider | None = None,
+        next_step: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.field = field
+        self.next_step = next_step
+        """Overrides the default "call the tool again with `field` fixed"."""
+
+
+# ---- outside JobRelayError: turned into one of the above (or a CLI exit) where they are caught
+
+
+class ConfigError(Exception):
+    """The environment holds a value jobrelay cannot use; the message says which and why."""
+
+
+class FilterProblem(ValueError):
+    """A filter jobrelay will not send; `field` names the argument to fix."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ShapeError(ValueError):
+    """A 2xx body that parsed but does not have the documented shape (becomes Malformed)."""
+
+
+class TokenError(Exception):
+    """The token endpoint refused or answered something unusable; the message is safe."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -36,6 +36,8 @@ from mcp_server.errors import (
     AbsurdAnswer,
     BudgetExceeded,
     DeadlineExceeded,
+    FilterProblem,
+    InputProblem,
     JobRelayError,
     OutcomeUnknown,
     UnknownJob,
@@ -61,7 +63,7 @@ from mcp_server.schemas import (
     ResultPage,
     StatusOutput,
 )
-from mcp_server.search_filters import FilterProblem, search_body
+from mcp_server.search_filters import search_body
 from mcp_server.targets import target_keys
 from mcp_server.upstream._headers import format_clock, retry_at
 from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
@@ -197,25 +199,6 @@ WORKFLOW_PARAMS: Mapping[str, type[_Params]] = {
     "local_audit": LocalAuditParams,
     "local_audit_batch": LocalAuditBatchParams,
 }
-
-
-class InputProblem(JobRelayError):
-    """Arguments jobrelay rejects before anything is sent; the message names the fix."""
-
-    code = ErrorCode.INVALID_INPUT
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        field: str,
-        provider: Provider | None = None,
-        next_step: str | None = None,
-    ) -> None:
-        super().__init__(message, provider=provider)
-        self.field = field
-        self.next_step = next_step
-        """Overrides the default "call the tool again with `field` fixed"."""
 
 
 def validate_workflow_params(workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:

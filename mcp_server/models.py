@@ -12,6 +12,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server.errors import ErrorCode  # lives with the exception tree; re-exported here
+
+__all__ = [
+    "PROVIDERS",
+    "TERMINAL_STATES",
+    "Advice",
+    "ErrorCode",
+    "ErrorInfo",
+    "JobState",
+    "Progress",
+    "Provider",
+]
+
 Provider = Literal["seamless", "agentseo"]
 PROVIDERS: tuple[Provider, ...] = ("seamless", "agentseo")
 
@@ -35,24 +48,6 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE}
 )
-
-
-class ErrorCode(StrEnum):
-    """The fixed enum of tool-failure codes (DESIGN.md section 1)."""
-
-    RATE_LIMITED = "rate_limited"
-    LOCAL_RATE_LIMITED = "local_rate_limited"
-    CREDITS_EXHAUSTED = "credits_exhausted"
-    LICENSE_MISSING = "license_missing"
-    AUTH_FAILED = "auth_failed"
-    PERMISSION_DENIED = "permission_denied"
-    INVALID_INPUT = "invalid_input"
-    NOT_FOUND = "not_found"
-    UPSTREAM_ERROR = "upstream_error"
-    UPSTREAM_UNREACHABLE = "upstream_unreachable"
-    UPSTREAM_DEGRADED = "upstream_degraded"
-    OUTCOME_UNKNOWN = "outcome_unknown"
-    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class Progress(BaseModel):

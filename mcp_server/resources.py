@@ -10,8 +10,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_server import advice as advice_mod
-from mcp_server.errors import UnknownJob
-from mcp_server.jobs import Caller, InputProblem
+from mcp_server.errors import InputProblem, UnknownJob
+from mcp_server.jobs import Caller
 from mcp_server.models import PROVIDERS
 from mcp_server.tools import caller_for
 

@@ -13,20 +13,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
+from mcp_server.errors import FilterProblem
 from mcp_server.upstream import _seamless_enums as enums
 
 __all__ = ["FilterProblem", "search_body"]
 
 Kind = Literal["contacts", "companies"]
-
-
-class FilterProblem(ValueError):
-    """A filter jobrelay will not send; `field` names the argument to fix."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 # (contacts field, companies field or None when contacts only, max items, enum or None)

@@ -34,7 +34,8 @@ from mcp_server._clock import Clock, SystemClock
 from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
-from mcp_server.jobs import Caller, Clients, InputProblem, JobService
+from mcp_server.errors import InputProblem
+from mcp_server.jobs import Caller, Clients, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_limiter
 from mcp_server.models import PROVIDERS, Provider

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field, SecretStr
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server import render
-from mcp_server.errors import JobRelayError
-from mcp_server.jobs import Caller, InputProblem, Outcome, ProgressFn
+from mcp_server.errors import InputProblem, JobRelayError
+from mcp_server.jobs import Caller, Outcome, ProgressFn
 from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
 from mcp_server.projection import project_search_item
 from mcp_server.schemas import (

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
+from mcp_server.errors import RateLimitHints
 from mcp_server.models import Provider
 
 __all__ = [
@@ -57,49 +58,6 @@ _EPOCH_S = 1e9
 
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _LOOKS_LIKE_DATE = re.compile(r"[A-Za-z:-]")
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitHints:
-    """What one response said about waiting. All durations are seconds from the response."""
-
-    limit: int | None = None
-    """Requests allowed per window (`X-RateLimit-Limit`, `RateLimit-Limit`, `RateLimit-Policy`)."""
-    remaining: int | None = None
-    """Requests left in the current window."""
-    reset_after: float | None = None
-    """Seconds until the window resets, skew-corrected with the `Date` header; never negative."""
-    retry_after: float | None = None
-    """Max of `Retry-After`, `retry-after-ms` and the envelope's `retry_after_seconds`."""
-    window: float | None = None
-    """Window length in seconds, when the server states it (`RateLimit-Policy` `w=`)."""
-    credits: int | None = None
-    """Seamless `X-PublicAPI-Credits`: research credits left for the org."""
-    anomaly: str | None = None
-    """Why a hint was discarded (e.g. an epoch misread as a delta), for logs; never for agents."""
-    status: int | None = None
-    """HTTP status of the response the hints came from, when known (429 makes the reset binding)."""
-    passed: bool = False
-    """A reset/retry header named a time already in the past: nothing left to wait for."""
-
-    @property
-    def blocked(self) -> bool:
-        """The server said this window is used up: a 429, or `remaining: 0`."""
-        return self.status == 429 or self.remaining == 0
-
-    @property
-    def not_before(self) -> float | None:
-        """The server's "do not retry before" floor in seconds, if it gave one.
-
-        `Retry-After` (and its siblings) take precedence over the reset headers, as the IETF
-        draft requires; the reset is a floor only when the window is used up (RETRY_POLICY.md
-        section C.4).
-        """
-        if self.retry_after is not None:
-            return self.retry_after
-        if self.reset_after is not None and self.blocked:
-            return self.reset_after
-        return None
 
 
 class _Fmt(Enum):

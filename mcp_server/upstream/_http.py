@@ -51,6 +51,8 @@ from mcp_server.errors import (
     ResponseLost,
     RetryBudgetExhausted,
     ServerError,
+    ShapeError,
+    TokenError,
     UpstreamError,
 )
 from mcp_server.limits import BucketKey, Limiter, bucket_key
@@ -63,7 +65,7 @@ from mcp_server.upstream._backoff import (
     decide,
 )
 from mcp_server.upstream._headers import RateLimitHints, parse_hints
-from mcp_server.upstream._oauth import BearerAuth, RefreshingAuth, TokenError
+from mcp_server.upstream._oauth import BearerAuth, RefreshingAuth
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -120,10 +122,6 @@ class InvalidArguments(JobRelayError, ValueError):
         super().__init__(message, provider=provider)
         self.argument = argument
         self.allowed = allowed
-
-
-class ShapeError(ValueError):
-    """A 2xx body that parsed but does not have the documented shape (becomes Malformed)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import anyio
 import httpx
 from pydantic import SecretStr
 
+from mcp_server.errors import TokenError
+
 __all__ = ["REFRESH_MARGIN", "BearerAuth", "OAuthClient", "RefreshingAuth", "TokenError"]
 
 log = logging.getLogger(__name__)
@@ -34,14 +36,6 @@ REFRESH_MARGIN: Final = 60.0
 """Seconds before `expires_at` at which a token is refreshed rather than used."""
 _DEFAULT_LIFETIME: Final = 3600.0
 """Assumed lifetime when the answer has no usable `expires_at` (not documented)."""
-
-
-class TokenError(Exception):
-    """The token endpoint refused or answered something unusable; the message is safe."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class BearerAuth(httpx.Auth):
