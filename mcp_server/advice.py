@@ -1722,7 +1722,7 @@ def _outcome_key(provider: Provider | None) -> str:
 def _from_upstream(error: JobRelayError, tool: str | None) -> tuple[str, _Facts]:
     upstream = cast(UpstreamError, error)
     facts, route = _facts_from_upstream(upstream, tool)
-    spends = route in _CREDIT_TOOLS
+    spends = upstream.paid if upstream.paid is not None else route in _CREDIT_TOOLS
     ambiguous = isinstance(upstream, ResponseLost | ServerError | MalformedResponse)
     if spends and ambiguous and not isinstance(upstream, RequestNotSent):
         facts.cause = _cause_phrase(upstream)

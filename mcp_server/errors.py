@@ -6,14 +6,14 @@ type checking only), so every layer can raise and catch these (tests/test_archit
 ```
 Exception
 ├── JobRelayError                     .code (ErrorCode), .provider, .retryable
-│   ├── UpstreamError                 talking to an upstream went wrong (.operation, .method, .path)
+│   ├── UpstreamError                 talking to an upstream went wrong (.operation, .method, .path,
+│   │                                 .paid: the sender says whether the request spends credits)
 │   │   ├── NoResponse                no HTTP response arrived
 │   │   │   ├── RequestNotSent        connect/DNS/connect-timeout/pool: provably NOT processed
 │   │   │   └── ResponseLost          timeout or reset after sending: MAYBE processed
 │   │   │       └── DeadlineExceeded  no answer before the tool call's deadline (.retry_after)
 │   │   └── BadResponse               a response, but not the success we need
-│   │       │                     (.status, .api_code, .message, .request_id, .hints, .body_excerpt,
-│   │       │                      .paid)
+│   │       │                     (.status, .api_code, .message, .request_id, .hints, .body_excerpt)
 │   │       ├── InvalidRequest        400 (and 422 without a known code); .details
 │   │       ├── AuthenticationFailed  401
 │   │       ├── CreditsExhausted      402 CREDITS_EXHAUSTED, 422 insufficientCredits
@@ -169,6 +169,10 @@ class JobRelayError(Exception):
 
 class UpstreamError(JobRelayError):
     """Talking to an upstream went wrong."""
+
+    paid: bool | None = None
+    """Whether the request spends credits (a PAID call), set by the sender, which knows the
+    request's kind; `None` when the error was built elsewhere (advice then goes by the route)."""
 
     def __init__(
         self,

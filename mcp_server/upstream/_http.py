@@ -691,6 +691,7 @@ class UpstreamHTTP:
                 raise last from exc
             except UpstreamError as err:
                 err.attempts = attempt
+                err.paid = call.kind is RequestKind.PAID
                 self.budget.record(err, self.clock.monotonic())
                 decision = decide(
                     call.kind,
