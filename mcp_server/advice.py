@@ -45,6 +45,7 @@ from mcp_server.errors import (
     UpstreamError,
 )
 from mcp_server.models import PROVIDERS, Advice, ErrorCode, Provider
+from mcp_server.redact import SECRET_HEADERS, redact
 from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
 
 __all__ = [
@@ -1231,10 +1232,6 @@ _HEADER_PROVIDER: Final[tuple[tuple[str, Provider, int], ...]] = (
 _CAMEL_CODE = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)+$")
 _SNAKE_UPPER_CODE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 
-#: Headers whose values are credentials: never echoed anywhere.
-_SECRET_HEADERS: Final = frozenset(
-    {"token", "x-api-key", "authorization", "x-seamless-webhook-secret", "cookie", "api-key"}
-)
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid")
 
 # --------------------------------------------------------------------------------------------
@@ -1243,21 +1240,9 @@ _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,100}$")
 _SAFE_STATUS = re.compile(r"^[A-Za-z0-9_.:/@+=-]+( [A-Za-z0-9_.:/@+=-]+){0,7}$")
 _HTML = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>")
-_SECRET_FIELD = re.compile(
-    r"(?i)\b(token|x-api-key|api[_-]?key|apikey|authorization|secret|password)"
-    r"(\"?\s*[:=]\s*\"?)(bearer\s+)?[^\s\"',;&)]+"
-)
-_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
 _EPOCH = re.compile(r"(?<![\w.])1\d{9}(?:\d{3})?(?![\w.])")
 _MESSAGE_CHARS = 160
 _DETAIL_ITEMS = 3
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
-    return _BEARER.sub("Bearer [redacted]", text)
 
 
 def _epoch_to_time(match: re.Match[str]) -> str:
@@ -1276,7 +1261,7 @@ def _clean_text(value: object, secrets: Iterable[str], limit: int = _MESSAGE_CHA
         return None
     if text.lower() in {"none", "null", "undefined"}:
         return None
-    text = _redact(text, secrets)
+    text = redact(text, secrets)
     text = text.replace("{", "(").replace("}", ")").replace("None", "none")
     text = _EPOCH.sub(_epoch_to_time, text)
     text = text.rstrip(" .")
@@ -2053,7 +2038,7 @@ def _secrets(lower_headers: Mapping[str, str]) -> tuple[str, ...]:
     """Credential values from the pasted headers (and their Bearer tokens): never shown."""
     found: list[str] = []
     for name, value in lower_headers.items():
-        if name in _SECRET_HEADERS or "key" in name or "secret" in name or "token" in name:
+        if name in SECRET_HEADERS or "key" in name or "secret" in name or "token" in name:
             for candidate in (value.strip(), re.sub(r"(?i)^bearer\s+", "", value.strip())):
                 if len(candidate) >= 6 and candidate not in found:
                     found.append(candidate)

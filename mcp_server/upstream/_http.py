@@ -57,6 +57,7 @@ from mcp_server.errors import (
 )
 from mcp_server.limits import BucketKey, Limiter, bucket_key
 from mcp_server.models import ErrorCode, Provider
+from mcp_server.redact import redact
 from mcp_server.upstream._backoff import (
     BackoffPolicy,
     RequestKind,
@@ -198,20 +199,11 @@ _TAG_BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTA
 _TAG = re.compile(r"<[^>]*>?")
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SECRET_FIELD = re.compile(
-    r"(?i)\b(token|x-api-key|api[_-]?key|apikey|authorization|secret|password)"
-    r"(\"?\s*[:=]\s*\"?)(bearer\s+)?[^\s\"',;&}]+"
-)
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 
 
 def _sanitise(text: str, secrets: tuple[str, ...], limit: int) -> str:
     """One short line with secrets, markup and control characters removed."""
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET:
-            text = text.replace(secret, "***")
-    text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    text = _BEARER.sub("Bearer ***", text)
+    text = redact(text, secrets, marker="***", min_length=_MIN_SECRET)
     text = _CONTROL.sub(" ", text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > limit:
