@@ -46,7 +46,7 @@ from mcp_server.errors import (
 )
 from mcp_server.models import PROVIDERS, Advice, ErrorCode, Provider
 from mcp_server.redact import SECRET_HEADERS, redact
-from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
+from mcp_server.upstream import RateLimitHints, format_clock, parse_hints, retry_at
 
 __all__ = [
     "CATALOGUE",

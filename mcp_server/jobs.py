@@ -65,8 +65,7 @@ from mcp_server.schemas import (
 )
 from mcp_server.search_filters import search_body
 from mcp_server.targets import target_keys
-from mcp_server.upstream._headers import format_clock, retry_at
-from mcp_server.upstream._http import DEADLINE_RETRY_AFTER
+from mcp_server.upstream import DEADLINE_RETRY_AFTER, format_clock, retry_at
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 from mcp_server.watch import PollCoalescer, StreamHub, wait_newer_until
 

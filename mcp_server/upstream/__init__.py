@@ -1,8 +1,7 @@
 """HTTP clients for the two upstream APIs: Seamless.ai and AgentSEO.
 
 Everything the rest of jobrelay needs is exported here; the `_modules` are plumbing.
-Imports are lazy (PEP 562): `mcp_server.errors` imports `upstream._headers`, so importing the
-clients (which import the errors) when this package loads would be circular.
+Imports are lazy (PEP 562): importing one name loads only the module that defines it.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ if TYPE_CHECKING:
         RetryBudget,
         hint_jitter,
     )
-    from mcp_server.upstream._headers import RateLimitHints, parse_hints
-    from mcp_server.upstream._http import InvalidArguments, same_origin
+    from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
+    from mcp_server.upstream._http import DEADLINE_RETRY_AFTER, InvalidArguments, same_origin
     from mcp_server.upstream._models import (
         AGENTSEO_TERMINAL,
         SEAMLESS_TERMINAL,
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENTSEO_TERMINAL",
+    "DEADLINE_RETRY_AFTER",
     "DEFAULT_POLICY",
     "MAX_POLL_IDS",
     "SEAMLESS_TERMINAL",
@@ -62,14 +62,17 @@ __all__ = [
     "SeamlessClient",
     "SeamlessKind",
     "SearchPage",
+    "format_clock",
     "hint_jitter",
     "parse_hints",
+    "retry_at",
     "same_origin",
 ]
 
 _HOMES = {
     "DEFAULT_POLICY": "_backoff",
     "AGENTSEO_TERMINAL": "_models",
+    "DEADLINE_RETRY_AFTER": "_http",
     "MAX_POLL_IDS": "seamless",
     "SEAMLESS_TERMINAL": "_models",
     "WORKFLOW_ENDPOINTS": "agentseo",
@@ -91,8 +94,10 @@ _HOMES = {
     "SeamlessClient": "seamless",
     "SeamlessKind": "_models",
     "SearchPage": "_models",
+    "format_clock": "_headers",
     "hint_jitter": "_backoff",
     "parse_hints": "_headers",
+    "retry_at": "_headers",
     "same_origin": "_http",
 }
 

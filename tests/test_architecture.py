@@ -1,0 +1,278 @@
+"""The import rules that keep the layers visible (ARCHITECTURE.md; issue 15 item 5).
+
+The graph is read from the source with `ast`, nothing is imported. An edge is any `import` of a
+`mcp_server` module, at module level or inside a function (a lazy import still couples the two),
+except inside an `if TYPE_CHECKING:` block (no run-time dependency). Importing `a.b.c` counts
+as an edge to `a.b.c` only, not to the packages above it.
+
+Each rule is a function over that graph; `test_each_rule_can_fail` plants one violation per rule
+in a copy of the real graph and checks the rule reports it.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "mcp_server"
+
+#: The MCP layer: modules that speak MCP or run tool use cases. Nothing below it imports them.
+MCP_LAYER = frozenset(
+    {
+        f"{PACKAGE}.{name}"
+        for name in (
+            "server",
+            "tools",
+            "transport",
+            "jobs",
+            "resources",
+            "usage",
+            "tool_results",
+            "_jsonrpc_guard",
+            "_http_app",
+            "cli",
+        )
+    }
+)
+#: Packages that must not know about the MCP layer (nor import the MCP SDK).
+BELOW_MCP = (f"{PACKAGE}.upstream", f"{PACKAGE}.sandbox")
+
+#: Cross-package imports of private modules that stay for now: (importer, imported) -> reason.
+#: Keep it short; remove an entry as soon as its import goes (a stale entry fails the test).
+PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {
+    (f"{PACKAGE}.server", f"{PACKAGE}.upstream._backoff"): "composition root; r15a rewires it",
+    (f"{PACKAGE}.server", f"{PACKAGE}.upstream._oauth"): "composition root; r15a rewires it",
+    (f"{PACKAGE}.server", f"{PACKAGE}.upstream._ratelimit"): "limiter moves to limits/ (r15a)",
+    (f"{PACKAGE}.doctor", f"{PACKAGE}.upstream._ratelimit"): "limiter moves to limits/ (r15a)",
+    (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._persist"): "sandbox has no public facade yet",
+    (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
+    (f"{PACKAGE}.demo", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
+    (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._records"): "sample records; sandbox facade",
+    (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._seo_results"): "sample records; sandbox facade",
+    (f"{PACKAGE}.search_filters", f"{PACKAGE}.upstream._seamless_enums"): "moves with the "
+    "Seamless provider package (issue 15 item 1)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    target: str
+    line: int
+    type_only: bool
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((ROOT / PACKAGE).rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, type_only: bool = False) -> Iterator[tuple[ast.stmt, bool]]:
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node, type_only
+        elif isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.body:
+                yield from _imports(ast.Module(body=[child], type_ignores=[]), True)
+            for child in node.orelse:
+                yield from _imports(ast.Module(body=[child], type_ignores=[]), type_only)
+        else:
+            yield from _imports(node, type_only)
+
+
+def _targets(node: ast.stmt, module: str, is_package: bool, known: set[str]) -> Iterator[str]:
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        assert isinstance(node, ast.ImportFrom)
+        base = node.module or ""
+        if node.level:
+            package = module.split(".") if is_package else module.split(".")[:-1]
+            package = package[: len(package) - (node.level - 1)]
+            base = ".".join([*package, *([node.module] if node.module else [])])
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+    for name in names:
+        target = name
+        while target and target not in known and "." in target:
+            target = target.rsplit(".", 1)[0]
+        if target in known:
+            yield target
+
+
+def import_graph() -> list[Edge]:
+    modules = _modules()
+    known = set(modules)
+    edges: set[Edge] = set()
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node, type_only in _imports(tree):
+            for target in _targets(node, module, path.name == "__init__.py", known):
+                if target != module:
+                    edges.add(Edge(module, target, node.lineno, type_only))
+    return sorted(edges, key=lambda e: (e.source, e.target, e.line))
+
+
+def _third_party(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node, type_only in _imports(tree):
+        if type_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+# ---- the rules ---------------------------------------------------------------------------------
+
+
+def cycles(edges: list[Edge]) -> list[list[str]]:
+    """Strongly connected components with more than one module (run-time edges only)."""
+    graph: dict[str, set[str]] = {}
+    for e in edges:
+        if not e.type_only:
+            graph.setdefault(e.source, set()).add(e.target)
+            graph.setdefault(e.target, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def errors_imports(edges: list[Edge]) -> list[str]:
+    """What `errors.py` imports from jobrelay: nothing at run time; `models` for types only."""
+    errors = f"{PACKAGE}.errors"
+    return [
+        f"{e.target} (line {e.line})"
+        for e in edges
+        if e.source == errors and not (e.type_only and e.target == f"{PACKAGE}.models")
+    ]
+
+
+def below_mcp_imports(edges: list[Edge]) -> list[str]:
+    return [
+        f"{e.source} -> {e.target} (line {e.line})"
+        for e in edges
+        if e.source.startswith(BELOW_MCP) and e.target in MCP_LAYER and not e.type_only
+    ]
+
+
+def _private_owner(module: str) -> str | None:
+    """The package a private module belongs to (`a.b._c` -> `a.b`), or None if public."""
+    parts = module.split(".")
+    if any(p.startswith("_") and not p.startswith("__") for p in parts[-1:]):
+        return ".".join(parts[:-1])
+    return None
+
+
+def private_imports(edges: list[Edge]) -> list[tuple[str, str]]:
+    """(importer, private module) pairs where the importer is outside the module's package
+    (a module in `a.b` or below may use `a.b._c`; anything else may not)."""
+    bad: set[tuple[str, str]] = set()
+    for e in edges:
+        owner = _private_owner(e.target)
+        if owner is None:
+            continue
+        if e.source == owner or e.source.startswith(owner + "."):
+            continue
+        bad.add((e.source, e.target))
+    return sorted(bad)
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+
+
+def test_the_graph_is_read() -> None:
+    edges = import_graph()
+    pairs = {(e.source, e.target) for e in edges}
+    assert (f"{PACKAGE}.server", f"{PACKAGE}.jobs") in pairs
+    assert (f"{PACKAGE}.cli", f"{PACKAGE}.transport") in pairs  # a lazy import counts
+    assert len(_modules()) > 40
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_errors_is_a_leaf() -> None:
+    assert errors_imports(import_graph()) == []
+
+
+def test_upstream_and_sandbox_do_not_know_the_mcp_layer() -> None:
+    assert below_mcp_imports(import_graph()) == []
+    for package in BELOW_MCP:
+        folder = ROOT / package.replace(".", "/")
+        for path in folder.rglob("*.py"):
+            assert "mcp" not in _third_party(path), f"{path} imports the MCP SDK"
+
+
+def test_private_modules_stay_in_their_package() -> None:
+    found = private_imports(import_graph())
+    assert [pair for pair in found if pair not in PRIVATE_ALLOWED] == []
+    stale = sorted(set(PRIVATE_ALLOWED) - set(found))
+    assert stale == [], "allowlist entries no longer needed: remove them"
+
+
+def test_each_rule_can_fail() -> None:
+    real = import_graph()
+
+    def plant(source: str, target: str) -> list[Edge]:
+        return [*real, Edge(f"{PACKAGE}.{source}", f"{PACKAGE}.{target}", 1, False)]
+
+    assert cycles(plant("errors", "jobs"))  # jobs imports errors: a cycle
+    assert errors_imports(plant("errors", "models"))  # a run-time import of models
+    assert below_mcp_imports(plant("upstream._http", "server"))
+    assert below_mcp_imports(plant("sandbox.app", "tools"))
+    assert (f"{PACKAGE}.jobs", f"{PACKAGE}.upstream._http") in private_imports(
+        plant("jobs", "upstream._http")
+    )
+    # and what the rules allow is not reported
+    inside = (f"{PACKAGE}.upstream.seamless", f"{PACKAGE}.upstream._http")
+    assert inside in {(e.source, e.target) for e in real}
+    assert inside not in private_imports(real)
+    assert not errors_imports([*real, Edge(f"{PACKAGE}.errors", f"{PACKAGE}.models", 1, True)])
