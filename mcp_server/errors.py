@@ -39,8 +39,8 @@ Exception
 │   └── ShapeError                    a 2xx body without the documented shape; -> Malformed
 │
 │   defined in their own module (internal signals, or moving here later):
-├── LedgerError        (ledger)       the ledger file cannot be used (.path, .problem); a local
-│                                     storage fault; moves here once the ledger package lands
+├── LedgerError        (ledger/base)  the ledger file cannot be used (.path, .problem); a local
+│                                     storage fault, kept beside the ledger protocol for now
 ├── StreamUnavailable  (upstream/_sse) no (more) SSE stream here: the caller polls instead
 ├── DemoError          (demo)         a `jobrelay demo` step did not behave as the script expects
 ├── _TooLarge          (upstream/_http) a body over the size cap -> MalformedResponse

@@ -13,10 +13,10 @@ import pytest
 from mcp_server._clock import FakeClock
 from mcp_server.advice import advise_error
 from mcp_server.errors import InvalidRequest, OutcomeUnknown, ServerError
+from mcp_server.limits import InMemoryLimiter
 from mcp_server.models import ErrorCode
 from mcp_server.upstream import SeamlessClient
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
-from mcp_server.upstream._ratelimit import InMemoryLimiter
 
 NOW = 1_767_000_000.0
 
