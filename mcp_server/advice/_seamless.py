@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from mcp_server.advice.catalogue import RATE_DO_NOT, SERVER_DO_NOT
-from mcp_server.advice.clean import as_mapping, number
+from mcp_server.advice.clean import as_mapping
 from mcp_server.advice.table import BodyReading, CatalogueRow, ProviderAdvice, Route, VoteClues
+from mcp_server.coerce import as_number
 from mcp_server.models import ErrorCode
 
 __all__ = ["SEAMLESS"]
@@ -334,7 +335,7 @@ _ROWS: Final[tuple[CatalogueRow, ...]] = (
 
 def _credits_needed(data: Mapping[str, object] | None) -> int | None:
     """A 422's `data.additionalCreditsNeeded`: how many more credits the request needs."""
-    needed = number(data.get("additionalCreditsNeeded")) if data is not None else None
+    needed = as_number(data.get("additionalCreditsNeeded")) if data is not None else None
     return int(needed) if needed else None
 
 

@@ -7,7 +7,6 @@ and credentials redacted (with the one redaction set of `mcp_server.redact`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -21,7 +20,6 @@ __all__ = [
     "clean_status",
     "clean_text",
     "clean_token",
-    "number",
     "render_details",
 ]
 
@@ -84,24 +82,6 @@ def clean_endpoint(method: str, path: str) -> str | None:
     if not path or not re.match(r"^/[\w/.:~-]*$", path):
         return None
     return f"{method.upper()} {path}" if method else path
-
-
-def number(value: object) -> float | None:
-    """A finite, non-negative number from a body field (bools and garbage are not numbers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    if not math.isfinite(number) or number < 0:
-        return None
-    return number
 
 
 def render_details(details: object, secrets: Iterable[str]) -> str | None:

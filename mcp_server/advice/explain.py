@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import clean_status, clean_text, clean_token, number, render_details
+from mcp_server.advice.clean import clean_status, clean_text, clean_token, render_details
 from mcp_server.advice.compose import build
 from mcp_server.advice.facts import DEFAULT_CAUSE, Facts, apply_hints, merge_wait, read_error
 from mcp_server.advice.facts import refined_code as _refined_code
-from mcp_server.advice.parse import as_int, detect_provider, first_token, parse_body, secrets_of
+from mcp_server.advice.parse import detect_provider, first_token, parse_body, secrets_of
+from mcp_server.coerce import as_int, as_number
 from mcp_server.errors import JobRelayError
 from mcp_server.models import Advice
 from mcp_server.upstream import parse_hints
@@ -156,7 +157,7 @@ def _advise_job_facts(
         lookup = "failed/retryable" if retryable else "failed/permanent"
         facts.job_error = _job_error_text(error, facts.secrets)
         if error is not None:
-            facts.wait = merge_wait(facts.wait, number(error.get("retry_after_seconds")))
+            facts.wait = merge_wait(facts.wait, as_number(error.get("retry_after_seconds")))
     elif status == "error" and error is not None and facts.message is None:
         facts.message = clean_text(error.get("message"), facts.secrets)
     if status == "unknown":

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Final, cast
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import clean_endpoint, clean_text, clean_token, number, render_details
+from mcp_server.advice.clean import clean_endpoint, clean_text, clean_token, render_details
 from mcp_server.advice.table import BodyReading
+from mcp_server.coerce import as_number
 from mcp_server.errors import (
     AbsurdAnswer,
     BadResponse,
@@ -147,7 +148,7 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[Facts,
         if reading.show_details:
             facts.details = render_details(error.details, ())
         facts.message = clean_text(error.message, ()) if not facts.details else None
-        credits = number(error.details.get("credits_remaining"))
+        credits = as_number(error.details.get("credits_remaining"))
         facts.credits = int(credits) if credits is not None else None
         apply_hints(facts, error.hints, error.status)
     return facts, route_tool

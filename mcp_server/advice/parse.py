@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import as_mapping, clean_text, clean_token, number
+from mcp_server.advice.clean import as_mapping, clean_text, clean_token
 from mcp_server.advice.table import BodyReading
+from mcp_server.coerce import as_number
 from mcp_server.models import ErrorCode
 from mcp_server.redact import SECRET_HEADERS
+from mcp_server.upstream import error_fields
 
-__all__ = ["Body", "as_int", "detect_provider", "first_token", "parse_body", "secrets_of"]
+__all__ = ["Body", "detect_provider", "first_token", "parse_body", "secrets_of"]
 
 #: jobrelay's own codes, exactly as the tools report them (`rate_limited`, ...).
 _OUR_CODES: Final = frozenset(code.value for code in ErrorCode)
@@ -60,18 +62,15 @@ def parse_body(body: str | Mapping[str, object] | None, secrets: tuple[str, ...]
     if top is None:
         return Body()
     parsed = Body(mapping=top)
-    inner = as_mapping(top.get("error"))
-    source: Mapping[str, object] = inner if inner is not None else top
-    parsed.code = clean_token(source.get("code"), secrets)
-    parsed.message = clean_text(source.get("message", source.get("msg")), secrets)
-    parsed.request_id = clean_token(
-        source.get("request_id", top.get("request_id", top.get("requestId"))), secrets
-    )
-    parsed.details = source.get("details")
+    fields = error_fields(top)
+    parsed.code = clean_token(fields.code, secrets)
+    parsed.message = clean_text(fields.message, secrets)
+    parsed.request_id = clean_token(fields.request_id, secrets)
+    parsed.details = fields.details
     details = as_mapping(parsed.details)
-    parsed.retry_after = number(top.get("retry_after_seconds", source.get("retry_after_seconds")))
+    parsed.retry_after = as_number(fields.retry_after)
     if details is not None:
-        credits = number(details.get("credits_remaining"))
+        credits = as_number(details.get("credits_remaining"))
         parsed.credits = int(credits) if credits is not None else None
     _read_provider_parts(parsed, top)
     _parse_job(parsed, top, secrets)
@@ -141,17 +140,6 @@ def detect_provider(
     if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
         return None
     return ranked[0][0]
-
-
-def as_int(value: object) -> int | None:
-    """An HTTP status as pasted: an int or a string of digits (bools are not numbers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 def secrets_of(lower_headers: Mapping[str, str]) -> tuple[str, ...]:

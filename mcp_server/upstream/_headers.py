@@ -31,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from mcp_server.errors import RateLimitHints
+from mcp_server.upstream._bodies import error_fields
 
 __all__ = [
     "MAX_WAIT",
@@ -439,12 +440,7 @@ def _body_retry_after(body: object) -> object:
             return None
     if not isinstance(body, Mapping):
         return None
-    if "retry_after_seconds" in body:
-        return body["retry_after_seconds"]
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return error.get("retry_after_seconds")
-    return None
+    return error_fields(body).retry_after
 
 
 def _body_wait(body: object, notes: _Notes) -> float | None:
