@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from mcp_server.advice import (
     render_text,
     unregister_provider_advice,
 )
-from mcp_server.errors import RateLimited, RateLimitHints, ServerError
+from mcp_server.errors import BadResponse, RateLimited, RateLimitHints, ServerError
 from mcp_server.models import ErrorCode
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20Z
@@ -147,29 +148,26 @@ def test_its_body_reader_supplies_provider_facts() -> None:
     )
 
 
+def _create_task_failed(cls: type[BadResponse], status: int, **extra: Any) -> BadResponse:
+    """A failed `POST /v1/tasks` to the made-up provider, as its client would raise it."""
+    return cls(
+        "failed",
+        provider="tinyjobs",  # a provider the core does not name
+        operation="createTask",
+        method="POST",
+        path="/v1/tasks",
+        status=status,
+        **extra,
+    )
+
+
 @pytest.mark.usefixtures("tiny")
 def test_an_exception_from_it_finds_the_tool_by_its_routes() -> None:
-    limited = RateLimited(
-        "queue full",
-        provider="tinyjobs",  # a provider the core does not name
-        operation="createTask",
-        method="POST",
-        path="/v1/tasks",
-        status=429,
-        hints=RateLimitHints(retry_after=12.0, status=429),
-    )
-    advice = advise_error(limited, now=NOW)
+    hints = RateLimitHints(retry_after=12.0, status=429)
+    advice = advise_error(_create_task_failed(RateLimited, 429, hints=hints), now=NOW)
     assert advice.title == "TinyJobs queue full"
     assert advice.next_step == "Retry start_tiny_job after 14:13:32Z (in 12 s)."
-    failed = ServerError(
-        "boom",
-        provider="tinyjobs",  # a provider the core does not name
-        operation="createTask",
-        method="POST",
-        path="/v1/tasks",
-        status=502,
-    )
-    unknown = advise_error(failed, now=NOW)
+    unknown = advise_error(_create_task_failed(ServerError, 502), now=NOW)
     assert unknown.code is ErrorCode.OUTCOME_UNKNOWN
     assert unknown.what_happened == (
         "TinyJobs may have created the task: it answered HTTP 502 after receiving the request."
