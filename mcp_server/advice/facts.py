@@ -257,7 +257,7 @@ _ERROR_READERS: Final[
 def _from_budget(budget: BudgetExceeded, tool: str | None, now: float) -> Facts:
     midnight = (math.floor(now / 86400) + 1) * 86400
     return Facts(
-        provider="seamless",
+        provider=budget.provider,
         tool=tool or "start_research",
         spent=budget.spent,
         credit_budget=budget.budget,
