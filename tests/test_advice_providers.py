@@ -198,3 +198,13 @@ def test_a_table_whose_rows_belong_elsewhere_is_refused() -> None:
     with pytest.raises(ValueError, match="belongs to 'tinyjobs', not 'stray'"):
         register_provider_advice(stray)
     assert provider_advice("stray") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"details": {"budget": []}}, {"error": {"code": "RATE_LIMITED", "details": {"budget": {}}}}],
+)
+def test_a_budget_that_is_not_text_is_ignored_not_a_crash(body: dict[str, object]) -> None:
+    # The old parser tested `budget in {...}` first and raised TypeError on a list or an object.
+    advice = advise_http("agentseo", 429, None, None, body, None, now=NOW)
+    assert advice.title == CATALOGUE["agentseo.429"].title

@@ -12,7 +12,9 @@ from typing import Final
 from mcp_server.advice.catalogue import RATE_DO_NOT, SERVER_DO_NOT
 from mcp_server.advice.clean import as_mapping
 from mcp_server.advice.table import BodyReading, CatalogueRow, ProviderAdvice, Route, VoteClues
+from mcp_server.coerce import as_number
 from mcp_server.models import ErrorCode
+from mcp_server.upstream import error_fields
 
 __all__ = ["AGENTSEO"]
 
@@ -322,18 +324,33 @@ _ROWS: Final[tuple[CatalogueRow, ...]] = (
 _BUDGETS: Final = frozenset({"workload", "control"})
 
 
+def _details_reading(details: Mapping[str, object] | None) -> BodyReading:
+    """`details.credits_remaining` (402) and `details.budget` (429: workload or control)."""
+    if details is None:
+        return BodyReading()
+    credits = as_number(details.get("credits_remaining"))
+    budget = details.get("budget")
+    return BodyReading(
+        credits=int(credits) if credits is not None else None,
+        budget=budget if isinstance(budget, str) and budget in _BUDGETS else None,
+    )
+
+
 def _read_body(top: Mapping[str, object]) -> BodyReading:
-    """The error envelope `{"error": {code, message, details, request_id}}` (its `details`
-    may name the 429's budget), or a job envelope with a `jobId`."""
-    inner = as_mapping(top.get("error"))
-    details = as_mapping((inner if inner is not None else top).get("details"))
-    budget = details.get("budget") if details is not None else None
-    reading = BodyReading(budget=budget if isinstance(budget, str) and budget in _BUDGETS else None)
-    if inner is not None:
-        return BodyReading(shape=3, budget=reading.budget)
-    if isinstance(top.get("status"), str) and "jobId" in top:
-        return BodyReading(shape=1, budget=reading.budget)
-    return reading
+    """The error envelope `{"error": {code, message, details, request_id}}`, or a job envelope
+    with a `jobId`; the details' credits and budget whichever shape the body has."""
+    found = _details_reading(as_mapping(error_fields(top).details))
+    if isinstance(top.get("error"), Mapping):
+        shape = 3
+    elif isinstance(top.get("status"), str) and "jobId" in top:
+        shape = 1
+    else:
+        shape = 0
+    return BodyReading(shape=shape, credits=found.credits, budget=found.budget)
+
+
+def _read_details(details: Mapping[str, object]) -> BodyReading:
+    return _details_reading(details)
 
 
 AGENTSEO: Final = ProviderAdvice(
@@ -359,4 +376,5 @@ AGENTSEO: Final = ProviderAdvice(
         code_style=re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$"),  # UPPER_SNAKE
     ),
     read_body=_read_body,
+    read_details=_read_details,
 )

@@ -357,7 +357,8 @@ def _read_body(top: Mapping[str, object]) -> BodyReading:
 
 
 def _read_details(details: Mapping[str, object]) -> BodyReading:
-    """A 422's `data` (`{productCategory, additionalCreditsNeeded}`) is not worth showing."""
+    """A 422's `data` (`{productCategory, additionalCreditsNeeded}`) is not worth showing.
+    Credits left come from `X-PublicAPI-Credits`, not the body."""
     return BodyReading(credits_needed=_credits_needed(details), show_details=False)
 
 

@@ -15,7 +15,6 @@ from typing import Final, cast
 from mcp_server.advice import registry
 from mcp_server.advice.clean import clean_endpoint, clean_text, clean_token, render_details
 from mcp_server.advice.table import BodyReading
-from mcp_server.coerce import as_number
 from mcp_server.errors import (
     AbsurdAnswer,
     BadResponse,
@@ -148,8 +147,7 @@ def _facts_from_upstream(error: UpstreamError, tool: str | None) -> tuple[Facts,
         if reading.show_details:
             facts.details = render_details(error.details, ())
         facts.message = clean_text(error.message, ()) if not facts.details else None
-        credits = as_number(error.details.get("credits_remaining"))
-        facts.credits = int(credits) if credits is not None else None
+        facts.credits = reading.credits
         apply_hints(facts, error.hints, error.status)
     return facts, route_tool
 

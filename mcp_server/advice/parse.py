@@ -67,11 +67,7 @@ def parse_body(body: str | Mapping[str, object] | None, secrets: tuple[str, ...]
     parsed.message = clean_text(fields.message, secrets)
     parsed.request_id = clean_token(fields.request_id, secrets)
     parsed.details = fields.details
-    details = as_mapping(parsed.details)
     parsed.retry_after = as_number(fields.retry_after)
-    if details is not None:
-        credits = as_number(details.get("credits_remaining"))
-        parsed.credits = int(credits) if credits is not None else None
     _read_provider_parts(parsed, top)
     _parse_job(parsed, top, secrets)
     return parsed
@@ -85,6 +81,7 @@ def _read_provider_parts(parsed: Body, top: Mapping[str, object]) -> None:
         reading = table.read_body(top) if table is not None else BodyReading()
         if reading.shape > best:
             best, parsed.shape = reading.shape, name
+        parsed.credits = parsed.credits if parsed.credits is not None else reading.credits
         parsed.credits_needed = parsed.credits_needed or reading.credits_needed
         parsed.budget = parsed.budget or reading.budget
 
