@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from mcp_server.models import Provider
@@ -80,6 +80,7 @@ __all__ = [
     "LocalRateLimited",
     "MalformedResponse",
     "NoResponse",
+    "NotBefore",
     "NotFoundError",
     "OutcomeUnknown",
     "PermissionDenied",
@@ -91,6 +92,7 @@ __all__ = [
     "ServerError",
     "UnknownJob",
     "UpstreamError",
+    "not_before",
 ]
 
 
@@ -148,11 +150,49 @@ class RateLimitHints:
         draft requires; the reset is a floor only when the window is used up (RETRY_POLICY.md
         section C.4).
         """
-        if self.retry_after is not None:
-            return self.retry_after
-        if self.reset_after is not None and self.blocked:
-            return self.reset_after
+        found = not_before(self)
+        return found.seconds if found is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class NotBefore:
+    """When the server lets us send again, and which hint said so."""
+
+    seconds: float
+    """Seconds from the response."""
+    source: Literal["retry_after", "reset"]
+    """`Retry-After` (or a sibling), or the window's reset."""
+
+
+def not_before(
+    hints: RateLimitHints | None,
+    *,
+    used_up: bool = False,
+    retry_after_applies: bool = True,
+    max_retry_after: float | None = None,
+    reset_floor: float | None = None,
+) -> NotBefore | None:
+    """The one "do not send before" rule; every caller states its policy in the arguments.
+
+    `Retry-After` (and its siblings) take precedence over the reset headers, as the IETF draft
+    requires, when it `retry_after_applies` (the limiter believes it only on a 429) and is at
+    most `max_retry_after`. The reset is a floor only when the window is used up (`hints.blocked`,
+    or `used_up`: the caller knows it was a 429), raised to `reset_floor` (RETRY_POLICY.md
+    sections B.4-B.5, C.4).
+    """
+    if hints is None:
         return None
+    retry_after = hints.retry_after
+    if (
+        retry_after_applies
+        and retry_after is not None
+        and (max_retry_after is None or retry_after <= max_retry_after)
+    ):
+        return NotBefore(retry_after, "retry_after")
+    if hints.reset_after is not None and (used_up or hints.blocked):
+        reset = hints.reset_after
+        return NotBefore(reset if reset_floor is None else max(reset, reset_floor), "reset")
+    return None
 
 
 class JobRelayError(Exception):

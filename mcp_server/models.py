@@ -72,7 +72,7 @@ class ErrorInfo(BaseModel):
     )
     retry_at: datetime | None = Field(None, description="UTC time at which a retry may succeed.")
     next_step: str = Field(description="The one thing to do next.")
-    provider: Provider | None = None
+    provider: str | None = None
     request_id: str | None = Field(None, description="Upstream request id, for support.")
 
 
@@ -82,7 +82,7 @@ class Advice(BaseModel):
     code: ErrorCode | None = Field(
         None, description="Error code when this is a failure; null for job-status advice."
     )
-    provider: Provider | None = None
+    provider: str | None = None
     title: str = Field(description="What happened, in a few words.")
     what_happened: str = Field(description="One or two sentences on what happened and why.")
     retryable: bool = Field(description="Whether retrying (after the wait) can help.")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_server import advice
+from mcp_server.advice.clean import clean_text
 from mcp_server.redact import redact
 from mcp_server.upstream import _http
 
@@ -50,7 +50,7 @@ def _new_http(text: str, secrets: Iterable[str]) -> str:
 
 
 def _new_advice(text: str, secrets: Iterable[str]) -> str:
-    return advice._clean_text(text, tuple(secrets), 10_000) or ""
+    return clean_text(text, tuple(secrets), 10_000) or ""
 
 
 # ---- the union is still hidden ----------------------------------------------------------------

@@ -13,7 +13,7 @@ import anyio
 
 from mcp_server._clock import Clock
 from mcp_server.config import Plan
-from mcp_server.errors import LocalRateLimited
+from mcp_server.errors import LocalRateLimited, not_before
 from mcp_server.limits.base import (
     SAFETY,
     BucketKey,
@@ -181,11 +181,15 @@ class InMemoryLimiter:
 
     def _block_wait(self, bucket: _Bucket, status: int, hints: RateLimitHints) -> float | None:
         """How long the server told us to stop, per RETRY_POLICY.md B.4-B.5, or None."""
-        retry_after = hints.retry_after
-        if status == 429 and retry_after is not None and retry_after <= self._max_hint:
-            return retry_after
-        if (status == 429 or hints.remaining == 0) and hints.reset_after is not None:
-            reset = hints.reset_after
+        found = not_before(
+            hints,
+            used_up=status == 429,
+            retry_after_applies=status == 429,  # a 503's Retry-After is not about the window
+            max_retry_after=self._max_hint,
+            reset_floor=1.0,
+        )
+        if found is not None and found.source == "reset":
+            reset = hints.reset_after or 0.0
             if reset > 2 * bucket.window:
                 # Suspicious for a per-window limit: probably a misread reset. Block for one
                 # window; if the server disagrees it will say so again with a fresh 429.
@@ -196,8 +200,7 @@ class InMemoryLimiter:
                     bucket.window,
                 )
                 return bucket.window
-            return max(reset, 1.0)
-        return None
+        return found.seconds if found is not None else None
 
     async def observe(self, key: BucketKey, status: int, hints: RateLimitHints) -> None:
         """Correct the bucket from a response: the server's numbers win over our estimate."""

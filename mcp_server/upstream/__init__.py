@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         RetryBudget,
         hint_jitter,
     )
+    from mcp_server.upstream._bodies import ErrorFields, error_fields
     from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
     from mcp_server.upstream._http import DEADLINE_RETRY_AFTER, InvalidArguments, same_origin
     from mcp_server.upstream._models import (
@@ -48,6 +49,7 @@ __all__ = [
     "BackoffPolicy",
     "CompanyDescriptor",
     "ContactDescriptor",
+    "ErrorFields",
     "InvalidArguments",
     "JobEnvelope",
     "JobError",
@@ -62,6 +64,7 @@ __all__ = [
     "SeamlessClient",
     "SeamlessKind",
     "SearchPage",
+    "error_fields",
     "format_clock",
     "hint_jitter",
     "parse_hints",
@@ -70,6 +73,8 @@ __all__ = [
 ]
 
 _HOMES = {
+    "ErrorFields": "_bodies",
+    "error_fields": "_bodies",
     "DEFAULT_POLICY": "_backoff",
     "AGENTSEO_TERMINAL": "_models",
     "DEADLINE_RETRY_AFTER": "_http",

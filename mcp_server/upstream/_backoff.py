@@ -38,6 +38,7 @@ from mcp_server.errors import (
     RequestNotSent,
     ResponseLost,
     ServerError,
+    not_before,
 )
 from mcp_server.upstream._headers import RateLimitHints
 
@@ -154,13 +155,8 @@ def _usable_hint(hint: float | None, policy: BackoffPolicy) -> float | None:
 
 def _hint_floor(hints: RateLimitHints | None, kind: BackoffKind) -> float | None:
     """The server's floor; on a 429 the reset binds even if the hints lack the status."""
-    if hints is None:
-        return None
-    if hints.retry_after is not None:
-        return hints.retry_after
-    if hints.reset_after is not None and (kind == "rate_limit" or hints.blocked):
-        return max(hints.reset_after, 1.0)
-    return None
+    found = not_before(hints, used_up=kind == "rate_limit", reset_floor=1.0)
+    return found.seconds if found is not None else None
 
 
 def retry_delay(

@@ -31,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from mcp_server.errors import RateLimitHints
-from mcp_server.models import Provider
+from mcp_server.upstream._bodies import error_fields
 
 __all__ = [
     "MAX_WAIT",
@@ -70,13 +70,13 @@ class _Fmt(Enum):
 
 
 #: Per-provider declared formats (RETRY_POLICY.md section B.1). Anything else is AUTO.
-_DECLARED: dict[tuple[Provider, str], _Fmt] = {
+_DECLARED: dict[tuple[str, str], _Fmt] = {
     ("seamless", "x-ratelimit-reset"): _Fmt.EPOCH_S,
 }
 
 #: Header families in the order they are consulted, per provider: the provider's documented
 #: family first, so a stray header of the other family never overrides it.
-_FAMILIES: dict[Provider | None, tuple[str, ...]] = {
+_FAMILIES: dict[str | None, tuple[str, ...]] = {
     "seamless": ("x-ratelimit-", "ratelimit-"),
     "agentseo": ("ratelimit-", "x-ratelimit-"),
     None: ("ratelimit-", "x-ratelimit-"),
@@ -367,7 +367,7 @@ class _Family:
 def _read_family(
     headers: Mapping[str, str],
     prefix: str,
-    provider: Provider | None,
+    provider: str | None,
     ref: float,
     notes: _Notes,
 ) -> _Family:
@@ -440,12 +440,7 @@ def _body_retry_after(body: object) -> object:
             return None
     if not isinstance(body, Mapping):
         return None
-    if "retry_after_seconds" in body:
-        return body["retry_after_seconds"]
-    error = body.get("error")
-    if isinstance(error, Mapping):
-        return error.get("retry_after_seconds")
-    return None
+    return error_fields(body).retry_after
 
 
 def _body_wait(body: object, notes: _Notes) -> float | None:
@@ -471,7 +466,7 @@ def _body_wait(body: object, notes: _Notes) -> float | None:
 
 
 def parse_hints(
-    provider: Provider | None,
+    provider: str | None,
     status: int,
     headers: Mapping[str, str],
     body: object = None,

@@ -65,6 +65,7 @@ from mcp_server.upstream._backoff import (
     StopReason,
     decide,
 )
+from mcp_server.upstream._bodies import error_fields, scalar_text
 from mcp_server.upstream._headers import RateLimitHints, parse_hints
 from mcp_server.upstream._oauth import BearerAuth, RefreshingAuth
 
@@ -219,16 +220,6 @@ def _looks_like_html(content_type: str, text: str) -> bool:
     return "html" in content_type.lower() or text.lstrip()[:1] == "<"
 
 
-def _scalar_text(value: object) -> str | None:
-    """A code/message/id from a body, only if it is a plain string or number."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, str | int | float):
-        text = str(value).strip()
-        return text or None
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class _ErrorBody:
     api_code: str | None = None
@@ -259,24 +250,13 @@ def _parse_error_body(raw: bytes, content_type: str, secrets: tuple[str, ...]) -
     if not isinstance(data, dict):
         shown = _strip_html(text) if _looks_like_html(content_type, text) else text
         return _ErrorBody(excerpt=_sanitise(shown, secrets, _EXCERPT_CHARS))
-    nested = data.get("error")
-    inner: dict[str, Any] = nested if isinstance(nested, dict) else {}
-    code = _scalar_text(inner.get("code")) or _scalar_text(data.get("code"))
-    message = (
-        _scalar_text(inner.get("message"))
-        or _scalar_text(inner.get("msg"))
-        or _scalar_text(data.get("msg"))
-        or _scalar_text(data.get("message"))
-        or _scalar_text(nested)  # {"error": "Unauthorized"}
-    )
-    request_id = (
-        _scalar_text(inner.get("request_id"))
-        or _scalar_text(data.get("request_id"))
-        or _scalar_text(data.get("requestId"))
-    )
-    details_raw = inner.get("details", data.get("details"))
-    if details_raw is None and isinstance(data.get("data"), dict):
-        details_raw = data["data"]  # Seamless 422: {productCategory, additionalCreditsNeeded}
+    fields = error_fields(data)
+    code = scalar_text(fields.code)
+    message = scalar_text(fields.message)
+    request_id = scalar_text(fields.request_id)
+    details_raw = fields.details
+    if details_raw is None and isinstance(fields.data, dict):
+        details_raw = fields.data  # Seamless 422: {productCategory, additionalCreditsNeeded}
     details = details_raw if isinstance(details_raw, dict) else None
     return _ErrorBody(
         api_code=_sanitise(code, secrets, 80) if code else None,

@@ -19,6 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server._clock import Clock
+from mcp_server.coerce import as_int
 from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
 from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
@@ -79,16 +80,6 @@ def _text(value: Any) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
     return None
 
 
@@ -225,9 +216,9 @@ class SeamlessClient:
                 kind=k,
                 items=items,
                 next_token=token,
-                total=_int(extra.get("total")),
+                total=as_int(extra.get("total")),
                 is_more=is_more if isinstance(is_more, bool) else token is not None,
-                per_page=_int(extra.get("perPage")),
+                per_page=as_int(extra.get("perPage")),
             )
 
         path = f"/search/{k}"
