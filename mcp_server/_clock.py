@@ -75,6 +75,12 @@ class ScaledClock:
     def move_on_after(self, seconds: float) -> anyio.CancelScope:
         return anyio.move_on_after(max(0.0, seconds) / self.scale)
 
+    def advance(self, seconds: float) -> None:
+        """Jump virtual time forward by exactly `seconds` (tests: no real wait, no overshoot)."""
+        step = max(0.0, seconds)
+        self._mono_anchor += step
+        self._epoch_anchor += step
+
     def rescale(self, scale: float) -> None:
         """Change speed without a jump in virtual time."""
         if scale <= 0:
