@@ -382,6 +382,10 @@ def build_server(
                 transports=dict(transports or {}),
             )
             stack.push_async_callback(runtime.aclose)
+            # Task followers in a group of their own, ended before the clients close (a
+            # follower that outlived them would send on a closed client).
+            followers = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(followers.cancel_scope.cancel)
             runtime.tasks = await stack.enter_async_context(
                 TaskEngine(
                     LedgerTaskStore(ledger),
@@ -394,7 +398,7 @@ def build_server(
                     ttl_ms=TASK_TTL_MS,
                 )
             )
-            job_tasks.attach(runtime, runtime.tasks)
+            job_tasks.attach(runtime, runtime.tasks, followers)
             yield runtime
 
     extension = TasksExtension(tools=TASK_TOOLS, engine=lambda runtime: runtime.tasks)

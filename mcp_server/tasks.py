@@ -32,15 +32,16 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import anyio.abc
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult
 
-from mcp_server.errors import InputProblem, JobRelayError, UnknownJob
+from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
-from mcp_server.models import PROVIDERS, JobState, Provider
+from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState, Provider
 from mcp_server.schemas import JobOutput
 
 if TYPE_CHECKING:
@@ -222,12 +223,23 @@ class JobTasks:
     following: dict[str, anyio.CancelScope] = field(default_factory=dict)
     submitting: set[str] = field(default_factory=set)
     """Job handles whose submit runs in this process now (their row says `submitting`)."""
+    _group: anyio.abc.TaskGroup | None = None
 
     # -- wiring ---------------------------------------------------------------------------------
 
-    def attach(self, runtime: Runtime, engine: TaskEngine) -> None:
-        self.runtime, self.engine = runtime, engine
-        runtime.spawn(self._sweep)
+    def attach(self, runtime: Runtime, engine: TaskEngine, group: anyio.abc.TaskGroup) -> None:
+        """Use `runtime` and `engine`; run submits, followers and the sweeper in `group`."""
+        self.runtime, self.engine, self._group = runtime, engine, group
+        self._spawn(self._sweep)
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        if self._group is None:
+            raise RuntimeError("the tasks adapter is used outside the server's lifespan")
+
+        async def run() -> None:
+            await fn()
+
+        self._group.start_soon(run)
 
     def _rt(self) -> Runtime:
         if self.runtime is None:
@@ -355,7 +367,7 @@ class JobTasks:
                 await engine.refresh(task.task_id)
                 self._follow(task, caller)
 
-        rt.spawn(run)
+        self._spawn(run)
         with anyio.fail_after(rt.settings.max_wait_seconds + 30):
             await decided.wait()
         if call.task is None:
@@ -373,17 +385,10 @@ class JobTasks:
         tenant = caller.tenant(provider)
         rec = await rt.ledger.get(job_id, tenant=tenant)
         if rec is None:
-            failure = rt.service.failure(
-                UnknownJob(
-                    f"Job {job_id} is no longer in the ledger (it was removed after the task "
-                    "started), so nothing more is known about it.",
-                    job_id=job_id,
-                ),
-                tool=record.tool,
-                job_id=job_id,
-            )
             return TaskUpdate(
-                status="completed", result=_result(failure), status_message="ended: job removed"
+                status="completed",
+                result=_result(_removed(job_id, provider)),
+                status_message="ended: job removed from the ledger",
             )
         submitting = rec.state is JobState.UNKNOWN and job_id in self.submitting
         if rec.state.terminal or (not rec.upstream_ids and not submitting):
@@ -427,7 +432,7 @@ class JobTasks:
             return
         scope = anyio.CancelScope()
         self.following[record.task_id] = scope
-        self._rt().spawn(lambda: self._run_follower(record, caller, scope))
+        self._spawn(lambda: self._run_follower(record, caller, scope))
 
     async def _run_follower(
         self, record: TaskRecord, caller: Caller, scope: anyio.CancelScope
@@ -459,9 +464,17 @@ class JobTasks:
                         return
                     out = None if outcome is None else cast("JobOutput", outcome.output)
                     if out is None or out.advice is not None:
-                        # The last check failed (rate limited, unreachable): its own hint.
+                        # The last check failed (rate limited, unreachable): say so, and wait
+                        # for the hint it came with.
                         pause = (out and out.next_check_after_seconds) or _FOLLOW_RETRY_SECONDS
-                        await rt.clock.sleep(max(1.0, pause))
+                        pause = max(1.0, pause)
+                        why = out.advice.title if out and out.advice else "the check failed"
+                        self.live[task_id] = (
+                            f"{self.live.get(task_id) or 'running'}. Last check failed "
+                            f"({why}); next check in {pause:.0f} s"
+                        )
+                        await engine.refresh(task_id)
+                        await rt.clock.sleep(pause)
         except Exception:  # a jobrelay bug: the one case a task fails
             log.exception("following job %s for task %s crashed", job_id, task_id)
             await engine.update(task_id, _internal_failure(job_id))
@@ -469,6 +482,20 @@ class JobTasks:
             if self.following.get(task_id) is scope:
                 del self.following[task_id]
             self.live.pop(task_id, None)
+
+
+def _removed(job_id: str, provider: Provider) -> Outcome:
+    """The answer for a task whose job row is gone (removed from the ledger after it began)."""
+    next_step = "Call list_jobs() to see the jobs the ledger still keeps."
+    error = ErrorInfo(
+        code=ErrorCode.NOT_FOUND, retryable=False, next_step=next_step, provider=provider
+    )
+    text = (
+        f"Job {job_id} is no longer in the ledger (it was removed after this task began), so "
+        f"nothing more can be reported about it; {_name(provider)} may still have finished it, "
+        f"and nothing was resubmitted. Next: {next_step} Do not start it again just to find out."
+    )
+    return Outcome(JobOutput(job_id=job_id, error=error), text, failed=True)
 
 
 def _name(provider: Provider) -> str:
