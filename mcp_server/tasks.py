@@ -37,6 +37,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult
 
+from mcp_server import _bounds as B
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
@@ -176,6 +177,11 @@ def tap(ledger: Ledger) -> Ledger:
 # ---- status texts ------------------------------------------------------------------------------
 
 
+def _status(text: str) -> str:
+    """A `statusMessage`, bounded (it quotes the upstream's own progress text)."""
+    return B.cut_text(" ".join(text.split()), B.MAX_TASK_STATUS_CHARS)
+
+
 def progress_message(out: JobOutput) -> str:
     """`statusMessage` of a running job: percent, phase, ETA and what the API said."""
     state = out.state.value if out.state is not None else "running"
@@ -192,7 +198,7 @@ def progress_message(out: JobOutput) -> str:
 
         parts.append(f"about {format_duration(progress.eta_seconds)} left")
     head = ", ".join(parts) or state
-    return f"{head}: {progress.message}" if progress.message else head
+    return _status(f"{head}: {progress.message}" if progress.message else head)
 
 
 def poll_interval_ms(provider: Provider, next_check: float | None) -> int:
@@ -442,9 +448,12 @@ class JobTasks:
         task_id = record.task_id
         job_id = job_of(record.handle)
 
+        progressed = [""]
+        """The latest progress text, without any failed-check note."""
+
         async def progress(percent: float, message: str | None) -> None:
             text = f"{percent:.0f}% done"
-            self.live[task_id] = f"{text}: {message}" if message else text
+            self.live[task_id] = progressed[0] = _status(f"{text}: {message}" if message else text)
             await engine.refresh(task_id)
 
         try:
@@ -469,9 +478,9 @@ class JobTasks:
                         pause = (out and out.next_check_after_seconds) or _FOLLOW_RETRY_SECONDS
                         pause = max(1.0, pause)
                         why = out.advice.title if out and out.advice else "the check failed"
-                        self.live[task_id] = (
-                            f"{self.live.get(task_id) or 'running'}. Last check failed "
-                            f"({why}); next check in {pause:.0f} s"
+                        self.live[task_id] = _status(
+                            f"Last check failed ({why}); next check in {pause:.0f} s. "
+                            f"{progressed[0]}"
                         )
                         await engine.refresh(task_id)
                         await rt.clock.sleep(pause)

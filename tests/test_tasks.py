@@ -331,3 +331,15 @@ async def test_tasks_and_listeners_of_one_job_share_its_one_upstream_stream(
     assert any("%" in n.get("statusMessage", "") for n in working), working
     streams = sandbox_state.stats()["requests"].get("agentseo GET /jobs/{job_id}/events", 0)
     assert streams == 1
+
+
+async def test_a_start_refused_before_its_ledger_row_is_an_ordinary_result(
+    build: Callable[..., Any], clock: ScaledClock, tmp_path: Path
+) -> None:
+    """Over the credit budget nothing is written or sent: no task, the tool's own refusal."""
+    async with tasks_client(build(JOBRELAY_CREDIT_BUDGET="0"), clock) as client:
+        refused = await raw_call(client, "start_research", ADA)
+    assert "resultType" not in refused or refused["resultType"] == "complete", refused
+    assert refused["isError"] is True
+    assert refused["structuredContent"]["error"]["code"] == "budget_exceeded"
+    assert task_rows(tmp_path / "jobs.sqlite3") == []
