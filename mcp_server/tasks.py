@@ -56,7 +56,7 @@ TASK_TTL_MS = 7 * 24 * 60 * 60 * 1000
 least). The job itself stays in the ledger after its task expires (`list_jobs`)."""
 SECRET_NAME = "mcp-tasks"  # noqa: S105  # the secret's name in the ledger, not a secret
 SWEEP_SECONDS = 3600.0
-"""How often expired task rows are deleted."""
+"""Expired task rows are deleted when a task starts, at most this often."""
 _POLL_MS: dict[Provider, tuple[int, int]] = {
     "seamless": (2_000, 5_000),
     "agentseo": (1_000, 60_000),
@@ -230,13 +230,13 @@ class JobTasks:
     submitting: set[str] = field(default_factory=set)
     """Job handles whose submit runs in this process now (their row says `submitting`)."""
     _group: anyio.abc.TaskGroup | None = None
+    _swept_at: float | None = None
 
     # -- wiring ---------------------------------------------------------------------------------
 
     def attach(self, runtime: Runtime, engine: TaskEngine, group: anyio.abc.TaskGroup) -> None:
-        """Use `runtime` and `engine`; run submits, followers and the sweeper in `group`."""
+        """Use `runtime` and `engine`; run submits and followers in `group`."""
         self.runtime, self.engine, self._group = runtime, engine, group
-        self._spawn(self._sweep)
 
     def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         if self._group is None:
@@ -257,14 +257,17 @@ class JobTasks:
             raise RuntimeError("the tasks adapter is used outside the server's lifespan")
         return self.engine
 
-    async def _sweep(self) -> None:
-        rt = self._rt()
-        while True:
-            try:
-                await self._engine().sweep()
-            except Exception:  # a storage fault must not end the sweeper for good
-                log.exception("deleting expired tasks failed; trying again later")
-            await rt.clock.sleep(SWEEP_SECONDS)
+    async def sweep_if_due(self) -> None:
+        """Delete expired task rows, at most once per `SWEEP_SECONDS` (checked when a task
+        starts, so no timer runs on the server's clock)."""
+        now = self._rt().clock.time()
+        if self._swept_at is not None and now - self._swept_at < SWEEP_SECONDS:
+            return
+        self._swept_at = now
+        try:
+            await self._engine().sweep()
+        except Exception:  # a storage fault must not stop the task from starting
+            log.exception("deleting expired tasks failed; trying again later")
 
     # -- owner ------------------------------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class JobTasks:
     # -- starter ----------------------------------------------------------------------------------
 
     async def start(self, call: TaskCall) -> None:
+        await self.sweep_if_due()
         args = await self.server.task_arguments(call.tool, dict(call.arguments))
         caller = self._caller(call.owner)
         if args is None or caller is None:
