@@ -65,6 +65,9 @@ _POLL_MS: dict[Provider, tuple[int, int]] = {
 `retry_after_seconds` within 1 s to 1 min."""
 _FOLLOW_RETRY_SECONDS = 5.0
 
+_NO_OWNER = "invalid-key-header"
+"""The owner of a tools/call whose key header is unusable: matches no task and no caller."""
+
 IntentHook = Callable[[JobRecord], Awaitable[None]]
 _ON_INTENT: contextvars.ContextVar[IntentHook | None] = contextvars.ContextVar(
     "jobrelay_on_intent", default=None
@@ -277,6 +280,10 @@ class JobTasks:
         try:
             caller = caller_from_request(ctx.lifespan_context, ctx.request)
         except InputProblem as exc:
+            if ctx.method == "tools/call":
+                # No task (the starter finds no caller): the ordinary call refuses the header
+                # as an isError result, as it does for every client.
+                return _NO_OWNER
             raise MCPError(INVALID_PARAMS, exc.message) from None
         key = owner_key(caller)
         self.callers[key] = caller

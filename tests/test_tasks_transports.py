@@ -210,3 +210,22 @@ async def test_tasks_survive_kill_9_and_reach_their_end_after_a_restart(
     stats = await sandbox.stats()
     assert paid_before_restart >= 1  # Ada's (Grace's is still held upstream)
     assert stats["requests"][PAID_ROUTE] == paid_before_restart  # nothing resubmitted
+
+
+async def test_an_unusable_key_header_is_the_tools_own_refusal_not_a_task(
+    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+) -> None:
+    inbox = Inbox()
+    headers = {"X-Seamless-Api-Key": "has spaces in it"}
+    async with (
+        http_serving(make_settings(), clock, sandbox_state) as (url, _http, _stopped),
+        over_http(url, headers, clock, inbox) as client,
+    ):
+        refused = await raw_call(client, "start_research", ADA)
+        with pytest.raises(MCPError) as on_get:
+            await get_task(client.session, "any-task")
+    assert refused.get("resultType", "complete") == "complete"
+    assert refused["isError"] is True
+    assert refused["structuredContent"]["error"]["code"] == "invalid_input"
+    assert "X-Seamless-Api-Key header" in refused["content"][0]["text"]
+    assert "X-Seamless-Api-Key header" in on_get.value.error.message
