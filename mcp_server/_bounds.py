@@ -163,6 +163,10 @@ MAX_FIELD_VALUE_CHARS: Final = 2_000
 """Longest string value of a result record shown; longer ones are cut with `TRUNCATED`."""
 
 
+MAX_TASK_STATUS_CHARS: Final = 300
+"""Longest MCP task `statusMessage` (it quotes the upstream's progress message)."""
+
+
 _MARKED = re.compile(r"…\[truncated ([\d,]+) chars\]$")
 
 

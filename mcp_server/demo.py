@@ -37,6 +37,7 @@ from mcp.types import CallToolResult
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, load_settings
+from mcp_server.mcptasks import TasksClient, TaskState
 from mcp_server.sandbox._state import KEY_INSUFFICIENT_CREDITS, Faults, SandboxState
 
 __all__ = ["DemoError", "run_demo"]
@@ -453,6 +454,38 @@ async def _credits(s: _Session) -> None:
     _expect(seamless.get("credits_remaining") == 0, "get_usage", "usage should show 0 credits left")
 
 
+async def _as_a_task(s: _Session) -> None:
+    s.say.step(10, "A tasks-capable host: the same kind of job as an MCP task")
+    s.say.para(
+        "A host on protocol 2026-07-28 that declares the io.modelcontextprotocol/tasks "
+        "extension gets a task at once instead of a blocking call, polls tasks/get (or listens "
+        "for notifications/tasks), and receives the tool's own result when the job ends. The "
+        "task lives in the ledger beside its job, so it survives a server restart.",
+        _INDENT,
+    )
+    result = await s.call(
+        "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "crm tasks"}}
+    )
+    data = _expect_ok(result, "task")
+    _expect(data.get("state") == "succeeded", "task", "the task should end with the job done")
+
+
+class _TaskLines:
+    """Prints each distinct `tasks/get` answer the tasks client sees, one line each."""
+
+    def __init__(self, say: _Narrator) -> None:
+        self.say = say
+        self.lines: list[str] = []
+
+    async def __call__(self, state: TaskState) -> None:
+        line = f"tasks/get -> {state.status}"
+        if state.status == "working" and state.status_message:
+            line += f" ({state.status_message}; poll every {state.poll_interval_ms} ms)"
+        if not self.lines or self.lines[-1] != line:
+            self.lines.append(line)
+            self.say.detail(line)
+
+
 # ---- entry point ----------------------------------------------------------------------------
 
 
@@ -477,6 +510,17 @@ async def _run(say: _Narrator, workdir: Path, scale: float) -> None:
     credit_less = _settings(db, {"SEAMLESS_API_KEY": KEY_INSUFFICIENT_CREDITS})
     async with Client(build_server(credit_less, clock=clock, sandbox_state=state)) as client:
         await _credits(_Session(client, say, clock, state))
+    lines = _TaskLines(say)
+    async with Client(
+        build_server(_settings(db), clock=clock, sandbox_state=state),
+        extensions=[TasksClient(on_status=lines, sleep=clock.sleep)],
+    ) as client:
+        await _as_a_task(_Session(client, say, clock, state))
+    _expect(
+        bool(lines.lines) and lines.lines[-1] == "tasks/get -> completed",
+        "task",
+        f"expected tasks/get to end completed, saw {lines.lines}",
+    )
 
 
 @contextmanager

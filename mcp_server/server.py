@@ -38,10 +38,19 @@ from mcp_server.errors import InputProblem
 from mcp_server.jobs import Caller, Clients, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_limiter
+from mcp_server.mcptasks import TaskEngine, TasksExtension
 from mcp_server.models import PROVIDERS, Provider
 from mcp_server.sandbox._persist import JobFile, sandbox_path
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.schemas import Kind
+from mcp_server.tasks import (
+    SECRET_NAME,
+    TASK_TOOLS,
+    TASK_TTL_MS,
+    JobTasks,
+    LedgerTaskStore,
+    tap,
+)
 from mcp_server.tool_results import (
     internal_error_result,
     invalid_arguments_result,
@@ -89,6 +98,8 @@ class Runtime(Clients):
     _coalescers: dict[tuple[str, str], PollCoalescer[Any]] = field(default_factory=dict)
     _hubs: dict[str, StreamHub[Any]] = field(default_factory=dict)
     service: JobService = field(init=False)
+    tasks: TaskEngine = field(init=False)
+    """The MCP tasks runtime (`mcp_server.tasks`), set once the lifespan opened it."""
 
     def __post_init__(self) -> None:
         self.service = JobService(
@@ -328,7 +339,7 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
-            ledger = await stack.enter_async_context(open_ledger(settings, clock=clock))
+            ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             sandboxed: dict[Provider, bool] = {
@@ -371,8 +382,26 @@ def build_server(
                 transports=dict(transports or {}),
             )
             stack.push_async_callback(runtime.aclose)
+            # Task followers in a group of their own, ended before the clients close (a
+            # follower that outlived them would send on a closed client).
+            followers = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(followers.cancel_scope.cancel)
+            runtime.tasks = await stack.enter_async_context(
+                TaskEngine(
+                    LedgerTaskStore(ledger),
+                    start=job_tasks.start,
+                    resolve=job_tasks.resolve,
+                    cancel=job_tasks.cancel,
+                    owner=job_tasks.owner,
+                    secret=await ledger.secret(SECRET_NAME),
+                    clock=clock.time,
+                    ttl_ms=TASK_TTL_MS,
+                )
+            )
+            job_tasks.attach(runtime, runtime.tasks, followers)
             yield runtime
 
+    extension = TasksExtension(tools=TASK_TOOLS, engine=lambda runtime: runtime.tasks)
     server = JobRelayServer(
         "jobrelay",
         wait_cap=settings.max_wait_seconds,
@@ -381,7 +410,10 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
+        extensions=[extension],
+        middleware=[extension.listen_middleware],
     )
+    job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
     from mcp_server.tools import register_tools
 
@@ -458,9 +490,21 @@ class JobRelayServer(MCPServer[Runtime]):
             self._input_schemas = {t.name: t.input_schema for t in await self.list_tools()}
         return self._input_schemas
 
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Runtime, Any] | None = None
-    ) -> Any:
+    async def task_arguments(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The validated keyword arguments of a call that may become a task, or None when
+        `call_tool` would refuse them (the ordinary call then answers with its own error)."""
+        if await self._argument_problem(name, arguments) is not None:
+            return None
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            return None
+        try:
+            return tool.fn_metadata.validate_arguments(arguments)
+        except ValidationError:
+            return None
+
+    async def _argument_problem(self, name: str, arguments: dict[str, Any]) -> Any | None:
+        """The isError result `call_tool` answers before the SDK validates, or None."""
         schemas = await self._schemas()
         schema = schemas.get(name)
         if schema is None:
@@ -505,6 +549,15 @@ class JobRelayServer(MCPServer[Runtime]):
                 ],
                 schema,
             )
+        return None
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Runtime, Any] | None = None
+    ) -> Any:
+        problem = await self._argument_problem(name, arguments)
+        if problem is not None:
+            return problem
+        schema = (await self._schemas())[name]
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:

@@ -76,8 +76,13 @@ def caller_for(ctx: Context[Any, Any]) -> Caller:
     `ctx.request_context.request`; over stdio and in-process there is none. A header key is
     used for this call only: kept as a SecretStr, never stored, logged or echoed.
     """
+    return caller_from_request(_runtime(ctx), getattr(ctx.request_context, "request", None))
+
+
+def caller_from_request(runtime: Any, request: Any) -> Caller:
+    """`caller_for` for any request (a tool's, or a `tasks/*` request's): the HTTP request's
+    key headers if any, else the server's keys. Raises `InputProblem` for an unusable header."""
     overrides: dict[Provider, SecretStr] = {}
-    request = getattr(ctx.request_context, "request", None)
     headers = getattr(request, "headers", None)
     if headers is not None:
         for provider, name in KEY_HEADERS.items():
@@ -93,7 +98,6 @@ def caller_for(ctx: Context[Any, Any]) -> Caller:
                     provider=provider,
                 )
             overrides[provider] = SecretStr(value)
-    runtime = _runtime(ctx)
     caller: Caller = runtime.caller(overrides)
     return caller
 
@@ -126,12 +130,20 @@ async def _guard(
     ctx: Context[Any, Any], tool: str, run: Callable[[], Awaitable[Outcome]]
 ) -> CallToolResult:
     """Every expected failure becomes an isError result with advice; never a traceback."""
+    return await outcome_result(_runtime(ctx).service, tool, run)
+
+
+async def outcome_result(
+    service: Any, tool: str, run: Callable[[], Awaitable[Outcome]]
+) -> CallToolResult:
+    """`run`'s outcome as the tool's result, expected failures as isError advice (also what a
+    task started in the background ends with, `mcp_server.tasks`)."""
     try:
         return to_result(await run())
     except InputProblem as exc:
         return to_result(_input_problem(exc, tool))
     except JobRelayError as exc:
-        return to_result(_runtime(ctx).service.failure(exc, tool=tool))
+        return to_result(service.failure(exc, tool=tool))
 
 
 def _progress(ctx: Context[Any, Any]) -> ProgressFn:

@@ -28,6 +28,7 @@ MCP_LAYER = frozenset(
             "tools",
             "transport",
             "jobs",
+            "tasks",
             "resources",
             "usage",
             "tool_results",
@@ -202,6 +203,20 @@ def below_mcp_imports(edges: list[Edge]) -> list[str]:
     ]
 
 
+MCPTASKS = f"{PACKAGE}.mcptasks"
+
+
+def mcptasks_imports(edges: list[Edge]) -> list[str]:
+    """What the tasks engine imports from jobrelay outside itself: nothing, not even for
+    types (issue 16: it could become a library of its own; jobrelay plugs in through its
+    `TaskStore` protocol and callbacks, in `mcp_server.tasks`)."""
+    return [
+        f"{e.source} -> {e.target} (line {e.line})"
+        for e in edges
+        if e.source.startswith(MCPTASKS) and not e.target.startswith(MCPTASKS)
+    ]
+
+
 def _private_owner(module: str) -> str | None:
     """The package a private module belongs to (`a.b._c` -> `a.b`), or None if public."""
     parts = module.split(".")
@@ -251,6 +266,10 @@ def test_upstream_and_sandbox_do_not_know_the_mcp_layer() -> None:
             assert "mcp" not in _third_party(path), f"{path} imports the MCP SDK"
 
 
+def test_the_tasks_engine_knows_nothing_of_jobrelay() -> None:
+    assert mcptasks_imports(import_graph()) == []
+
+
 def test_private_modules_stay_in_their_package() -> None:
     found = private_imports(import_graph())
     assert [pair for pair in found if pair not in PRIVATE_ALLOWED] == []
@@ -268,6 +287,7 @@ def test_each_rule_can_fail() -> None:
     assert errors_imports(plant("errors", "models"))  # a run-time import of models
     assert below_mcp_imports(plant("upstream._http", "server"))
     assert below_mcp_imports(plant("sandbox.app", "tools"))
+    assert mcptasks_imports(plant("mcptasks._store", "ledger"))
     assert (f"{PACKAGE}.jobs", f"{PACKAGE}.upstream._http") in private_imports(
         plant("jobs", "upstream._http")
     )

@@ -115,6 +115,15 @@ def test_demo_lists_the_six_jobs_it_started(transcript: str) -> None:
     assert sum(" failed" in r for r in rows) == 2
 
 
+def test_demo_shows_one_job_as_an_mcp_task(transcript: str) -> None:
+    section = _section(transcript, 10)
+    assert section.startswith("A tasks-capable host: the same kind of job as an MCP task")
+    assert "tasks/get -> working (submitting to AgentSEO; poll every 1000 ms)" in section
+    assert "% done" in section
+    assert "tasks/get -> completed agent reads: SEO serp_analysis job seo_" in section
+    assert transcript.index("\n10. A tasks-capable host") > transcript.index("\n9. Credit error")
+
+
 def test_demo_prints_no_key(transcript: str) -> None:
     assert SANDBOX_KEY not in transcript
     assert "another-app-in-the-same-org" not in transcript

@@ -147,7 +147,7 @@ async def test_open_creates_directories_and_a_wal_ledger_at_the_current_schema(
     assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert conn.execute("PRAGMA application_id").fetchone() == (LEDGER_APPLICATION_ID,)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"jobs", "job_upstream_ids", "job_targets"}
+    assert tables == {"jobs", "job_upstream_ids", "job_targets", "ledger_secrets", "tasks"}
     conn.close()
 
 

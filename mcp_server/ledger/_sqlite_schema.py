@@ -150,7 +150,24 @@ def _migration_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX job_targets_by_target ON job_targets (target)")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_v1,)
+def _migration_v2(conn: sqlite3.Connection) -> None:
+    """MCP tasks (issue 16): per-ledger secrets, and one row per task beside its job."""
+    conn.execute("CREATE TABLE ledger_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    conn.execute(
+        """
+        CREATE TABLE tasks (
+            task_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            terminal INTEGER NOT NULL,
+            expires_at REAL,
+            data TEXT NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX tasks_by_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_v1, _migration_v2)
 """Migration N (1-based) takes the schema from version N-1 to N. Append; never edit or reorder."""
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -342,4 +342,31 @@ class Ledger(Protocol):
         the most recent such job's handle."""
         ...
 
+    # -- MCP tasks (issue 16): the task rows that ride on jobs, and the ledger's secrets -----
+
+    async def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the ledger under `name`, made on first use: every
+        process on this ledger gets the same one (task ids are an HMAC under it)."""
+        ...
+
+    async def create_task(
+        self, task_id: str, *, job_id: str, data: JsonDict, expires_at: float | None
+    ) -> JsonDict:
+        """Insert a task row for `job_id`, durably (before the job's upstream POST). If
+        `task_id` is stored already, return its stored data unchanged."""
+        ...
+
+    async def get_task(self, task_id: str) -> JsonDict | None:
+        """The task's data, or None. Unscoped: the caller checks whose task it is."""
+        ...
+
+    async def save_task(self, task_id: str, data: JsonDict, *, terminal: bool) -> JsonDict | None:
+        """Replace the task's data unless the stored row is terminal; what is stored after,
+        or None when the task is unknown."""
+        ...
+
+    async def delete_expired_tasks(self, now: float) -> int:
+        """Delete task rows whose `expires_at` (epoch seconds) is at or before `now`."""
+        ...
+
     async def close(self) -> None: ...

@@ -22,8 +22,10 @@ written into.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import os
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -463,6 +465,72 @@ class SqliteLedger:
             return found
 
         return await self._run(self._snapshot(read))
+
+    # -- MCP tasks --------------------------------------------------------------------------
+
+    async def secret(self, name: str) -> bytes:
+        fresh = secrets.token_bytes(32)
+
+        def get_or_make(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT OR IGNORE INTO ledger_secrets (name, value) VALUES (?, ?)", (name, fresh)
+            )
+            row = conn.execute("SELECT value FROM ledger_secrets WHERE name = ?", (name,))
+            return bytes(row.fetchone()[0])
+
+        return await self._run(self._transaction(get_or_make, durable=True))
+
+    async def create_task(
+        self, task_id: str, *, job_id: str, data: JsonDict, expires_at: float | None
+    ) -> JsonDict:
+        text = json.dumps(data, separators=(",", ":"))
+
+        def insert(conn: sqlite3.Connection) -> JsonDict:
+            conn.execute(
+                "INSERT OR IGNORE INTO tasks (task_id, job_id, terminal, expires_at, data) "
+                "VALUES (?, ?, 0, ?, ?)",
+                (task_id, job_id, expires_at, text),
+            )
+            row = conn.execute("SELECT data FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            stored: JsonDict = json.loads(row[0])
+            return stored
+
+        return await self._run(self._transaction(insert, durable=True))
+
+    async def get_task(self, task_id: str) -> JsonDict | None:
+        def read(conn: sqlite3.Connection) -> JsonDict | None:
+            row = conn.execute("SELECT data FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            data: JsonDict = json.loads(row[0])
+            return data
+
+        return await self._read(read)
+
+    async def save_task(self, task_id: str, data: JsonDict, *, terminal: bool) -> JsonDict | None:
+        text = json.dumps(data, separators=(",", ":"))
+
+        def change(conn: sqlite3.Connection) -> JsonDict | None:
+            conn.execute(
+                "UPDATE tasks SET data = ?, terminal = ? WHERE task_id = ? AND terminal = 0",
+                (text, int(terminal), task_id),
+            )
+            row = conn.execute("SELECT data FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            stored: JsonDict = json.loads(row[0])
+            return stored
+
+        return await self._run(self._transaction(change))
+
+    async def delete_expired_tasks(self, now: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
+            return int(cursor.rowcount)
+
+        return await self._run(self._transaction(delete))
 
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolRequestParams
+from mcp.types import INVALID_PARAMS, CallToolRequestParams, CallToolResult
 
 from mcp_server.mcptasks._bus import InMemoryTaskEventBus, TaskEventBus
 from mcp_server.mcptasks._ids import TaskIds
@@ -40,7 +40,9 @@ Starter = Callable[["TaskCall"], Awaitable[None]]
 """Starts the work behind a tool call: calls `call.open(handle)` to make it a task (the
 record is stored before `open` returns) and returns promptly. Not opening a task lets the call
 run as an ordinary `tools/call`; do that for arguments that are not valid (they arrive as the
-client sent them, unchecked), so the tool answers with its own validation error."""
+client sent them, unchecked), so the tool answers with its own validation error. A starter whose
+work ended before it became a task (refused before anything durable happened) hands its result
+to `call.answer(result)` instead, so the call is not run a second time."""
 Resolver = Callable[[TaskRecord], Awaitable[TaskUpdate | None]]
 """Maps the application's durable state to the task's (None: unchanged). Called for tasks that
 are not terminal on every `tasks/get` and `TaskNotifier.refresh`; keep it to local reads."""
@@ -85,7 +87,15 @@ class TaskCall:
     """The request (its `lifespan_context`, transport request, ...)."""
     task: TaskRecord | None = None
     """The task `open` stored, if any."""
+    answered: CallToolResult | None = None
+    """The ordinary result `answer` gave, if any."""
     _engine: TaskEngine = field(repr=False)
+
+    def answer(self, result: CallToolResult) -> None:
+        """Answer the call with an ordinary result, without a task (the work is over)."""
+        if self.task is not None:
+            raise RuntimeError("this call already opened a task")
+        self.answered = result
 
     async def open(
         self,
@@ -98,8 +108,8 @@ class TaskCall:
         """Store a `working` task for `handle` and return it. One task per call. Reopening
         a handle the owner already used returns that task as stored (retries stay one task);
         use a fresh handle for fresh work. `ttl_ms`/`poll_interval_ms` default to the engine's."""
-        if self.task is not None:
-            raise RuntimeError("a tool call opens at most one task")
+        if self.task is not None or self.answered is not None:
+            raise RuntimeError("a tool call opens at most one task, and only if not answered")
         engine = self._engine
         now = engine.clock()
         record = TaskRecord(
@@ -203,8 +213,9 @@ class TaskEngine:
 
     async def begin(
         self, ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams
-    ) -> TaskRecord | None:
-        """Offer the call to the starter; the task it opened, or None to run it as usual."""
+    ) -> TaskRecord | CallToolResult | None:
+        """Offer the call to the starter: the task it opened, the ordinary result it answered
+        with, or None to run the call as usual."""
         call = TaskCall(
             tool=params.name,
             arguments=params.arguments or {},
@@ -213,7 +224,7 @@ class TaskEngine:
             _engine=self,
         )
         await self._start(call)
-        return call.task
+        return call.task if call.answered is None else call.answered
 
     async def visible(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> TaskRecord:
         """The caller's task, or the not-found error (also for another owner's task)."""

@@ -24,7 +24,7 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver import require_client_extension
-from mcp.types import CallToolRequestParams
+from mcp.types import CallToolRequestParams, CallToolResult
 
 from mcp_server.mcptasks._engine import TaskEngine
 from mcp_server.mcptasks._listen import TaskListenMiddleware
@@ -86,9 +86,11 @@ class TasksExtension(Extension):
         call_next: CallNext,
     ) -> HandlerResult:
         if params.name in self.task_tools and declares_tasks(ctx):
-            record = await self._engine(ctx).begin(ctx, params)
-            if record is not None:
-                return {"resultType": "task", **task_fields(record)}
+            begun = await self._engine(ctx).begin(ctx, params)
+            if isinstance(begun, CallToolResult):
+                return begun
+            if begun is not None:
+                return {"resultType": "task", **task_fields(begun)}
         return await call_next(ctx)
 
     async def _get(

@@ -118,6 +118,9 @@ async def _serve(
         record = await engine.store.get(task_id, owner)
         if record is not None and not record.expired(now):
             honored_ids.append(task_id)
+            # Resolved as `tasks/get` would be (before this stream listens, so the change is
+            # not sent twice): an application that resumes work on a read resumes it here too.
+            await engine.current(record)
     watched = frozenset(honored_ids)
     core = _core_subset(requested) if engine.subscriptions is not None else SubscriptionFilter()
     uris = frozenset(core.resource_subscriptions or ())

@@ -1,0 +1,138 @@
+"""The ledger-backed `TaskStore` (issue 16): what `mcptasks` asks of a store, on `SqliteLedger`
+(a task row beside its job, an owner check by the keys of the job's provider, terminal rows
+never overwritten, expiry), and the ledger's persistent secret."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mcp_server.jobs import Caller
+from mcp_server.ledger import SqliteLedger
+from mcp_server.mcptasks import TaskRecord, TaskUpdate
+from mcp_server.models import JobState
+from mcp_server.schemas import JobOutput, Progress
+from mcp_server.tasks import LedgerTaskStore, owner_key, poll_interval_ms, progress_message
+
+pytestmark = pytest.mark.anyio
+
+ALICE = owner_key(Caller({"seamless": "k_aaaaaaaaaaaa", "agentseo": "k_bbbbbbbbbbbb"}, {}))
+ALICE_OTHER_SEO_KEY = owner_key(
+    Caller({"seamless": "k_aaaaaaaaaaaa", "agentseo": "k_cccccccccccc"}, {})
+)
+BOB = owner_key(Caller({"seamless": "k_dddddddddddd", "agentseo": "k_bbbbbbbbbbbb"}, {}))
+T0 = 1_790_000_000.0
+
+
+def record(task_id: str = "t1", handle: str = "sea_0123456789abcdef", **kw: object) -> TaskRecord:
+    fields: dict[str, object] = {
+        "task_id": task_id,
+        "owner": ALICE,
+        "handle": handle,
+        "tool": "start_research",
+        "created_at": T0,
+        "updated_at": T0,
+        "ttl_ms": 60_000,
+        "poll_interval_ms": 2_000,
+        "status_message": "submitting",
+    }
+    fields.update(kw)
+    return TaskRecord(**fields)  # type: ignore[arg-type]
+
+
+async def test_a_task_row_round_trips_and_a_second_create_returns_the_first(tmp_path: Path) -> None:
+    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+        store = LedgerTaskStore(ledger)
+        first = await store.create(record())
+        again = await store.create(record(status_message="another"))
+        got = await store.get("t1", ALICE)
+    assert first == record()
+    assert again == record()  # a retried call finds its task
+    assert got == record()
+
+
+async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(tmp_path: Path) -> None:
+    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+        store = LedgerTaskStore(ledger)
+        await store.create(record())
+        await store.create(record("t2", "seo_0123456789abcdef"))
+        seen = {
+            (task, who): await store.get(task, owner) is not None
+            for task in ("t1", "t2")
+            for who, owner in (
+                ("alice", ALICE),
+                ("alice-other-seo", ALICE_OTHER_SEO_KEY),
+                ("bob", BOB),
+                ("unscoped", None),
+            )
+        }
+        unknown = await store.get("nope", ALICE)
+    assert seen == {
+        ("t1", "alice"): True,
+        ("t1", "alice-other-seo"): True,  # a Seamless job: the Seamless key decides
+        ("t1", "bob"): False,
+        ("t1", "unscoped"): True,
+        ("t2", "alice"): True,
+        ("t2", "alice-other-seo"): False,
+        ("t2", "bob"): True,  # Bob uses the same AgentSEO key: the same tenant there
+        ("t2", "unscoped"): True,
+    }
+    assert unknown is None
+
+
+async def test_a_terminal_task_is_never_overwritten(tmp_path: Path) -> None:
+    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+        store = LedgerTaskStore(ledger)
+        created = await store.create(record())
+        cancelled = created.apply(TaskUpdate(status="cancelled", status_message="stop"), T0 + 1)
+        stored = await store.save(cancelled)
+        late = cancelled.apply(TaskUpdate(status_message="x"), T0 + 2)
+        overwrite = await store.save(replace(late, status="working", status_message="again"))
+        missing = await store.save(record("never-created"))
+    assert stored == cancelled
+    assert overwrite == cancelled
+    assert missing is None
+
+
+async def test_expired_tasks_are_deleted_and_the_secret_outlives_the_process(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "jobs.sqlite3"
+    async with SqliteLedger.open(db) as ledger:
+        store = LedgerTaskStore(ledger)
+        await store.create(record("short", ttl_ms=1_000))
+        await store.create(record("forever", ttl_ms=None))
+        deleted = await store.delete_expired(T0 + 1)
+        left = [await store.get(t, None) is not None for t in ("short", "forever")]
+        secret = await ledger.secret("mcp-tasks")
+        other = await ledger.secret("something-else")
+    async with SqliteLedger.open(db) as reopened:
+        again = await reopened.secret("mcp-tasks")
+    assert deleted == 1
+    assert left == [False, True]
+    assert len(secret) == 32
+    assert again == secret
+    assert other != secret
+
+
+def test_status_messages_carry_percent_phase_eta_and_stay_bounded() -> None:
+    running = JobOutput(
+        state=JobState.RUNNING,
+        progress=Progress(percent=40, phase="crawling", eta_seconds=90, message="Crawling."),
+    )
+    hostile = JobOutput(state=JobState.RUNNING, progress=Progress(message="x" * 10_000))
+    assert progress_message(running) == "40% done, phase crawling, about 90 s left: Crawling."
+    assert len(progress_message(hostile)) <= 300 + len("…[truncated 10,000 chars]")
+    assert progress_message(JobOutput(state=JobState.QUEUED)) == (
+        "queued: no progress reported yet"
+    )
+
+
+def test_poll_intervals_follow_the_upstream_cadence() -> None:
+    assert poll_interval_ms("seamless", 5.0) == 5_000
+    assert poll_interval_ms("seamless", 0.5) == 2_000  # Seamless: 2 to 5 s
+    assert poll_interval_ms("seamless", 30.0) == 5_000
+    assert poll_interval_ms("agentseo", 7.0) == 7_000  # AgentSEO: its retry_after_seconds
+    assert poll_interval_ms("agentseo", 0.2) == 1_000
