@@ -106,7 +106,7 @@ class JobOutput(BaseModel):
     """A job as the agent sees it. On failure only `error` (and the handle, if any) is set."""
 
     job_id: str | None = None
-    provider: Provider | None = None
+    provider: str | None = None
     operation: str | None = None
     state: JobState | None = None
     raw_status: str | None = None
@@ -158,7 +158,7 @@ class ResultPage(BaseModel):
 
 class JobSummary(BaseModel):
     job_id: str
-    provider: Provider
+    provider: str
     operation: str
     state: JobState
     raw_status: str | None = None

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
         RequestKind,
         RetryBudget,
         hint_jitter,
+        poll_interval,
     )
     from mcp_server.upstream._bodies import ErrorFields, error_fields
     from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
     from mcp_server.upstream._http import DEADLINE_RETRY_AFTER, InvalidArguments, same_origin
+    from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
     from mcp_server.upstream._models import (
         AGENTSEO_TERMINAL,
         SEAMLESS_TERMINAL,
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
     from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 
 __all__ = [
+    "TOKEN_PATH",
+    "BearerAuth",
+    "OAuthClient",
+    "RefreshingAuth",
+    "poll_interval",
     "AGENTSEO_TERMINAL",
     "DEADLINE_RETRY_AFTER",
     "DEFAULT_POLICY",
@@ -104,6 +111,11 @@ _HOMES = {
     "parse_hints": "_headers",
     "retry_at": "_headers",
     "same_origin": "_http",
+    "poll_interval": "_backoff",
+    "TOKEN_PATH": "_oauth",
+    "BearerAuth": "_oauth",
+    "OAuthClient": "_oauth",
+    "RefreshingAuth": "_oauth",
 }
 
 
