@@ -1,0 +1,110 @@
+"""Issue 15 item 1's proof: a provider that lives only in the tests (`crunch_provider.py`)
+is registered through the public extension point and runs start, status, wait, result and
+the explanation of its failure through the real MCP tools, in process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from mcp_server._clock import ScaledClock
+from mcp_server.config import Settings
+from mcp_server.providers import registered
+from mcp_server.sandbox._state import SandboxState
+from mcp_server.server import build_server
+from tests.crunch_provider import NAME, CrunchProvider, crunch_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def crunch_client(
+    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+) -> AsyncIterator[Client]:
+    with registered(CrunchProvider()):
+        server = build_server(
+            make_settings(),
+            clock=clock,
+            sandbox_state=sandbox_state,
+            transports={NAME: httpx.ASGITransport(app=crunch_app())},
+        )
+        async with Client(server) as c:
+            yield c
+
+
+def _text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def test_a_registered_provider_runs_through_the_mcp_tools(crunch_client: Client) -> None:
+    with anyio.fail_after(30):
+        tools = {t.name: t for t in (await crunch_client.list_tools()).tools}
+        enum = tools["start_seo_job"].input_schema["properties"]["workflow"]["enum"]
+        assert enum[-1] == "word_count" and "serp_analysis" in enum
+
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": "to be or not to be"}}
+        )
+        assert not started.is_error, _text(started)
+        job_id = started.structured_content["job_id"]
+        assert job_id.startswith("crn_")
+        assert started.structured_content["provider"] == NAME
+        assert f"Crunch word_count job {job_id} started" in _text(started)
+
+        status = await crunch_client.call_tool("get_job_status", {"job_ids": [job_id]})
+        assert status.structured_content["jobs"][0]["state"] == "running", _text(status)
+
+        waited = await crunch_client.call_tool(
+            "wait_for_job", {"job_id": job_id, "wait_seconds": 20}
+        )
+        assert waited.structured_content["state"] == "succeeded", _text(waited)
+        assert "6 words, most often 'to'" in _text(waited)
+
+        page = await crunch_client.call_tool("get_job_result", {"job_id": job_id})
+        assert page.structured_content["items"][0]["top"] == "to", _text(page)
+        assert page.structured_content["total"] == 1
+
+        listed = await crunch_client.call_tool("list_jobs", {})
+        assert [j["job_id"] for j in listed.structured_content["jobs"]] == [job_id]
+
+
+async def test_a_failed_job_is_explained_from_the_providers_advice_table(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": ""}}
+        )
+        job_id = started.structured_content["job_id"]
+        waited = await crunch_client.call_tool(
+            "wait_for_job", {"job_id": job_id, "wait_seconds": 20}
+        )
+        assert waited.structured_content["state"] == "failed"
+        text = _text(waited)
+        assert "params.text was empty" in text and 'workflow="word_count"' in text
+        advice = waited.structured_content["advice"]
+        assert (advice["provider"], advice["title"]) == (NAME, "Nothing to count")
+
+
+async def test_bad_params_are_refused_by_the_provider_before_anything_is_sent(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        refused = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"colour": "red"}}
+        )
+        assert refused.is_error
+        assert "params.text" in _text(refused)
+        listed = await crunch_client.call_tool("list_jobs", {})
+        assert listed.structured_content["jobs"] == []
+
+
+def test_without_registration_the_workflow_is_unknown() -> None:
+    from mcp_server.providers import default_registry
+
+    assert "word_count" not in default_registry().workflows()
