@@ -38,6 +38,7 @@ from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
+from mcp_server.models import PROVIDERS
 from mcp_server.providers import Connection, ProviderEnv
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox._persist import JobFile, sandbox_path
@@ -147,7 +148,7 @@ class Runtime:
                     "This API key cannot be told apart from another key in use on this "
                     "server; use a different key.",
                     field="the API key",
-                    provider=provider,
+                    provider=provider if provider in PROVIDERS else None,
                 )
         caller = Caller(tenants=tenants, sandbox=dict(self.sandboxed))
         if not overrides:

@@ -20,8 +20,8 @@ from mcp_server import render
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome, ProgressFn
 from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
-from mcp_server.providers.registry import default_registry
 from mcp_server.projection import project_search_item
+from mcp_server.providers.registry import default_registry
 from mcp_server.schemas import (
     CompanyTarget,
     ContactTarget,

@@ -152,8 +152,14 @@ class CrunchProvider:
         title, what, step = ADVICE.get(
             code, ("Crunch job failed", f"Crunch ended the job {rec.raw_status}.", "list_jobs")
         )
-        return Advice(provider=NAME, title=title, what_happened=what, retryable=False,
-                      next_step=step, do_not="Do not resend the same params: they fail again.")  # fmt: skip
+        return Advice(
+            provider=NAME,
+            title=title,
+            what_happened=what,
+            retryable=False,
+            next_step=step,
+            do_not="Do not resend the same params: they fail again.",
+        )
 
     def result_records(self, rec: JobRecord) -> list[dict[str, Any]]:
         return [dict(r) for r in (rec.result or {}).get("results", [])]
@@ -203,7 +209,9 @@ class CrunchConnection:
             rec.job_id,
             state=state,
             raw_status=body["status"],
-            result={"results": [{"job_id": body["id"], **body["result"]}]} if "result" in body else None,
+            result={"results": [{"job_id": body["id"], **body["result"]}]}
+            if "result" in body
+            else None,
             error=body.get("error"),
         )  # fmt: skip
 
@@ -222,6 +230,7 @@ class CrunchConnection:
         ctx: JobContext,
         caller: Caller,
         rec: JobRecord,
+        *,
         fold: SharedFold,
         deadline: float,
         progress: ProgressFn | None,

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import pytest
-
 from mcp_server import advice as advice_mod
 from mcp_server._clock import FakeClock
 from mcp_server.config import Settings, key_fingerprint

@@ -14,9 +14,9 @@ from mcp_server._clock import FakeClock
 from mcp_server.config import Settings
 from mcp_server.errors import OutcomeUnknown, ResponseLost
 from mcp_server.jobs import Caller, JobService
-from mcp_server.providers.seamless.connection import SeamlessConnection
 from mcp_server.ledger import RAW_SUBMITTING, SqliteLedger
 from mcp_server.models import JobState
+from mcp_server.providers.seamless.connection import SeamlessConnection
 from mcp_server.schemas import ContactTarget, JobOutput
 from mcp_server.upstream._models import ResearchAccepted
 

@@ -45,7 +45,8 @@ async def test_a_registered_provider_runs_through_the_mcp_tools(crunch_client: C
     with anyio.fail_after(30):
         tools = {t.name: t for t in (await crunch_client.list_tools()).tools}
         enum = tools["start_seo_job"].input_schema["properties"]["workflow"]["enum"]
-        assert enum[-1] == "word_count" and "serp_analysis" in enum
+        assert enum[-1] == "word_count"
+        assert "serp_analysis" in enum
 
         started = await crunch_client.call_tool(
             "start_seo_job", {"workflow": "word_count", "params": {"text": "to be or not to be"}}
@@ -86,7 +87,8 @@ async def test_a_failed_job_is_explained_from_the_providers_advice_table(
         )
         assert waited.structured_content["state"] == "failed"
         text = _text(waited)
-        assert "params.text was empty" in text and 'workflow="word_count"' in text
+        assert "params.text was empty" in text
+        assert 'workflow="word_count"' in text
         advice = waited.structured_content["advice"]
         assert (advice["provider"], advice["title"]) == (NAME, "Nothing to count")
 

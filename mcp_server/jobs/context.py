@@ -137,7 +137,8 @@ class ServiceContext:
         progress: ProgressFn | None,
         warnings: Sequence[str] = (),
     ) -> Outcome:
-        assert self.follow_started is not None, "set by JobService"
+        if self.follow_started is None:  # pragma: no cover - JobService sets it
+            raise RuntimeError("ServiceContext.follow_started is set by JobService")
         return await self.follow_started(
             caller,
             job_id,

@@ -133,7 +133,9 @@ class Follower:
                 # Hold the job's shared record, not this call's own decoded copy: a research
                 # job's row (params, per-target items) is ~100 KB, kept for the whole wait.
                 rec = fold.rec = fold.fresher(rec)
-                rec, problem = await connection.follow(ctx, caller, rec, fold, deadline, progress)
+                rec, problem = await connection.follow(
+                    ctx, caller, rec, fold=fold, deadline=deadline, progress=progress
+                )
         if problem is not None and not rec.state.terminal:
             adv = ctx.advise(problem, tool="wait_for_job")
             return self.renderer.render(rec, warnings=warnings, problem=adv)

@@ -47,8 +47,8 @@ __all__ = [
     "ResearchRequest",
     "SeoConnection",
     "SharedFold",
-    "Started",
     "Spawn",
+    "Started",
     "aggregate_state",
 ]
 
@@ -102,7 +102,7 @@ class ProviderEnv:
     sandboxed: bool
     transport: Any = None
     """An `httpx.AsyncBaseTransport` for tests (in-process apps), else None."""
-    key_for: Callable[[str], SecretStr] = field(default=lambda tenant: SecretStr(""))
+    key_for: Callable[[str], SecretStr] = field(default=lambda _tenant: SecretStr(""))
     """The API key behind a tenant fingerprint (never stored by the provider beyond a client)."""
 
 
@@ -221,6 +221,7 @@ class Connection(Protocol):
         ctx: JobContext,
         caller: Caller,
         rec: JobRecord,
+        *,
         fold: SharedFold,
         deadline: float,
         progress: ProgressFn | None,

@@ -93,21 +93,20 @@ class ProviderRegistry:
         return list(self._providers.values())
 
 
-_DEFAULT: ProviderRegistry | None = None
+_DEFAULT: list[ProviderRegistry] = []
 
 
 def default_registry() -> ProviderRegistry:
     """The process-wide registry: Seamless.ai and AgentSEO, then whatever was registered."""
-    global _DEFAULT
-    if _DEFAULT is None:
+    if not _DEFAULT:
         from mcp_server.providers.agentseo import AgentSEOProvider
         from mcp_server.providers.seamless import SeamlessProvider
 
         registry = ProviderRegistry()
         registry.register(SeamlessProvider())
         registry.register(AgentSEOProvider())
-        _DEFAULT = registry
-    return _DEFAULT
+        _DEFAULT.append(registry)
+    return _DEFAULT[0]
 
 
 def register_provider(provider: JobProvider) -> None:

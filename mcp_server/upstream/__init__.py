@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from mcp_server.upstream._bodies import ErrorFields, error_fields
     from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
     from mcp_server.upstream._http import DEADLINE_RETRY_AFTER, InvalidArguments, same_origin
-    from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
     from mcp_server.upstream._models import (
         AGENTSEO_TERMINAL,
         SEAMLESS_TERMINAL,
@@ -37,23 +36,21 @@ if TYPE_CHECKING:
         SeamlessKind,
         SearchPage,
     )
+    from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
     from mcp_server.upstream.agentseo import WORKFLOW_ENDPOINTS, AgentSEOClient
     from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 
 __all__ = [
-    "TOKEN_PATH",
-    "BearerAuth",
-    "OAuthClient",
-    "RefreshingAuth",
-    "poll_interval",
     "AGENTSEO_TERMINAL",
     "DEADLINE_RETRY_AFTER",
     "DEFAULT_POLICY",
     "MAX_POLL_IDS",
     "SEAMLESS_TERMINAL",
+    "TOKEN_PATH",
     "WORKFLOW_ENDPOINTS",
     "AgentSEOClient",
     "BackoffPolicy",
+    "BearerAuth",
     "CompanyDescriptor",
     "ContactDescriptor",
     "ErrorFields",
@@ -62,9 +59,11 @@ __all__ = [
     "JobError",
     "JobProgress",
     "JobUpstream",
+    "OAuthClient",
     "PollItem",
     "RateLimitHints",
     "RecordsPage",
+    "RefreshingAuth",
     "RequestKind",
     "ResearchAccepted",
     "RetryBudget",
@@ -75,6 +74,7 @@ __all__ = [
     "format_clock",
     "hint_jitter",
     "parse_hints",
+    "poll_interval",
     "retry_at",
     "same_origin",
 ]

@@ -21,11 +21,9 @@ from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_seo_result
-from mcp_server.providers.agentseo.envelopes import agentseo_state, clamp_pct, nonneg
+from mcp_server.providers.agentseo.envelopes import NAME, agentseo_state, clamp_pct, nonneg
 from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
-
-NAME = "agentseo"
 
 # ---- per-workflow parameter validation ------------------------------------------------------
 
@@ -161,7 +159,7 @@ def _pydantic_problems(exc: ValidationError, model: type[_Params]) -> str:
 class AgentSEOProvider:
     """AgentSEO workflows (`start_seo_job`)."""
 
-    name = NAME
+    name: str = NAME
     title = "AgentSEO"
     service_name = "AgentSEO"
     id_prefix = "seo_"

@@ -8,8 +8,8 @@ from typing import Any
 from mcp_server.errors import JobRelayError
 from mcp_server.ledger import JobRecord
 from mcp_server.models import JobState
-from mcp_server.providers.agentseo.adapter import NAME
 from mcp_server.providers.agentseo.envelopes import (
+    NAME,
     agentseo_state,
     env_dump,
     env_error,
@@ -121,6 +121,7 @@ class AgentSEOConnection:
         ctx: JobContext,
         caller: Caller,
         rec: JobRecord,
+        *,
         fold: SharedFold,
         deadline: float,
         progress: ProgressFn | None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel
 
 from mcp_server._duration import format_duration
 from mcp_server.models import JobState
+
+NAME: Final[Literal["agentseo"]] = "agentseo"
 
 AGENTSEO_STATES: Mapping[str, JobState] = {
     "queued": JobState.QUEUED,

@@ -20,7 +20,7 @@ from mcp_server.providers.base import (
     SharedFold,
     aggregate_state,
 )
-from mcp_server.providers.seamless.adapter import (
+from mcp_server.providers.seamless.states import (
     NAME,
     Kind,
     open_request_ids,
@@ -217,6 +217,7 @@ class SeamlessConnection:
         ctx: JobContext,
         caller: Caller,
         rec: JobRecord,
+        *,
         fold: SharedFold,
         deadline: float,
         progress: ProgressFn | None,
