@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mcp_server import _bounds as B
-from mcp_server.models import Advice, ErrorInfo, JobState, Progress, Provider
+from mcp_server.models import Advice, ErrorInfo, JobState, Progress
 
 Kind = Literal["contacts", "companies"]
 Workflow = Literal["serp_analysis", "keyword_metrics", "local_audit", "local_audit_batch"]
@@ -189,7 +189,7 @@ class BucketUsage(BaseModel):
 
 
 class ProviderUsage(BaseModel):
-    provider: Provider
+    provider: str
     sandbox: bool
     credits_remaining: int | None = None
     buckets: list[BucketUsage] = Field(default_factory=list)
