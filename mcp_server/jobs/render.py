@@ -4,7 +4,7 @@ provider's reading of it (`JobProvider`), plus the cache of finished jobs' rende
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ _ADVISED_ON_SIGHT = (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, Jo
 class Renderer:
     """A job row as a tool answer. Keeps the plain rendering of finished jobs."""
 
-    def __init__(self, providers: ProviderRegistry, now: Any) -> None:
+    def __init__(self, providers: ProviderRegistry, now: Callable[[], float]) -> None:
         self.providers = providers
         self._now = now
         self._rendered: OrderedDict[str, tuple[datetime, Outcome]] = OrderedDict()

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
@@ -77,6 +77,9 @@ async def _submit(
 ) -> Outcome | tuple[JobRecord, JobState]:
     tool = "start_seo_job"
     name = provider.name
+    connection = ctx.connection(name)
+    if not isinstance(connection, SeoConnection):  # pragma: no cover - a provider's bug
+        raise TypeError(f"{name} serves workflows but its connection has no start()")
     record = await ctx.ledger.record_intent(
         JobRecord.new(
             job_id=new_job_id(name),
@@ -89,7 +92,6 @@ async def _submit(
             credits_requested=0,
         )
     )
-    connection = cast(SeoConnection, ctx.connection(name))
     try:
         started = await connection.start(ctx, caller, workflow, clean)
     except JobRelayError as exc:
@@ -107,7 +109,11 @@ async def _submit(
 
 
 def research_connection(ctx: ServiceContext) -> ResearchConnection:
-    return cast(ResearchConnection, ctx.connection(ctx.providers.research().name))
+    name = ctx.providers.research().name
+    connection = ctx.connection(name)
+    if not isinstance(connection, ResearchConnection):  # pragma: no cover - a provider's bug
+        raise TypeError(f"{name} serves research but its connection cannot search/research")
+    return connection
 
 
 async def start_research(

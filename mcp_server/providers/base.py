@@ -233,6 +233,7 @@ class Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
 class SeoConnection(Connection, Protocol):
     """A connection that starts workflow jobs (`start_seo_job`)."""
 
@@ -256,6 +257,7 @@ class ResearchRequest:
     skip_dedup_check: bool
 
 
+@runtime_checkable
 class ResearchConnection(Connection, Protocol):
     """A connection that searches and researches (`search_prospects`, `start_research`)."""
 
