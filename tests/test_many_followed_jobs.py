@@ -54,7 +54,9 @@ async def test_300_followed_seo_jobs_leave_starts_and_status_reads_answered(
             "open_streams": sum(
                 c.open_streams for c in runtime.connections["agentseo"].clients.values()
             ),
-            "followers": sum(h.followers_started for h in runtime._hubs.values()),
+            "followers": sum(
+                h.followers_started for h in runtime.connections["agentseo"]._hubs.values()
+            ),
             "budget_spent": budget.max_tokens - budget.tokens,
         }
 

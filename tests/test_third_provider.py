@@ -110,3 +110,29 @@ def test_without_registration_the_workflow_is_unknown() -> None:
     from mcp_server.providers import default_registry
 
     assert "word_count" not in default_registry().workflows()
+
+
+def test_the_registry_refuses_a_provider_that_clashes() -> None:
+    from mcp_server.providers import ProviderRegistry, default_registry
+
+    registry = ProviderRegistry()
+    for provider in default_registry():
+        registry.register(provider)
+    registry.register(CrunchProvider())
+    clashes: list[tuple[dict[str, Any], str]] = [
+        ({"name": "crunch", "id_prefix": "crx_", "workflows": ("x",)}, "already registered"),
+        ({"name": "crunch2", "id_prefix": "seo_", "workflows": ("x",)}, "id_prefix 'seo_'"),
+        ({"name": "crunch2", "id_prefix": "crx_", "workflows": ("serp_analysis",)}, "agentseo"),
+        ({"name": "Crunch!", "id_prefix": "crx_", "workflows": ("x",)}, "provider name"),
+    ]
+    for attrs, message in clashes:
+        other = CrunchProvider()
+        for key, value in attrs.items():
+            setattr(other, key, value)
+        with pytest.raises(ValueError, match=message):
+            registry.register(other)
+    assert registry.names() == ["seamless", "agentseo", "crunch"]
+    assert [p.name for p in registry.for_handle("crn_0123456789abcdef")] == ["crunch"]
+    assert registry.for_workflow("word_count") is not None
+    registry.unregister("crunch")
+    assert registry.for_workflow("word_count") is None

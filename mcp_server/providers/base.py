@@ -100,10 +100,10 @@ class ProviderEnv:
     spawn: Spawn
     base_url: str
     sandboxed: bool
+    key_for: Callable[[str], SecretStr]
+    """The API key behind a tenant fingerprint (never stored by the provider beyond a client)."""
     transport: Any = None
     """An `httpx.AsyncBaseTransport` for tests (in-process apps), else None."""
-    key_for: Callable[[str], SecretStr] = field(default=lambda _tenant: SecretStr(""))
-    """The API key behind a tenant fingerprint (never stored by the provider beyond a client)."""
 
 
 @dataclass
