@@ -1,7 +1,8 @@
 """A third job provider that exists only in the tests: "Crunch", a tiny async-job API.
 
-One adapter module (this file: the provider, its connection, its advice table) registered
-through `mcp_server.providers.register_provider`; no file under `mcp_server/` knows it.
+One adapter module (this file: the provider, its connection, its advice table), registered
+through `mcp_server.providers.register_provider` and `mcp_server.advice.register_provider_advice`;
+no file under `mcp_server/` knows it.
 
 The API (`crunch_app`, Starlette, served in-process through `httpx.ASGITransport`):
 `POST /jobs {"workflow", "params"}` -> `{"id", "status": "queued"}`; each `GET /jobs/{id}`
@@ -12,6 +13,7 @@ with `result` (word counts) or `error` (`{"code"}`) at the end.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,12 +22,13 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route as HttpRoute
 
+from mcp_server.advice import CatalogueRow, ProviderAdvice, Route, VoteClues, advise_job
 from mcp_server.config import Settings
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.ledger import JobRecord
-from mcp_server.models import Advice, JobState, Progress
+from mcp_server.models import Advice, ErrorCode, JobState, Progress
 from mcp_server.providers import (
     Caller,
     JobContext,
@@ -70,25 +73,55 @@ def crunch_app() -> Starlette:
                 job["result"] = {"words": len(text.split()), "top": max(counts, key=counts.get)}  # type: ignore[arg-type]
             else:
                 job["status"] = "failed"
-                job["error"] = {"code": "empty_text"}
+                job["error"] = {"code": "empty_text", "message": "params.text was empty"}
         return JSONResponse({k: v for k, v in job.items() if k != "params"})
 
     return Starlette(
-        routes=[Route("/v1/jobs", start, methods=["POST"]), Route("/v1/jobs/{job_id}", get)]
+        routes=[HttpRoute("/v1/jobs", start, methods=["POST"]), HttpRoute("/v1/jobs/{job_id}", get)]
     )
 
 
 # ---- its advice table -----------------------------------------------------------------------
 
-ADVICE: Mapping[str, tuple[str, str, str]] = {
-    "empty_text": (
-        "Nothing to count",
-        "Crunch failed the job: params.text was empty, so there were no words to count.",
-        'Start it again with text, e.g. start_seo_job(workflow="word_count", '
-        'params={"text": "..."}).',
+ADVICE = ProviderAdvice(
+    name=NAME,
+    service="Crunch",
+    rows=(
+        CatalogueRow(
+            key="crunch.429",
+            provider=NAME,
+            when="HTTP 429",
+            meaning="the counting queue is full",
+            code=ErrorCode.RATE_LIMITED,
+            retryable=True,
+            title="Crunch queue full",
+            what="Crunch has no room in its counting queue{until}.",
+            next_step="Retry {tool_ref}{after}.",
+            do_not="Do not retry before then: the queue refuses again.",
+            statuses=(429,),
+            status_default=True,
+            default_wait=10.0,
+        ),
+        CatalogueRow(
+            key="crunch.job.failed",
+            provider=NAME,
+            when="job status failed",
+            meaning="the text could not be counted; it must change",
+            code=None,
+            retryable=False,
+            title="Crunch job failed",
+            what="Crunch reports {job_name} as failed ({job_error}).",
+            next_step='Start it again with text: start_seo_job(workflow="word_count", '
+            'params={{"text": "..."}}).',
+            do_not="Do not resend the same params: they fail again.",
+            job_statuses=("failed/permanent",),
+        ),
     ),
-}
-"""Crunch's documented job error codes: (title, what happened, next step)."""
+    routes=(Route("POST", re.compile(r"^/v1/jobs$"), "start_seo_job"),),
+    paid_tools=frozenset({"start_seo_job"}),
+    clues=VoteClues(header_prefixes=(("x-crunch-", 2),)),
+)
+"""Crunch's advice table: its pasted 429s and its failed jobs."""
 
 STATES = {"queued": JobState.QUEUED, "running": JobState.RUNNING, "done": JobState.SUCCEEDED,
           "failed": JobState.FAILED}  # fmt: skip
@@ -147,18 +180,8 @@ class CrunchProvider:
         return False
 
     def job_advice(self, rec: JobRecord, *, now: float) -> Advice:
-        del now
-        code = str((rec.error or {}).get("code") or "")
-        title, what, step = ADVICE.get(
-            code, ("Crunch job failed", f"Crunch ended the job {rec.raw_status}.", "list_jobs")
-        )
-        return Advice(
-            provider=NAME,
-            title=title,
-            what_happened=what,
-            retryable=False,
-            next_step=step,
-            do_not="Do not resend the same params: they fail again.",
+        return advise_job(
+            NAME, rec.raw_status or "unknown", error=rec.error, now=now, job_id=rec.job_id
         )
 
     def result_records(self, rec: JobRecord) -> list[dict[str, Any]]:

@@ -13,11 +13,12 @@ import pytest
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
+from mcp_server.advice import register_provider_advice, unregister_provider_advice
 from mcp_server.config import Settings
 from mcp_server.providers import registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
-from tests.crunch_provider import NAME, CrunchProvider, crunch_app
+from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
 
 pytestmark = pytest.mark.anyio
 
@@ -26,15 +27,19 @@ pytestmark = pytest.mark.anyio
 async def crunch_client(
     make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
 ) -> AsyncIterator[Client]:
-    with registered(CrunchProvider()):
-        server = build_server(
-            make_settings(),
-            clock=clock,
-            sandbox_state=sandbox_state,
-            transports={NAME: httpx.ASGITransport(app=crunch_app())},
-        )
-        async with Client(server) as c:
-            yield c
+    register_provider_advice(ADVICE)
+    try:
+        with registered(CrunchProvider()):
+            server = build_server(
+                make_settings(),
+                clock=clock,
+                sandbox_state=sandbox_state,
+                transports={NAME: httpx.ASGITransport(app=crunch_app())},
+            )
+            async with Client(server) as c:
+                yield c
+    finally:
+        unregister_provider_advice(NAME)
 
 
 def _text(result: Any) -> str:
@@ -90,7 +95,20 @@ async def test_a_failed_job_is_explained_from_the_providers_advice_table(
         assert "params.text was empty" in text
         assert 'workflow="word_count"' in text
         advice = waited.structured_content["advice"]
-        assert (advice["provider"], advice["title"]) == (NAME, "Nothing to count")
+        assert (advice["provider"], advice["title"]) == (NAME, "Crunch job failed")
+        assert "empty_text" in advice["what_happened"]
+
+
+async def test_a_pasted_crunch_429_is_explained_by_explain_error(crunch_client: Client) -> None:
+    with anyio.fail_after(30):
+        explained = await crunch_client.call_tool(
+            "explain_error",
+            {"http_status": 429, "headers": {"X-Crunch-Queue": "full", "Retry-After": "30"}},
+        )
+        assert not explained.is_error, _text(explained)
+        advice = explained.structured_content["advice"]
+        assert (advice["provider"], advice["title"]) == (NAME, "Crunch queue full")
+        assert advice["retry_after_seconds"] == 30
 
 
 async def test_bad_params_are_refused_by_the_provider_before_anything_is_sent(
