@@ -42,7 +42,7 @@ from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
-from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState, Provider
+from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState
 from mcp_server.schemas import JobOutput
 
 if TYPE_CHECKING:
