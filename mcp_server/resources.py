@@ -133,10 +133,11 @@ def register_resources(server: MCPServer[Any]) -> None:
         # Context only into templates, and usage is per caller (keys may come per request).
         from mcp_server.usage import usage_outcome
 
-        if provider and provider not in PROVIDERS:
+        runtime = ctx.request_context.lifespan_context
+        if provider and provider not in runtime.providers.names():
             raise ResourceError("Unknown provider; use ?provider=seamless or agentseo.")
-        only = [p for p in PROVIDERS if p == provider] if provider else PROVIDERS
-        outcome = await usage_outcome(ctx.request_context.lifespan_context, _caller(ctx), only=only)
+        only = [provider] if provider else None
+        outcome = await usage_outcome(runtime, _caller(ctx), only=only)
         text: str = outcome.output.model_dump_json(exclude_none=True)
         return text
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mcp_server import _bounds as B
-from mcp_server.models import Advice, ErrorInfo, JobState, Progress, Provider
+from mcp_server.models import Advice, ErrorInfo, JobState, Progress
 
 Kind = Literal["contacts", "companies"]
 Workflow = Literal["serp_analysis", "keyword_metrics", "local_audit", "local_audit_batch"]
@@ -106,7 +106,7 @@ class JobOutput(BaseModel):
     """A job as the agent sees it. On failure only `error` (and the handle, if any) is set."""
 
     job_id: str | None = None
-    provider: Provider | None = None
+    provider: str | None = None
     operation: str | None = None
     state: JobState | None = None
     raw_status: str | None = None
@@ -158,7 +158,7 @@ class ResultPage(BaseModel):
 
 class JobSummary(BaseModel):
     job_id: str
-    provider: Provider
+    provider: str
     operation: str
     state: JobState
     raw_status: str | None = None
@@ -189,7 +189,7 @@ class BucketUsage(BaseModel):
 
 
 class ProviderUsage(BaseModel):
-    provider: Provider
+    provider: str
     sandbox: bool
     credits_remaining: int | None = None
     buckets: list[BucketUsage] = Field(default_factory=list)

@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -35,14 +34,15 @@ from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.errors import InputProblem
-from mcp_server.jobs import Caller, Clients, JobService
+from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
-from mcp_server.models import PROVIDERS, Provider
+from mcp_server.models import PROVIDERS
+from mcp_server.providers import Connection, ProviderEnv
+from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox._persist import JobFile, sandbox_path
 from mcp_server.sandbox._state import SandboxState
-from mcp_server.schemas import Kind
 from mcp_server.tasks import (
     SECRET_NAME,
     TASK_TOOLS,
@@ -56,17 +56,9 @@ from mcp_server.tool_results import (
     invalid_arguments_result,
     unknown_tool_result,
 )
-from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, poll_interval
-from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
-from mcp_server.upstream.agentseo import AgentSEOClient
-from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
-from mcp_server.watch import PollCoalescer, StreamHub
+from mcp_server.upstream import BackoffPolicy, RetryBudget
 
 log = logging.getLogger(__name__)
-
-MAX_POLL_CALLS_PER_ROUND = 10
-"""Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
-outstanding ids are polled in turn over the next rounds (issue 20.4)."""
 
 SANDBOX_KEY = "jobrelay-sandbox"
 """The key sent to the embedded sandbox when no real key is configured (any key works there)."""
@@ -80,8 +72,9 @@ INSTRUCTIONS = (
 
 
 @dataclass
-class Runtime(Clients):
-    """Everything the tools share for the server's lifetime."""
+class Runtime:
+    """Everything the tools share for the server's lifetime: the composition root. Each
+    registered provider gets its `Connection` (clients and watchers) from `connect`."""
 
     settings: Settings
     clock: Clock
@@ -89,35 +82,51 @@ class Runtime(Clients):
     limiter: Limiter
     policy: BackoffPolicy
     task_group: anyio.abc.TaskGroup
-    base_urls: Mapping[Provider, str]
-    sandboxed: Mapping[Provider, bool]
-    transports: Mapping[Provider, Any] = field(default_factory=dict)
-    budgets: dict[Provider, RetryBudget] = field(default_factory=dict)
-    _seamless: dict[str, SeamlessClient] = field(default_factory=dict)
-    _agentseo: dict[str, AgentSEOClient] = field(default_factory=dict)
-    _coalescers: dict[tuple[str, str], PollCoalescer[Any]] = field(default_factory=dict)
-    _hubs: dict[str, StreamHub[Any]] = field(default_factory=dict)
+    base_urls: Mapping[str, str]
+    sandboxed: Mapping[str, bool]
+    transports: Mapping[str, Any] = field(default_factory=dict)
+    budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    providers: ProviderRegistry = field(default_factory=default_registry)
+    connections: dict[str, Connection] = field(default_factory=dict)
     service: JobService = field(init=False)
     tasks: TaskEngine = field(init=False)
     """The MCP tasks runtime (`mcp_server.tasks`), set once the lifespan opened it."""
 
     def __post_init__(self) -> None:
+        for p in self.providers:
+            budget = self.budgets.setdefault(p.name, RetryBudget())
+            self.connections[p.name] = p.connect(
+                ProviderEnv(
+                    settings=self.settings,
+                    clock=self.clock,
+                    limiter=self.limiter,
+                    policy=self.policy,
+                    budget=budget,
+                    spawn=self.spawn,
+                    base_url=self.base_urls[p.name],
+                    sandboxed=self.sandboxed[p.name],
+                    transport=self.transports.get(p.name),
+                    key_for=self._keys.__getitem__,
+                )
+            )
         self.service = JobService(
-            settings=self.settings, ledger=self.ledger, clock=self.clock, clients=self
+            settings=self.settings,
+            ledger=self.ledger,
+            clock=self.clock,
+            connections=self.connections,
+            providers=self.providers,
         )
-        for p in ("seamless", "agentseo"):
-            self.budgets.setdefault(p, RetryBudget())
 
     # ---- callers and keys ---------------------------------------------------------------
-    def effective_key(self, provider: Provider, override: SecretStr | None) -> SecretStr:
+    def effective_key(self, provider: str, override: SecretStr | None) -> SecretStr:
         if override is not None:
             return override
-        configured = self.settings.api_key(provider)
+        configured = self.providers.get(provider).api_key(self.settings)
         if configured is not None:
             return configured
         return SecretStr(SANDBOX_KEY)
 
-    def caller(self, overrides: Mapping[Provider, SecretStr] | None = None) -> Caller:
+    def caller(self, overrides: Mapping[str, SecretStr] | None = None) -> Caller:
         """The tenants (key fingerprints) of a call: its jobs, clients and rate-limit buckets.
 
         A per-request key that is sent to the sandbox when the server itself has no key is
@@ -126,7 +135,7 @@ class Runtime(Clients):
         if not overrides and self._default_caller is not None:
             return self._default_caller  # the server's own keys: the same on every call
         overrides = overrides or {}
-        keys = {p: self.effective_key(p, overrides.get(p)) for p in PROVIDERS}
+        keys = {p: self.effective_key(p, overrides.get(p)) for p in self.providers.names()}
         tenants = {p: key_fingerprint(k) for p, k in keys.items()}
         for provider, key in keys.items():
             known = self._keys.setdefault(tenants[provider], key)
@@ -139,7 +148,7 @@ class Runtime(Clients):
                     "This API key cannot be told apart from another key in use on this "
                     "server; use a different key.",
                     field="the API key",
-                    provider=provider,
+                    provider=provider if provider in PROVIDERS else None,
                 )
         caller = Caller(tenants=tenants, sandbox=dict(self.sandboxed))
         if not overrides:
@@ -149,130 +158,15 @@ class Runtime(Clients):
     _keys: dict[str, SecretStr] = field(default_factory=dict)
     _default_caller: Caller | None = None
 
-    def _key_for(self, caller: Caller, provider: Provider) -> SecretStr:
-        return self._keys[caller.tenant(provider)]
-
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
             await fn()
 
         self.task_group.start_soon(run)
 
-    # ---- Clients interface ----------------------------------------------------------------
-    def seamless(self, caller: Caller) -> SeamlessClient:
-        tenant = caller.tenant("seamless")
-        client = self._seamless.get(tenant)
-        if client is None:
-            key = self._key_for(caller, "seamless")
-            client = SeamlessClient(
-                self.base_urls["seamless"],
-                key,
-                clock=self.clock,
-                limiter=self.limiter,
-                policy=self.policy,
-                budget=self.budgets["seamless"],
-                transport=self.transports.get("seamless"),
-                tenant=tenant,
-                auth=self._seamless_oauth(key),
-            )
-            self._seamless[tenant] = client
-        return client
-
-    def _seamless_oauth(self, key: SecretStr) -> httpx.Auth | None:
-        """The configured OAuth auth when `key` is the server's own OAuth credential (a
-        per-request key header is always an API key)."""
-        settings = self.settings
-        own = settings.api_key("seamless")
-        if self.sandboxed["seamless"] or own is None:
-            return None
-        if not hmac.compare_digest(
-            own.get_secret_value().encode(), key.get_secret_value().encode()
-        ):
-            return None
-        if settings.seamless_auth == "access_token" and settings.seamless_access_token:
-            return BearerAuth(settings.seamless_access_token)
-        if (
-            settings.seamless_auth == "oauth_refresh"
-            and settings.seamless_oauth_client_id
-            and settings.seamless_oauth_client_secret
-            and settings.seamless_oauth_refresh_token
-            and settings.seamless_oauth_redirect_uri
-        ):
-            return RefreshingAuth(
-                OAuthClient(
-                    settings.seamless_oauth_client_id,
-                    settings.seamless_oauth_client_secret,
-                    settings.seamless_oauth_redirect_uri,
-                ),
-                settings.seamless_oauth_refresh_token,
-                token_url=self.base_urls["seamless"].rstrip("/") + TOKEN_PATH,
-                now=self.clock.time,
-            )
-        return None
-
-    def agentseo(self, caller: Caller) -> AgentSEOClient:
-        tenant = caller.tenant("agentseo")
-        client = self._agentseo.get(tenant)
-        if client is None:
-            client = AgentSEOClient(
-                self.base_urls["agentseo"],
-                self._key_for(caller, "agentseo"),
-                clock=self.clock,
-                limiter=self.limiter,
-                policy=self.policy,
-                budget=self.budgets["agentseo"],
-                transport=self.transports.get("agentseo"),
-                tenant=tenant,
-            )
-            self._agentseo[tenant] = client
-        return client
-
-    def coalescer(self, caller: Caller, kind: Kind) -> PollCoalescer[Any]:
-        key = (caller.tenant("seamless"), kind)
-        co = self._coalescers.get(key)
-        if co is None:
-            client = self.seamless(caller)
-            clock = self.clock
-            policy = self.policy
-
-            async def poll(ids: Any) -> dict[str, Any]:
-                items = await client.poll(kind, list(ids), deadline=clock.monotonic() + 30.0)
-                return {i.request_id: i for i in items}
-
-            co = PollCoalescer(
-                poll=poll,
-                is_terminal=lambda item: bool(item.terminal),
-                interval=lambda n: poll_interval("seamless", n, policy=policy),
-                clock=self.clock,
-                spawn=self.spawn,
-                max_ids=MAX_POLL_IDS,
-                max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
-            )
-            self._coalescers[key] = co
-        return co
-
-    def hub(self, caller: Caller) -> StreamHub[Any]:
-        tenant = caller.tenant("agentseo")
-        hub = self._hubs.get(tenant)
-        if hub is None:
-            client = self.agentseo(caller)
-
-            def follow(job_id: str) -> AsyncIterator[Any]:
-                return client.follow(job_id, deadline=None)
-
-            hub = StreamHub(
-                follow=follow,
-                is_terminal=lambda env: bool(env.terminal),
-                spawn=self.spawn,
-            )
-            self._hubs[tenant] = hub
-        return hub
-
     async def aclose(self) -> None:
-        for seamless in self._seamless.values():
-            await seamless.aclose()
-        for agentseo in self._agentseo.values():
-            await agentseo.aclose()
+        for connection in self.connections.values():
+            await connection.aclose()
 
 
 class _QuietUvicorn(uvicorn.Server):
@@ -322,15 +216,12 @@ async def _embedded_sandbox(tg: anyio.abc.TaskGroup, state: SandboxState) -> Asy
             listener.close()
 
 
-_SERVICE_NAMES: dict[Provider, str] = {"seamless": "Seamless.ai", "agentseo": "AgentSEO"}
-
-
 def build_server(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
     sandbox_state: SandboxState | None = None,
-    transports: Mapping[Provider, Any] | None = None,
+    transports: Mapping[str, Any] | None = None,
 ) -> JobRelayServer:
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
     settings = settings or load_settings()
@@ -342,30 +233,21 @@ def build_server(
             ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            sandboxed: dict[Provider, bool] = {
-                p: settings.uses_sandbox(p) for p in ("seamless", "agentseo")
-            }
-            base_urls: dict[Provider, str] = {
-                p: settings.base_url(p) for p in ("seamless", "agentseo")
-            }
+            providers = default_registry()
+            sandboxed = {p.name: p.sandboxed(settings) for p in providers}
+            base_urls = {p.name: p.base_url(settings) for p in providers}
             if any(sandboxed.values()):
-                from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX
-
                 # The embedded sandbox keeps its jobs beside the ledger, so a restarted
                 # server's sandbox still knows the jobs the ledger holds (issue 14.7).
                 state = sandbox_state or SandboxState(
                     jobs_file=JobFile(sandbox_path(settings.db_path))
                 )
                 root = await stack.enter_async_context(_embedded_sandbox(tg, state))
-                if sandboxed["seamless"]:
-                    base_urls["seamless"] = root + SEAMLESS_PREFIX
-                if sandboxed["agentseo"]:
-                    base_urls["agentseo"] = root + AGENTSEO_PREFIX
-                served = [
-                    f"{_SERVICE_NAMES[p]} ({settings.sandbox_reason(p)})"
-                    for p, on in sandboxed.items()
-                    if on
-                ]
+                served = []
+                for p in providers:
+                    if sandboxed[p.name]:
+                        base_urls[p.name] = p.sandbox_url(root)
+                        served.append(f"{p.service_name} ({p.sandbox_reason(settings)})")
                 log.info(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
@@ -380,6 +262,7 @@ def build_server(
                 base_urls=base_urls,
                 sandboxed=sandboxed,
                 transports=dict(transports or {}),
+                providers=providers,
             )
             stack.push_async_callback(runtime.aclose)
             # Task followers in a group of their own, ended before the clients close (a

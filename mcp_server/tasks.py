@@ -42,7 +42,7 @@ from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
-from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState, Provider
+from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState
 from mcp_server.schemas import JobOutput
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ least). The job itself stays in the ledger after its task expires (`list_jobs`).
 SECRET_NAME = "mcp-tasks"  # noqa: S105  # the secret's name in the ledger, not a secret
 SWEEP_SECONDS = 3600.0
 """Expired task rows are deleted when a task starts, at most this often."""
-_POLL_MS: dict[Provider, tuple[int, int]] = {
+_POLL_MS: dict[str, tuple[int, int]] = {
     "seamless": (2_000, 5_000),
     "agentseo": (1_000, 60_000),
 }
@@ -82,7 +82,7 @@ def owner_key(caller: Caller) -> str:
     return " ".join(f"{p}={caller.tenant(p)}" for p in PROVIDERS)
 
 
-def _tenant(owner: str, provider: Provider) -> str | None:
+def _tenant(owner: str, provider: str) -> str | None:
     for part in owner.split():
         name, _, tenant = part.partition("=")
         if name == provider:
@@ -95,7 +95,7 @@ def job_of(handle: str) -> str:
     return handle.split("/", 1)[0]
 
 
-def _provider(handle: str) -> Provider:
+def _provider(handle: str) -> str:
     provider = provider_for_job_id(job_of(handle))
     if provider is None:  # every task handle is made from a ledger handle
         raise ValueError(f"not a job handle: {handle!r}")
@@ -204,7 +204,7 @@ def progress_message(out: JobOutput) -> str:
     return _status(f"{head}: {progress.message}" if progress.message else head)
 
 
-def poll_interval_ms(provider: Provider, next_check: float | None) -> int:
+def poll_interval_ms(provider: str, next_check: float | None) -> int:
     low, high = _POLL_MS[provider]
     wanted = int((next_check if next_check is not None else high / 1000) * 1000)
     return max(low, min(high, wanted))
@@ -504,7 +504,7 @@ class JobTasks:
             self.live.pop(task_id, None)
 
 
-def _removed(job_id: str, provider: Provider) -> Outcome:
+def _removed(job_id: str, provider: str) -> Outcome:
     """The answer for a task whose job row is gone (removed from the ledger after it began)."""
     next_step = "Call list_jobs() to see the jobs the ledger still keeps."
     error = ErrorInfo(
@@ -518,7 +518,7 @@ def _removed(job_id: str, provider: Provider) -> Outcome:
     return Outcome(JobOutput(job_id=job_id, error=error), text, failed=True)
 
 
-def _name(provider: Provider) -> str:
+def _name(provider: str) -> str:
     return "Seamless.ai" if provider == "seamless" else "AgentSEO"
 
 

@@ -21,6 +21,7 @@ from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome, ProgressFn
 from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
 from mcp_server.projection import project_search_item
+from mcp_server.providers.registry import default_registry
 from mcp_server.schemas import (
     CompanyTarget,
     ContactTarget,
@@ -196,7 +197,7 @@ def register_tools(server: MCPServer[Any]) -> None:
                 items=items,
                 total=page.total,
                 next_token=page.next_token,
-                sandbox=caller.sandbox["seamless"],
+                sandbox=caller.sandbox[rt.providers.research().name],
             )
             wait = min(B.MAX_WAIT_SECONDS, rt.settings.max_wait_seconds)  # within the schema
             text = _search_text(kind, items, page.total, page.next_token, wait=wait)
@@ -250,7 +251,6 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(annotations=SPEND)
     async def start_seo_job(
         workflow: Workflow,
         params: Annotated[
@@ -278,6 +278,11 @@ def register_tools(server: MCPServer[Any]) -> None:
                 progress=_progress(ctx),
             ),
         )
+
+    # The workflow names come from the registered providers (the two built-in ones publish
+    # exactly `schemas.Workflow`); the annotation is set before the SDK reads the signature.
+    start_seo_job.__annotations__["workflow"] = Literal[default_registry().workflows()]
+    server.tool(annotations=SPEND)(start_seo_job)
 
     @server.tool(annotations=READ)
     async def get_job_status(

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mcp_server._duration import format_duration
 from mcp_server.jobs import Caller, Outcome
-from mcp_server.models import PROVIDERS, Provider
+from mcp_server.models import PROVIDERS
+from mcp_server.providers import JobProvider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
+
+if TYPE_CHECKING:
+    from mcp_server.server import Runtime
 
 
 async def usage_outcome(
-    runtime: Any, caller: Caller, *, only: Sequence[Provider] = PROVIDERS
+    runtime: Runtime, caller: Caller, *, only: Sequence[str] | None = None
 ) -> Outcome:
     """Buckets, credits and budget for `caller`; `only` narrows the providers listed."""
     now = datetime.fromtimestamp(runtime.clock.time(), tz=UTC)
     providers: list[ProviderUsage] = []
     snapshot = await runtime.limiter.snapshot()
-    for provider in only:
-        tenant = caller.tenant(provider)
+    known = {p.name: p for p in runtime.providers}
+    for name in only if only is not None else list(known):
+        tenant = caller.tenant(name)
         buckets = [
             BucketUsage(
                 bucket=b.bucket,
@@ -29,15 +34,17 @@ async def usage_outcome(
                 blocked_for_seconds=round(b.blocked_for, 1) if b.blocked_for else None,
             )
             for b in snapshot
-            if b.provider == provider and b.key_fingerprint == tenant
+            if b.provider == name and b.key_fingerprint == tenant
         ]
-        credits = (
-            await runtime.limiter.credits(provider, tenant) if provider == "seamless" else None
-        )
+        # Credits as the limiter last saw them in a paid-per-target provider's answers (the
+        # limiter keys them by the built-in provider names: limits/ is not provider-neutral yet).
+        credits = None
+        if known[name].paid_per_target and name in PROVIDERS:
+            credits = await runtime.limiter.credits(name, tenant)
         providers.append(
             ProviderUsage(
-                provider=provider,
-                sandbox=caller.sandbox[provider],
+                provider=name,
+                sandbox=caller.sandbox[name],
                 credits_remaining=credits,
                 buckets=buckets,
             )
@@ -50,17 +57,18 @@ async def usage_outcome(
         credits_spent_today=spent,
         budget_resets_at=await runtime.ledger.budget_resets_at(now) if budget is not None else None,
     )
-    return Outcome(out, _usage_text(out))
+    return Outcome(out, _usage_text(out, known))
 
 
-def _usage_text(out: UsageOutput) -> str:
+def _usage_text(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
     parts: list[str] = []
     for p in out.providers:
-        if p.provider == "seamless":
+        provider = known[p.provider]
+        if provider.paid_per_target:
             parts.append(
-                f"Seamless: {p.credits_remaining} research credits left"
+                f"{provider.title}: {p.credits_remaining} research credits left"
                 if p.credits_remaining is not None
-                else "Seamless: credits not seen yet (they appear after the first call)"
+                else f"{provider.title}: credits not seen yet (they appear after the first call)"
             )
     if out.credit_budget is not None:
         parts.append(f"daily budget {out.credits_spent_today or 0}/{out.credit_budget} used")
@@ -72,18 +80,18 @@ def _usage_text(out: UsageOutput) -> str:
     ]
     if not blocked:
         parts.append("no rate-limited buckets")
-        return "; ".join(parts) + f". Next: {_next_without_blocks(out)}"
-    provider, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
-    name = "Seamless" if provider == "seamless" else "AgentSEO"
+        return "; ".join(parts) + f". Next: {_next_without_blocks(out, known)}"
+    provider_name, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
+    name = known[provider_name].title
     wait = format_duration(worst.blocked_for_seconds or 0.0)
     parts.append(f"{name} {worst.bucket} is blocked for {wait}")
     return "; ".join(parts) + f". Next: wait {wait} before calls that use {worst.bucket}."
 
 
-def _next_without_blocks(out: UsageOutput) -> str:
+def _next_without_blocks(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
     """The one next step when no bucket is blocked: say so when research cannot run."""
-    seamless = next((p for p in out.providers if p.provider == "seamless"), None)
-    if seamless is not None and seamless.credits_remaining == 0:
+    paid = next((p for p in out.providers if known[p.provider].paid_per_target), None)
+    if paid is not None and paid.credits_remaining == 0:
         return (
             "don't start research until credits are added (tell the user); search_prospects, "
             "get_job_status and get_job_result stay free."

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from mcp_server._clock import Clock, ScaledClock
 from mcp_server.config import Settings, load_settings
+from mcp_server.providers import default_registry
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.transport import HttpServer
 
@@ -44,6 +45,10 @@ CONTRACT_TOOLS = (
 # their 0.1-0.4 s of import would otherwise land inside the first end-to-end test's waits.
 for _module in ("httpcore", "jsonschema"):
     importlib.import_module(_module)
+
+# The built-in providers register their handle prefixes (`sea_`, `seo_`) with the ledger;
+# tests that use the ledger alone rely on them as the server does.
+default_registry()
 
 
 @pytest.fixture

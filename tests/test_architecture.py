@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "mcp_server"
 
-#: The MCP layer: modules that speak MCP or run tool use cases. Nothing below it imports them.
+#: The MCP layer: modules (and packages, with everything in them) that speak MCP or run tool
+#: use cases. Nothing below it imports them.
 MCP_LAYER = frozenset(
     {
         f"{PACKAGE}.{name}"
@@ -39,15 +40,15 @@ MCP_LAYER = frozenset(
     }
 )
 #: Packages that must not know about the MCP layer (nor import the MCP SDK).
-BELOW_MCP = (f"{PACKAGE}.upstream", f"{PACKAGE}.sandbox")
+BELOW_MCP = (f"{PACKAGE}.upstream", f"{PACKAGE}.sandbox", f"{PACKAGE}.providers")
+#: The provider extension point: the only provider modules the rest of jobrelay may import
+#: (issue 15 item 1); each provider's own package is reached through the registry.
+PROVIDERS = f"{PACKAGE}.providers"
+PROVIDER_FACADE = frozenset({PROVIDERS, f"{PROVIDERS}.base", f"{PROVIDERS}.registry"})
 
 #: Cross-package imports of private modules that stay for now: (importer, imported) -> reason.
 #: Keep it short; remove an entry as soon as its import goes (a stale entry fails the test).
 PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {
-    (f"{PACKAGE}.server", f"{PACKAGE}.upstream._backoff"): "composition root builds the clients; "
-    "goes with the provider packages (issue 15 item 1)",
-    (f"{PACKAGE}.server", f"{PACKAGE}.upstream._oauth"): "composition root builds the clients; "
-    "goes with the provider packages (issue 15 item 1)",
     (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._persist"): "sandbox has no public facade yet",
     (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
     (f"{PACKAGE}.demo", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
@@ -195,11 +196,28 @@ def errors_imports(edges: list[Edge]) -> list[str]:
     ]
 
 
+def _in(module: str, names: frozenset[str]) -> bool:
+    """`module` is one of `names` or inside one of them (a package's submodules)."""
+    return any(module == n or module.startswith(n + ".") for n in names)
+
+
 def below_mcp_imports(edges: list[Edge]) -> list[str]:
     return [
         f"{e.source} -> {e.target} (line {e.line})"
         for e in edges
-        if e.source.startswith(BELOW_MCP) and e.target in MCP_LAYER and not e.type_only
+        if e.source.startswith(BELOW_MCP) and _in(e.target, MCP_LAYER) and not e.type_only
+    ]
+
+
+def provider_reach(edges: list[Edge]) -> list[str]:
+    """Imports of one provider's own package from outside `providers/`: the core knows the
+    protocol and the registry only, never a provider by name."""
+    return [
+        f"{e.source} -> {e.target} (line {e.line})"
+        for e in edges
+        if e.target.startswith(PROVIDERS + ".")
+        and e.target not in PROVIDER_FACADE
+        and not e.source.startswith(PROVIDERS)
     ]
 
 
@@ -270,6 +288,14 @@ def test_the_tasks_engine_knows_nothing_of_jobrelay() -> None:
     assert mcptasks_imports(import_graph()) == []
 
 
+def test_the_core_reaches_providers_only_through_the_registry() -> None:
+    assert provider_reach(import_graph()) == []
+    registry = f"{PROVIDERS}.registry"
+    # the one place that names the built-in providers
+    named = {e.target for e in import_graph() if e.source == registry}
+    assert {f"{PROVIDERS}.seamless", f"{PROVIDERS}.agentseo"} <= named
+
+
 def test_private_modules_stay_in_their_package() -> None:
     found = private_imports(import_graph())
     assert [pair for pair in found if pair not in PRIVATE_ALLOWED] == []
@@ -288,6 +314,11 @@ def test_each_rule_can_fail() -> None:
     assert below_mcp_imports(plant("upstream._http", "server"))
     assert below_mcp_imports(plant("sandbox.app", "tools"))
     assert mcptasks_imports(plant("mcptasks._store", "ledger"))
+    assert below_mcp_imports(plant("providers.seamless.adapter", "jobs.service"))
+    assert below_mcp_imports(plant("providers.base", "server"))
+    assert provider_reach(plant("jobs.service", "providers.seamless.adapter"))
+    assert provider_reach(plant("server", "providers.agentseo"))
+    assert not provider_reach(plant("server", "providers.registry"))
     assert (f"{PACKAGE}.jobs", f"{PACKAGE}.upstream._http") in private_imports(
         plant("jobs", "upstream._http")
     )

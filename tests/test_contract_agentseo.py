@@ -22,14 +22,15 @@ from mcp_server.errors import (
     AuthenticationFailed,
     BadResponse,
     CreditsExhausted,
+    InputProblem,
     InvalidRequest,
     NotFoundError,
     OutcomeUnknown,
     PermissionDenied,
     RateLimited,
 )
-from mcp_server.jobs import InputProblem, validate_workflow_params
 from mcp_server.limits import InMemoryLimiter
+from mcp_server.providers.agentseo.adapter import validate_workflow_params
 from mcp_server.upstream import WORKFLOW_ENDPOINTS, AgentSEOClient, JobEnvelope
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 

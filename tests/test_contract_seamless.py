@@ -184,7 +184,7 @@ CONTACT_KINDS: list[dict[str, Any]] = [
 
 
 def _wire_contact(target: Mapping[str, Any]) -> dict[str, Any]:
-    from mcp_server.jobs import _seamless_contact
+    from mcp_server.providers.seamless.research import wire_contact as _seamless_contact
 
     return _seamless_contact(ContactTarget.model_validate(target))
 
@@ -458,7 +458,8 @@ def _mock_client(handler: Any) -> SeamlessClient:
 
 async def test_every_documented_contact_poll_status_is_read_verbatim() -> None:
     """[OA] "common values" plus one the docs say may be added; each item validates."""
-    from mcp_server.jobs import JobState, seamless_state
+    from mcp_server.models import JobState
+    from mcp_server.providers.seamless.adapter import seamless_state
 
     statuses = {
         "r1": ("queued", JobState.QUEUED),

@@ -83,7 +83,7 @@ def test_rate_limit_reset_wording_across_a_whole_day_of_instants() -> None:
 
 
 def test_progress_eta_is_worded_by_the_same_function() -> None:
-    from mcp_server.jobs import _env_progress_text
+    from mcp_server.providers.agentseo.envelopes import env_progress_text as _env_progress_text
 
     env = {"status": "running", "phase": "crawling", "progress": {"eta_seconds": 6621}}
     assert _env_progress_text(env) == "crawling (about 1 h 51 min left)"

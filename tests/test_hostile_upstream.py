@@ -25,9 +25,10 @@ from mcp_server._clock import Clock, FakeClock, ScaledClock
 from mcp_server.advice import advise_error
 from mcp_server.config import load_settings
 from mcp_server.errors import DeadlineExceeded, ResponseLost, RetryBudgetExhausted, ServerError
-from mcp_server.jobs import CREDITS_ZERO_TRUST_SECONDS
 from mcp_server.limits import InMemoryLimiter
-from mcp_server.server import MAX_POLL_CALLS_PER_ROUND, build_server
+from mcp_server.providers.seamless.connection import MAX_POLL_CALLS_PER_ROUND
+from mcp_server.providers.seamless.research import CREDITS_ZERO_TRUST_SECONDS
+from mcp_server.server import build_server
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget, counts_against_budget
 from mcp_server.upstream._headers import format_clock, parse_hints
 from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient

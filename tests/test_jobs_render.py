@@ -6,14 +6,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import pytest
-
 from mcp_server import advice as advice_mod
-from mcp_server import jobs as jobs_module
 from mcp_server._clock import FakeClock
 from mcp_server.config import Settings, key_fingerprint
 from mcp_server.errors import LocalRateLimited
-from mcp_server.jobs import Clients, JobService
+from mcp_server.jobs import JobService
 from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.models import JobState
 
@@ -27,7 +24,6 @@ def _service(make_settings: Callable[..., Settings]) -> JobService:
         settings=make_settings(),
         ledger=cast(Ledger, object()),
         clock=FakeClock(start=1_800_000_000.0),
-        clients=Clients(),
     )
 
 
@@ -112,13 +108,13 @@ def test_warnings_and_unfinished_or_failed_jobs_are_never_served_from_the_cache(
 
 
 def test_the_cache_keeps_only_the_most_recently_used_jobs(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings],
 ) -> None:
-    monkeypatch.setattr(jobs_module, "RENDER_CACHE_SIZE", 2)
     service = _service(make_settings)
+    service.renderer.cache_size = 2
     a, b, c = (f"sea_{ch * 16}" for ch in "abc")
     first_a = service._render(_finished(a))
     service._render(_finished(b))
     assert service._render(_finished(a)) is first_a  # a is now the most recent
     service._render(_finished(c))  # evicts b, the least recently used
-    assert list(service._rendered) == [a, c]
+    assert list(service.renderer._rendered) == [a, c]

@@ -769,7 +769,9 @@ _CHILD_WRITER = textwrap.dedent(
     from mcp_server.config import key_fingerprint
     from mcp_server.ledger import JobRecord, SqliteLedger
     from mcp_server.models import JobState
+    from mcp_server.providers import default_registry
 
+    default_registry()  # the providers register their handle prefixes with the ledger
 
     async def main(path: str, count: int) -> None:
         tenant = key_fingerprint("alice-seamless-key")

@@ -51,8 +51,12 @@ async def test_300_followed_seo_jobs_leave_starts_and_status_reads_answered(
         runtime = ctx.request_context.lifespan_context
         budget = runtime.budgets["agentseo"]
         return {
-            "open_streams": sum(c.open_streams for c in runtime._agentseo.values()),
-            "followers": sum(h.followers_started for h in runtime._hubs.values()),
+            "open_streams": sum(
+                c.open_streams for c in runtime.connections["agentseo"].clients.values()
+            ),
+            "followers": sum(
+                h.followers_started for h in runtime.connections["agentseo"]._hubs.values()
+            ),
             "budget_spent": budget.max_tokens - budget.tokens,
         }
 

@@ -13,9 +13,10 @@ import pytest
 from mcp_server._clock import FakeClock
 from mcp_server.config import Settings
 from mcp_server.errors import OutcomeUnknown, ResponseLost
-from mcp_server.jobs import Caller, Clients, JobService
+from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import RAW_SUBMITTING, SqliteLedger
 from mcp_server.models import JobState
+from mcp_server.providers.seamless.connection import SeamlessConnection
 from mcp_server.schemas import ContactTarget, JobOutput
 from mcp_server.upstream._models import ResearchAccepted
 
@@ -43,11 +44,13 @@ class FakeSeamless:
         return ResearchAccepted(kind="contacts", request_ids=ids, credits=900)
 
 
-class FakeClients(Clients):
+class FakeConnection(SeamlessConnection):
+    """The Seamless provider's connection with its wire client replaced by the fake."""
+
     def __init__(self, seamless: FakeSeamless) -> None:
         self._seamless = seamless
 
-    def seamless(self, caller: Caller) -> Any:
+    def client(self, caller: Caller) -> Any:
         del caller
         return self._seamless
 
@@ -64,7 +67,7 @@ async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
 def _service(settings: Settings, ledger: SqliteLedger, fake: FakeSeamless) -> JobService:
     return JobService(
         settings=settings, ledger=ledger, clock=FakeClock(start=1_800_000_000.0),
-        clients=FakeClients(fake),
+        connections={"seamless": FakeConnection(fake)},
     )  # fmt: skip
 
 

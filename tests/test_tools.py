@@ -575,24 +575,24 @@ async def test_concurrent_waits_on_research_jobs_share_one_poll_call_per_round(
 
 def _count_writes_and_renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Ledger updates and job renderings per job id, counted at the class level."""
-    from mcp_server.jobs import JobService
+    from mcp_server.jobs.render import Renderer
     from mcp_server.ledger import JobRecord, SqliteLedger
 
     counts: Counter[str] = Counter()
-    update, job_output = SqliteLedger.update, JobService._job_output
+    update, job_output = SqliteLedger.update, Renderer.job_output
 
     async def counted_update(self: SqliteLedger, job_id: str, **kwargs: Any) -> JobRecord:
         marks_read = (kwargs.get("snapshot") or {}).get("result_read")
         counts[f"{'read' if marks_read else 'update'} {job_id}"] += 1
         return await update(self, job_id, **kwargs)
 
-    def counted_output(self: JobService, rec: JobRecord, **kwargs: Any) -> Any:
+    def counted_output(self: Renderer, rec: JobRecord, **kwargs: Any) -> Any:
         # Renders that project results (a status check renders state only, never results).
         counts[f"render {rec.job_id}"] += 1 if kwargs.get("with_results", True) else 0
         return job_output(self, rec, **kwargs)
 
     monkeypatch.setattr(SqliteLedger, "update", counted_update)
-    monkeypatch.setattr(JobService, "_job_output", counted_output)
+    monkeypatch.setattr(Renderer, "job_output", counted_output)
     return counts
 
 

@@ -75,6 +75,8 @@ from mcp_server.ledger.base import (
     next_utc_midnight,
     params_fingerprint,
     provider_for_job_id,
+    register_job_id_prefix,
+    unregister_job_id_prefix,
 )
 from mcp_server.ledger.sqlite import SqliteLedger
 
@@ -103,6 +105,8 @@ __all__ = [
     "open_ledger",
     "params_fingerprint",
     "provider_for_job_id",
+    "register_job_id_prefix",
+    "unregister_job_id_prefix",
 ]
 
 

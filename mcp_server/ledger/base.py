@@ -36,6 +36,8 @@ __all__ = [
     "next_utc_midnight",
     "params_fingerprint",
     "provider_for_job_id",
+    "register_job_id_prefix",
+    "unregister_job_id_prefix",
     "utc_day_start",
 ]
 
@@ -51,7 +53,9 @@ RAW_REJECTED: Final = "rejected"
 RAW_OUTCOME_UNKNOWN: Final = "outcome_unknown"
 """`raw_status` of a submit that failed ambiguously: it may have been processed (and paid)."""
 
-JOB_ID_PREFIXES: Final[dict[Provider, str]] = {"seamless": "sea_", "agentseo": "seo_"}
+JOB_ID_PREFIXES: Final[dict[str, str]] = {}
+"""Handle prefix per provider name, as the providers registered them
+(`providers.registry` calls `register_job_id_prefix`); the ledger knows no provider itself."""
 CREDIT_BUDGET_PROVIDER: Final[Provider] = "seamless"
 """The provider whose research credits the daily budget (JOBRELAY_CREDIT_BUDGET) counts."""
 
@@ -83,12 +87,27 @@ class LedgerError(Exception):
 # Pure helpers: ids, fingerprints, UTC days
 
 
-def new_job_id(provider: Provider) -> str:
-    """A fresh job handle: `sea_` (Seamless) or `seo_` (AgentSEO) + 16 hex digits (64 bits)."""
-    return JOB_ID_PREFIXES[provider] + secrets.token_hex(8)
+def register_job_id_prefix(provider: str, prefix: str) -> None:
+    """Handles of `provider` start with `prefix` (called by the provider registry)."""
+    JOB_ID_PREFIXES[provider] = prefix
 
 
-def provider_for_job_id(value: str) -> Provider | None:
+def unregister_job_id_prefix(provider: str) -> None:
+    JOB_ID_PREFIXES.pop(provider, None)
+
+
+def new_job_id(provider: str) -> str:
+    """A fresh job handle: the provider's prefix (`sea_`, `seo_`, ...) + 16 hex digits."""
+    try:
+        return JOB_ID_PREFIXES[provider] + secrets.token_hex(8)
+    except KeyError:
+        raise LookupError(
+            f"no job handle prefix registered for provider {provider!r} "
+            "(providers register theirs through mcp_server.providers.registry)"
+        ) from None
+
+
+def provider_for_job_id(value: str) -> str | None:
     """The provider whose handle `value` looks like, or None (then it may be an upstream id)."""
     for provider, prefix in JOB_ID_PREFIXES.items():
         rest = value.removeprefix(prefix)
@@ -139,8 +158,8 @@ class JobRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    job_id: str = Field(description="Our handle: `sea_...` (Seamless) or `seo_...` (AgentSEO).")
-    provider: Provider
+    job_id: str = Field(description="Our handle: the provider's prefix, e.g. `sea_...`.")
+    provider: str = Field(pattern=r"^[a-z][a-z0-9]{1,19}$")
     operation: str = Field(
         min_length=1, description="e.g. research_contacts, research_companies, seo:serp_analysis."
     )
@@ -173,7 +192,7 @@ class JobRecord(BaseModel):
     def new(
         cls,
         *,
-        provider: Provider,
+        provider: str,
         operation: str,
         tenant: str,
         sandbox: bool,
@@ -198,10 +217,10 @@ class JobRecord(BaseModel):
 
     @model_validator(mode="after")
     def _job_id_matches_provider(self) -> JobRecord:
-        if not self.job_id.startswith(JOB_ID_PREFIXES[self.provider]):
+        prefix = JOB_ID_PREFIXES.get(self.provider)
+        if prefix is not None and not self.job_id.startswith(prefix):
             raise ValueError(
-                f"job_id {self.job_id!r} must start with {JOB_ID_PREFIXES[self.provider]!r} "
-                f"for provider {self.provider}"
+                f"job_id {self.job_id!r} must start with {prefix!r} for provider {self.provider}"
             )
         return self
 
@@ -306,7 +325,7 @@ class Ledger(Protocol):
         self,
         *,
         tenant: str,
-        provider: Provider | None = None,
+        provider: str | None = None,
         state: JobState | None = None,
         since_hours: float | None = None,
         limit: int = 20,

@@ -70,7 +70,7 @@ from mcp_server.ledger.base import (
     next_utc_midnight,
     utc_day_start,
 )
-from mcp_server.models import JobState, Provider
+from mcp_server.models import JobState
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLedger"]
 
@@ -373,7 +373,7 @@ class SqliteLedger:
         self,
         *,
         tenant: str,
-        provider: Provider | None = None,
+        provider: str | None = None,
         state: JobState | None = None,
         since_hours: float | None = None,
         limit: int = 20,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         RequestKind,
         RetryBudget,
         hint_jitter,
+        poll_interval,
     )
     from mcp_server.upstream._bodies import ErrorFields, error_fields
     from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
         SeamlessKind,
         SearchPage,
     )
+    from mcp_server.upstream._oauth import TOKEN_PATH, BearerAuth, OAuthClient, RefreshingAuth
     from mcp_server.upstream.agentseo import WORKFLOW_ENDPOINTS, AgentSEOClient
     from mcp_server.upstream.seamless import MAX_POLL_IDS, SeamlessClient
 
@@ -44,9 +46,11 @@ __all__ = [
     "DEFAULT_POLICY",
     "MAX_POLL_IDS",
     "SEAMLESS_TERMINAL",
+    "TOKEN_PATH",
     "WORKFLOW_ENDPOINTS",
     "AgentSEOClient",
     "BackoffPolicy",
+    "BearerAuth",
     "CompanyDescriptor",
     "ContactDescriptor",
     "ErrorFields",
@@ -55,9 +59,11 @@ __all__ = [
     "JobError",
     "JobProgress",
     "JobUpstream",
+    "OAuthClient",
     "PollItem",
     "RateLimitHints",
     "RecordsPage",
+    "RefreshingAuth",
     "RequestKind",
     "ResearchAccepted",
     "RetryBudget",
@@ -68,6 +74,7 @@ __all__ = [
     "format_clock",
     "hint_jitter",
     "parse_hints",
+    "poll_interval",
     "retry_at",
     "same_origin",
 ]
@@ -104,6 +111,11 @@ _HOMES = {
     "parse_hints": "_headers",
     "retry_at": "_headers",
     "same_origin": "_http",
+    "poll_interval": "_backoff",
+    "TOKEN_PATH": "_oauth",
+    "BearerAuth": "_oauth",
+    "OAuthClient": "_oauth",
+    "RefreshingAuth": "_oauth",
 }
 
 

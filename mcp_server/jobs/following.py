@@ -1,0 +1,175 @@
+"""Status checks and waits: provider-agnostic, through each provider's `Connection`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from mcp_server import advice as advice_mod
+from mcp_server.errors import JobRelayError, UnknownJob
+from mcp_server.jobs.context import ServiceContext
+from mcp_server.jobs.listing import RESULT_READ
+from mcp_server.jobs.render import Renderer, lean_status, status_one_text, status_text
+from mcp_server.ledger import JobRecord
+from mcp_server.models import Advice, JobState
+from mcp_server.providers import Caller, Outcome, ProgressFn, SharedFold
+from mcp_server.schemas import JobOutput, StatusOutput
+
+
+class Follower:
+    """Finds jobs, checks them (status) and follows them (wait), sharing folds per job."""
+
+    def __init__(self, ctx: ServiceContext, renderer: Renderer) -> None:
+        self.ctx = ctx
+        self.renderer = renderer
+        self._folds: dict[str, SharedFold] = {}
+        self._marked_read: set[str] = set()
+
+    async def get(self, caller: Caller, job_id: str) -> JobRecord:
+        """A handle or a raw upstream id, scoped to the caller's tenant for that provider."""
+        job_id = job_id.strip()
+        ledger = self.ctx.ledger
+        for provider in self.ctx.providers.for_handle(job_id):
+            tenant = caller.tenant(provider.name)
+            rec = await ledger.get(job_id, tenant=tenant)
+            if rec is None:
+                rec = await ledger.find_by_upstream_id(job_id, tenant=tenant)
+            if rec is not None:
+                return rec
+        raise UnknownJob(f"No job {job_id!r} in this ledger (for this API key).", job_id=job_id)
+
+    async def refresh_batch(
+        self, caller: Caller, records: Sequence[JobRecord]
+    ) -> tuple[dict[str, JobRecord], dict[str, JobRelayError]]:
+        """Fresh records of the open jobs among `records` (shared calls per provider), and
+        why any could not be checked."""
+        fresh: dict[str, JobRecord] = {}
+        problems: dict[str, JobRelayError] = {}
+        for name in self.ctx.providers.names():
+            mine = [r for r in records if r.provider == name]
+            if not any(not r.state.terminal and r.upstream_ids for r in mine):
+                continue
+            got, failed = await self.ctx.connection(name).refresh(self.ctx, caller, mine)
+            fresh.update(got)
+            problems.update(failed)
+        return fresh, problems
+
+    async def status(self, caller: Caller, job_ids: Sequence[str]) -> Outcome:
+        ctx = self.ctx
+        found: dict[str, JobRecord] = {}
+        unknown: dict[str, Advice] = {}
+        for jid in dict.fromkeys(job_ids):
+            try:
+                found[jid] = await self.get(caller, jid)
+            except UnknownJob as exc:
+                unknown[jid] = ctx.advise(exc, tool="get_job_status")
+        records = list({r.job_id: r for r in found.values()}.values())
+        fresh, problems = await self.refresh_batch(caller, records)
+        single = len(found) + len(unknown) == 1 or (len(records) == 1 and not unknown)
+        outputs: list[JobOutput] = []
+        seen: set[str] = set()
+        texts: list[str] = []
+        for jid in dict.fromkeys(job_ids):
+            if jid in unknown:
+                adv = unknown[jid]
+                outputs.append(JobOutput(job_id=jid, error=adv.as_error()))
+                texts.append(advice_mod.render_text(adv))
+                continue
+            rec = fresh.get(found[jid].job_id, found[jid])
+            if rec.job_id in seen:
+                continue
+            seen.add(rec.job_id)
+            problem = problems.get(rec.job_id)
+            why = ctx.advise(problem, tool="get_job_status") if problem is not None else None
+            out = self.renderer.job_output(rec, with_results=False)
+            if why is not None and not rec.state.terminal:
+                out.advice = why
+                if why.retry_after_seconds:
+                    out.next_check_after_seconds = why.retry_after_seconds
+            p = ctx.provider(rec.provider)
+            texts.append(status_one_text(p, rec, out, problem=why, now=ctx.now()))
+            outputs.append(out if single else lean_status(out))
+        nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
+        status_out = StatusOutput(
+            jobs=outputs,
+            next_check_after_seconds=min(nexts) if nexts else None,
+            sandbox=any(caller.sandbox.values()),
+        )
+        all_unknown = all(o.error is not None for o in outputs)
+        if all_unknown:
+            status_out.error = outputs[0].error
+        text = texts[0] if len(outputs) == 1 else status_text(outputs, now=ctx.now())
+        return Outcome(status_out, text, failed=all_unknown)
+
+    async def wait(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        wait_seconds: float,
+        progress: ProgressFn | None,
+        warnings: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> Outcome:
+        ctx = self.ctx
+        if deadline is None:
+            deadline = ctx.deadline(wait_seconds)
+        rec = await self.get(caller, job_id)
+        if rec.state.terminal or not rec.upstream_ids:
+            outcome = self.renderer.render(rec, warnings=warnings)
+            await self.mark_read(rec)
+            return outcome
+        connection = ctx.connection(rec.provider)
+        problem: JobRelayError | None
+        if ctx.clock.monotonic() >= deadline:
+            # No time left to follow anything (wait_seconds=0, or a slow submit): one look.
+            try:
+                fresh, problems = await connection.refresh(ctx, caller, [rec])
+            except JobRelayError as exc:
+                fresh, problems = {}, {rec.job_id: exc}
+            rec, problem = fresh.get(rec.job_id, rec), problems.get(rec.job_id)
+        else:
+            async with self._shared_fold(rec.job_id) as fold:
+                # Hold the job's shared record, not this call's own decoded copy: a research
+                # job's row (params, per-target items) is ~100 KB, kept for the whole wait.
+                rec = fold.rec = fold.fresher(rec)
+                rec, problem = await connection.follow(
+                    ctx, caller, rec, fold=fold, deadline=deadline, progress=progress
+                )
+        if problem is not None and not rec.state.terminal:
+            adv = ctx.advise(problem, tool="wait_for_job")
+            return self.renderer.render(rec, warnings=warnings, problem=adv)
+        outcome = self.renderer.render(rec, warnings=warnings)
+        await self.mark_read(rec)
+        return outcome
+
+    async def mark_read(self, rec: JobRecord) -> None:
+        """Note in the ledger that the agent was shown this finished job's results, so
+        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked:
+        their snapshot no longer changes, so no newer snapshot is overwritten."""
+        if rec.state not in (JobState.SUCCEEDED, JobState.DUPLICATE):
+            return
+        snapshot = rec.snapshot or {}
+        if snapshot.get(RESULT_READ) or rec.job_id in self._marked_read:
+            return
+        self._marked_read.add(rec.job_id)
+        await self.ctx.ledger.update(
+            rec.job_id,
+            state=rec.state,
+            raw_status=rec.raw_status,
+            snapshot={**snapshot, RESULT_READ: True},
+        )
+
+    @asynccontextmanager
+    async def _shared_fold(self, job_id: str) -> AsyncIterator[SharedFold]:
+        """The job's `SharedFold` while at least one waiter uses it."""
+        fold = self._folds.get(job_id)
+        if fold is None:
+            fold = self._folds[job_id] = SharedFold()
+        fold.users += 1
+        try:
+            yield fold
+        finally:
+            fold.users -= 1
+            if fold.users == 0 and self._folds.get(job_id) is fold:
+                del self._folds[job_id]

@@ -1,0 +1,55 @@
+"""Job providers: the extension point (ARCHITECTURE.md, "Where to add a provider").
+
+A provider implements `JobProvider` (static description and job semantics) and its
+`connect` returns a `Connection` (wire clients, status, following; `SeoConnection` or
+`ResearchConnection` for the start tool it serves). `register_provider` makes it available
+to every server built afterwards.
+"""
+
+from mcp_server.providers.base import (
+    Caller,
+    Connection,
+    JobContext,
+    JobKind,
+    JobProvider,
+    JobView,
+    LineFn,
+    Outcome,
+    ProgressFn,
+    ProviderEnv,
+    ResearchConnection,
+    ResearchRequest,
+    SeoConnection,
+    SharedFold,
+    Started,
+    aggregate_state,
+)
+from mcp_server.providers.registry import (
+    ProviderRegistry,
+    default_registry,
+    register_provider,
+    registered,
+)
+
+__all__ = [
+    "Caller",
+    "Connection",
+    "JobContext",
+    "JobKind",
+    "JobProvider",
+    "JobView",
+    "LineFn",
+    "Outcome",
+    "ProgressFn",
+    "ProviderEnv",
+    "ProviderRegistry",
+    "ResearchConnection",
+    "ResearchRequest",
+    "SeoConnection",
+    "SharedFold",
+    "Started",
+    "aggregate_state",
+    "default_registry",
+    "register_provider",
+    "registered",
+]

@@ -1,0 +1,5 @@
+"""Seamless.ai contact and company research as a jobrelay provider."""
+
+from mcp_server.providers.seamless.adapter import SeamlessProvider
+
+__all__ = ["SeamlessProvider"]

@@ -1,0 +1,334 @@
+"""Seamless.ai I/O for one server runtime: a client and two poll coalescers per tenant."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from mcp_server.errors import DeadlineExceeded, FilterProblem, InputProblem, JobRelayError
+from mcp_server.ledger import JobRecord
+from mcp_server.providers.base import (
+    Caller,
+    JobContext,
+    Outcome,
+    ProgressFn,
+    ProviderEnv,
+    ResearchRequest,
+    SharedFold,
+    aggregate_state,
+)
+from mcp_server.providers.seamless.states import (
+    NAME,
+    Kind,
+    open_request_ids,
+    research_kind,
+    seamless_state,
+)
+from mcp_server.search_filters import search_body
+from mcp_server.upstream import (
+    DEADLINE_RETRY_AFTER,
+    MAX_POLL_IDS,
+    TOKEN_PATH,
+    BearerAuth,
+    OAuthClient,
+    PollItem,
+    RefreshingAuth,
+    SeamlessClient,
+    SearchPage,
+    poll_interval,
+)
+from mcp_server.watch import PollCoalescer, wait_newer_until
+
+MAX_POLL_CALLS_PER_ROUND = 10
+"""Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
+outstanding ids are polled in turn over the next rounds (issue 20.4)."""
+
+
+class SeamlessConnection:
+    def __init__(self, env: ProviderEnv) -> None:
+        self.env = env
+        self.clients: dict[str, SeamlessClient] = {}
+        self._coalescers: dict[tuple[str, Kind], PollCoalescer[PollItem]] = {}
+
+    # ---- clients and watchers -----------------------------------------------------------
+    def client(self, caller: Caller) -> SeamlessClient:
+        tenant = caller.tenant(NAME)
+        client = self.clients.get(tenant)
+        if client is None:
+            env = self.env
+            key = env.key_for(tenant)
+            client = SeamlessClient(
+                env.base_url,
+                key,
+                clock=env.clock,
+                limiter=env.limiter,
+                policy=env.policy,
+                budget=env.budget,
+                transport=env.transport,
+                tenant=tenant,
+                auth=self._oauth(key),
+            )
+            self.clients[tenant] = client
+        return client
+
+    def _oauth(self, key: Any) -> httpx.Auth | None:
+        """The configured OAuth auth when `key` is the server's own OAuth credential (a
+        per-request key header is always an API key)."""
+        settings = self.env.settings
+        own = settings.api_key(NAME)
+        if self.env.sandboxed or own is None:
+            return None
+        if not hmac.compare_digest(
+            own.get_secret_value().encode(), key.get_secret_value().encode()
+        ):
+            return None
+        if settings.seamless_auth == "access_token" and settings.seamless_access_token:
+            return BearerAuth(settings.seamless_access_token)
+        if (
+            settings.seamless_auth == "oauth_refresh"
+            and settings.seamless_oauth_client_id
+            and settings.seamless_oauth_client_secret
+            and settings.seamless_oauth_refresh_token
+            and settings.seamless_oauth_redirect_uri
+        ):
+            return RefreshingAuth(
+                OAuthClient(
+                    settings.seamless_oauth_client_id,
+                    settings.seamless_oauth_client_secret,
+                    settings.seamless_oauth_redirect_uri,
+                ),
+                settings.seamless_oauth_refresh_token,
+                token_url=self.env.base_url.rstrip("/") + TOKEN_PATH,
+                now=self.env.clock.time,
+            )
+        return None
+
+    def coalescer(self, caller: Caller, kind: Kind) -> PollCoalescer[PollItem]:
+        key = (caller.tenant(NAME), kind)
+        co = self._coalescers.get(key)
+        if co is None:
+            client = self.client(caller)
+            clock = self.env.clock
+            policy = self.env.policy
+
+            async def poll(ids: Sequence[str]) -> dict[str, PollItem]:
+                items = await client.poll(kind, list(ids), deadline=clock.monotonic() + 30.0)
+                return {i.request_id: i for i in items}
+
+            co = PollCoalescer(
+                poll=poll,
+                is_terminal=lambda item: bool(item.terminal),
+                interval=lambda n: poll_interval(NAME, n, policy=policy),
+                clock=clock,
+                spawn=self.env.spawn,
+                max_ids=MAX_POLL_IDS,
+                max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
+            )
+            self._coalescers[key] = co
+        return co
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    # ---- search and research ------------------------------------------------------------
+    async def search(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        *,
+        kind: Kind,
+        query: str | None,
+        filters: Mapping[str, Any],
+        limit: int,
+        next_token: str | None,
+    ) -> SearchPage:
+        try:
+            body = search_body(kind, query, filters)
+        except FilterProblem as exc:
+            raise InputProblem(exc.message, field=exc.field, provider=NAME) from None
+        return await self.client(caller).search(
+            kind, body, limit=limit, next_token=next_token, deadline=ctx.call_deadline()
+        )
+
+    async def start_research(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        request: ResearchRequest,
+        *,
+        wait_seconds: float,
+        progress: ProgressFn | None,
+    ) -> Outcome:
+        from mcp_server.providers.seamless.research import start_research
+
+        return await start_research(
+            ctx, caller, self.client(caller), request, wait_seconds=wait_seconds, progress=progress
+        )
+
+    # ---- status and following -----------------------------------------------------------
+    async def _poll_within(
+        self, ctx: JobContext, co: PollCoalescer[PollItem], ids: Sequence[str]
+    ) -> dict[str, PollItem]:
+        """A direct poll cut at the call's deadline (its own client deadline may be later)."""
+        clock = ctx.clock
+        remaining = ctx.call_deadline() - clock.monotonic()
+        if remaining > 0:
+            with clock.move_on_after(remaining):
+                return await co.poll_now(ids)
+        raise DeadlineExceeded(
+            "Seamless GET /research/poll: no answer within the call's time limit "
+            "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
+            provider=NAME,
+            operation="pollResearch",
+            method="GET",
+            path="/research/poll",
+            retry_after=DEADLINE_RETRY_AFTER,
+        )
+
+    async def refresh(
+        self, ctx: JobContext, caller: Caller, records: Sequence[JobRecord]
+    ) -> tuple[dict[str, JobRecord], dict[str, JobRelayError]]:
+        """One poll call per endpoint (contacts, companies) for all open jobs of the batch."""
+        by_kind: dict[Kind, list[JobRecord]] = {}
+        for rec in records:
+            if not rec.state.terminal and rec.upstream_ids:
+                by_kind.setdefault(research_kind(rec), []).append(rec)
+        fresh: dict[str, JobRecord] = {}
+        problems: dict[str, JobRelayError] = {}
+        for kind, recs in by_kind.items():
+            ids = [i for r in recs for i in open_request_ids(r)]
+            co = self.coalescer(caller, kind)
+            try:
+                latest = await self._poll_within(ctx, co, ids)
+            except JobRelayError as exc:
+                for r in recs:
+                    problems[r.job_id] = exc
+                continue
+            for r in recs:
+                fresh[r.job_id] = await apply_poll(ctx, r, latest)
+        return fresh, problems
+
+    async def follow(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        rec: JobRecord,
+        *,
+        fold: SharedFold,
+        deadline: float,
+        progress: ProgressFn | None,
+    ) -> tuple[JobRecord, JobRelayError | None]:
+        co = self.coalescer(caller, research_kind(rec))
+        ids = open_request_ids(rec)
+        problem: JobRelayError | None = None
+        last_pct: float | None = None
+        async with co.watch(ids):
+            while True:
+                seen = co.board.version
+                rec = await _fold_round(ctx, fold, rec, co.latest(ids), seen)
+                items = (rec.snapshot or {}).get("items", [])
+                done = sum(1 for i in items if seamless_state(i.get("raw_status")).terminal)
+                pct = 100.0 * done / max(1, len(items))
+                if progress is not None and pct != last_pct:
+                    last_pct = pct
+                    await progress(pct, f"{done} of {len(items)} targets finished")
+                if rec.state.terminal:
+                    return rec, None
+                round_ = co.board.value
+                problem = round_.error if round_ is not None else None
+                if not await wait_newer_until(co.board, seen, ctx.clock, deadline):
+                    return rec, problem
+
+
+async def _fold_round(
+    ctx: JobContext, fold: SharedFold, rec: JobRecord, latest: Mapping[str, Any], version: int
+) -> JobRecord:
+    """Fold poll round `version` into the job once, whichever waiter gets here first."""
+    async with fold.lock:
+        if fold.rec is not None and fold.version >= version:
+            return fold.fresher(rec)
+        fold.rec = await apply_poll(ctx, fold.fresher(rec), latest)
+        fold.version = version
+        return fold.rec
+
+
+async def apply_poll(ctx: JobContext, rec: JobRecord, latest: Mapping[str, Any]) -> JobRecord:
+    """Fold poll items into the job's snapshot; store records once everything is final."""
+    snapshot = dict(rec.snapshot or {})
+    items = [dict(i) for i in snapshot.get("items", [])]
+    records: dict[str, Any] = dict((rec.result or {}).get("records") or {})
+    changed = False
+    for item in items:
+        polled = latest.get(item["request_id"])
+        if polled is None:
+            continue
+        raw = _poll_status(polled)
+        if raw != item.get("raw_status"):
+            item["raw_status"] = raw
+            changed = True
+        message = _poll_message(polled)
+        if message:
+            item["message"] = message
+        extra = _get(polled, "additional_data", "additionalData")
+        if isinstance(extra, Mapping) and extra and item.get("additional_data") != extra:
+            item["additional_data"] = dict(extra)  # kept in the ledger, never dropped
+            changed = True
+        record = _poll_record(polled)
+        if record is not None and item["request_id"] not in records:
+            records[item["request_id"]] = record
+            changed = True
+    if not changed:
+        return rec
+    states = [seamless_state(i.get("raw_status")) for i in items]
+    snapshot["items"] = items
+    return await ctx.ledger.update(
+        rec.job_id,
+        state=aggregate_state(states),
+        raw_status=_raw_summary(items),
+        snapshot=snapshot,
+        result={"records": records} if records else None,
+    )
+
+
+def _raw_summary(items: Sequence[Mapping[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for i in items:
+        raw = str(i.get("raw_status") or "unknown")
+        counts[raw] = counts.get(raw, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return obj[name]
+        elif hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _poll_status(item: Any) -> str:
+    return str(_get(item, "status") or "researching")
+
+
+def _poll_message(item: Any) -> str | None:
+    msg = _get(item, "message")
+    return str(msg) if msg else None
+
+
+def _poll_record(item: Any) -> dict[str, Any] | None:
+    from pydantic import BaseModel
+
+    rec = _get(item, "record", "contact", "company")
+    if isinstance(rec, BaseModel):
+        return rec.model_dump(mode="json", by_alias=True)
+    if isinstance(rec, dict):
+        return rec  # as decoded from the poll response; nothing mutates it, so no copy
+    return dict(rec) if isinstance(rec, Mapping) else None

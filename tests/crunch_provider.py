@@ -1,0 +1,269 @@
+"""A third job provider that exists only in the tests: "Crunch", a tiny async-job API.
+
+One adapter module (this file: the provider, its connection, its advice table), registered
+through `mcp_server.providers.register_provider` and `mcp_server.advice.register_provider_advice`;
+no file under `mcp_server/` knows it.
+
+The API (`crunch_app`, Starlette, served in-process through `httpx.ASGITransport`):
+`POST /jobs {"workflow", "params"}` -> `{"id", "status": "queued"}`; each `GET /jobs/{id}`
+moves the job one step: queued -> running -> done (or failed when `params.text` is empty),
+with `result` (word counts) or `error` (`{"code"}`) at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route as HttpRoute
+
+from mcp_server.advice import CatalogueRow, ProviderAdvice, Route, VoteClues, advise_job
+from mcp_server.config import Settings
+from mcp_server.errors import InputProblem, JobRelayError
+from mcp_server.ledger import JobRecord
+from mcp_server.models import Advice, ErrorCode, JobState, Progress
+from mcp_server.providers import (
+    Caller,
+    JobContext,
+    JobKind,
+    JobView,
+    LineFn,
+    ProgressFn,
+    ProviderEnv,
+    SharedFold,
+    Started,
+)
+
+NAME = "crunch"
+BASE_URL = "http://crunch.invalid/v1"
+
+# ---- the fake API ---------------------------------------------------------------------------
+
+
+def crunch_app() -> Starlette:
+    jobs: dict[str, dict[str, Any]] = {}
+    ids = itertools.count(1)
+
+    async def start(request: Request) -> JSONResponse:
+        body = await request.json()
+        job_id = f"cr-{next(ids)}"
+        jobs[job_id] = {"id": job_id, "status": "queued", "params": body["params"]}
+        return JSONResponse({"id": job_id, "status": "queued"}, status_code=202)
+
+    async def get(request: Request) -> JSONResponse:
+        job = jobs.get(request.path_params["job_id"])
+        if job is None:
+            return JSONResponse({"error": {"code": "not_found"}}, status_code=404)
+        if job["status"] == "queued":
+            job["status"] = "running"
+        elif job["status"] == "running":
+            text = str(job["params"].get("text") or "")
+            if text:
+                counts: dict[str, int] = {}
+                for word in text.lower().split():
+                    counts[word] = counts.get(word, 0) + 1
+                job["status"] = "done"
+                job["result"] = {"words": len(text.split()), "top": max(counts, key=counts.get)}  # type: ignore[arg-type]
+            else:
+                job["status"] = "failed"
+                job["error"] = {"code": "empty_text", "message": "params.text was empty"}
+        return JSONResponse({k: v for k, v in job.items() if k != "params"})
+
+    return Starlette(
+        routes=[HttpRoute("/v1/jobs", start, methods=["POST"]), HttpRoute("/v1/jobs/{job_id}", get)]
+    )
+
+
+# ---- its advice table -----------------------------------------------------------------------
+
+ADVICE = ProviderAdvice(
+    name=NAME,
+    service="Crunch",
+    rows=(
+        CatalogueRow(
+            key="crunch.429",
+            provider=NAME,
+            when="HTTP 429",
+            meaning="the counting queue is full",
+            code=ErrorCode.RATE_LIMITED,
+            retryable=True,
+            title="Crunch queue full",
+            what="Crunch has no room in its counting queue{until}.",
+            next_step="Retry {tool_ref}{after}.",
+            do_not="Do not retry before then: the queue refuses again.",
+            statuses=(429,),
+            status_default=True,
+            default_wait=10.0,
+        ),
+        CatalogueRow(
+            key="crunch.job.failed",
+            provider=NAME,
+            when="job status failed",
+            meaning="the text could not be counted; it must change",
+            code=None,
+            retryable=False,
+            title="Crunch job failed",
+            what="Crunch reports {job_name} as failed ({job_error}).",
+            next_step='Start it again with text: start_seo_job(workflow="word_count", '
+            'params={{"text": "..."}}).',
+            do_not="Do not resend the same params: they fail again.",
+            job_statuses=("failed/permanent",),
+        ),
+    ),
+    routes=(Route("POST", re.compile(r"^/v1/jobs$"), "start_seo_job"),),
+    paid_tools=frozenset({"start_seo_job"}),
+    clues=VoteClues(header_prefixes=(("x-crunch-", 2),)),
+)
+"""Crunch's advice table: its pasted 429s and its failed jobs."""
+
+STATES = {"queued": JobState.QUEUED, "running": JobState.RUNNING, "done": JobState.SUCCEEDED,
+          "failed": JobState.FAILED}  # fmt: skip
+
+
+# ---- the adapter -----------------------------------------------------------------------------
+
+
+class CrunchProvider:
+    name = NAME
+    title = "Crunch"
+    service_name = "Crunch"
+    id_prefix = "crn_"
+    kind: JobKind = "seo"
+    workflows: tuple[str, ...] = ("word_count",)
+    paid_per_target = False
+
+    def api_key(self, settings: Settings) -> SecretStr | None:
+        del settings
+        return SecretStr("crunch-test-key")
+
+    def base_url(self, settings: Settings) -> str:
+        del settings
+        return BASE_URL
+
+    def sandboxed(self, settings: Settings) -> bool:
+        del settings
+        return False
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        del settings
+        return None
+
+    def sandbox_url(self, root: str) -> str:
+        return root
+
+    def connect(self, env: ProviderEnv) -> CrunchConnection:
+        return CrunchConnection(env)
+
+    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        text = params.get("text")
+        if not isinstance(text, str) or len(text) > 1000 or set(params) - {"text"}:
+            raise InputProblem(f"{workflow} takes params.text, a string of at most 1000 "
+                               "characters.", field="params.text")  # fmt: skip
+        return {"text": text}
+
+    def view(self, rec: JobRecord) -> JobView:
+        done = rec.state.terminal
+        return JobView(
+            progress=Progress(percent=100.0 if done else 0.0, message=rec.raw_status),
+            next_check_after_seconds=None if done else 1.0,
+        )
+
+    def needs_advice(self, rec: JobRecord) -> bool:
+        del rec
+        return False
+
+    def job_advice(self, rec: JobRecord, *, now: float) -> Advice:
+        return advise_job(
+            NAME, rec.raw_status or "unknown", error=rec.error, now=now, job_id=rec.job_id
+        )
+
+    def result_records(self, rec: JobRecord) -> list[dict[str, Any]]:
+        return [dict(r) for r in (rec.result or {}).get("results", [])]
+
+    def project(self, rec: JobRecord, record: Mapping[str, Any]) -> dict[str, Any]:
+        del rec
+        return dict(record)
+
+    def lines(
+        self,
+        rec: JobRecord,
+        projected: Sequence[Mapping[str, Any]],
+        window: Sequence[Mapping[str, Any]],
+    ) -> tuple[Sequence[Mapping[str, Any]], LineFn]:
+        del rec, window
+        return projected, lambda r: f"{r.get('words')} words, most often {r.get('top')!r}"
+
+    def what(self, rec: JobRecord) -> str:
+        return f"Crunch {rec.operation.removeprefix('seo:')}"
+
+    def resubmit_note(self, rec: JobRecord) -> str:
+        del rec
+        return ""
+
+
+class CrunchConnection:
+    def __init__(self, env: ProviderEnv) -> None:
+        self.http = httpx.AsyncClient(base_url=env.base_url, transport=env.transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def start(
+        self, ctx: JobContext, caller: Caller, workflow: str, params: dict[str, Any]
+    ) -> Started:
+        del ctx, caller
+        body = (await self.http.post("/jobs", json={"workflow": workflow, "params": params})).json()
+        return Started(upstream_ids=[body["id"]], state=STATES[body["status"]],
+                       raw_status=body["status"], snapshot={})  # fmt: skip
+
+    async def _check(self, ctx: JobContext, rec: JobRecord) -> JobRecord:
+        body = (await self.http.get(f"/jobs/{rec.upstream_ids[0]}")).json()
+        state = STATES.get(body["status"], JobState.RUNNING)
+        if not state.terminal:
+            return await ctx.ledger.update(rec.job_id, state=state, raw_status=body["status"])
+        return await ctx.ledger.update(
+            rec.job_id,
+            state=state,
+            raw_status=body["status"],
+            result={"results": [{"job_id": body["id"], **body["result"]}]}
+            if "result" in body
+            else None,
+            error=body.get("error"),
+        )  # fmt: skip
+
+    async def refresh(
+        self, ctx: JobContext, caller: Caller, records: Sequence[JobRecord]
+    ) -> tuple[dict[str, JobRecord], dict[str, JobRelayError]]:
+        del caller
+        fresh = {}
+        for rec in records:
+            if not rec.state.terminal and rec.upstream_ids:
+                fresh[rec.job_id] = await self._check(ctx, rec)
+        return fresh, {}
+
+    async def follow(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        rec: JobRecord,
+        *,
+        fold: SharedFold,
+        deadline: float,
+        progress: ProgressFn | None,
+    ) -> tuple[JobRecord, JobRelayError | None]:
+        del caller
+        while True:
+            async with fold.lock:
+                rec = fold.rec = await self._check(ctx, fold.fresher(rec))
+            if progress is not None:
+                await progress(100.0 if rec.state.terminal else 50.0, rec.raw_status)
+            if rec.state.terminal or ctx.clock.monotonic() + 1.0 > deadline:
+                return rec, None
+            await ctx.clock.sleep(1.0)

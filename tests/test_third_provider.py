@@ -1,0 +1,156 @@
+"""Issue 15 item 1's proof: a provider that lives only in the tests (`crunch_provider.py`)
+is registered through the public extension point and runs start, status, wait, result and
+the explanation of its failure through the real MCP tools, in process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from mcp_server._clock import ScaledClock
+from mcp_server.advice import register_provider_advice, unregister_provider_advice
+from mcp_server.config import Settings
+from mcp_server.providers import registered
+from mcp_server.sandbox._state import SandboxState
+from mcp_server.server import build_server
+from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def crunch_client(
+    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+) -> AsyncIterator[Client]:
+    register_provider_advice(ADVICE)
+    try:
+        with registered(CrunchProvider()):
+            server = build_server(
+                make_settings(),
+                clock=clock,
+                sandbox_state=sandbox_state,
+                transports={NAME: httpx.ASGITransport(app=crunch_app())},
+            )
+            async with Client(server) as c:
+                yield c
+    finally:
+        unregister_provider_advice(NAME)
+
+
+def _text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+async def test_a_registered_provider_runs_through_the_mcp_tools(crunch_client: Client) -> None:
+    with anyio.fail_after(30):
+        tools = {t.name: t for t in (await crunch_client.list_tools()).tools}
+        enum = tools["start_seo_job"].input_schema["properties"]["workflow"]["enum"]
+        assert enum[-1] == "word_count"
+        assert "serp_analysis" in enum
+
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": "to be or not to be"}}
+        )
+        assert not started.is_error, _text(started)
+        job_id = started.structured_content["job_id"]
+        assert job_id.startswith("crn_")
+        assert started.structured_content["provider"] == NAME
+        assert f"Crunch word_count job {job_id} started" in _text(started)
+
+        status = await crunch_client.call_tool("get_job_status", {"job_ids": [job_id]})
+        assert status.structured_content["jobs"][0]["state"] == "running", _text(status)
+
+        waited = await crunch_client.call_tool(
+            "wait_for_job", {"job_id": job_id, "wait_seconds": 20}
+        )
+        assert waited.structured_content["state"] == "succeeded", _text(waited)
+        assert "6 words, most often 'to'" in _text(waited)
+
+        page = await crunch_client.call_tool("get_job_result", {"job_id": job_id})
+        assert page.structured_content["items"][0]["top"] == "to", _text(page)
+        assert page.structured_content["total"] == 1
+
+        listed = await crunch_client.call_tool("list_jobs", {})
+        assert [j["job_id"] for j in listed.structured_content["jobs"]] == [job_id]
+
+
+async def test_a_failed_job_is_explained_from_the_providers_advice_table(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": ""}}
+        )
+        job_id = started.structured_content["job_id"]
+        waited = await crunch_client.call_tool(
+            "wait_for_job", {"job_id": job_id, "wait_seconds": 20}
+        )
+        assert waited.structured_content["state"] == "failed"
+        text = _text(waited)
+        assert "params.text was empty" in text
+        assert 'workflow="word_count"' in text
+        advice = waited.structured_content["advice"]
+        assert (advice["provider"], advice["title"]) == (NAME, "Crunch job failed")
+        assert "empty_text" in advice["what_happened"]
+
+
+async def test_a_pasted_crunch_429_is_explained_by_explain_error(crunch_client: Client) -> None:
+    with anyio.fail_after(30):
+        explained = await crunch_client.call_tool(
+            "explain_error",
+            {"http_status": 429, "headers": {"X-Crunch-Queue": "full", "Retry-After": "30"}},
+        )
+        assert not explained.is_error, _text(explained)
+        advice = explained.structured_content["advice"]
+        assert (advice["provider"], advice["title"]) == (NAME, "Crunch queue full")
+        assert advice["retry_after_seconds"] == 30
+
+
+async def test_bad_params_are_refused_by_the_provider_before_anything_is_sent(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        refused = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"colour": "red"}}
+        )
+        assert refused.is_error
+        assert "params.text" in _text(refused)
+        listed = await crunch_client.call_tool("list_jobs", {})
+        assert listed.structured_content["jobs"] == []
+
+
+def test_without_registration_the_workflow_is_unknown() -> None:
+    from mcp_server.providers import default_registry
+
+    assert "word_count" not in default_registry().workflows()
+
+
+def test_the_registry_refuses_a_provider_that_clashes() -> None:
+    from mcp_server.providers import ProviderRegistry, default_registry
+
+    registry = ProviderRegistry()
+    for provider in default_registry():
+        registry.register(provider)
+    registry.register(CrunchProvider())
+    clashes: list[tuple[dict[str, Any], str]] = [
+        ({"name": "crunch", "id_prefix": "crx_", "workflows": ("x",)}, "already registered"),
+        ({"name": "crunch2", "id_prefix": "seo_", "workflows": ("x",)}, "id_prefix 'seo_'"),
+        ({"name": "crunch2", "id_prefix": "crx_", "workflows": ("serp_analysis",)}, "agentseo"),
+        ({"name": "Crunch!", "id_prefix": "crx_", "workflows": ("x",)}, "provider name"),
+    ]
+    for attrs, message in clashes:
+        other = CrunchProvider()
+        for key, value in attrs.items():
+            setattr(other, key, value)
+        with pytest.raises(ValueError, match=message):
+            registry.register(other)
+    assert registry.names() == ["seamless", "agentseo", "crunch"]
+    assert [p.name for p in registry.for_handle("crn_0123456789abcdef")] == ["crunch"]
+    assert registry.for_workflow("word_count") is not None
+    registry.unregister("crunch")
+    assert registry.for_workflow("word_count") is None
