@@ -54,8 +54,6 @@ PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {
     (f"{PACKAGE}.demo", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
     (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._records"): "sample records; sandbox facade",
     (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._seo_results"): "sample records; sandbox facade",
-    (f"{PACKAGE}.search_filters", f"{PACKAGE}.upstream._seamless_enums"): "moves with the "
-    "Seamless provider package (issue 15 item 1)",
 }
 
 

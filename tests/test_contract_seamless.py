@@ -20,6 +20,8 @@ from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
 from mcp_server.limits import InMemoryLimiter
+from mcp_server.providers.seamless import enums
+from mcp_server.providers.seamless.search_filters import search_body
 from mcp_server.sandbox._state import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_MISSING_LICENSE,
@@ -29,9 +31,7 @@ from mcp_server.sandbox._state import (
 )
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.schemas import ContactTarget
-from mcp_server.search_filters import search_body
 from mcp_server.upstream import SeamlessClient
-from mcp_server.upstream import _seamless_enums as enums
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 from tests import _openapi
 

@@ -26,6 +26,7 @@ from mcp import Client
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.ledger import JobRecord, SqliteLedger
+from mcp_server.providers.seamless.targets import target_keys
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.sandbox.app import (
     AGENTSEO_PREFIX,
@@ -34,7 +35,6 @@ from mcp_server.sandbox.app import (
     sandbox_uvicorn_config,
 )
 from mcp_server.server import build_server
-from mcp_server.targets import target_keys
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 

@@ -38,7 +38,7 @@ from mcp_server.ledger import (
     provider_for_job_id,
 )
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
-from mcp_server.targets import target_keys
+from mcp_server.providers.seamless.targets import target_keys
 
 pytestmark = pytest.mark.anyio
 

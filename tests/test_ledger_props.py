@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mcp_server.ledger import params_fingerprint
 from mcp_server.ledger._sqlite_rows import _dumps, _iso
-from mcp_server.targets import target_keys
+from mcp_server.providers.seamless.targets import target_keys
 
 # Derandomised and without an example database: the same examples on every run and machine.
 deterministic = settings(derandomize=True, database=None, max_examples=60)

@@ -5,7 +5,8 @@ again. The ledger keeps every job jobrelay starts: provider, operation, the requ
 upstream ids, the unified state beside the raw one, the last snapshot, the result, errors,
 credits, and who started it (a key fingerprint, never the key).
 
-How the tool layer uses it (DESIGN.md section 2.1-2.2; `target_keys` is in `mcp_server.targets`):
+How the tool layer uses it (DESIGN.md section 2.1-2.2; `target_keys` is in
+`mcp_server.providers.seamless.targets`):
 
 ```
 record = JobRecord.new(provider="seamless", operation="research_contacts", tenant=fingerprint,

@@ -20,6 +20,7 @@ from mcp_server.providers.base import (
     SharedFold,
     aggregate_state,
 )
+from mcp_server.providers.seamless.search_filters import search_body
 from mcp_server.providers.seamless.states import (
     NAME,
     Kind,
@@ -27,7 +28,6 @@ from mcp_server.providers.seamless.states import (
     research_kind,
     seamless_state,
 )
-from mcp_server.search_filters import search_body
 from mcp_server.upstream import (
     DEADLINE_RETRY_AFTER,
     MAX_POLL_IDS,

@@ -22,8 +22,8 @@ from mcp_server.ledger import JobRecord, new_job_id
 from mcp_server.models import Advice, ErrorCode, JobState
 from mcp_server.providers.base import Caller, JobContext, Outcome, ProgressFn, ResearchRequest
 from mcp_server.providers.seamless.states import MAX_TARGETS, NAME, Kind
+from mcp_server.providers.seamless.targets import target_keys
 from mcp_server.schemas import CompanyTarget, ContactTarget, JobOutput
-from mcp_server.targets import target_keys
 from mcp_server.upstream import SeamlessClient, format_clock, retry_at
 
 #: Warn in results when the org's research credits drop below this.

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from mcp_server.errors import FilterProblem
-from mcp_server.upstream import _seamless_enums as enums
+from mcp_server.providers.seamless import enums
 
 __all__ = ["FilterProblem", "search_body"]
 
