@@ -121,6 +121,9 @@ class JobOutput(BaseModel):
     next_step: str | None = Field(
         None, description="In a many-job status: this job's one next step (advice in short)."
     )
+    next_step_ref: int | None = Field(
+        None, description="In a many-job status: index of this job's next step in `next_steps`."
+    )
     warnings: list[str] | None = None
     credits_remaining: int | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)
@@ -129,6 +132,9 @@ class JobOutput(BaseModel):
 
 class StatusOutput(BaseModel):
     jobs: list[JobOutput] = Field(default_factory=list)
+    next_steps: list[str] | None = Field(
+        None, description="Distinct next steps of the jobs, each said once (`next_step_ref`)."
+    )
     next_check_after_seconds: float | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None

@@ -720,7 +720,7 @@ def test_done_from_agentseo_is_not_seamless_done() -> None:
     advice = advise_job("agentseo", "done", now=NOW, job_id="seo_1")
     assert advice.title == CATALOGUE["job.unknown_status"].title
     assert advice.what_happened.startswith(
-        'AgentSEO reports job seo_1 as unrecognised upstream status "done"'
+        'AgentSEO reports job seo_1 with unrecognised upstream status "done"'
     )
 
 

@@ -217,10 +217,10 @@ GENERIC_ROWS: Final[tuple[CatalogueRow, ...]] = (
         retryable=True,
         title="Unrecognised job status",
         what=(
-            "{Service} reports {job_name} as unrecognised upstream status {raw_status_quoted}; "
-            "it is treated as not finished."
+            "{Service} reports {job_name} with unrecognised upstream status {raw_status_quoted} "
+            "(not in its documentation); jobrelay keeps watching it as not finished."
         ),
-        next_step="Check again with get_job_status{after}.",
+        next_step="Call {wait_call}{after}.",
         do_not=(
             "Do not resubmit: the job exists upstream; if the status stays, tell the user the "
             "job is {raw_status_quoted}."

@@ -21,6 +21,8 @@ __all__ = [
     "clean_text",
     "clean_token",
     "render_details",
+    "scrub_status",
+    "shown_status",
 ]
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,100}$")
@@ -73,7 +75,25 @@ def clean_status(value: str, secrets: Iterable[str]) -> str | None:
     text = " ".join(value.split())
     if not _SAFE_STATUS.match(text) or any(secret in text for secret in secrets):
         return None
-    return text
+    return text if len(text) <= _STATUS_CHARS else text[:_STATUS_CHARS] + "…"
+
+
+_STATUS_CHARS = 60
+"""Longest upstream status repeated to the agent; longer ones are cut and marked."""
+
+
+def shown_status(value: str) -> str:
+    """An upstream job status as it may be shown to an agent: sanitised and bounded."""
+    return clean_status(value, ()) or scrub_status(value, ())
+
+
+def scrub_status(value: str, secrets: Iterable[str]) -> str:
+    """An unrecognised status as far as it is safe to show: characters outside the status
+    alphabet become `?`, bounded; one holding a credential is not shown at all."""
+    text = " ".join(re.sub(r"[^A-Za-z0-9_.:/@+= -]", "?", value).split())
+    if not text or any(secret and secret in value for secret in secrets):
+        return "unrecognised"
+    return text if len(text) <= _STATUS_CHARS else text[:_STATUS_CHARS] + "…"
 
 
 def clean_endpoint(method: str, path: str) -> str | None:

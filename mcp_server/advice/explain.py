@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import clean_status, clean_text, clean_token, render_details
+from mcp_server.advice.clean import (
+    clean_status,
+    clean_text,
+    clean_token,
+    render_details,
+    scrub_status,
+)
 from mcp_server.advice.compose import build
 from mcp_server.advice.facts import DEFAULT_CAUSE, Facts, apply_hints, merge_wait, read_error
 from mcp_server.advice.facts import refined_code as _refined_code
@@ -150,7 +156,9 @@ def _advise_job_facts(
     status = raw_status.strip().lower()
     who = provider or _job_status_owner(status)
     facts.provider = who
-    facts.raw_status = clean_status(raw_status, facts.secrets) or "unrecognised"
+    facts.raw_status = clean_status(raw_status, facts.secrets) or scrub_status(
+        raw_status, facts.secrets
+    )
     lookup = status
     if status == "failed":
         retryable = _truthy(error.get("retryable")) if error is not None else False

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server.jobs.following import Follower
-from mcp_server.jobs.render import Renderer, page_items, page_text
+from mcp_server.jobs.render import Renderer, page_items, page_text, watched_odd
 from mcp_server.models import JobState
 from mcp_server.projection import available_fields, unknown_fields
 from mcp_server.providers import Caller, Outcome
@@ -33,13 +33,18 @@ async def result_page(
         adv = renderer.job_advice(rec)
         page = ResultPage(job_id=rec.job_id, state=rec.state, advice=adv, sandbox=sandbox)
         return Outcome(page, f"Job {rec.job_id} has no results. {advice_mod.render_text(adv)}")
+    p = renderer.providers.get(rec.provider)
     if not rec.state.terminal:
+        page = ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox)
+        if watched_odd(p, rec):
+            page.advice = renderer.job_advice(rec)  # "unrecognised upstream status X"
+            text = f"Job {rec.job_id} has no result yet. {advice_mod.render_text(page.advice)}"
+            return Outcome(page, text)
         text = (
             f"Job {rec.job_id} has no result yet (state {rec.state.value}). "
             f'Next: wait_for_job(job_id="{rec.job_id}").'
         )
-        return Outcome(ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox), text)
-    p = renderer.providers.get(rec.provider)
+        return Outcome(page, text)
     records = p.result_records(rec)
     total = len(records)
     window = records[offset : offset + limit]
