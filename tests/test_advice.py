@@ -243,7 +243,7 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     (
         "agentseo.409",
         _err(_bad(Conflict, "agentseo", 409, method="POST", path="/audit/local")),
-        "Retry start_seo_job once, after get_job_status",
+        "Retry start_seo_job once after about ",
     ),
     (
         "agentseo.429.workload",

@@ -17,6 +17,7 @@ from mcp_server.redact import redact
 __all__ = [
     "as_mapping",
     "clean_endpoint",
+    "clean_job_status",
     "clean_status",
     "clean_text",
     "clean_token",
@@ -68,6 +69,12 @@ def clean_token(value: object, secrets: Iterable[str]) -> str | None:
     if any(secret in text for secret in secrets):
         return None
     return text
+
+
+def clean_job_status(value: str, secrets: Iterable[str]) -> str | None:
+    """A job status given to explain_error or found in a body, lower case; Seamless's have
+    spaces (`not found`, `No license or credits available`), so words are kept."""
+    return clean_status(value.strip().lower(), secrets)
 
 
 def clean_status(value: str, secrets: Iterable[str]) -> str | None:

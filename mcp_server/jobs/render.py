@@ -78,7 +78,7 @@ class Renderer:
         if rec.state is JobState.UNKNOWN:
             if rec.error:
                 try:
-                    return Advice.model_validate(rec.error)
+                    return checked(p, Advice.model_validate(rec.error), rec)
                 except ValidationError:
                     pass
             return interrupted_submit_advice(p, rec)
@@ -327,7 +327,11 @@ def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
             if o.progress and o.progress.percent is not None and not o.state.terminal
             else ""
         )
-        failed = ", check failed" if o.next_step and not o.state.terminal else ""
+        failed = (
+            ", check failed"
+            if o.next_step and not o.state.terminal and o.state is not JobState.UNKNOWN
+            else ""
+        )
         if o.raw_status:  # only an unrecognised status is kept in a many-job answer
             failed = ""
             state = f'unrecognised upstream status "{o.raw_status}" (still watched)'
@@ -455,6 +459,26 @@ def _item_key(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: record.get(key)}
 
 
+def checked(p: JobProvider, adv: Advice, rec: JobRecord) -> Advice:
+    """An outcome-unknown submit seen through get_job_status, wait_for_job or get_job_result:
+    this answer IS the check its advice asked for, and with no upstream id jobrelay can learn
+    nothing more, so the one next step leaves the loop (issue 13.4)."""
+    if rec.upstream_ids or adv.code is not ErrorCode.OUTCOME_UNKNOWN:
+        return adv
+    return adv.model_copy(
+        update={
+            "next_step": (
+                f"Ask the user whether {rec.job_id}'s work shows in the {p.title} dashboard "
+                "before starting it again."
+            ),
+            "do_not": (
+                "Do not resubmit until then, and do not check this job again: jobrelay has no "
+                "upstream id for it, so its answer will not change."
+            ),
+        }
+    )
+
+
 def interrupted_submit_advice(p: JobProvider, rec: JobRecord) -> Advice:
     """A row left `submitting` by a process that stopped between the ledger write and the
     API's answer: the POST may or may not have been processed."""
@@ -469,7 +493,8 @@ def interrupted_submit_advice(p: JobProvider, rec: JobRecord) -> Advice:
         ),
         retryable=False,
         next_step=(
-            "Check list_jobs for a later job with the same targets before starting it again."
+            f"Ask the user whether {rec.job_id}'s work shows in the {p.title} dashboard before "
+            "starting it again."
         ),
         do_not="Do not resubmit in a loop: each accepted submit can spend credits.",
     )
