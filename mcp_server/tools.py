@@ -403,7 +403,9 @@ def register_tools(server: MCPServer[Any]) -> None:
                 raise InputProblem(
                     "Pass at least one of http_status, code, headers, body or job_status.",
                     field="http_status",
-                    next_step="Call explain_error again with the status, code or body you saw.",
+                    next_step=(
+                        "Call explain_error again with what you saw: its status, code and body."
+                    ),
                 )
             if isinstance(body, dict) and len(B.compact_json(body)) > B.MAX_BODY_CHARS:
                 raise InputProblem(

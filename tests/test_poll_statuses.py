@@ -64,10 +64,16 @@ async def test_an_undocumented_status_is_watched_but_named(client: Client) -> No
     status, say jobrelay keeps watching, give one next step; never "running" in the text."""
     result = await _research_and_wait(client, "undocumented@acme.test", wait=10)
     assert not result.is_error, text_of(result)
+    jid = structured(result)["job_id"]
+    seen_by = "start_research"
+    for _ in range(5):  # a loaded machine can end the start's wait before the status shows
+        if structured(result)["raw_status"] == "on-hold":
+            break
+        seen_by = "wait_for_job"
+        result = await call(client, "wait_for_job", {"job_id": jid, "wait_seconds": 10})
     data = structured(result)
     assert data["state"] == "running"  # still watched: the docs say more may be added
     assert data["raw_status"] == "on-hold"
-    jid = data["job_id"]
     named = 'unrecognised upstream status "on-hold"'
     other = structured(
         await call(
@@ -77,7 +83,7 @@ async def test_an_undocumented_status_is_watched_but_named(client: Client) -> No
         )
     )["job_id"]
     answers = {
-        "start_research": result,
+        seen_by: result,
         "get_job_status": await call(client, "get_job_status", {"job_ids": [jid]}),
         "wait_for_job": await call(client, "wait_for_job", {"job_id": jid, "wait_seconds": 2}),
         "get_job_result": await call(client, "get_job_result", {"job_id": jid}),

@@ -792,7 +792,7 @@ async def test_usage_says_not_to_start_research_when_the_org_has_no_credits(
     text = text_of(result)
     assert "Seamless: 0 research credits left" in text
     assert text.endswith(
-        "Next: don't start research until credits are added (tell the user); "
+        "Next: tell the user research needs more Seamless credits; "
         "search_prospects, get_job_status and get_job_result stay free."
     )
     assert "start jobs as needed" not in text

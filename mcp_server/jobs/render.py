@@ -24,6 +24,9 @@ from mcp_server.schemas import JobOutput, ResultPage
 #: Finished jobs whose rendering is kept for repeated status checks and waits.
 RENDER_CACHE_SIZE = 128
 
+ADVISED = frozenset({JobState.FAILED, JobState.NOT_FOUND})
+"""Terminal states whose result is advice rather than records."""
+
 _ADVISED_ON_SIGHT = (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, JobState.UNKNOWN)
 
 
@@ -322,6 +325,8 @@ def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
             rows.append(f"{B.echo(o.job_id or '', 40)}: unknown id")
             continue
         extra = f", {o.results_total} result(s)" if o.results_total is not None else ""
+        if o.results_total == 0 and o.state in ADVISED:
+            extra = ""  # "failed" / "not_found" already say nothing came back
         pct = (
             f", {o.progress.percent:.0f}%"
             if o.progress and o.progress.percent is not None and not o.state.terminal
