@@ -96,9 +96,9 @@ def compact(node: Any) -> Any:
             out[key] = compact(value)
     out = _drop_null_type(_fold_any_of(out))
     values = out.get("enum")
-    strings = isinstance(values, list) and values and all(isinstance(v, str) for v in values)
-    if out.get("type") == "string" and strings:
-        del out["type"]  # an enum of strings already says "string"
+    kinds = {type(v) for v in values} if isinstance(values, list) and values else set()
+    if (out.get("type"), kinds) in (("string", {str}), ("integer", {int})):
+        del out["type"]  # an enum of strings (or integers) already says its type
     return out
 
 

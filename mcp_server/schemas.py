@@ -50,7 +50,14 @@ Terms = Annotated[
 
 
 class SearchFilters(_Strict):
-    """Seamless's own values, e.g. company_size '51 - 200'; person filters: contacts only."""
+    # Published as the `filters` argument's description (a docstring would keep its newline).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "description": "Seamless's values, e.g. company_size '51 - 200'; location: "
+            "country/state/zip; person filters: contacts only."
+        },
+    )
 
     company_name: Terms | None = None
     company_domain: Terms | None = None
@@ -62,7 +69,7 @@ class SearchFilters(_Strict):
     company_size: Terms | None = None
     company_revenue: Terms | None = None
     technologies: Terms | None = None
-    location: str | None = _str(B.MAX_NAME_CHARS, "Country, state or zip (no city).")
+    location: str | None = _str(B.MAX_NAME_CHARS)  # described by the class docstring
     country: Terms | None = None
     state: Terms | None = None
     zip: Terms | None = None
@@ -121,6 +128,9 @@ class JobOutput(BaseModel):
     next_step: str | None = Field(
         None, description="In a many-job status: this job's one next step (advice in short)."
     )
+    next_step_ref: int | None = Field(
+        None, description="In a many-job status: index of this job's next step in `next_steps`."
+    )
     warnings: list[str] | None = None
     credits_remaining: int | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)
@@ -129,6 +139,9 @@ class JobOutput(BaseModel):
 
 class StatusOutput(BaseModel):
     jobs: list[JobOutput] = Field(default_factory=list)
+    next_steps: list[str] | None = Field(
+        None, description="Distinct next steps of the jobs, each said once (`next_step_ref`)."
+    )
     next_check_after_seconds: float | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)
     error: ErrorInfo | None = None

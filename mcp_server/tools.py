@@ -165,20 +165,20 @@ def _progress(ctx: Context[Any, Any]) -> ProgressFn:
 def register_tools(server: MCPServer[Any]) -> None:
     @server.tool(annotations=READ)
     async def search_prospects(
-        kind: Kind,
+        kind: Annotated[Kind, Field(description="What to find")],
         ctx: Context[Any, Any],
         query: Annotated[
             str | None,
             Field(max_length=B.MAX_QUERY_CHARS, description="Free text"),
         ] = None,
         filters: Annotated[SearchFilters | None, Field(description="All optional, ANDed")] = None,
-        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_SEARCH)] = 10,
+        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_SEARCH, description="Hits per page")] = 10,
         next_token: Annotated[
-            str | None, Field(max_length=B.MAX_TOKEN_CHARS, description="From the previous page")
+            str | None, Field(max_length=B.MAX_TOKEN_CHARS, description="From the last page")
         ] = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
-        """Find Seamless.ai contacts or companies; free, no emails or phones. Research
-        hits with start_research. Example: search_prospects(kind='contacts', query='VP Sales')."""
+        """Find Seamless contacts or companies; free, no emails or phones. Research hits
+        with start_research. Example: search_prospects(kind='contacts', query='CTO')."""
 
         async def run() -> Outcome:
             rt = _runtime(ctx)
@@ -207,7 +207,7 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     @server.tool(annotations=SPEND)
     async def start_research(
-        kind: Kind,
+        kind: Annotated[Kind, Field(description="What to research")],
         ctx: Context[Any, Any],
         search_result_ids: Annotated[
             list[_Id], Field(max_length=B.MAX_TARGETS, description="From search_prospects")
@@ -216,8 +216,7 @@ def register_tools(server: MCPServer[Any]) -> None:
             list[ContactTarget],
             Field(
                 max_length=B.MAX_TARGETS,
-                description="Each: a LinkedIn/Sales Nav/Recruiter URL, email, or name + "
-                "company or domain",
+                description="Each: a profile URL, email, or name + company/domain",
             ),
         ] = [],  # noqa: B006
         companies: Annotated[
@@ -226,13 +225,13 @@ def register_tools(server: MCPServer[Any]) -> None:
         ] = [],  # noqa: B006
         allow_rerun: Annotated[bool, Field(description="Pay again for recent targets")] = False,
         wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP, description=_WAIT_HERE)] = 0,
-        job_change: Annotated[bool, Field(description="contacts: Seamless isJobChange")] = False,
+        job_change: Annotated[bool, Field(description="contacts: isJobChange")] = False,
         skip_dedup_check: Annotated[
-            bool, Field(description="Re-research targets Seamless did recently (paid)")
+            bool, Field(description="Redo recent Seamless research (paid)")
         ] = False,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Buy emails and phones: 1 credit per target, up to 100 per job_id. Never call
-        it again to retry or check (pays twice); use wait_for_job. Example:
+        """Buy emails and phones: 1 credit per target, up to 100. Never call again to
+        retry or check (pays twice); use wait_for_job. Example:
         start_research(kind='contacts', search_result_ids=['<id>'])."""
         return await _guard(
             ctx,
@@ -252,7 +251,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         )
 
     async def start_seo_job(
-        workflow: Workflow,
+        workflow: Annotated[Workflow, Field(description="Sets the params")],
         params: Annotated[
             dict[str, Any],
             Field(
@@ -281,7 +280,9 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     # The workflow names come from the registered providers (the two built-in ones publish
     # exactly `schemas.Workflow`); the annotation is set before the SDK reads the signature.
-    start_seo_job.__annotations__["workflow"] = Literal[default_registry().workflows()]
+    start_seo_job.__annotations__["workflow"] = Annotated[
+        Literal[default_registry().workflows()], Field(description="Sets the params")
+    ]
     server.tool(annotations=SPEND)(start_seo_job)
 
     @server.tool(annotations=READ)
@@ -292,9 +293,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         ],
         ctx: Context[Any, Any],
     ) -> Annotated[CallToolResult, StatusOutput]:
-        """State, progress and result counts of up to 100 jobs, now; never results.
-        Follow one with wait_for_job, read results with get_job_result. Example:
-        get_job_status(job_ids=['<job_id>'])."""
+        """State and counts of up to 100 jobs, never results. Follow one with
+        wait_for_job; read with get_job_result. Example: get_job_status(job_ids=['<id>'])."""
         return await _guard(
             ctx,
             "get_job_status",
@@ -305,11 +305,12 @@ def register_tools(server: MCPServer[Any]) -> None:
     async def wait_for_job(
         job_id: _JobId,
         ctx: Context[Any, Any],
-        wait_seconds: Annotated[float, Field(ge=0, le=B.MAX_WAIT_CAP)] = 30,
+        wait_seconds: Annotated[
+            float, Field(ge=0, le=B.MAX_WAIT_CAP, description="Longest wait here")
+        ] = 30,
     ) -> Annotated[CallToolResult, JobOutput]:
-        """Follow one job until it ends or wait_seconds pass; returns the first results or
-        when to call again. Safe to repeat: never pays again. Example:
-        wait_for_job(job_id='<job_id>')."""
+        """Follow one job until it ends or wait_seconds pass: first results, or when to
+        call again. Safe to repeat; never pays. Example: wait_for_job(job_id='<id>')."""
         return await _guard(
             ctx,
             "wait_for_job",
@@ -324,16 +325,16 @@ def register_tools(server: MCPServer[Any]) -> None:
         ctx: Context[Any, Any],
         fields: Annotated[
             list[_Field] | None,
-            Field(max_length=B.MAX_FIELDS, description="Names or dotted paths, e.g. email2"),
+            Field(max_length=B.MAX_FIELDS, description="Names or dotted paths"),
         ] = None,
-        offset: Annotated[
-            int, Field(ge=0, le=B.MAX_OFFSET, description="From next_offset or Next:")
-        ] = 0,
-        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_RESULT)] = B.DEFAULT_LIMIT_RESULT,
+        offset: Annotated[int, Field(ge=0, le=B.MAX_OFFSET, description="From next_offset")] = 0,
+        limit: Annotated[
+            int, Field(ge=1, le=B.MAX_LIMIT_RESULT, description="Records per page")
+        ] = B.DEFAULT_LIMIT_RESULT,
     ) -> Annotated[CallToolResult, ResultPage]:
-        """Page a finished job's results, free: compact records or named fields (list:
-        jobrelay://fields/seamless or /agentseo). '<N more>' marks entries fields returns
-        whole. Example: get_job_result(job_id='<job_id>', fields=['email2'])."""
+        """Page a finished job's results, free. Named fields (jobrelay://fields/seamless,
+        /agentseo) show '<N more>' entries whole.
+        Example: get_job_result(job_id='<id>', fields=['email2'])."""
         return await _guard(
             ctx,
             "get_job_result",
@@ -345,16 +346,16 @@ def register_tools(server: MCPServer[Any]) -> None:
     @server.tool(annotations=LOCAL)
     async def list_jobs(
         ctx: Context[Any, Any],
-        provider: Provider | None = None,
-        state: StateName | None = None,
+        provider: Annotated[Provider | None, Field(description="Only this API")] = None,
+        state: Annotated[StateName | None, Field(description="Only this state")] = None,
         since_hours: Annotated[
             float | None,
-            Field(gt=0, le=B.MAX_SINCE_HOURS, description="Started in the last N hours"),
+            Field(gt=0, le=B.MAX_SINCE_HOURS, description="Started within N hours"),
         ] = None,
-        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_LIST)] = 20,
+        limit: Annotated[int, Field(ge=1, le=B.MAX_LIMIT_LIST, description="Jobs to list")] = 20,
     ) -> Annotated[CallToolResult, ListOutput]:
-        """Jobs started here, newest first, kept across restarts: find a lost job_id.
-        Next: names the job to act on. Example: list_jobs()."""
+        """Jobs started here, newest first, kept across restarts. Use it to find a lost
+        job_id. Example: list_jobs()."""
         return await _guard(
             ctx,
             "list_jobs",
@@ -371,11 +372,11 @@ def register_tools(server: MCPServer[Any]) -> None:
     async def explain_error(
         ctx: Context[Any, Any],
         provider: Annotated[
-            Literal["seamless", "agentseo", "auto"], Field(description="auto: from the body")
+            Literal["seamless", "agentseo", "auto"], Field(description="auto: guessed")
         ] = "auto",
         http_status: Annotated[
             int | None,
-            Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS),
+            Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS, description="HTTP status seen"),
         ] = None,
         code: Annotated[
             str | None, Field(max_length=B.MAX_CODE_CHARS, description="API error code")
@@ -386,14 +387,14 @@ def register_tools(server: MCPServer[Any]) -> None:
         ] = None,
         body: Annotated[
             Annotated[str, Field(max_length=B.MAX_BODY_CHARS)] | dict[str, Any] | None,
-            Field(description="Response body, text or JSON"),
+            Field(description="Response body"),
         ] = None,
         job_status: Annotated[
             str | None, Field(max_length=B.MAX_CODE_CHARS, description="e.g. failed")
         ] = None,
     ) -> Annotated[CallToolResult, ExplainOutput]:
-        """Advice on a Seamless.ai or AgentSEO status, code, headers, body or job
-        status met outside jobrelay. Says the cause, when to retry, the next step. Example:
+        """Advice on a Seamless or AgentSEO error or job status met outside jobrelay.
+        Says the cause, when to retry, the next step. Example:
         explain_error(http_status=429, headers={'Retry-After': '30'})."""
 
         async def run() -> Outcome:
@@ -402,7 +403,9 @@ def register_tools(server: MCPServer[Any]) -> None:
                 raise InputProblem(
                     "Pass at least one of http_status, code, headers, body or job_status.",
                     field="http_status",
-                    next_step="Call explain_error again with the status, code or body you saw.",
+                    next_step=(
+                        "Call explain_error again with what you saw: its status, code and body."
+                    ),
                 )
             if isinstance(body, dict) and len(B.compact_json(body)) > B.MAX_BODY_CHARS:
                 raise InputProblem(
@@ -419,8 +422,8 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     @server.tool(annotations=LOCAL)
     async def get_usage(ctx: Context[Any, Any]) -> Annotated[CallToolResult, UsageOutput]:
-        """Rate limits with reset times, credits last seen, today's credit budget. Free;
-        check it before big research jobs. Example: get_usage()."""
+        """Rate limits, reset times, credits last seen, today's credit budget. Free;
+        check before big research jobs. Example: get_usage()."""
 
         async def run() -> Outcome:
             from mcp_server.usage import usage_outcome
@@ -445,7 +448,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
 fit its token budget, docs/answers.md); jobrelay://schemas/{tool} serves them, and the tests
 validate every result against them."""
 
-_WAIT_HERE = "Default 0: return at once"
+_WAIT_HERE = "0: return at once"
 
 
 def _search_text(

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from mcp_server._duration import format_duration
+from mcp_server.advice import wait_phrase
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.models import PROVIDERS
 from mcp_server.providers import JobProvider
@@ -57,10 +57,10 @@ async def usage_outcome(
         credits_spent_today=spent,
         budget_resets_at=await runtime.ledger.budget_resets_at(now) if budget is not None else None,
     )
-    return Outcome(out, _usage_text(out, known))
+    return Outcome(out, _usage_text(out, known, now=now.timestamp()))
 
 
-def _usage_text(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
+def _usage_text(out: UsageOutput, known: Mapping[str, JobProvider], *, now: float) -> str:
     parts: list[str] = []
     for p in out.providers:
         provider = known[p.provider]
@@ -70,8 +70,16 @@ def _usage_text(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
                 if p.credits_remaining is not None
                 else f"{provider.title}: credits not seen yet (they appear after the first call)"
             )
+    reset = (
+        wait_phrase(max(1.0, out.budget_resets_at.timestamp() - now), now)
+        if out.budget_resets_at is not None
+        else None
+    )
     if out.credit_budget is not None:
-        parts.append(f"daily budget {out.credits_spent_today or 0}/{out.credit_budget} used")
+        parts.append(
+            f"daily budget {out.credits_spent_today or 0}/{out.credit_budget} used"
+            + (f", resets at {reset}" if reset else "")
+        )
     blocked = [
         (p.provider, b)
         for p in out.providers
@@ -83,9 +91,9 @@ def _usage_text(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
         return "; ".join(parts) + f". Next: {_next_without_blocks(out, known)}"
     provider_name, worst = max(blocked, key=lambda pb: pb[1].blocked_for_seconds or 0.0)
     name = known[provider_name].title
-    wait = format_duration(worst.blocked_for_seconds or 0.0)
-    parts.append(f"{name} {worst.bucket} is blocked for {wait}")
-    return "; ".join(parts) + f". Next: wait {wait} before calls that use {worst.bucket}."
+    until = wait_phrase(worst.blocked_for_seconds or 0.0, now)
+    parts.append(f"{name} {worst.bucket} is blocked until {until}")
+    return "; ".join(parts) + f". Next: wait until {until} before calls that use {worst.bucket}."
 
 
 def _next_without_blocks(out: UsageOutput, known: Mapping[str, JobProvider]) -> str:
@@ -93,12 +101,12 @@ def _next_without_blocks(out: UsageOutput, known: Mapping[str, JobProvider]) -> 
     paid = next((p for p in out.providers if known[p.provider].paid_per_target), None)
     if paid is not None and paid.credits_remaining == 0:
         return (
-            "don't start research until credits are added (tell the user); search_prospects, "
+            "tell the user research needs more Seamless credits; search_prospects, "
             "get_job_status and get_job_result stay free."
         )
     if out.credit_budget is not None and (out.credits_spent_today or 0) >= out.credit_budget:
         return (
-            "no more research today under JOBRELAY_CREDIT_BUDGET; ask the user to raise it or "
-            "wait for the reset (budget_resets_at)."
+            "ask the user to raise JOBRELAY_CREDIT_BUDGET if research must run before the "
+            "reset. Do not start research until then: it is refused."
         )
     return "start jobs as needed."

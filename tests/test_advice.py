@@ -243,7 +243,7 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     (
         "agentseo.409",
         _err(_bad(Conflict, "agentseo", 409, method="POST", path="/audit/local")),
-        "Retry start_seo_job once, after get_job_status",
+        "Retry start_seo_job once after about ",
     ),
     (
         "agentseo.429.workload",
@@ -720,7 +720,7 @@ def test_done_from_agentseo_is_not_seamless_done() -> None:
     advice = advise_job("agentseo", "done", now=NOW, job_id="seo_1")
     assert advice.title == CATALOGUE["job.unknown_status"].title
     assert advice.what_happened.startswith(
-        'AgentSEO reports job seo_1 as unrecognised upstream status "done"'
+        'AgentSEO reports job seo_1 with unrecognised upstream status "done"'
     )
 
 

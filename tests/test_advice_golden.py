@@ -214,8 +214,8 @@ def test_agentseo_403_without_a_code_names_every_cause() -> None:
     assert render_text(advice) == (
         "AgentSEO refused the API key (HTTP 403): it is revoked, expired, or blocked by an "
         "allowed-domain policy (API key revoked). "
-        "Next: Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard (revoked, "
-        "expired, domain policy or plan). "
+        "Next: Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard: its status, "
+        "domain policy and plan. "
         "Do not retry: it fails until the key or the policy is fixed."
     )
 
@@ -312,8 +312,7 @@ def test_outcome_unknown_after_a_lost_research_response() -> None:
         "sent, so jobrelay cannot tell whether credits were spent. If the check finds nothing, "
         "one resubmit of contact research is safe (Seamless deduplicates contacts, not "
         "companies). "
-        'Next: Call list_jobs(state="unknown"), then get_job_status on that job, before '
-        "resubmitting. "
+        'Next: Call list_jobs(state="unknown") to find the job before resubmitting. '
         "Do not resubmit before checking: it could spend credits again."
     )
     assert advice.code is ErrorCode.OUTCOME_UNKNOWN
@@ -334,8 +333,7 @@ def test_outcome_unknown_after_a_5xx_on_a_workload_post() -> None:
     assert render_text(advice) == (
         "AgentSEO may have started the job: it answered HTTP 502 after receiving the request, "
         "so jobrelay cannot tell whether credits were spent. "
-        'Next: Call list_jobs(state="unknown"), then get_job_status on that job, before '
-        "anything else. "
+        'Next: Call list_jobs(state="unknown") to find the job before anything else. '
         "Do not resubmit: it would spend credits again."
     )
     assert advice.request_id == "req_5"

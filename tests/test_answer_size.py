@@ -61,6 +61,56 @@ async def test_status_of_100_finished_jobs_is_status_only_and_under_8k(client: C
     assert_agent_safe(same)
 
 
+async def _one_each(client: Client, emails: list[str]) -> list[str]:
+    jobs = []
+    for email in emails:
+        args = {"kind": "contacts", "contacts": [{"email": email}], "wait_seconds": 0}
+        result = await call(client, "start_research", args)
+        assert not result.is_error, text_of(result)
+        jobs.append(structured(result)["job_id"])
+    await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": 30})
+    return jobs
+
+
+def _assert_status_bounded(status: Any, jobs: list[str]) -> None:
+    """Both blocks within the default bound, each job once, each next step said once."""
+    data = structured(status)
+    assert [j["job_id"] for j in data["jobs"]] == jobs
+    assert B.tokens(text_of(status)) <= B.DEFAULT_ANSWER_TOKENS, B.tokens(text_of(status))
+    assert B.tokens(data) <= B.DEFAULT_ANSWER_TOKENS, B.tokens(data)
+    assert answer_tokens(status) <= B.DEFAULT_ANSWER_TOKENS, answer_tokens(status)
+    steps = data.get("next_steps") or []
+    assert len(steps) == len(set(steps))
+    assert all("next_step" not in j for j in data["jobs"])
+    for job in data["jobs"]:  # nothing lost: every advised job still points at its step
+        if job["state"] in ("failed", "not_found"):
+            assert steps[job["next_step_ref"]]
+    assert_agent_safe(status)
+
+
+async def test_status_of_100_failed_jobs_says_their_common_advice_once(client: Client) -> None:
+    jobs = await _one_each(client, [f"error{i}@acme.test" for i in range(100)])
+    status = await call(client, "get_job_status", {"job_ids": jobs})
+    _assert_status_bounded(status, jobs)
+    data = structured(status)
+    assert {j["state"] for j in data["jobs"]} == {"failed"}
+    assert len(data["next_steps"]) == 1
+    assert text_of(status).startswith("100 jobs: 100 failed.")
+    assert text_of(status).endswith(f"All 100 ended alike. Next: {data['next_steps'][0]}")
+
+
+async def test_status_of_100_jobs_in_mixed_states_is_bounded(client: Client) -> None:
+    kinds = ["error", "missing", "notfound", "nolicense", "already-researched", "undocumented"]
+    emails = [
+        f"{kinds[i % 7]}{i}@acme.test" if i % 7 < 6 else f"ok{i}@acme.test" for i in range(100)
+    ]
+    jobs = await _one_each(client, emails)
+    status = await call(client, "get_job_status", {"job_ids": jobs})
+    _assert_status_bounded(status, jobs)
+    states = {j["state"] for j in structured(status)["jobs"]}
+    assert {"failed", "not_found", "duplicate", "running", "succeeded"} <= states, states
+
+
 async def test_results_are_cut_at_item_boundaries_to_their_bounds(client: Client) -> None:
     job = (await _research(client, 50, tag="r", wait=45))["job_id"]
     waited = await call(client, "wait_for_job", {"job_id": job})

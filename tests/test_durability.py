@@ -288,7 +288,7 @@ async def test_status_and_list_of_an_interrupted_submit_point_to_the_advice_not_
     assert (job["state"], job["advice"]["code"]) == ("unknown", "outcome_unknown")
     assert "next_check_after_seconds" not in structured(status)
     assert "wait_for_job" not in text_of(status), text_of(status)
-    assert "list_jobs" in text_of(status), text_of(status)
+    assert "dashboard before starting it again" in text_of(status), text_of(status)
     assert "wait_for_job" not in text_of(listed), text_of(listed)
 
 

@@ -235,8 +235,10 @@ async def test_an_unknown_submit_outcome_completes_the_task_with_outcome_unknown
     assert final["status"] == "completed"
     result = final["result"]
     assert result["structuredContent"]["error"]["code"] == "outcome_unknown"
-    assert result["structuredContent"]["job_id"].startswith("seo_")
-    assert "list_jobs" in result["content"][0]["text"]
+    job_id = result["structuredContent"]["job_id"]
+    assert job_id.startswith("seo_")
+    # The one next step checks this very job by its handle (issue 13.4), as the tool says.
+    assert f'get_job_status(job_ids=["{job_id}"])' in result["content"][0]["text"]
 
 
 async def test_cancel_stops_following_says_the_job_runs_on_and_keeps_it_findable(

@@ -107,6 +107,17 @@ async def test_the_tool_list_stays_within_its_token_budget(client: Client) -> No
     assert tokens <= _bounds.TOOL_LIST_TOKENS, f"tools/list is ~{tokens} tokens"
 
 
+async def test_every_argument_of_every_tool_is_described(client: Client) -> None:
+    """Issue 13.5: no input property without a description, however obvious its name."""
+    undescribed = [
+        f"{tool.name}.{name}"
+        for tool in (await client.list_tools()).tools
+        for name, prop in tool.input_schema["properties"].items()
+        if not str(prop.get("description") or "").strip()
+    ]
+    assert undescribed == []
+
+
 async def test_input_schemas_are_compact_and_typed(client: Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
     whole = _tool_list_json(list(tools.values()))
@@ -115,9 +126,13 @@ async def test_input_schemas_are_compact_and_typed(client: Client) -> None:
     for tool in tools.values():  # $defs only for a shape repeated (search filters' terms)
         assert set(tool.input_schema.get("$defs", {})) <= {"s0"}, tool.name
     props = {name: t.input_schema["properties"] for name, t in tools.items()}
-    assert props["search_prospects"]["kind"] == {"enum": ["contacts", "companies"]}
+    assert props["search_prospects"]["kind"] == {
+        "description": "What to find",
+        "enum": ["contacts", "companies"],
+    }
     assert props["search_prospects"]["limit"] == {
         "default": 10,
+        "description": "Hits per page",
         "maximum": 50,
         "minimum": 1,
         "type": "integer",
@@ -155,9 +170,6 @@ async def test_input_schemas_are_compact_and_typed(client: Client) -> None:
         assert description.count(". ") >= 2, tool.name  # three sentences at least
         assert f"Example: {tool.name}(" in description, tool.name
         assert tool.output_schema is None, tool.name  # served by jobrelay://schemas/{tool}
-        for name, prop in tool.input_schema["properties"].items():
-            # Described, or an enum/bounded number whose name says it all.
-            assert "description" in prop or "enum" in prop or "maximum" in prop, (tool.name, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -780,7 +792,7 @@ async def test_usage_says_not_to_start_research_when_the_org_has_no_credits(
     text = text_of(result)
     assert "Seamless: 0 research credits left" in text
     assert text.endswith(
-        "Next: don't start research until credits are added (tell the user); "
+        "Next: tell the user research needs more Seamless credits; "
         "search_prospects, get_job_status and get_job_result stay free."
     )
     assert "start jobs as needed" not in text

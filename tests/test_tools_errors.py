@@ -202,8 +202,8 @@ async def test_the_local_rate_guard_refuses_before_the_api_would(
         usage = await call(client, "get_usage", {})
     assert [r.is_error for r in results] == [False, False, True]
     assert re.search(
-        r"Seamless POST /search/contacts is blocked for \d+ s\. "
-        r"Next: wait \d+ s before calls that use POST /search/contacts\.$",
+        r"Seamless POST /search/contacts is blocked until (\d\d:\d\d:\d\dZ \(in \d+ s\))\. "
+        r"Next: wait until \1 before calls that use POST /search/contacts\.$",
         text_of(usage),
     ), text_of(usage)
     assert_agent_safe(usage)

@@ -431,8 +431,8 @@ async def test_an_unknown_job_id_points_to_list_jobs(client: Client) -> None:
     assert _error(result)["code"] == "not_found"
     assert text_of(result) == (
         'jobrelay has no job "sea_123" in its ledger (or it belongs to another key). Next: '
-        "Call list_jobs to find the right job_id (handles start with sea_ or seo_), then retry "
-        "wait_for_job. Do not guess ids: copy them from an earlier result."
+        "Call list_jobs to find the right job_id. Do not guess ids: copy them from an earlier "
+        "result (handles start with sea_ and seo_)."
     )
 
 
@@ -450,9 +450,17 @@ async def test_a_submit_with_an_unknown_outcome_says_check_before_resubmitting(
         "receiving the request, so jobrelay cannot tell whether credits were spent. If the "
         "check finds nothing, one resubmit of contact research is safe (Seamless deduplicates "
         "contacts, not companies). Next: Call "
-        'list_jobs(state="unknown"), then get_job_status on that job, before resubmitting. Do '
+        f'get_job_status(job_ids=["{job}"]) before resubmitting. Do '
         "not resubmit before checking: it could spend credits again."
     )
+    # That check is the last one jobrelay can make (no upstream id): it leaves the loop.
+    checked = await call(client, "get_job_status", {"job_ids": [job]})
+    assert text_of(checked).endswith(
+        f"Next: Ask the user whether {job}'s work shows in the Seamless dashboard before "
+        "starting it again. Do not resubmit until then, and do not check this job again: "
+        "jobrelay has no upstream id for it, so its answer will not change."
+    ), text_of(checked)
+    assert_agent_safe(checked)
     assert sandbox_state.stats()["requests"]["seamless POST /contacts/research"] == 1  # no replay
     assert_agent_safe(result)
 

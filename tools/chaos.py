@@ -328,14 +328,18 @@ async def _cycles(
         result, _ = await _call(
             server, tally, "get_job_status", {"job_ids": ids[chunk : chunk + 100]}, kill_after=None
         )
-        for job in bl.structured(result).get("jobs", []) if result is not None else []:
+        answer = bl.structured(result) if result is not None else {}
+        steps = answer.get("next_steps") or []
+        for job in answer.get("jobs", []):
             state = str(job.get("state"))
             states[state] = states.get(state, 0) + 1
             if state in bl.TERMINAL:
                 continue
+            ref = job.get("next_step_ref")
             has_advice = (
                 bool(job.get("advice"))
-                or bool(job.get("next_step"))  # a many-job status gives the advice in short
+                # a many-job status says each distinct step once, in `next_steps`
+                or (isinstance(ref, int) and 0 <= ref < len(steps) and bool(steps[ref]))
                 or bool((job.get("error") or {}).get("next_step"))
             )
             if not has_advice:

@@ -16,6 +16,7 @@ lookups), `clean` (untrusted text made safe), `facts` (exceptions read into fact
 
 from __future__ import annotations
 
+from mcp_server.advice.clean import shown_status
 from mcp_server.advice.explain import advise_error, advise_http, advise_job
 from mcp_server.advice.present import catalogue_markdown, explain_cli, render_text, wait_phrase
 from mcp_server.advice.registry import (
@@ -41,6 +42,7 @@ __all__ = [
     "provider_advice",
     "register_provider_advice",
     "render_text",
+    "shown_status",
     "unregister_provider_advice",
     "wait_phrase",
 ]

@@ -85,8 +85,8 @@ _ROWS: Final[tuple[CatalogueRow, ...]] = (
             "an allowed-domain policy{message_note}."
         ),
         next_step=(
-            "Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard (revoked, "
-            "expired, domain policy or plan)."
+            "Ask the user to check AGENTSEO_API_KEY in the AgentSEO dashboard: its status, "
+            "domain policy and plan."
         ),
         do_not="Do not retry: it fails until the key or the policy is fixed.",
         statuses=(403,),
@@ -168,7 +168,7 @@ _ROWS: Final[tuple[CatalogueRow, ...]] = (
             "AgentSEO reported a conflict (HTTP 409){detail}; another operation may be "
             "running on this resource."
         ),
-        next_step="Retry {tool_ref} once, after get_job_status shows the other operation ended.",
+        next_step="Retry {tool_ref} once{after}.",
         do_not="Do not retry in a loop: the conflict lasts until the other operation ends.",
         statuses=(409,),
         default_wait=10.0,

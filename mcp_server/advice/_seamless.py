@@ -325,7 +325,7 @@ _ROWS: Final[tuple[CatalogueRow, ...]] = (
             "last seen."
         ),
         next_step=(
-            "Ask a Seamless admin to add research credits or enable the Public API licence."
+            "Ask a Seamless admin to check the org's Public API licence and research credits."
         ),
         do_not="Do not resubmit before that: it fails the same way.",
         job_statuses=("no license or credits available",),

@@ -199,11 +199,10 @@ GENERIC_ROWS: Final[tuple[CatalogueRow, ...]] = (
         retryable=False,
         title="Unknown job",
         what="jobrelay has no job {job_quoted} in its ledger (or it belongs to another key).",
-        next_step=(
-            "Call list_jobs to find the right job_id (handles start with sea_ or seo_), "
-            "then retry {tool_ref}."
+        next_step="Call list_jobs to find the right job_id.",
+        do_not=(
+            "Do not guess ids: copy them from an earlier result (handles start with sea_ and seo_)."
         ),
-        do_not="Do not guess ids: copy them from an earlier result.",
         our_codes=(ErrorCode.NOT_FOUND,),
         default_tool="get_job_status",
     ),
@@ -217,10 +216,10 @@ GENERIC_ROWS: Final[tuple[CatalogueRow, ...]] = (
         retryable=True,
         title="Unrecognised job status",
         what=(
-            "{Service} reports {job_name} as unrecognised upstream status {raw_status_quoted}; "
-            "it is treated as not finished."
+            "{Service} reports {job_name} with unrecognised upstream status {raw_status_quoted} "
+            "(not in its documentation); jobrelay keeps watching it as not finished."
         ),
-        next_step="Check again with get_job_status{after}.",
+        next_step="Call {wait_call}{after}.",
         do_not=(
             "Do not resubmit: the job exists upstream; if the status stays, tell the user the "
             "job is {raw_status_quoted}."
@@ -323,7 +322,7 @@ GENERIC_ROWS: Final[tuple[CatalogueRow, ...]] = (
             "{Service} reported a conflict (HTTP 409){detail}; another operation may be "
             "running on this resource."
         ),
-        next_step="Retry {tool_ref} once, after get_job_status shows the other operation ended.",
+        next_step="Retry {tool_ref} once{after}.",
         do_not="Do not retry in a loop: the conflict lasts until the other operation ends.",
         statuses=(409,),
         default_wait=10.0,
@@ -419,9 +418,6 @@ GENERIC_ROWS: Final[tuple[CatalogueRow, ...]] = (
         retryable=False,
         title="Nothing to explain",
         what="Nothing in the input points to a failure or a job outcome.",
-        next_step=(
-            "Call explain_error again with the http_status, headers and body you saw (a "
-            "code or job_status alone also works)."
-        ),
+        next_step="Call explain_error again with the http_status, headers and body you saw.",
     ),
 )

@@ -17,10 +17,13 @@ from mcp_server.redact import redact
 __all__ = [
     "as_mapping",
     "clean_endpoint",
+    "clean_job_status",
     "clean_status",
     "clean_text",
     "clean_token",
     "render_details",
+    "scrub_status",
+    "shown_status",
 ]
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/@+=-]{1,100}$")
@@ -68,12 +71,36 @@ def clean_token(value: object, secrets: Iterable[str]) -> str | None:
     return text
 
 
+def clean_job_status(value: str, secrets: Iterable[str]) -> str | None:
+    """A job status given to explain_error or found in a body, lower case; Seamless's have
+    spaces (`not found`, `No license or credits available`), so words are kept."""
+    return clean_status(value.strip().lower(), secrets)
+
+
 def clean_status(value: str, secrets: Iterable[str]) -> str | None:
     """An upstream job status as sent (Seamless has some with spaces), when it looks like one."""
     text = " ".join(value.split())
     if not _SAFE_STATUS.match(text) or any(secret in text for secret in secrets):
         return None
-    return text
+    return text if len(text) <= _STATUS_CHARS else text[:_STATUS_CHARS] + "…"
+
+
+_STATUS_CHARS = 60
+"""Longest upstream status repeated to the agent; longer ones are cut and marked."""
+
+
+def shown_status(value: str) -> str:
+    """An upstream job status as it may be shown to an agent: sanitised and bounded."""
+    return clean_status(value, ()) or scrub_status(value, ())
+
+
+def scrub_status(value: str, secrets: Iterable[str]) -> str:
+    """An unrecognised status as far as it is safe to show: characters outside the status
+    alphabet become `?`, bounded; one holding a credential is not shown at all."""
+    text = " ".join(re.sub(r"[^A-Za-z0-9_.:/@+= -]", "?", value).split())
+    if not text or any(secret and secret in value for secret in secrets):
+        return "unrecognised"
+    return text if len(text) <= _STATUS_CHARS else text[:_STATUS_CHARS] + "…"
 
 
 def clean_endpoint(method: str, path: str) -> str | None:

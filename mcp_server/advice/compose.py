@@ -96,7 +96,7 @@ def _job_fragments(facts: Facts) -> dict[str, str]:
         "job_quoted": "with that id",
         "wait_call": "wait_for_job with the job's job_id",
         "result_call": "get_job_result with the job's job_id",
-        "job_check": 'list_jobs(state="unknown"), then get_job_status on that job,',
+        "job_check": 'list_jobs(state="unknown") to find the job',
     }
 
 

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import clean_status, clean_text, clean_token, render_details
+from mcp_server.advice.clean import (
+    clean_job_status,
+    clean_status,
+    clean_text,
+    clean_token,
+    render_details,
+    scrub_status,
+)
 from mcp_server.advice.compose import build
 from mcp_server.advice.facts import DEFAULT_CAUSE, Facts, apply_hints, merge_wait, read_error
 from mcp_server.advice.facts import refined_code as _refined_code
@@ -26,14 +33,17 @@ __all__ = ["advise_error", "advise_http", "advise_job"]
 _REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "x-amzn-requestid")
 
 
-def advise_error(error: JobRelayError, *, now: float, tool: str | None = None) -> Advice:
+def advise_error(
+    error: JobRelayError, *, now: float, tool: str | None = None, job_id: str | None = None
+) -> Advice:
     """Advice for an exception from the clients, the ledger or the limiter.
 
     `tool` names the MCP tool that failed, for the next step; when omitted it is inferred
-    from the upstream route. Waits come from the error's parsed hints, rounded up to whole
-    seconds, with `retry_at = now + wait`.
+    from the upstream route. `job_id`: the handle the failure belongs to, when there is one
+    (an outcome-unknown submit), so the next step names it. Waits come from the error's parsed
+    hints, rounded up to whole seconds, with `retry_at = now + wait`.
     """
-    key, facts, at = read_error(error, clean_token(tool, ()), now)
+    key, facts, at = read_error(error, clean_token(tool, ()), now, job_id=job_id)
     return build(key, facts, at)
 
 
@@ -61,7 +71,7 @@ def advise_http(  # noqa: PLR0917  # positional order is the explain_error argum
     given_code = clean_token(code, secrets) if code is not None else None
     the_code = given_code or clean_token(_refined_code(parsed.code, parsed.details), secrets)
     wanted_status = job_status.strip().lower() if isinstance(job_status, str) else None
-    the_job_status = clean_token(wanted_status, secrets) if wanted_status else None
+    the_job_status = clean_job_status(wanted_status, secrets) if wanted_status else None
     if the_job_status is None and (status is None or status < 400):
         the_job_status = parsed.job_status
     who: str | None
@@ -150,7 +160,9 @@ def _advise_job_facts(
     status = raw_status.strip().lower()
     who = provider or _job_status_owner(status)
     facts.provider = who
-    facts.raw_status = clean_status(raw_status, facts.secrets) or "unrecognised"
+    facts.raw_status = clean_status(raw_status, facts.secrets) or scrub_status(
+        raw_status, facts.secrets
+    )
     lookup = status
     if status == "failed":
         retryable = _truthy(error.get("retryable")) if error is not None else False

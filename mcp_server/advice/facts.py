@@ -276,18 +276,22 @@ def _from_other(error: JobRelayError, tool: str | None) -> tuple[str, Facts]:
     return registry.code_key(error.provider, error.code.value) or "generic.5xx", facts
 
 
-def read_error(error: JobRelayError, tool: str | None, now: float) -> tuple[str, Facts, float]:
+def read_error(
+    error: JobRelayError, tool: str | None, now: float, *, job_id: str | None = None
+) -> tuple[str, Facts, float]:
     """The row key and facts for an exception, and the `now` to word it at.
 
-    `tool` is already sanitised. The breaker's instant is fixed: every rendering of a
-    `RetryBudgetExhausted` with `until`, whenever it happens, names the same retry_at (whole
-    seconds from a whole-second `now`).
+    `tool` is already sanitised; `job_id`, when given, is the handle an upstream failure
+    belongs to (it replaces the one read from the error). The breaker's instant is fixed:
+    every rendering of a `RetryBudgetExhausted` with `until`, whenever it happens, names the
+    same retry_at (whole seconds from a whole-second `now`).
     """
     if isinstance(error, BudgetExceeded):
         return "budget_exceeded", _from_budget(error, tool, now), now
     for cls, reader in _ERROR_READERS:
         if isinstance(error, cls):
             key, facts = reader(error, tool)
+            facts.job_id = job_id or facts.job_id
             if isinstance(error, RetryBudgetExhausted) and error.until is not None:
                 whole = math.floor(now)
                 facts.wait = max(1.0, error.until - whole)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mcp_server.advice import registry
-from mcp_server.advice.clean import as_mapping, clean_text, clean_token
+from mcp_server.advice.clean import as_mapping, clean_job_status, clean_text, clean_token
 from mcp_server.advice.table import BodyReading
 from mcp_server.coerce import as_number
 from mcp_server.models import ErrorCode
@@ -94,7 +94,7 @@ def _parse_job(parsed: Body, top: Mapping[str, object], secrets: tuple[str, ...]
         item = first
     status = item.get("status")
     if isinstance(status, str) and ("jobId" in item or "requestId" in item):
-        parsed.job_status = clean_token(status.strip().lower(), secrets)
+        parsed.job_status = clean_job_status(status, secrets)
         parsed.job_id = clean_token(item.get("jobId", item.get("requestId")), secrets)
         parsed.job_error = as_mapping(item.get("error"))
         if parsed.job_error is not None:  # a failed job's error is not an HTTP error body

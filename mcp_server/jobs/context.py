@@ -91,7 +91,8 @@ class ServiceContext:
         return advice_mod.advise_error(error, now=self.now(), tool=tool)
 
     def failure(self, error: JobRelayError, *, tool: str, job_id: str | None = None) -> Outcome:
-        return self.advice_failure(self.advise(error, tool=tool), job_id=job_id)
+        adv = advice_mod.advise_error(error, now=self.now(), tool=tool, job_id=job_id)
+        return self.advice_failure(adv, job_id=job_id)
 
     def advice_failure(self, adv: Advice, *, job_id: str | None = None) -> Outcome:
         text = advice_mod.render_text(adv)

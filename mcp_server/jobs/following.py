@@ -9,7 +9,13 @@ from mcp_server import advice as advice_mod
 from mcp_server.errors import JobRelayError, UnknownJob
 from mcp_server.jobs.context import ServiceContext
 from mcp_server.jobs.listing import RESULT_READ
-from mcp_server.jobs.render import Renderer, lean_status, status_one_text, status_text
+from mcp_server.jobs.render import (
+    Renderer,
+    lean_status,
+    said_once,
+    status_one_text,
+    status_text,
+)
 from mcp_server.ledger import JobRecord
 from mcp_server.models import Advice, JobState
 from mcp_server.providers import Caller, Outcome, ProgressFn, SharedFold
@@ -88,7 +94,11 @@ class Follower:
                     out.next_check_after_seconds = why.retry_after_seconds
             p = ctx.provider(rec.provider)
             texts.append(status_one_text(p, rec, out, problem=why, now=ctx.now()))
-            outputs.append(out if single else lean_status(out))
+            if single:
+                outputs.append(out)
+            else:
+                odd = p.view(rec).unrecognised_status if not rec.state.terminal else None
+                outputs.append(lean_status(out, unrecognised=odd))
         nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
         status_out = StatusOutput(
             jobs=outputs,
@@ -99,6 +109,8 @@ class Follower:
         if all_unknown:
             status_out.error = outputs[0].error
         text = texts[0] if len(outputs) == 1 else status_text(outputs, now=ctx.now())
+        if not single:
+            status_out.next_steps = said_once(outputs)
         return Outcome(status_out, text, failed=all_unknown)
 
     async def wait(

@@ -111,7 +111,10 @@ def _list_line(rec: JobRecord, now: datetime, paid_names: frozenset[str]) -> str
 
 def list_text(rows: Sequence[JobRecord], *, now: datetime, paid_names: frozenset[str]) -> str:
     if not rows:
-        return "No jobs in the ledger match. Next: start one with start_research or start_seo_job."
+        return (
+            "No jobs in the ledger match. "
+            "Next: start the job you need (start_research, start_seo_job)."
+        )
     lines, _ = render.numbered(
         [{"r": i} for i in range(len(rows))],
         lambda d: _list_line(rows[int(d["r"])], now, paid_names),

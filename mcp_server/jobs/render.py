@@ -24,6 +24,9 @@ from mcp_server.schemas import JobOutput, ResultPage
 #: Finished jobs whose rendering is kept for repeated status checks and waits.
 RENDER_CACHE_SIZE = 128
 
+ADVISED = frozenset({JobState.FAILED, JobState.NOT_FOUND})
+"""Terminal states whose result is advice rather than records."""
+
 _ADVISED_ON_SIGHT = (JobState.FAILED, JobState.NOT_FOUND, JobState.DUPLICATE, JobState.UNKNOWN)
 
 
@@ -78,7 +81,7 @@ class Renderer:
         if rec.state is JobState.UNKNOWN:
             if rec.error:
                 try:
-                    return Advice.model_validate(rec.error)
+                    return checked(p, Advice.model_validate(rec.error), rec)
                 except ValidationError:
                     pass
             return interrupted_submit_advice(p, rec)
@@ -128,6 +131,12 @@ class Renderer:
         return outcome
 
 
+def watched_odd(p: JobProvider, rec: JobRecord) -> bool:
+    """An open job whose row still calls for advice (an undocumented upstream status, issue
+    12.3): watched on, never shown as a job running normally."""
+    return rec.state is not JobState.UNKNOWN and p.needs_advice(rec)
+
+
 def status_one_text(
     p: JobProvider, rec: JobRecord, out: JobOutput, *, problem: Advice | None, now: float
 ) -> str:
@@ -147,16 +156,26 @@ def status_one_text(
             text = advice_mod.render_text(adv)
             return text if jid in text else f"{lead}: {text}"
         return f'{lead} ended {rec.state.value}. Next: get_job_result(job_id="{jid}").'
-    return running_text(rec, out, problem=problem, now=now, lead=lead)
+    return running_text(p, rec, out, problem=problem, now=now, lead=lead)
 
 
 def running_text(
-    rec: JobRecord, out: JobOutput, *, problem: Advice | None, now: float, lead: str
+    p: JobProvider,
+    rec: JobRecord,
+    out: JobOutput,
+    *,
+    problem: Advice | None,
+    now: float,
+    lead: str,
 ) -> str:
     jid = rec.job_id
     pct = out.progress.percent if out.progress else None
     msg = out.progress.message if out.progress and out.progress.message else None
     where = f" ({pct:.0f}%{', ' + msg if msg else ''})" if pct is not None else ""
+    if problem is None and out.advice is not None and watched_odd(p, rec):
+        # Watched on, but never shown as a job running normally (issue 12.3).
+        text = advice_mod.render_text(out.advice)
+        return text if jid in text else f"{lead}: {text}"
     if problem is not None:
         return (
             f"{lead} is still {rec.state.value}{where}, but checking it failed: "
@@ -218,7 +237,7 @@ def job_text(
                 text = f"{lead}: {text}"
         else:  # pragma: no cover - _job_output always advises these states
             text = f"{lead} ended {rec.state.value}. Next: list_jobs to review it."
-    elif started and problem is None:
+    elif started and problem is None and not watched_odd(p, rec):
         n = len(rec.upstream_ids)
         detail = f" for {n} target(s)" if p.paid_per_target else ""
         credits = (
@@ -231,7 +250,7 @@ def job_text(
             f'Next: wait_for_job(job_id="{jid}"). Do not start it again: that pays twice.'
         )
     else:
-        text = running_text(rec, out, problem=problem, now=now, lead=lead)
+        text = running_text(p, rec, out, problem=problem, now=now, lead=lead)
     if out.warnings:
         text += "\nNote: " + " ".join(out.warnings)
     return text
@@ -254,8 +273,9 @@ def fields_hint(rec: JobRecord) -> str:
     )
 
 
-def lean_status(out: JobOutput) -> JobOutput:
-    """A job inside a many-job status answer: state, progress, counts, next check."""
+def lean_status(out: JobOutput, *, unrecognised: str | None = None) -> JobOutput:
+    """A job inside a many-job status answer: state, progress, counts, next check.
+    `unrecognised`: the job's undocumented upstream status (`JobView.unrecognised_status`)."""
     progress = (
         Progress(percent=out.progress.percent)
         if out.progress
@@ -268,12 +288,28 @@ def lean_status(out: JobOutput) -> JobOutput:
         job_id=out.job_id,
         operation=out.operation,
         state=out.state,
+        raw_status=(
+            advice_mod.shown_status(unrecognised)
+            if unrecognised and out.state is not None and not out.state.terminal
+            else None
+        ),
         progress=progress,
         results_total=out.results_total,
         next_check_after_seconds=out.next_check_after_seconds,
         next_step=out.advice.next_step if out.advice is not None else None,
         error=out.error,
     )
+
+
+def said_once(outputs: Sequence[JobOutput]) -> list[str] | None:
+    """A many-job status states each distinct next step once: jobs refer to it by index
+    (`next_step_ref`), so 100 jobs failed alike carry one sentence, not 100 (issue 13.2)."""
+    steps: dict[str, int] = {}
+    for o in outputs:
+        if o.next_step:
+            o.next_step_ref = steps.setdefault(o.next_step, len(steps))
+            o.next_step = None
+    return list(steps) or None
 
 
 def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
@@ -289,13 +325,24 @@ def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
             rows.append(f"{B.echo(o.job_id or '', 40)}: unknown id")
             continue
         extra = f", {o.results_total} result(s)" if o.results_total is not None else ""
+        if o.results_total == 0 and o.state in ADVISED:
+            extra = ""  # "failed" / "not_found" already say nothing came back
         pct = (
             f", {o.progress.percent:.0f}%"
             if o.progress and o.progress.percent is not None and not o.state.terminal
             else ""
         )
-        failed = ", check failed" if o.next_step and not o.state.terminal else ""
-        rows.append(f"{o.job_id}: {o.operation} {o.state.value}{pct}{extra}{failed}")
+        failed = (
+            ", check failed"
+            if o.next_step and not o.state.terminal and o.state is not JobState.UNKNOWN
+            else ""
+        )
+        if o.raw_status:  # only an unrecognised status is kept in a many-job answer
+            failed = ""
+            state = f'unrecognised upstream status "{o.raw_status}" (still watched)'
+        else:
+            state = o.state.value
+        rows.append(f"{o.job_id}: {o.operation} {state}{pct}{extra}{failed}")
     lines, _ = render.numbered(
         [{"row": r} for r in rows],
         lambda r: str(r["row"]),
@@ -307,7 +354,7 @@ def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
         lead += f"\n({more} more in structuredContent.jobs)"
     open_jobs = [o for o in outputs if o.state is not None and not o.state.terminal]
     running = [o for o in open_jobs if o.state is not JobState.UNKNOWN]
-    unchecked = [o for o in running if o.next_step]
+    unchecked = [o for o in running if o.next_step and not o.raw_status]
     if unchecked:
         # The latest check failed (a stall, a 429, a degraded upstream): the job's advice in
         # short says when to look again (seconds and UTC time).
@@ -325,6 +372,9 @@ def status_text(outputs: Sequence[JobOutput], *, now: float) -> str:
     if done:
         return f'{lead}\nNext: get_job_result(job_id="{done[0].job_id}").'
     ended = [o for o in outputs if o.state is not None]
+    steps = {o.next_step for o in ended}
+    if ended and len(steps) == 1 and None not in steps:
+        return f"{lead}\nAll {len(ended)} ended alike. Next: {ended[0].next_step}"
     if ended:
         return f'{lead}\nNext: get_job_status(job_ids=["{ended[0].job_id}"]) for its advice.'
     return f"{lead}\nNext: list_jobs to find the right job ids."
@@ -414,6 +464,26 @@ def _item_key(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: record.get(key)}
 
 
+def checked(p: JobProvider, adv: Advice, rec: JobRecord) -> Advice:
+    """An outcome-unknown submit seen through get_job_status, wait_for_job or get_job_result:
+    this answer IS the check its advice asked for, and with no upstream id jobrelay can learn
+    nothing more, so the one next step leaves the loop (issue 13.4)."""
+    if rec.upstream_ids or adv.code is not ErrorCode.OUTCOME_UNKNOWN:
+        return adv
+    return adv.model_copy(
+        update={
+            "next_step": (
+                f"Ask the user whether {rec.job_id}'s work shows in the {p.title} dashboard "
+                "before starting it again."
+            ),
+            "do_not": (
+                "Do not resubmit until then, and do not check this job again: jobrelay has no "
+                "upstream id for it, so its answer will not change."
+            ),
+        }
+    )
+
+
 def interrupted_submit_advice(p: JobProvider, rec: JobRecord) -> Advice:
     """A row left `submitting` by a process that stopped between the ledger write and the
     API's answer: the POST may or may not have been processed."""
@@ -428,7 +498,8 @@ def interrupted_submit_advice(p: JobProvider, rec: JobRecord) -> Advice:
         ),
         retryable=False,
         next_step=(
-            "Check list_jobs for a later job with the same targets before starting it again."
+            f"Ask the user whether {rec.job_id}'s work shows in the {p.title} dashboard before "
+            "starting it again."
         ),
         do_not="Do not resubmit in a loop: each accepted submit can spend credits.",
     )

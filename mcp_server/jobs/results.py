@@ -7,14 +7,11 @@ from collections.abc import Sequence
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server.jobs.following import Follower
-from mcp_server.jobs.render import Renderer, page_items, page_text
+from mcp_server.jobs.render import ADVISED, Renderer, page_items, page_text, watched_odd
 from mcp_server.models import JobState
 from mcp_server.projection import available_fields, unknown_fields
 from mcp_server.providers import Caller, Outcome
 from mcp_server.schemas import ResultPage
-
-_ADVISED = frozenset({JobState.FAILED, JobState.NOT_FOUND})
-"""Terminal states whose result is advice rather than records."""
 
 
 async def result_page(
@@ -33,13 +30,18 @@ async def result_page(
         adv = renderer.job_advice(rec)
         page = ResultPage(job_id=rec.job_id, state=rec.state, advice=adv, sandbox=sandbox)
         return Outcome(page, f"Job {rec.job_id} has no results. {advice_mod.render_text(adv)}")
+    p = renderer.providers.get(rec.provider)
     if not rec.state.terminal:
+        page = ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox)
+        if watched_odd(p, rec):
+            page.advice = renderer.job_advice(rec)  # "unrecognised upstream status X"
+            text = f"Job {rec.job_id} has no result yet. {advice_mod.render_text(page.advice)}"
+            return Outcome(page, text)
         text = (
             f"Job {rec.job_id} has no result yet (state {rec.state.value}). "
             f'Next: wait_for_job(job_id="{rec.job_id}").'
         )
-        return Outcome(ResultPage(job_id=rec.job_id, state=rec.state, sandbox=sandbox), text)
-    p = renderer.providers.get(rec.provider)
+        return Outcome(page, text)
     records = p.result_records(rec)
     total = len(records)
     window = records[offset : offset + limit]
@@ -49,7 +51,7 @@ async def result_page(
     missing = unknown_fields(window, list(fields)) if fields else []
     cut = len(items) < len(window)
     next_offset = offset + len(items) if offset + len(items) < total else None
-    advice = renderer.job_advice(rec) if total == 0 and rec.state in _ADVISED else None
+    advice = renderer.job_advice(rec) if total == 0 and rec.state in ADVISED else None
     page = ResultPage(
         job_id=rec.job_id,
         state=rec.state,

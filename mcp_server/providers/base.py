@@ -114,6 +114,9 @@ class JobView:
     progress: Progress | None = None
     next_check_after_seconds: float | None = None
     credits_remaining: int | None = None
+    unrecognised_status: str | None = None
+    """The first of `items`' upstream statuses that no documentation names, if any: a many-job
+    status row shows it instead of a state (issue 12.3)."""
 
 
 @dataclass

@@ -81,6 +81,7 @@ class SeamlessProvider:
             )
             for i in items[:MAX_ITEMS_SHOWN]
         ]
+        view.unrecognised_status = unrecognised([{"raw_status": i.raw_status} for i in view.items])
         done = sum(1 for i in items if seamless_state(i.get("raw_status")).terminal)
         if items:
             view.progress = Progress(
