@@ -252,11 +252,14 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
+            limiter = make_limiter(settings, clock=clock)
+            if (close_limiter := getattr(limiter, "aclose", None)) is not None:
+                stack.push_async_callback(close_limiter)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
                 ledger=ledger,
-                limiter=make_limiter(settings, clock=clock),
+                limiter=limiter,
                 policy=BackoffPolicy.from_settings(settings),
                 task_group=tg,
                 base_urls=base_urls,
