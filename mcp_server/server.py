@@ -36,7 +36,7 @@ from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.errors import InputProblem
 from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
-from mcp_server.limits import Limiter, make_limiter
+from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
 from mcp_server.models import PROVIDERS
 from mcp_server.providers import Connection, ProviderEnv
@@ -57,6 +57,7 @@ from mcp_server.tool_results import (
     unknown_tool_result,
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
+from mcp_server.watch import Leases
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class Runtime:
     base_urls: Mapping[str, str]
     sandboxed: Mapping[str, bool]
     transports: Mapping[str, Any] = field(default_factory=dict)
+    leases: Leases | None = None
+    """Poll leases shared with the other processes of this ledger (None: this one polls alone)."""
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     providers: ProviderRegistry = field(default_factory=default_registry)
     connections: dict[str, Connection] = field(default_factory=dict)
@@ -107,6 +110,7 @@ class Runtime:
                     sandboxed=self.sandboxed[p.name],
                     transport=self.transports.get(p.name),
                     key_for=self._keys.__getitem__,
+                    leases=self.leases,
                 )
             )
         self.service = JobService(
@@ -255,11 +259,15 @@ def build_server(
             limiter = make_limiter(settings, clock=clock)
             if (close_limiter := getattr(limiter, "aclose", None)) is not None:
                 stack.push_async_callback(close_limiter)
+            leases = make_leases(settings, clock=clock)
+            if leases is not None:
+                stack.push_async_callback(leases.aclose)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
                 ledger=ledger,
                 limiter=limiter,
+                leases=leases,
                 policy=BackoffPolicy.from_settings(settings),
                 task_group=tg,
                 base_urls=base_urls,

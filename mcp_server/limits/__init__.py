@@ -8,12 +8,14 @@ run the same arithmetic (`limits._window`).
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import TYPE_CHECKING
 
 from mcp_server._clock import SystemClock
 from mcp_server.limits.base import BucketKey, BucketSnapshot, BucketSpec, Limiter, bucket_key
 from mcp_server.limits.memory import InMemoryLimiter
-from mcp_server.limits.sqlite import SqliteLimiter
+from mcp_server.limits.sqlite import SqliteLeases, SqliteLimiter
 
 if TYPE_CHECKING:
     from mcp_server._clock import Clock
@@ -25,8 +27,10 @@ __all__ = [
     "BucketSpec",
     "InMemoryLimiter",
     "Limiter",
+    "SqliteLeases",
     "SqliteLimiter",
     "bucket_key",
+    "make_leases",
     "make_limiter",
 ]
 
@@ -41,6 +45,15 @@ def make_limiter(settings: Settings, *, clock: Clock) -> Limiter:
     if _shared_sqlite_file(settings) and isinstance(clock, SystemClock):
         return SqliteLimiter(settings.db_path, clock, agentseo_plan=settings.agentseo_plan)
     return InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan)
+
+
+def make_leases(settings: Settings, *, clock: Clock) -> SqliteLeases | None:
+    """Poll leases shared by the processes of one SQLite ledger, when `make_limiter` shares
+    the buckets too (same rule); None when this process polls alone."""
+    if _shared_sqlite_file(settings) and isinstance(clock, SystemClock):
+        holder = f"{os.getpid()}-{secrets.token_hex(4)}"
+        return SqliteLeases(settings.db_path, clock, holder=holder)
+    return None
 
 
 def _shared_sqlite_file(settings: Settings) -> bool:

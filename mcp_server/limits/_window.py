@@ -30,8 +30,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp_server.errors import LocalRateLimited
-from mcp_server.errors import not_before
+from mcp_server.errors import LocalRateLimited, not_before
 from mcp_server.limits.base import BucketKey, BucketSnapshot, BucketSpec
 from mcp_server.upstream import RateLimitHints, hint_jitter
 

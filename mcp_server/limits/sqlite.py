@@ -68,7 +68,8 @@ _SCHEMA = (
         name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS lease_board (
-        name TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT, wanted_until REAL NOT NULL,
+        name TEXT NOT NULL, item_id TEXT NOT NULL, payload TEXT, done INTEGER NOT NULL DEFAULT 0,
+        wanted_until REAL NOT NULL,
         PRIMARY KEY (name, item_id)
     ) WITHOUT ROWID""",
 )
@@ -362,7 +363,8 @@ class SqliteLeases:
         return await self._db.run(work)
 
     async def wanted(self, name: str) -> list[str]:
-        """Ids some process still asks for (expired wishes are dropped on the way)."""
+        """Ids some process still asks for and not yet published as done (expired wishes are
+        dropped on the way)."""
 
         def work(conn: sqlite3.Connection) -> list[str]:
             conn.execute(
@@ -370,20 +372,22 @@ class SqliteLeases:
                 (name, self._clock.time()),
             )
             rows = conn.execute(
-                "SELECT item_id FROM lease_board WHERE name = ? ORDER BY item_id", (name,)
+                "SELECT item_id FROM lease_board WHERE name = ? AND done = 0 ORDER BY item_id",
+                (name,),
             ).fetchall()
             return [str(r[0]) for r in rows]
 
         return await self._db.run(work)
 
-    async def publish(self, name: str, items: dict[str, Any]) -> None:
-        """Publish what the holder got for ids someone asked for (others are not stored)."""
+    async def publish(self, name: str, items: dict[str, tuple[Any, bool]]) -> None:
+        """Publish `(payload, done)` for ids someone asked for (others are not stored); a done
+        item is no longer `wanted`."""
 
         def work(conn: sqlite3.Connection) -> None:
-            for item_id, payload in items.items():
+            for item_id, (payload, done) in items.items():
                 conn.execute(
-                    "UPDATE lease_board SET payload = ? WHERE name = ? AND item_id = ?",
-                    (json.dumps(payload), name, item_id),
+                    "UPDATE lease_board SET payload = ?, done = ? WHERE name = ? AND item_id = ?",
+                    (json.dumps(payload), int(done), name, item_id),
                 )
 
         await self._db.run(work)
