@@ -293,6 +293,9 @@ def build_server(
                 )
             )
             job_tasks.attach(runtime, runtime.tasks, followers)
+            if isinstance(_server, JobRelayServer):
+                _server.runtime = runtime
+                stack.callback(setattr, _server, "runtime", None)
             yield runtime
 
     extension = TasksExtension(tools=TASK_TOOLS, engine=lambda runtime: runtime.tasks)
@@ -332,6 +335,12 @@ def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> 
     ]
 
 
+HEALTH_LEDGER_TIMEOUT = 2.0
+"""Seconds (real time) a health check waits for the ledger before answering 503."""
+HEALTH_PROBE_JOB = "healthz"
+"""The id a health check looks up: a read of one indexed row that never exists."""
+
+
 class JobRelayServer(MCPServer[Runtime]):
     """MCPServer with compact tool schemas, and argument errors that name the field and the
     allowed values, as a tool result."""
@@ -342,6 +351,36 @@ class JobRelayServer(MCPServer[Runtime]):
         super().__init__(*args, **kwargs)
         self.wait_cap = wait_cap
         """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
+        self.runtime: Runtime | None = None
+        """The runtime while the lifespan runs (for `health`); None before and after."""
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """`GET /healthz` (DESIGN.md section 5): whether this process can serve, and its
+        `{status, ledger, redis, providers}`; names states only, never a key or a path."""
+        runtime = self.runtime
+        if runtime is None:
+            return False, {
+                "status": "starting",
+                "ledger": "unknown",
+                "redis": "off",
+                "providers": {},
+            }
+        ledger = "ok"
+        try:
+            with anyio.fail_after(HEALTH_LEDGER_TIMEOUT):
+                await runtime.ledger.get(HEALTH_PROBE_JOB, tenant=HEALTH_PROBE_JOB)
+        except Exception:
+            log.warning("jobrelay: health check: the ledger did not answer", exc_info=True)
+            ledger = "unavailable"
+        providers = {p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in PROVIDERS}
+        ok = ledger == "ok"
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "ledger": ledger,
+            "redis": "off",
+            "providers": providers,
+        }
+        return ok, body
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()
