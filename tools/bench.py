@@ -29,9 +29,10 @@ Sections (see BENCHMARKS.md for what each measures and why):
 Virtual time: `rate`, `polls`, `tokens` and `agent` run jobrelay in-process on the same
 `ScaledClock` as the sandbox, so every window, reset header, job duration and poll interval is
 in one self-consistent virtual time (`burst` too, at the rate section's scale). Ratios of
-durations are scale-invariant there: see BENCHMARKS.md. `completion`, `overhead` and `scale` measure milliseconds and memory and
-always run at real speed with jobrelay as a separate process; so does `shared`, whose stdio
-processes share their buckets through the ledger file on the system clock.
+durations are scale-invariant there: see BENCHMARKS.md. `completion`, `overhead` and `scale`
+measure milliseconds and memory and always run at real speed with jobrelay as a separate
+process; so does `shared`, whose stdio processes share their buckets through the ledger file
+on the system clock.
 """
 
 from __future__ import annotations
@@ -191,6 +192,24 @@ class Run:
     ) -> None:
         self.checks.append(bl.Check(section, metric, value, target, ok, unit))
 
+    def check_clean(self, section: str, name: str, part: dict[str, Any]) -> None:
+        """The two figures every workload owes first: no upstream 429, and all planned work
+        done (a ratio over a run that lost starts would look better than it is)."""
+        self.check(
+            section,
+            f"{name}: upstream 429s",
+            part["upstream_429"],
+            target="0",
+            ok=part["upstream_429"] == 0,
+        )
+        self.check(
+            section,
+            f"{name}: all planned work done",
+            part["complete"],
+            target="True",
+            ok=part["complete"],
+        )
+
     def check_max(
         self,
         section: str,
@@ -324,30 +343,40 @@ async def _rate_research_per_target(run: Run, out: dict[str, Any]) -> None:
         await _start_and_wait_each(
             client, "start_research", research_args, n=n, clock=sb.clock, stats=stats, done=done
         )
-        rec = sb.recorder
-        posts = [h for h in rec.select("seamless", "research") if h.status == 202]
-        polls = rec.select("seamless", "poll")
+        figures = _research_figures(sb.recorder, n, stats, done)
+        posts = [h for h in sb.recorder.select("seamless", "research") if h.status == 202]
         first = min((h.t for h in posts), default=0.0)
-        span = _makespan([h.t for h in posts], SEAMLESS_RATE)
         e2e = (max(done.values()) - first) if len(done) == n else None
         out["seamless_research_per_target"] = {
-            "targets": n,
-            "research_posts": len(posts),
-            "poll_calls": len(polls),
-            "upstream_429": rec.status_count(429),
-            "client_errors": stats["client_errors"],
-            "gave_up": stats["gave_up"],
-            "jobs_finished": len(done),
-            "complete": len(posts) == n and len(done) == n and stats["gave_up"] == 0,
-            "submit_makespan_s": bl.rnd(span),
-            "ideal_submit_s": n / SEAMLESS_RATE,
-            "submit_ratio": bl.rnd(span / (n / SEAMLESS_RATE), 4) if span else None,
+            **figures,
             "end_to_end_s": bl.rnd(e2e),
             "ideal_end_to_end_s": n / SEAMLESS_RATE + JOB_SECONDS,
             "end_to_end_ratio": bl.rnd(e2e / (n / SEAMLESS_RATE + JOB_SECONDS), 4) if e2e else None,
-            "research_peak_per_min": _peak_per_window([h.t for h in posts]),
-            "poll_peak_per_min": _peak_per_window([h.t for h in polls]),
         }
+
+
+def _research_figures(
+    rec: bl.Recorder, n: int, stats: dict[str, int], done: dict[str, float]
+) -> dict[str, Any]:
+    """What the sandbox saw of `n` per-target research jobs: POSTs, polls, 429s, makespan."""
+    posts = [h.t for h in rec.select("seamless", "research") if h.status == 202]
+    polls = [h.t for h in rec.select("seamless", "poll")]
+    span = _makespan(posts, SEAMLESS_RATE)
+    return {
+        "targets": n,
+        "research_posts": len(posts),
+        "poll_calls": len(polls),
+        "upstream_429": rec.status_count(429),
+        "client_errors": stats["client_errors"],
+        "gave_up": stats["gave_up"],
+        "jobs_finished": len(done),
+        "complete": len(posts) == n and len(done) == n and stats["gave_up"] == 0,
+        "submit_makespan_s": bl.rnd(span),
+        "ideal_submit_s": n / SEAMLESS_RATE,
+        "submit_ratio": bl.rnd(span / (n / SEAMLESS_RATE), 4) if span else None,
+        "research_peak_per_min": _peak_per_window(posts),
+        "poll_peak_per_min": _peak_per_window(polls),
+    }
 
 
 async def _rate_research_batched(run: Run, out: dict[str, Any]) -> None:
@@ -509,22 +538,7 @@ async def section_rate(run: Run) -> None:
         ("agentseo workload+SSE", wl),
         ("agentseo control storm", ctl),
     ):
-        run.check(
-            sec,
-            f"{name}: upstream 429s",
-            part["upstream_429"],
-            target="0",
-            ok=part["upstream_429"] == 0,
-        )
-        # A ratio over a run that lost starts would look better than it is: every planned job
-        # (or status request) must have been accepted upstream and, for jobs, finished.
-        run.check(
-            sec,
-            f"{name}: all planned work done",
-            part["complete"],
-            target="True",
-            ok=part["complete"],
-        )
+        run.check_clean(sec, name, part)
     # Quick mode's small, scaled run is a smoke test: real overheads count k times (see
     # BENCHMARKS.md), so its threshold only catches a broken limiter, not a 5 % regression.
     run.check_max(
@@ -1682,26 +1696,9 @@ async def _shared_processes(run: Run, procs: int, per_process: int) -> dict[str,
                             done=done,
                         )
                     )
-        rec = sb.recorder
-        posts = [h.t for h in rec.select("seamless", "research") if h.status == 202]
-        polls = [h.t for h in rec.select("seamless", "poll")]
-        n = procs * per_process
-        span = _makespan(posts, SEAMLESS_RATE)
         return {
             "processes": procs,
-            "targets": n,
-            "research_posts": len(posts),
-            "poll_calls": len(polls),
-            "upstream_429": rec.status_count(429),
-            "client_errors": stats["client_errors"],
-            "gave_up": stats["gave_up"],
-            "jobs_finished": len(done),
-            "complete": len(posts) == n and len(done) == n and stats["gave_up"] == 0,
-            "submit_makespan_s": bl.rnd(span),
-            "ideal_submit_s": n / SEAMLESS_RATE,
-            "submit_ratio": bl.rnd(span / (n / SEAMLESS_RATE), 4) if span else None,
-            "research_peak_per_min": _peak_per_window(posts),
-            "poll_peak_per_min": _peak_per_window(polls),
+            **_research_figures(sb.recorder, procs * per_process, stats, done),
             "wall_s": bl.rnd(time.monotonic() - t0),
         }
 
@@ -1713,20 +1710,7 @@ async def section_shared(run: Run) -> None:
     run.data["shared"] = out
     for procs, part in out.items():
         name = f"{procs} stdio processes, one ledger, {part['targets']} targets"
-        run.check(
-            "shared",
-            f"{name}: upstream 429s",
-            part["upstream_429"],
-            target="0",
-            ok=part["upstream_429"] == 0,
-        )
-        run.check(
-            "shared",
-            f"{name}: all planned work done",
-            part["complete"],
-            target="True",
-            ok=part["complete"],
-        )
+        run.check_clean("shared", name, part)
         run.check_max(
             "shared",
             f"{name}: combined makespan / (N/rate)",
@@ -1800,7 +1784,7 @@ def _burst_figures(
         "upstream_429": rec.status_count(429),
         "agent_errors": errors,
         "finished": len(ends),
-        "complete": len(posts) == n and len(ends) == n,
+        "complete": len(posts) == n and len(ends) == n and errors == 0,
         "post_spread_s": bl.rnd(max(posts) - min(posts)) if posts else None,
         "end_to_end_s": bl.rnd(max(ends) - t0) if len(ends) == n else None,
     }
@@ -1882,23 +1866,10 @@ async def section_burst(run: Run) -> None:
     for kind, label in (("seo", "SEO jobs"), ("research", "research POSTs")):
         jr, nv = out[kind]["jobrelay"], out[kind]["naive"]
         name = f"{jr['jobs']} {label} into an idle window"
-        run.check(
-            "burst",
-            f"{name}: upstream 429s (jobrelay)",
-            jr["upstream_429"],
-            target="0",
-            ok=jr["upstream_429"] == 0 and jr["agent_errors"] == 0,
-        )
-        run.check(
-            "burst",
-            f"{name}: all done (jobrelay)",
-            jr["complete"],
-            target="True",
-            ok=jr["complete"],
-        )
+        run.check_clean("burst", f"{name}, jobrelay", jr)
         run.check_max(
             "burst",
-            f"{name}: first to last POST (jobrelay)",
+            f"{name}, jobrelay: first to last POST",
             jr["post_spread_s"],
             full=5.0,
             quick=5.0,
@@ -1913,7 +1884,7 @@ async def section_burst(run: Run) -> None:
         out[kind]["end_to_end_ratio"] = ratio
         run.check(
             "burst",
-            f"{name}: end to end jobrelay / naive (s; naive 429s)",
+            f"{name}: end to end, jobrelay / naive (s; naive 429s)",
             f"{ratio} ({jr['end_to_end_s']} vs {nv['end_to_end_s']}; {nv['upstream_429']})",
             target="comparison",
         )

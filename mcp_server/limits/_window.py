@@ -27,14 +27,26 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
+from mcp_server._clock import Clock
+from mcp_server.config import Plan
 from mcp_server.errors import LocalRateLimited, not_before
-from mcp_server.limits.base import BucketKey, BucketSnapshot, BucketSpec
-from mcp_server.upstream import RateLimitHints, hint_jitter
+from mcp_server.limits.base import SAFETY, BucketKey, BucketSnapshot, BucketSpec, default_spec
+from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
 
-__all__ = ["QUANTUM", "WindowState", "refusal", "snapshot_of", "sort_key", "too_long"]
+__all__ = [
+    "QUANTUM",
+    "LimiterOptions",
+    "WindowLimiter",
+    "WindowState",
+    "refusal",
+    "snapshot_of",
+    "sort_key",
+    "too_long",
+]
 
 _log = logging.getLogger("mcp_server.limits")
 _EPS = 1e-9
@@ -267,3 +279,58 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
 
 def sort_key(key: BucketKey) -> tuple[str, str, str]:
     return (key.provider, key.key_fingerprint, key.bucket)
+
+
+class LimiterOptions(TypedDict, total=False):
+    """What every backend accepts besides its clock (and its store)."""
+
+    agentseo_plan: Plan
+    safety: float
+    max_inline_wait: float
+    max_hint: float
+    spec_for: Callable[[BucketKey], BucketSpec] | None
+    rng: random.Random | None
+
+
+class WindowLimiter:
+    """The settings every backend shares: how buckets are seeded, when a wait is refused.
+
+    `spec_for` overrides the starting limits per bucket (default: `default_spec` with the plan).
+    `rng` jitters the end of a block so clients told the same reset do not stampede.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        agentseo_plan: Plan = Plan.HOBBY,
+        safety: float = SAFETY,
+        max_inline_wait: float = DEFAULT_POLICY.max_inline_wait,
+        max_hint: float = DEFAULT_POLICY.max_hint,
+        spec_for: Callable[[BucketKey], BucketSpec] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0.0 < safety <= 1.0:
+            raise ValueError("safety must be in (0, 1]")
+        self._clock = clock
+        self._plan = agentseo_plan
+        self._safety = safety
+        self._max_inline_wait = max_inline_wait
+        self._max_hint = max_hint
+        self._spec_for = spec_for
+        self._rng = rng
+
+    def _seed(self, key: BucketKey) -> WindowState:
+        """A new bucket's state, before any response has corrected it."""
+        spec = self._spec_for(key) if self._spec_for else default_spec(key, self._plan)
+        return WindowState.seeded(spec, self._safety)
+
+    def _observe(self, state: WindowState, now: float, status: int, hints: RateLimitHints) -> None:
+        state.observe(now, status, hints, max_hint=self._max_hint, rng=self._rng)
+
+    def _check_wait(
+        self, key: BucketKey, wait: float, started: float, now: float, deadline: float | None
+    ) -> None:
+        """Raise `LocalRateLimited` when `wait` more seconds break the cap or the deadline."""
+        if too_long(wait, started, now, deadline, self._max_inline_wait):
+            raise refusal(key, wait)

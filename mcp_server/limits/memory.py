@@ -4,25 +4,25 @@ for the contract and `limits._window` for the arithmetic every backend shares)."
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 
 from mcp_server._clock import Clock
-from mcp_server.config import Plan
-from mcp_server.limits._window import WindowState, refusal, snapshot_of, sort_key, too_long
+from mcp_server.limits._window import (
+    LimiterOptions,
+    WindowLimiter,
+    WindowState,
+    snapshot_of,
+    sort_key,
+)
 from mcp_server.limits.base import (
-    SAFETY,
     BucketKey,
     BucketSnapshot,
-    BucketSpec,
     Limiter,
-    default_spec,
 )
 from mcp_server.models import Provider
-from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints
+from mcp_server.upstream import RateLimitHints
 
 __all__ = ["InMemoryLimiter"]
 
@@ -38,41 +38,19 @@ class _Bucket:
         self.lock = anyio.Lock()
 
 
-class InMemoryLimiter:
-    """Sliding-window buckets in this process (RETRY_POLICY.md C.7, issue 17.7).
+class InMemoryLimiter(WindowLimiter):
+    """Sliding-window buckets in this process (RETRY_POLICY.md C.7, issue 17.7); options as
+    `limits._window.WindowLimiter`."""
 
-    `spec_for` overrides the starting limits per bucket (default: `default_spec` with the plan).
-    `rng` jitters the end of a block so clients told the same reset do not stampede.
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        agentseo_plan: Plan = Plan.HOBBY,
-        safety: float = SAFETY,
-        max_inline_wait: float = DEFAULT_POLICY.max_inline_wait,
-        max_hint: float = DEFAULT_POLICY.max_hint,
-        spec_for: Callable[[BucketKey], BucketSpec] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        if not 0.0 < safety <= 1.0:
-            raise ValueError("safety must be in (0, 1]")
-        self._clock = clock
-        self._plan = agentseo_plan
-        self._safety = safety
-        self._max_inline_wait = max_inline_wait
-        self._max_hint = max_hint
-        self._spec_for = spec_for
-        self._rng = rng
+    def __init__(self, clock: Clock, **options: Unpack[LimiterOptions]) -> None:
+        super().__init__(clock, **options)
         self._buckets: dict[BucketKey, _Bucket] = {}
         self._credits: dict[tuple[Provider, str], int] = {}
 
     def _bucket(self, key: BucketKey) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            spec = self._spec_for(key) if self._spec_for else default_spec(key, self._plan)
-            bucket = _Bucket(WindowState.seeded(spec, self._safety))
+            bucket = _Bucket(self._seed(key))
             self._buckets[key] = bucket
         return bucket
 
@@ -92,8 +70,7 @@ class InMemoryLimiter:
         state = bucket.state
         started = self._clock.monotonic()
         wait = state.wait(started, bucket.queued, need)
-        if too_long(wait, started, started, deadline, self._max_inline_wait):
-            raise refusal(key, wait)
+        self._check_wait(key, wait, started, started, deadline)
         bucket.queued += need
         try:
             async with bucket.lock:
@@ -102,8 +79,7 @@ class InMemoryLimiter:
                     wait = state.wait(now, 0, need)
                     if wait <= _EPS:
                         break
-                    if too_long(wait, started, now, deadline, self._max_inline_wait):
-                        raise refusal(key, wait)
+                    self._check_wait(key, wait, started, now, deadline)
                     await self._clock.sleep(wait)
                 state.record(now, need)
         finally:
@@ -114,9 +90,7 @@ class InMemoryLimiter:
         """Correct the bucket from a response: the server's numbers win over our estimate."""
         if hints.credits is not None:
             self._credits[(key.provider, key.key_fingerprint)] = hints.credits
-        self._bucket(key).state.observe(
-            self._clock.monotonic(), status, hints, max_hint=self._max_hint, rng=self._rng
-        )
+        self._observe(self._bucket(key).state, self._clock.monotonic(), status, hints)
 
     async def snapshot(self) -> list[BucketSnapshot]:
         now = self._clock.monotonic()

@@ -25,28 +25,29 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import anyio
 import anyio.to_thread
 
 from mcp_server._clock import Clock
-from mcp_server.config import Plan
-from mcp_server.limits._window import WindowState, refusal, snapshot_of, sort_key, too_long
+from mcp_server.limits._window import (
+    LimiterOptions,
+    WindowLimiter,
+    WindowState,
+    snapshot_of,
+    sort_key,
+)
 from mcp_server.limits.base import (
-    SAFETY,
     BucketKey,
     BucketSnapshot,
-    BucketSpec,
     Limiter,
-    default_spec,
 )
 from mcp_server.models import Provider
-from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints
+from mcp_server.upstream import RateLimitHints
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLeases", "SqliteLimiter"]
 
@@ -135,10 +136,11 @@ class _Local:
 _KEY_WHERE = "provider = ? AND key_fingerprint = ? AND bucket = ?"
 
 
-class SqliteLimiter:
+class SqliteLimiter(WindowLimiter):
     """Buckets in the SQLite file at `path`, shared by every process using it (see module doc).
 
-    Arguments as `InMemoryLimiter`'s; `busy_timeout` bounds a wait for another process's write.
+    Options as `limits._window.WindowLimiter`; `busy_timeout` bounds a wait for another
+    process's write.
     """
 
     def __init__(
@@ -146,24 +148,11 @@ class SqliteLimiter:
         path: Path,
         clock: Clock,
         *,
-        agentseo_plan: Plan = Plan.HOBBY,
-        safety: float = SAFETY,
-        max_inline_wait: float = DEFAULT_POLICY.max_inline_wait,
-        max_hint: float = DEFAULT_POLICY.max_hint,
-        spec_for: Callable[[BucketKey], BucketSpec] | None = None,
-        rng: random.Random | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        **options: Unpack[LimiterOptions],
     ) -> None:
-        if not 0.0 < safety <= 1.0:
-            raise ValueError("safety must be in (0, 1]")
+        super().__init__(clock, **options)
         self._db = _Db(Path(path), busy_timeout)
-        self._clock = clock
-        self._plan = agentseo_plan
-        self._safety = safety
-        self._max_inline_wait = max_inline_wait
-        self._max_hint = max_hint
-        self._spec_for = spec_for
-        self._rng = rng
         self._local: dict[BucketKey, _Local] = {}
 
     @property
@@ -182,8 +171,7 @@ class SqliteLimiter:
         ).fetchone()
         if row is not None:
             return WindowState.from_json(json.loads(row[0]))
-        spec = self._spec_for(key) if self._spec_for else default_spec(key, self._plan)
-        return WindowState.seeded(spec, self._safety)
+        return self._seed(key)
 
     @staticmethod
     def _store(conn: sqlite3.Connection, key: BucketKey, state: WindowState) -> None:
@@ -227,15 +215,13 @@ class SqliteLimiter:
         local = self._local.setdefault(key, _Local())
         started = self._clock.monotonic()
         wait = await self._peek(key, local.queued, need)
-        if too_long(wait, started, self._clock.monotonic(), deadline, self._max_inline_wait):
-            raise refusal(key, wait)
+        self._check_wait(key, wait, started, self._clock.monotonic(), deadline)
         local.queued += need
         try:
             async with local.lock:
                 while (wait := await self._try_take(key, need)) > _EPS:
                     now = self._clock.monotonic()
-                    if too_long(wait, started, now, deadline, self._max_inline_wait):
-                        raise refusal(key, wait)
+                    self._check_wait(key, wait, started, now, deadline)
                     await self._clock.sleep(wait)
         finally:
             local.queued -= need
