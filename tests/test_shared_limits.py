@@ -21,6 +21,7 @@ from mcp_server.limits import (
     make_limiter,
 )
 from mcp_server.limits.base import WINDOW, BucketKey
+from mcp_server.transport import GracefulClock
 from mcp_server.watch import SharedPoll
 from tests.conftest import TEST_EPOCH, TEST_SCALE
 
@@ -272,8 +273,9 @@ async def test_a_file_ledger_on_the_system_clock_shares_buckets_and_leases(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings()
-    limiter = make_limiter(settings, clock=SystemClock())
-    leases = make_leases(settings, clock=SystemClock())
+    served = GracefulClock(SystemClock())  # what `jobrelay serve` runs on (stdio and HTTP)
+    limiter = make_limiter(settings, clock=served)
+    leases = make_leases(settings, clock=served)
     assert isinstance(limiter, SqliteLimiter)
     assert isinstance(leases, SqliteLeases)
     assert limiter.path == settings.db_path

@@ -12,7 +12,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
-from mcp_server._clock import SystemClock
+from mcp_server._clock import is_system_time
 from mcp_server.limits.base import BucketKey, BucketSnapshot, BucketSpec, Limiter, bucket_key
 from mcp_server.limits.memory import InMemoryLimiter
 from mcp_server.limits.sqlite import SqliteLeases, SqliteLimiter
@@ -42,7 +42,7 @@ def make_limiter(settings: Settings, *, clock: Clock) -> Limiter:
     by every process that uses it (`SqliteLimiter`). Otherwise (an in-memory database, or a
     test's scaled or fake clock, whose time other processes do not share): in this process.
     """
-    if _shared_sqlite_file(settings) and isinstance(clock, SystemClock):
+    if _shared_sqlite_file(settings) and is_system_time(clock):
         return SqliteLimiter(settings.db_path, clock, agentseo_plan=settings.agentseo_plan)
     return InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan)
 
@@ -50,7 +50,7 @@ def make_limiter(settings: Settings, *, clock: Clock) -> Limiter:
 def make_leases(settings: Settings, *, clock: Clock) -> SqliteLeases | None:
     """Poll leases shared by the processes of one SQLite ledger, when `make_limiter` shares
     the buckets too (same rule); None when this process polls alone."""
-    if _shared_sqlite_file(settings) and isinstance(clock, SystemClock):
+    if _shared_sqlite_file(settings) and is_system_time(clock):
         holder = f"{os.getpid()}-{secrets.token_hex(4)}"
         return SqliteLeases(settings.db_path, clock, holder=holder)
     return None
