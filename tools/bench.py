@@ -38,10 +38,12 @@ on the system clock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1699,7 +1701,17 @@ async def _shared_processes(run: Run, procs: int, per_process: int) -> dict[str,
         return {
             "processes": procs,
             **_research_figures(sb.recorder, procs * per_process, stats, done),
+            "shared_rows": _shared_rows(run.work / f"shared-{procs}.sqlite3"),
             "wall_s": bl.rnd(time.monotonic() - t0),
+        }
+
+
+def _shared_rows(db: Path) -> dict[str, int]:
+    """Rows the processes shared through the ledger file: proof that they did share."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {
+            table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in ("limiter_buckets", "lease_board")
         }
 
 
@@ -1711,6 +1723,14 @@ async def section_shared(run: Run) -> None:
     for procs, part in out.items():
         name = f"{procs} stdio processes, one ledger, {part['targets']} targets"
         run.check_clean("shared", name, part)
+        rows = part["shared_rows"]
+        run.check(
+            "shared",
+            f"{name}: shared bucket rows in the ledger (ids handed to a poller)",
+            f"{rows['limiter_buckets']} ({rows['lease_board']})",
+            target=">= 1",
+            ok=rows["limiter_buckets"] >= 1,
+        )
         run.check_max(
             "shared",
             f"{name}: combined makespan / (N/rate)",
