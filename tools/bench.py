@@ -494,8 +494,9 @@ async def _rate_seo_control(run: Run, out: dict[str, Any]) -> None:
 
         async def storm() -> None:
             # A status answered from the ledger because the window is spent (issue 17.7: the
-            # window, not a pace, decides) is not a control request: the driver then does
-            # what the answer says, looks again after `next_check_after_seconds`.
+            # window, not a pace, decides) is not a control request; a storm asks again a
+            # second later (the answer's own `next_check_after_seconds` is the running jobs'
+            # 10 s, which would leave a freed window idle for up to 10 s).
             nonlocal issued, advice_seen
             while sent() + len(jobs) <= m:
                 before = sent()
@@ -507,8 +508,7 @@ async def _rate_seo_control(run: Run, out: dict[str, Any]) -> None:
                     advice_seen += "advice" in job
                 if sent() - before < len(jobs):
                     stats["answered_locally"] = stats.get("answered_locally", 0) + 1
-                    later = bl.structured(result).get("next_check_after_seconds") or 1.0
-                    await clock.sleep(float(later))
+                    await clock.sleep(1.0)
 
         async with anyio.create_task_group() as tg:
             for _ in range(4):
