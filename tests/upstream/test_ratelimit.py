@@ -566,6 +566,7 @@ async def test_credits_are_kept_per_provider_and_key(limiter: Make) -> None:
 
 # --- routing --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("endpoint", SEAMLESS_ENDPOINTS)
 def test_each_seamless_endpoint_template_is_its_own_bucket(endpoint: str) -> None:
     method, path = endpoint.split(" ")
