@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from mcp_server.limits import (
     make_limiter,
 )
 from mcp_server.limits.base import WINDOW, BucketKey
+from mcp_server.limits.sqlite import holder_alive
 from mcp_server.transport import GracefulClock
 from mcp_server.watch import SharedPoll
 from tests.conftest import TEST_EPOCH, TEST_SCALE
@@ -209,6 +211,30 @@ def _shared(name: str, leases: SqliteLeases, upstream: _Upstream) -> SharedPoll[
         is_terminal=lambda item: item["status"] == "done",
         max_ids=100,
     )
+
+
+async def test_a_killed_holders_lease_is_taken_over_at_once_and_a_closed_one_lets_go(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    path = tmp_path / "jobs.sqlite3"
+    dead = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    gone = f"{int(dead.stdout)}-deadbeef"  # a process that has exited: its pid is free
+    assert holder_alive(f"{os.getpid()}-cafe") is True
+    assert holder_alive(gone) is False
+    a = SqliteLeases(path, clock, holder=gone)
+    b = SqliteLeases(path, clock, holder="b")
+    c = SqliteLeases(path, clock, holder="c")
+    try:
+        with anyio.fail_after(10):
+            assert await a.hold("poll", ttl=15.0)
+            assert await b.hold("poll", ttl=15.0)  # a's process is gone: no 15 s wait
+            assert not await c.hold("poll", ttl=15.0)
+            await b.aclose()  # a clean exit lets its leases go
+            assert await c.hold("poll", ttl=15.0)
+    finally:
+        await a.aclose()
+        await c.aclose()
 
 
 async def test_one_process_polls_for_all_and_the_others_read_what_it_publishes(

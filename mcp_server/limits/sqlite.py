@@ -23,8 +23,10 @@ polls an org endpoint (`watch.PollCoalescer`) while the others read what it publ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +51,7 @@ from mcp_server.limits.base import (
 from mcp_server.models import Provider
 from mcp_server.upstream import RateLimitHints
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLeases", "SqliteLimiter"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLeases", "SqliteLimiter", "holder_alive"]
 
 T = TypeVar("T")
 _EPS = 1e-9
@@ -282,9 +284,12 @@ class SqliteLeases:
     """Named leases and a small board of published items, in the SQLite file at `path`.
 
     `hold(name, ttl)` takes the lease when it is free, expired or already ours, renewing it for
-    `ttl` seconds of wall time, and says whether we hold it: a holder that dies (or stalls)
-    stops renewing, and the first process to ask after `ttl` takes over. `want` and `publish`
-    let non-holders ask for items and the holder answer them (`watch.PollCoalescer`).
+    `ttl` seconds of wall time, and says whether we hold it: a holder that stalls stops
+    renewing, and the first process to ask after `ttl` takes over. A holder named
+    `"<pid>-<nonce>"` whose process is gone (kill -9, a crash: the ledger is a local file, so
+    its holders are processes of this host) is taken over at once, and a closing holder lets
+    its leases go. `want` and `publish` let non-holders ask for items and the holder answer
+    them (`watch.PollCoalescer`).
     """
 
     def __init__(
@@ -294,12 +299,21 @@ class SqliteLeases:
         *,
         holder: str,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        alive: Callable[[str], bool] | None = None,
     ) -> None:
         self._db = _Db(Path(path), busy_timeout)
         self._clock = clock
         self.holder = holder
+        self._alive = alive or holder_alive
 
     async def aclose(self) -> None:
+        """Let this holder's leases go (the others take over at their next round), then close."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM leases WHERE holder = ?", (self.holder,))
+
+        with contextlib.suppress(sqlite3.Error):  # closing anyway; the lease then expires
+            await self._db.run(work)
         await self._db.aclose()
 
     async def hold(self, name: str, ttl: float) -> bool:
@@ -307,7 +321,12 @@ class SqliteLeases:
             now = self._clock.time()
             row = conn.execute("SELECT holder, expires FROM leases WHERE name = ?", (name,))
             current = row.fetchone()
-            if current is not None and current[0] != self.holder and current[1] > now:
+            if (
+                current is not None
+                and current[0] != self.holder
+                and current[1] > now
+                and self._alive(str(current[0]))
+            ):
                 return False
             conn.execute(
                 "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) "
@@ -377,6 +396,21 @@ class SqliteLeases:
                 )
 
         await self._db.run(work)
+
+
+def holder_alive(holder: str) -> bool:
+    """Whether the process a `"<pid>-<nonce>"` holder names still runs on this host; True for
+    any other name (it then keeps its lease until the lease expires)."""
+    pid, sep, _ = holder.partition("-")
+    if not sep or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 if TYPE_CHECKING:
