@@ -49,6 +49,19 @@ class SystemClock:
         return anyio.move_on_after(max(0.0, seconds))
 
 
+def is_system_time(clock: Clock) -> bool:
+    """Whether `clock` tells the system's time, looking through wrappers that keep the clock
+    they wrap in `inner` (the HTTP transport's `GracefulClock`): the one time base that other
+    processes on the host share, so state stamped with it can be shared between them."""
+    seen = 0
+    while not isinstance(clock, SystemClock) and seen < 8:
+        inner = getattr(clock, "inner", None)
+        if inner is None:
+            return False
+        clock, seen = inner, seen + 1
+    return isinstance(clock, SystemClock)
+
+
 class ScaledClock:
     """Virtual time that runs `scale` times faster than real time, anchored at creation."""
 

@@ -3,8 +3,10 @@
 One pure ASGI layer in front of the SDK app, so every path and both protocol eras get the same
 checks, in this order (cheap and unauthenticated first):
 
-1. `GET /healthz` answers at once, unauthenticated, and says nothing but `ok` (or
-   `shutting_down`): load balancers need it, and nothing in it is worth protecting.
+1. `GET /healthz` answers at once, unauthenticated (DESIGN.md section 5): 200 with
+   `{status, ledger, redis, providers}` when the process can serve (its ledger answers), 503
+   otherwise (starting, ledger unavailable, `shutting_down`). It names states only, never a
+   key, a path or a version: load balancers need it, and nothing in it is worth protecting.
 2. Host allowlist (421) and Origin allowlist (403): DNS-rebinding protection. A browser page on
    another origin always sends its `Origin`; no CORS headers are ever sent, so no page can read
    an answer either.
@@ -30,7 +32,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
 
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+"""Whether the process can serve, and the JSON body `/healthz` answers with."""
 
 MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES
 """1 MiB, a quarter of the SDK default: the largest legitimate call (100 research targets) is
@@ -244,8 +249,11 @@ class GuardedApp:
         allowed_hosts: Sequence[str],
         allowed_origins: Sequence[str],
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+        health: HealthCheck | None = None,
     ) -> None:
         self.app = app
+        self._health = health
+        """None for a bare guard (its own tests): health is then just `{"status": "ok"}`."""
         self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)
@@ -276,6 +284,9 @@ class GuardedApp:
             return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})  # no websockets here
+            return
+        if scope["path"] == HEALTH_PATH and self._health_answered(scope):
+            await self._answer_health(scope, receive, send)
             return
         refusal = self._check(scope)
         if refusal is not None:
@@ -328,14 +339,20 @@ class GuardedApp:
 
         await self.app(scope, replay, send)
 
+    def _health_answered(self, scope: Scope) -> bool:
+        """A health GET while running is answered by the health check (the rest: `_check`)."""
+        return scope["method"] in ("GET", "HEAD") and not self.shutting_down
+
+    async def _answer_health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ok, body = (True, {"status": "ok"}) if self._health is None else await self._health()
+        await JSONResponse(body, status_code=200 if ok else 503)(scope, receive, send)
+
     def _check(self, scope: Scope) -> JSONResponse | None:
         path: str = scope["path"]
         if path == HEALTH_PATH:
             if scope["method"] not in ("GET", "HEAD"):
                 return _problem(405, "method_not_allowed", "Use GET.", allow="GET, HEAD")
-            if self.shutting_down:
-                return JSONResponse({"status": "shutting_down"}, status_code=503)
-            return JSONResponse({"status": "ok"})
+            return JSONResponse({"status": "shutting_down"}, status_code=503)
         host = _header(scope, b"host")
         if host is None or not host_allowed(host, self.allowed_hosts):
             return _problem(
@@ -426,9 +443,11 @@ def create_http_app(
     allowed_hosts: Sequence[str],
     allowed_origins: Sequence[str],
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+    health: HealthCheck | None = None,
 ) -> GuardedApp:
     """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams) and
     `/healthz`. Its lifespan runs the server's lifespan (ledger, sandbox, clients).
+    `health` defaults to the server's own `health()` (jobrelay's `JobRelayServer` has one).
 
     Call once per server: the SDK's session manager runs only once.
     """
@@ -452,4 +471,5 @@ def create_http_app(
         allowed_hosts=allowed_hosts,
         allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
+        health=health or getattr(server, "health", None),
     )

@@ -36,7 +36,7 @@ from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.errors import InputProblem
 from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
-from mcp_server.limits import Limiter, make_limiter
+from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
 from mcp_server.models import PROVIDERS
 from mcp_server.providers import Connection, ProviderEnv
@@ -57,6 +57,7 @@ from mcp_server.tool_results import (
     unknown_tool_result,
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
+from mcp_server.watch import Leases
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class Runtime:
     base_urls: Mapping[str, str]
     sandboxed: Mapping[str, bool]
     transports: Mapping[str, Any] = field(default_factory=dict)
+    leases: Leases | None = None
+    """Poll leases shared with the other processes of this ledger (None: this one polls alone)."""
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     providers: ProviderRegistry = field(default_factory=default_registry)
     connections: dict[str, Connection] = field(default_factory=dict)
@@ -107,6 +110,7 @@ class Runtime:
                     sandboxed=self.sandboxed[p.name],
                     transport=self.transports.get(p.name),
                     key_for=self._keys.__getitem__,
+                    leases=self.leases,
                 )
             )
         self.service = JobService(
@@ -252,11 +256,18 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
+            limiter = make_limiter(settings, clock=clock)
+            if (close_limiter := getattr(limiter, "aclose", None)) is not None:
+                stack.push_async_callback(close_limiter)
+            leases = make_leases(settings, clock=clock)
+            if leases is not None:
+                stack.push_async_callback(leases.aclose)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
                 ledger=ledger,
-                limiter=make_limiter(settings, clock=clock),
+                limiter=limiter,
+                leases=leases,
                 policy=BackoffPolicy.from_settings(settings),
                 task_group=tg,
                 base_urls=base_urls,
@@ -282,6 +293,9 @@ def build_server(
                 )
             )
             job_tasks.attach(runtime, runtime.tasks, followers)
+            if isinstance(_server, JobRelayServer):
+                _server.runtime = runtime
+                stack.callback(setattr, _server, "runtime", None)
             yield runtime
 
     extension = TasksExtension(tools=TASK_TOOLS, engine=lambda runtime: runtime.tasks)
@@ -321,6 +335,12 @@ def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> 
     ]
 
 
+HEALTH_LEDGER_TIMEOUT = 2.0
+"""Seconds (real time) a health check waits for the ledger before answering 503."""
+HEALTH_PROBE_JOB = "healthz"
+"""The id a health check looks up: a read of one indexed row that never exists."""
+
+
 class JobRelayServer(MCPServer[Runtime]):
     """MCPServer with compact tool schemas, and argument errors that name the field and the
     allowed values, as a tool result."""
@@ -331,6 +351,36 @@ class JobRelayServer(MCPServer[Runtime]):
         super().__init__(*args, **kwargs)
         self.wait_cap = wait_cap
         """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
+        self.runtime: Runtime | None = None
+        """The runtime while the lifespan runs (for `health`); None before and after."""
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """`GET /healthz` (DESIGN.md section 5): whether this process can serve, and its
+        `{status, ledger, redis, providers}`; names states only, never a key or a path."""
+        runtime = self.runtime
+        if runtime is None:
+            return False, {
+                "status": "starting",
+                "ledger": "unknown",
+                "redis": "off",
+                "providers": {},
+            }
+        ledger = "ok"
+        try:
+            with anyio.fail_after(HEALTH_LEDGER_TIMEOUT):
+                await runtime.ledger.get(HEALTH_PROBE_JOB, tenant=HEALTH_PROBE_JOB)
+        except Exception:
+            log.warning("jobrelay: health check: the ledger did not answer", exc_info=True)
+            ledger = "unavailable"
+        providers = {p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in PROVIDERS}
+        ok = ledger == "ok"
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "ledger": ledger,
+            "redis": "off",
+            "providers": providers,
+        }
+        return ok, body
 
     async def list_tools(self) -> list[MCPTool]:
         tools = await super().list_tools()

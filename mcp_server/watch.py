@@ -3,6 +3,9 @@
 - `PollCoalescer`: one poll loop per (tenant, Seamless endpoint). Every waiter registers the
   request ids it cares about; each round polls all outstanding ids together (one call per
   100), so 100 waits cost one upstream call per interval, not 100.
+- `SharedPoll`: the poll a `PollCoalescer`'s rounds make when several processes share one
+  ledger (issue 17.1): one process at a time holds the endpoint's lease and polls upstream for
+  everyone; the others ask it for their ids and read what it publishes.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
   shared by every waiter on that job.
 
@@ -17,7 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
@@ -108,6 +111,7 @@ class PollCoalescer(Generic[T]):
         max_ids: int | None = None,
         probe_interval: float = PROBE_INTERVAL,
         max_calls_per_round: int | None = None,
+        round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -117,6 +121,8 @@ class PollCoalescer(Generic[T]):
         self._rotation = 0
         """Where the next capped round starts in the pending list, so every id gets its turn."""
         self._poll = poll
+        self._round_poll = round_poll or poll
+        """What rounds call: `poll`, or a `SharedPoll` around it; direct polls always `poll`."""
         self._max_ids = max_ids
         self._is_terminal = is_terminal
         self._interval = interval
@@ -168,11 +174,11 @@ class PollCoalescer(Generic[T]):
             self._publish()
         return found
 
-    async def _poll_chunk(self, chunk: list[str]) -> Mapping[str, T]:
+    async def _poll_chunk(self, chunk: list[str], *, in_round: bool = False) -> Mapping[str, T]:
         """One upstream call; items are kept only for ids still watched (a waiter may have
         left during the call)."""
         self.calls += 1
-        items = await self._poll(chunk)
+        items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
         return items
 
@@ -221,7 +227,7 @@ class PollCoalescer(Generic[T]):
             if not chunk:
                 continue
             try:
-                await self._poll_chunk(chunk)
+                await self._poll_chunk(chunk, in_round=True)
             except JobRelayError as exc:
                 extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
                 if isinstance(exc, RetryBudgetExhausted | DeadlineExceeded):
@@ -253,6 +259,75 @@ class PollCoalescer(Generic[T]):
             since = self._clock.monotonic() - (self._last_round_at or 0.0)
             await self._clock.sleep(max(0.0, max(self._fresh_interval, floor) - since))
         self._kick = anyio.Event()
+
+
+class Leases(Protocol):
+    """Named expiring leases plus a board of wanted and published items (`limits.sqlite`)."""
+
+    async def hold(self, name: str, ttl: float) -> bool: ...
+    async def release(self, name: str) -> None: ...
+    async def want(self, name: str, item_ids: list[str], ttl: float) -> dict[str, Any]: ...
+    async def wanted(self, name: str) -> list[str]: ...
+    async def publish(self, name: str, items: dict[str, tuple[Any, bool]]) -> None: ...
+
+
+LEASE_TTL = 15.0
+"""How long a poll lease lasts without renewal: three rounds at the slowest Seamless cadence
+(5 s). A holder that dies is replaced by the first process to poll after that."""
+
+
+class SharedPoll(Generic[T]):
+    """One poller per endpoint among processes (issue 17.1); a `PollCoalescer`'s `round_poll`.
+
+    The lease holder polls its own ids plus those the others asked for (up to `max_ids` per
+    call) and publishes the others' items; a process without the lease registers its ids and
+    returns what was published for them, calling nothing upstream. The holder lets the lease go
+    when its own ids are all finished, so a process still waiting takes over at its next round
+    instead of after `ttl`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]],
+        leases: Leases,
+        encode: Callable[[T], Any],
+        decode: Callable[[Any], T],
+        is_terminal: Callable[[T], bool],
+        max_ids: int | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> None:
+        self._name = name
+        self._poll = poll
+        self._leases = leases
+        self._encode = encode
+        self._decode = decode
+        self._is_terminal = is_terminal
+        self._max_ids = max_ids
+        self._ttl = ttl
+        self.upstream_calls = 0
+        self.board_reads = 0
+
+    async def __call__(self, ids: Sequence[str]) -> Mapping[str, T]:
+        if not await self._leases.hold(self._name, self._ttl):
+            self.board_reads += 1
+            found = await self._leases.want(self._name, list(ids), self._ttl)
+            return {i: self._decode(payload) for i, payload in found.items()}
+        mine = set(ids)
+        others = [i for i in await self._leases.wanted(self._name) if i not in mine]
+        if self._max_ids is not None:
+            others = others[: max(0, self._max_ids - len(ids))]
+        self.upstream_calls += 1
+        items = await self._poll([*ids, *others])
+        published = {
+            i: (self._encode(items[i]), self._is_terminal(items[i])) for i in others if i in items
+        }
+        if published:
+            await self._leases.publish(self._name, published)
+        if all(i in items and self._is_terminal(items[i]) for i in ids):
+            await self._leases.release(self._name)
+        return items
 
 
 # --------------------------------------------------------------------------------------------

@@ -313,7 +313,8 @@ async def _use_the_http_server(port: int, token: str, tool_names: list[str]) -> 
     async with httpx.AsyncClient() as http:
         health = await http.get(f"http://127.0.0.1:{port}/healthz")
         refused = await http.post(f"http://127.0.0.1:{port}/mcp", json={})
-    assert health.json() == {"status": "ok"}
+    assert health.json()["status"] == "ok"
+    assert set(health.json()) == {"status", "ledger", "redis", "providers"}
     assert refused.status_code == 401
 
     entry = _server_entry(CLIENTS["claude-code-http"])

@@ -85,6 +85,8 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "tokens",
         "agent",
         "agent_text",
+        "shared",
+        "burst",
     }
     rate = data["sections"]["rate"]
     assert {
@@ -101,6 +103,11 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
     assert text_agent["tool_calls"] <= text_agent["budget"] == 9
     assert text_agent["text_tokens"] <= 8_000
     assert data["sections"]["scale"]["errors"] == 0
+    shared = data["sections"]["shared"]  # issue 17.5: processes sharing one ledger
+    assert set(shared) == {"2", "4"}
+    assert all(part["upstream_429"] == 0 and part["complete"] for part in shared.values())
+    burst = data["sections"]["burst"]  # issue 17.7: an idle window goes out at once
+    assert all(burst[kind]["jobrelay"]["upstream_429"] == 0 for kind in ("seo", "research"))
     checks = data["checks"]
     assert checks
     assert all({"section", "metric", "value", "target", "ok"} <= set(c) for c in checks)

@@ -152,7 +152,8 @@ async def test_health_check_needs_no_token_and_reveals_nothing(url: str) -> None
     async with httpx.AsyncClient() as http:
         response = await http.get(url.removesuffix("/mcp") + "/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json()["status"] == "ok"
+    assert set(response.json()) == {"status", "ledger", "redis", "providers"}
     assert "server" not in response.headers
 
 

@@ -3,37 +3,33 @@
 One bucket per (provider, API-key fingerprint, bucket name):
 
 - Seamless: one bucket per endpoint template (`POST /contacts/research`, `GET /contacts`, ...),
-  60/min by default, burst 2. Limits are per *organisation* and shared with consumers we cannot
-  see, so the response headers are the real guardrail: `observe()` lowers our tokens to the
-  server's `remaining` and blocks the bucket until the reset after a 429 or `remaining: 0`.
-- AgentSEO: `workload` and `control` per key, seeded from the plan (`PLAN_BUDGETS`), burst
-  10/20 (clamped per plan, see below), corrected by `RateLimit-Limit`. Routing: every path
-  under `/jobs` (poll, SSE connect or reconnect) is `control`; everything else is `workload`.
-  Which budget endpoints other than jobs use is undocumented, so unknown routes count against
-  the smaller budget: over-counting it only slows us down, under-counting earns a 429.
+  60/min by default. Limits are per *organisation* and shared with consumers we cannot see, so
+  the response headers are the real guardrail: `observe()` caps our sends at the server's
+  `remaining` and blocks the bucket until the reset after a 429 or `remaining: 0`.
+- AgentSEO: `workload` and `control` per key, seeded from the plan (`PLAN_BUDGETS`), corrected
+  by `RateLimit-Limit`. Routing: every path under `/jobs` (poll, SSE connect or reconnect) is
+  `control`; everything else is `workload`. Which budget endpoints other than jobs use is
+  undocumented, so unknown routes count against the smaller budget: over-counting it only
+  slows us down, under-counting earns a 429.
 
-Why the buckets never exceed a server's limit in any window, even a fixed window aligned to a
-clock we do not share: a token bucket with rate `r` and burst `b` admits at most `b + r*T`
-requests in any interval of length `T`. With `r = safety * limit / window` and the burst
-clamped to `floor((1 - safety) * limit)` (at least 1), that is at most `limit` per window.
-The default Seamless bucket (limit 60, rate 0.96/s, burst floor(0.04 * 60) = 2) admits at
-most 2 + 57.6, i.e. 59 per minute. AgentSEO's configured bursts clamp the same way per plan:
-Hobby workload (60/min) gets 2, Hobby control (600/min) keeps its 20.
+The burst is whatever the window has left (issue 17.7): a bucket admits up to `limit` sends
+in any `window / SAFETY` seconds, so 60 research POSTs into an idle window go out at once, and
+no window of the server's, however aligned, ever holds more than `limit` (the arithmetic and
+its proof are in `limits._window`, shared by every backend).
 
 Waiting goes through the injected `Clock` (a `FakeClock` makes it instant in tests) and
 queues behind an `anyio.Lock`, which serves waiters first come, first served. A wait that
 would not fit the caller's deadline or `max_inline_wait` raises `LocalRateLimited` at once,
-without taking a token, so the agent can be told when to come back.
+without taking a slot, so the agent can be told when to come back.
 
 This module is the contract (`Limiter`, `BucketKey`, the bucket specs and routing); the
-in-process backend is `mcp_server.limits.memory.InMemoryLimiter`, and
+backends are `limits.memory.InMemoryLimiter` (one process) and `limits.sqlite.SqliteLimiter`
+(every process sharing one SQLite `JOBRELAY_DB`), and
 `mcp_server.limits.make_limiter` picks the backend from the settings.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -44,10 +40,8 @@ from mcp_server.models import Provider
 from mcp_server.upstream import RateLimitHints
 
 __all__ = [
-    "AGENTSEO_BURSTS",
     "AGENTSEO_CONTROL_PREFIXES",
     "SAFETY",
-    "SEAMLESS_BURST",
     "SEAMLESS_ENDPOINTS",
     "SEAMLESS_LIMIT",
     "WINDOW",
@@ -59,26 +53,19 @@ __all__ = [
     "agentseo_bucket",
     "bucket_key",
     "default_spec",
-    "effective_burst",
     "seamless_bucket",
 ]
-
-_log = logging.getLogger(__name__)
 
 WINDOW = 60.0
 """Both APIs state their limits per minute."""
 SAFETY = 0.96
-"""Steady state at 96 % of the limit. Not RETRY_POLICY.md C.7's sketch value of 0.9: that
-wasted 10 % of a paid budget (benchmark makespan 1.08-1.10 x N/rate, target 1.05). Other
-consumers of the org quota are handled by the server's headers (`observe()` lowers tokens to
-`remaining`; `remaining: 0` or a 429 blocks until the reset), window misalignment by the
-clamped burst (the invariant holds for any alignment); the 4 % left covers network jitter
-bunching arrivals (at most 59 of 60 in any minute for Seamless)."""
+"""Long runs send at 96 % of the limit: a bucket admits `limit` sends per `WINDOW / SAFETY`
+(62.5 s for a minute). The 2.5 s slack covers network jitter bunching arrivals, so a server
+window, whatever its alignment, never counts more than `limit` of ours. Other consumers of an
+org quota are handled by the server's headers (`remaining`, and `remaining: 0` or a 429 blocks
+until the reset). Not RETRY_POLICY.md C.7's sketch value of 0.9: that wasted 10 % of a paid
+budget (benchmark makespan 1.08-1.10 x N/rate, target 1.05)."""
 SEAMLESS_LIMIT = 60
-SEAMLESS_BURST = 2
-"""The burst actually used: `effective_burst(60, b)` is at most floor(0.04 * 60) = 2 for any
-`b`, so a larger configured value would only be clamped and misread as a promise."""
-AGENTSEO_BURSTS: dict[str, int] = {"workload": 10, "control": 20}
 
 #: The Seamless endpoint templates, each with its own per-org window (UPSTREAMS.md section 1).
 SEAMLESS_ENDPOINTS: tuple[str, ...] = (
@@ -97,7 +84,6 @@ AGENTSEO_CONTROL_PREFIXES: tuple[str, ...] = ("/jobs",)
 
 AgentSEOBucket = Literal["workload", "control"]
 
-_EPS = 1e-9
 _SEAMLESS_BASE_PATH = "/api/client/v1"
 _AGENTSEO_BASE_PATH = "/api/v1"
 
@@ -156,24 +142,15 @@ class BucketSpec:
     """Where a bucket starts before any response has corrected it."""
 
     limit: int
-    burst: int
     window: float = WINDOW
 
 
 def default_spec(key: BucketKey, plan: Plan = Plan.HOBBY) -> BucketSpec:
-    """Seamless 60/min burst 2 per endpoint; AgentSEO from the plan, burst 10/20 (clamped)."""
+    """Seamless 60/min per endpoint; AgentSEO workload/control from the plan."""
     if key.provider == "seamless":
-        return BucketSpec(SEAMLESS_LIMIT, SEAMLESS_BURST)
+        return BucketSpec(SEAMLESS_LIMIT)
     workload, control = PLAN_BUDGETS[plan]
-    if key.bucket == "control":
-        return BucketSpec(control, AGENTSEO_BURSTS["control"])
-    return BucketSpec(workload, AGENTSEO_BURSTS["workload"])
-
-
-def effective_burst(limit: int, burst: int, safety: float = SAFETY) -> int:
-    """The burst actually used: at most `(1 - safety) * limit`, so that `burst + rate * window`
-    never exceeds `limit` (see the module docstring); at least 1."""
-    return max(1, min(burst, math.floor((1.0 - safety) * limit + _EPS)))
+    return BucketSpec(control if key.bucket == "control" else workload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +166,7 @@ class BucketSnapshot:
     remaining: int
     """Estimated requests left in the current window (ours and, when seen, the server's)."""
     tokens: float
-    """Requests that could be sent right now without waiting (the local burst)."""
+    """Requests that could be sent right now without waiting (what the window has left)."""
     blocked_for: float
     """Time until the bucket sends again after a 429 or `remaining: 0`; 0 when not blocked."""
     reset_in: float | None
@@ -197,14 +174,14 @@ class BucketSnapshot:
 
 
 class Limiter(Protocol):
-    """What the clients need from rate limiting; in memory now, shareable (Redis) later."""
+    """What the clients need from rate limiting: in this process, or shared between processes."""
 
     async def acquire(
         self, key: BucketKey, *, cost: float = 1.0, deadline: float | None = None
     ) -> float:
         """Wait for a slot; return seconds waited. `deadline` is monotonic on the clock.
 
-        Raises `LocalRateLimited` (with `retry_after`) without taking a token when the wait
+        Raises `LocalRateLimited` (with `retry_after`) without taking a slot when the wait
         would not fit the deadline or the inline-wait cap.
         """
         ...

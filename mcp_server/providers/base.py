@@ -31,6 +31,7 @@ from mcp_server.limits import Limiter
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.schemas import CompanyTarget, ContactTarget, ItemStatus
 from mcp_server.upstream import BackoffPolicy, RetryBudget, SearchPage
+from mcp_server.watch import Leases
 
 __all__ = [
     "Caller",
@@ -104,6 +105,8 @@ class ProviderEnv:
     """The API key behind a tenant fingerprint (never stored by the provider beyond a client)."""
     transport: Any = None
     """An `httpx.AsyncBaseTransport` for tests (in-process apps), else None."""
+    leases: Leases | None = None
+    """Poll leases shared with the other processes of this ledger (issue 17.1), else None."""
 
 
 @dataclass

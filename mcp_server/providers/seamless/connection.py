@@ -40,7 +40,7 @@ from mcp_server.upstream import (
     SearchPage,
     poll_interval,
 )
-from mcp_server.watch import PollCoalescer, wait_newer_until
+from mcp_server.watch import PollCoalescer, SharedPoll, wait_newer_until
 
 MAX_POLL_CALLS_PER_ROUND = 10
 """Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
@@ -118,8 +118,22 @@ class SeamlessConnection:
                 items = await client.poll(kind, list(ids), deadline=clock.monotonic() + 30.0)
                 return {i.request_id: i for i in items}
 
+            round_poll = None
+            # The embedded sandbox is this process's own: another process's request ids
+            # mean nothing to it, so its polls are never handed to a lease holder.
+            if self.env.leases is not None and not self.env.sandboxed:
+                round_poll = SharedPoll(
+                    name=f"seamless-poll:{key[0]}:{kind}",
+                    poll=poll,
+                    leases=self.env.leases,
+                    encode=lambda item: item.model_dump(mode="json"),
+                    decode=PollItem.model_validate,
+                    is_terminal=lambda item: bool(item.terminal),
+                    max_ids=MAX_POLL_IDS,
+                )
             co = PollCoalescer(
                 poll=poll,
+                round_poll=round_poll,
                 is_terminal=lambda item: bool(item.terminal),
                 interval=lambda n: poll_interval(NAME, n, policy=policy),
                 clock=clock,
