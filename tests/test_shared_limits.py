@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -128,7 +129,16 @@ async def _line(process: Process) -> str:
     assert process.stdout is not None
     data = b""
     while not data.endswith(b"\n"):
-        chunk = await process.stdout.receive(1)
+        try:
+            chunk = await process.stdout.receive(1)
+        except anyio.EndOfStream:
+            assert process.stderr is not None
+            err = b""
+            with contextlib.suppress(anyio.EndOfStream, anyio.ClosedResourceError):
+                while True:
+                    err += await process.stderr.receive()
+            msg = f"worker ended early; stderr:\n{err.decode(errors='replace')}"
+            raise AssertionError(msg) from None
         data += chunk
     return data.decode().strip()
 
@@ -154,6 +164,7 @@ async def test_real_processes_sharing_one_file_share_the_window(tmp_path: Path) 
             for p in processes:
                 if p.returncode is None:
                     p.kill()
+                await p.aclose()  # pipes closed here, not left to the garbage collector
     assert len(sent) == 24
     # 0.9 s rather than 1.0: the time is read after `acquire` returns, a few ms late.
     assert most_in_any(sent, 0.9) <= 8
