@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html import unescape
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 import httpx
 from pydantic import SecretStr
@@ -203,6 +203,13 @@ class _NotSentInTime(RequestNotSent):
         self.retry_after = retry_after
 
 
+class _Sent(TypedDict):
+    provider: Provider
+    operation: str
+    method: str
+    path: str
+
+
 class Failures:
     """The typed errors of one upstream's calls (`provider`), with its secrets redacted."""
 
@@ -225,6 +232,15 @@ class Failures:
 
     def where(self, call: Call) -> str:
         return f"{self.display} {call.method} {call.template}"
+
+    def _sent_as(self, call: Call) -> _Sent:
+        """The fields every `UpstreamError` carries about the call."""
+        return _Sent(
+            provider=self.provider,
+            operation=call.operation,
+            method=call.method,
+            path=call.template,
+        )
 
     def request_id(self, headers: httpx.Headers, body_id: str | None) -> str | None:
         if body_id:
@@ -258,10 +274,7 @@ class Failures:
         suffix = f" ({type(exc).__name__}: {detail})" if detail else f" ({type(exc).__name__})"
         return cls(
             f"{self.where(call)}: {what}{suffix}",
-            provider=self.provider,
-            operation=call.operation,
-            method=call.method,
-            path=call.template,
+            **self._sent_as(call),
         )
 
     def bad_response(
@@ -282,10 +295,7 @@ class Failures:
         code = f" {parsed.api_code}" if parsed.api_code else ""
         return cls(
             f"{self.where(call)}: HTTP {status}{code}: {self.sanitise(text)}",
-            provider=self.provider,
-            operation=call.operation,
-            method=call.method,
-            path=call.template,
+            **self._sent_as(call),
             status=status,
             api_code=parsed.api_code,
             request_id=self.request_id(response.headers, parsed.request_id),
@@ -304,10 +314,7 @@ class Failures:
         return cls(
             f"{self.where(call)}: {what} within the call's time limit "
             "(JOBRELAY_MAX_WAIT_SECONDS, all attempts together)",
-            provider=self.provider,
-            operation=call.operation,
-            method=call.method,
-            path=call.template,
+            **self._sent_as(call),
             attempts=attempt,
             retry_after=DEADLINE_RETRY_AFTER,
         )
@@ -320,10 +327,7 @@ class Failures:
         if isinstance(exc, TokenError):
             return AuthenticationFailed(
                 f"{self.where(call)}: not sent: {exc}",
-                provider=self.provider,
-                operation=call.operation,
-                method=call.method,
-                path=call.template,
+                **self._sent_as(call),
                 status=exc.status or 401,
                 api_code="oauthRefreshFailed",
             )
@@ -331,10 +335,7 @@ class Failures:
         return RequestNotSent(
             f"{self.where(call)}: could not get an OAuth access token, the request was "
             f"not sent ({type(exc).__name__}{': ' + detail if detail else ''})",
-            provider=self.provider,
-            operation=call.operation,
-            method=call.method,
-            path=call.template,
+            **self._sent_as(call),
         )
 
     def outcome_unknown(self, call: Call, err: UpstreamError) -> OutcomeUnknown:
