@@ -43,7 +43,7 @@ Exception
 │                                     storage fault, kept beside the ledger protocol for now
 ├── StreamUnavailable  (upstream/_sse) no (more) SSE stream here: the caller polls instead
 ├── DemoError          (demo)         a `jobrelay demo` step did not behave as the script expects
-├── _TooLarge          (upstream/_http) a body over the size cap -> MalformedResponse
+├── _TooLarge          (upstream/_replies) a body over the size cap -> MalformedResponse
 └── _ApiError          (sandbox/seamless) the sandbox's own documented error answer
 ```
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mcp_server.advice.clean import clean_text
 from mcp_server.redact import redact
-from mcp_server.upstream import _http
+from mcp_server.upstream import _failures
 
 # ---- the two sets as they were before issue 15 ------------------------------------------------
 
@@ -46,7 +46,7 @@ def _old_advice(text: str, secrets: Iterable[str]) -> str:
 
 
 def _new_http(text: str, secrets: Iterable[str]) -> str:
-    return _http._sanitise(text, tuple(secrets), 10_000)
+    return _failures._sanitise(text, tuple(secrets), 10_000)
 
 
 def _new_advice(text: str, secrets: Iterable[str]) -> str:

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
         poll_interval,
     )
     from mcp_server.upstream._bodies import ErrorFields, error_fields
+    from mcp_server.upstream._client import same_origin
+    from mcp_server.upstream._failures import DEADLINE_RETRY_AFTER, InvalidArguments
     from mcp_server.upstream._headers import RateLimitHints, format_clock, parse_hints, retry_at
-    from mcp_server.upstream._http import DEADLINE_RETRY_AFTER, InvalidArguments, same_origin
     from mcp_server.upstream._models import (
         AGENTSEO_TERMINAL,
         SEAMLESS_TERMINAL,
@@ -84,7 +85,7 @@ _HOMES = {
     "error_fields": "_bodies",
     "DEFAULT_POLICY": "_backoff",
     "AGENTSEO_TERMINAL": "_models",
-    "DEADLINE_RETRY_AFTER": "_http",
+    "DEADLINE_RETRY_AFTER": "_failures",
     "MAX_POLL_IDS": "seamless",
     "SEAMLESS_TERMINAL": "_models",
     "WORKFLOW_ENDPOINTS": "agentseo",
@@ -92,7 +93,7 @@ _HOMES = {
     "BackoffPolicy": "_backoff",
     "CompanyDescriptor": "_models",
     "ContactDescriptor": "_models",
-    "InvalidArguments": "_http",
+    "InvalidArguments": "_failures",
     "JobEnvelope": "_models",
     "JobError": "_models",
     "JobProgress": "_models",
@@ -110,7 +111,7 @@ _HOMES = {
     "hint_jitter": "_backoff",
     "parse_hints": "_headers",
     "retry_at": "_headers",
-    "same_origin": "_http",
+    "same_origin": "_client",
     "poll_interval": "_backoff",
     "TOKEN_PATH": "_oauth",
     "BearerAuth": "_oauth",

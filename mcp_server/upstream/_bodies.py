@@ -8,11 +8,17 @@ redacts them for its exceptions, advice cleans them for agents, each with its ow
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-__all__ = ["ErrorFields", "error_fields", "scalar_text"]
+__all__ = ["ErrorFields", "decode_json", "error_fields", "scalar_text"]
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON or `ValueError`; bytes are decoded leniently so a stray byte is not a crash."""
+    return json.loads(raw.decode("utf-8", errors="replace"))
 
 
 def scalar_text(value: object) -> str | None:

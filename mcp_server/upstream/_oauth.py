@@ -1,7 +1,7 @@
 """Seamless OAuth (UPSTREAMS.md 1 "OAuth", DESIGN.md 5): how requests are authenticated.
 
 Three ways, one per request, never two ([OAU]: never both kinds on one request):
-- an API key, sent as `Token: <key>` (`_http._ApiKeyAuth`);
+- an API key, sent as `Token: <key>` (`_client._ApiKeyAuth`);
 - an access token, sent as `Authorization: Bearer <token>` (`BearerAuth`);
 - a client id/secret/refresh token (+ the connection's redirect URI, which the token request
   requires): `RefreshingAuth` obtains access tokens with `POST /oauth/accessToken`

@@ -31,7 +31,8 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 from mcp_server._clock import Clock
 from mcp_server.errors import BadResponse, NoResponse, UpstreamError
 from mcp_server.upstream._backoff import sse_reconnect_delay
-from mcp_server.upstream._http import SSE_TIMEOUT, Call, UpstreamHTTP
+from mcp_server.upstream._client import SSE_TIMEOUT, Call
+from mcp_server.upstream._http import UpstreamHTTP
 
 __all__ = ["SSEMessage", "StreamUnavailable", "follow_sse"]
 
@@ -78,7 +79,7 @@ async def _connect(
     http: UpstreamHTTP, call: Call, *, deadline: float, last_event_id: str | None
 ) -> AsyncIterator[EventSource]:
     """An open, checked event stream, or `StreamUnavailable` / `NoResponse`."""
-    await http.limiter.acquire(http.bucket(call), cost=1.0, deadline=deadline)
+    await http.limiter.acquire(http.feedback.bucket(call), cost=1.0, deadline=deadline)
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     try:
         async with aconnect_sse(
@@ -86,18 +87,19 @@ async def _connect(
         ) as source:
             response = source.response
             if response.status_code != 200:
-                error: BadResponse = await http.error_from(call, response)
+                error: BadResponse = await http.reader.error_from(call, response)
                 http.budget.record(error)
                 raise StreamUnavailable(
                     f"no event stream (HTTP {response.status_code})",
                     cause=error,
                     last_event_id=last_event_id,
                 )
-            await http.observe(call, response, None)
+            await http.feedback.observe(call, response, None)
             ctype = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if ctype != _EVENT_STREAM:
+                shown = http.failures.sanitise(ctype, 60) or "missing"
                 raise StreamUnavailable(
-                    f"no event stream (content type {http.sanitise(ctype, 60) or 'missing'})",
+                    f"no event stream (content type {shown})",
                     last_event_id=last_event_id,
                 )
             http.budget.record(None)
@@ -108,7 +110,7 @@ async def _connect(
             "no free stream connection in jobrelay's own pool", last_event_id=last_event_id
         ) from exc
     except httpx.TransportError as exc:
-        error_nr = http.no_response(call, exc)
+        error_nr = http.failures.no_response(call, exc)
         http.budget.record(error_nr)
         raise error_nr from exc
 
@@ -178,7 +180,7 @@ async def follow_sse(
                         backoff_index = 0
                         yield SSEMessage(sse.id or None, sse.event, sse.data, sse.retry)
                 except httpx.TransportError as exc:
-                    lost = http.no_response(call, exc)
+                    lost = http.failures.no_response(call, exc)
                     http.budget.record(lost)
                     drop = lost.message
                 finally:

@@ -26,18 +26,12 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server._clock import Clock
-from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
+from mcp_server.errors import AbsurdAnswer, OutcomeUnknown, ShapeError
 from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget, poll_interval
-from mcp_server.upstream._http import (
-    DEFAULT_TIMEOUT,
-    REQUEST_POOL_LIMITS,
-    Call,
-    InvalidArguments,
-    ShapeError,
-    UpstreamHTTP,
-    same_origin,
-)
+from mcp_server.upstream._client import DEFAULT_TIMEOUT, REQUEST_POOL_LIMITS, Call, same_origin
+from mcp_server.upstream._failures import InvalidArguments
+from mcp_server.upstream._http import UpstreamHTTP
 from mcp_server.upstream._models import JobEnvelope
 from mcp_server.upstream._sse import SSEMessage, StreamUnavailable, follow_sse
 

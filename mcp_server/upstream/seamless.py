@@ -20,17 +20,13 @@ from pydantic import SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.coerce import as_int
-from mcp_server.errors import AbsurdAnswer, OutcomeUnknown
+from mcp_server.errors import AbsurdAnswer, OutcomeUnknown, ShapeError
 from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
-from mcp_server.upstream._http import (
-    DEFAULT_TIMEOUT,
-    Call,
-    CreditsSeen,
-    InvalidArguments,
-    ShapeError,
-    UpstreamHTTP,
-)
+from mcp_server.upstream._client import DEFAULT_TIMEOUT, Call
+from mcp_server.upstream._failures import InvalidArguments
+from mcp_server.upstream._feedback import CreditsSeen
+from mcp_server.upstream._http import UpstreamHTTP
 from mcp_server.upstream._models import (
     CompanyDescriptor,
     ContactDescriptor,

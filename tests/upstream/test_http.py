@@ -32,20 +32,14 @@ from mcp_server.errors import (
     ResponseLost,
     RetryBudgetExhausted,
     ServerError,
+    ShapeError,
 )
 from mcp_server.limits import BucketKey, InMemoryLimiter
 from mcp_server.models import PROVIDERS, ErrorCode, Provider
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
-from mcp_server.upstream._http import (
-    DEFAULT_TIMEOUT,
-    POOL_BUSY_RETRY_SECONDS,
-    USER_AGENT,
-    Call,
-    ShapeError,
-    UpstreamHTTP,
-    build_client,
-    same_origin,
-)
+from mcp_server.upstream._client import DEFAULT_TIMEOUT, USER_AGENT, Call, build_client, same_origin
+from mcp_server.upstream._failures import POOL_BUSY_RETRY_SECONDS
+from mcp_server.upstream._http import UpstreamHTTP
 
 KEY = "sk-live-SECRET-0123456789"
 BASE = "https://api.example.test/api/client/v1"
@@ -158,7 +152,7 @@ async def test_every_upstream_client_shares_one_ssl_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # httpx would load the CA bundle into a new context per client (0.1-0.2 s, ~1 MB each).
-    from mcp_server.upstream import _http
+    from mcp_server.upstream import _client
 
     made: list[Any] = []
     original = httpx.create_ssl_context
@@ -168,14 +162,14 @@ async def test_every_upstream_client_shares_one_ssl_context(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(httpx, "create_ssl_context", counted)
-    _http._ssl_context.cache_clear()
+    _client._ssl_context.cache_clear()
     clients = [build_client(p, BASE, f"{KEY}-{n}") for n in range(3) for p in PROVIDERS]
     try:
         assert len(made) == 1
     finally:
         for client in clients:
             await client.aclose()
-        _http._ssl_context.cache_clear()
+        _client._ssl_context.cache_clear()
 
 
 # ---- transport failures -------------------------------------------------------------------------
