@@ -258,7 +258,7 @@ def build_server(
                 )
             limiter = make_limiter(settings, clock=clock)
             if (close_limiter := getattr(limiter, "aclose", None)) is not None:
-                stack.push_async_callback(close_limiter)
+                stack.push_async_callback(close_limiter)  # a shared limiter's connections
             leases = make_leases(settings, clock=clock)
             if leases is not None:
                 stack.push_async_callback(leases.aclose)
