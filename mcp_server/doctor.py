@@ -27,7 +27,7 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server import __version__
-from mcp_server.config import Settings, key_fingerprint, load_settings
+from mcp_server.config import Settings, key_fingerprint, load_settings, url_for_display
 from mcp_server.errors import ConfigError
 from mcp_server.ledger import LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.limits.base import SEAMLESS_LIMIT
@@ -193,6 +193,8 @@ def _ledger_path(settings: Settings) -> tuple[Path, Check | None]:
 
 
 async def _ledger(settings: Settings) -> Check:
+    if settings.db_url is not None:
+        return await _postgres_ledger(settings.db_url.get_secret_value())
     path, verdict = _ledger_path(settings)
     if verdict is not None:
         return verdict
@@ -206,6 +208,27 @@ async def _ledger(settings: Settings) -> Check:
         check.problems.append(exc.message)
         return check
     check.lines.append(f"{path}: OK, writable")
+    check.lines.append(
+        f"{unfinished} unfinished job(s); {spent} real research credit(s) requested today (UTC)"
+    )
+    return check
+
+
+async def _postgres_ledger(url: str) -> Check:
+    """The PostgreSQL ledger (JOBRELAY_DB=postgresql://...): reachable, ours, migrated."""
+    from mcp_server.ledger.postgres import PostgresLedger
+
+    where = url_for_display(url)
+    check = Check("Ledger")
+    try:
+        async with PostgresLedger.open(url) as ledger:
+            unfinished = len(await ledger.nonterminal())
+            spent = await ledger.credits_spent_today(sandbox=False)
+    except LedgerError as exc:
+        check.lines.append(f"{where}: cannot be used ({exc.problem})")
+        check.problems.append(exc.message)
+        return check
+    check.lines.append(f"{where}: OK (PostgreSQL)")
     check.lines.append(
         f"{unfinished} unfinished job(s); {spent} real research credit(s) requested today (UTC)"
     )
