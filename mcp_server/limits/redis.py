@@ -184,7 +184,7 @@ class RedisLimiter:
         redis: Redis,
         clock: Clock,
         *,
-        prefix: str = DEFAULT_PREFIX,
+        prefix: str | None = None,
         agentseo_plan: Plan = Plan.HOBBY,
         safety: float = SAFETY,
         max_inline_wait: float = DEFAULT_POLICY.max_inline_wait,
@@ -197,7 +197,7 @@ class RedisLimiter:
             raise ValueError("safety must be in (0, 1]")
         self._redis = redis
         self._clock = clock
-        self._prefix = prefix
+        self._prefix = DEFAULT_PREFIX if prefix is None else prefix
         self._plan = agentseo_plan
         self._safety = safety
         self._max_inline_wait = max_inline_wait
