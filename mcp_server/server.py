@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -58,6 +58,9 @@ from mcp_server.tool_results import (
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
 from mcp_server.watch import Leases
+
+if TYPE_CHECKING:
+    from mcp_server.bus import RedisSubscriptionBus
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +233,23 @@ def build_server(
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
     settings = settings or load_settings()
     clock = clock or SystemClock()
+    bus: RedisSubscriptionBus | None = None
+    if settings.redis_url is not None:  # notifications reach listeners on every replica
+        from mcp_server.bus import RedisSubscriptionBus
+        from mcp_server.limits.redis import redis_client
+
+        bus = RedisSubscriptionBus(redis_client(settings.redis_url.get_secret_value()), clock=clock)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
             ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
+            if bus is not None:
+                stack.push_async_callback(bus.aclose)  # after the task group has ended
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
+            if bus is not None:
+                await tg.start(bus.run)
             providers = default_registry()
             sandboxed = {p.name: p.sandboxed(settings) for p in providers}
             base_urls = {p.name: p.base_url(settings) for p in providers}
@@ -309,6 +322,7 @@ def build_server(
         log_level="WARNING",
         extensions=[extension],
         middleware=[extension.listen_middleware],
+        subscriptions=bus,
     )
     job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
