@@ -31,24 +31,19 @@ keys are text arrays with GIN indexes, times are `timestamptz`.
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from mcp_server._clock import Clock, SystemClock
 from mcp_server.config import url_for_display
 from mcp_server.errors import UnknownJob
-from mcp_server.ledger._sqlite_rows import _budget_refusal, _dumps, _error_dict, record_from_row
+from mcp_server.ledger._sqlite_rows import _budget_refusal, _dumps, record_from_row
+from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
     CREDIT_BUDGET_PROVIDER,
-    RAW_OUTCOME_UNKNOWN,
-    RAW_REJECTED,
-    RAW_SUBMITTING,
-    ErrorLike,
     JobRecord,
-    JsonDict,
     Ledger,
     LedgerError,
     LedgerProblem,
@@ -62,8 +57,6 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedger"]
-
-_log = logging.getLogger("mcp_server.ledger")
 
 T = TypeVar("T")
 
@@ -186,7 +179,7 @@ def _record(row: DictRow) -> JobRecord:
     return record_from_row(row, list(row["upstream_ids"]), list(row["targets"]))
 
 
-class PostgresLedger:
+class PostgresLedger(WriteRules):
     """The job ledger in PostgreSQL. Open with `async with PostgresLedger.open(url)`."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], where: str, clock: Clock) -> None:
@@ -352,17 +345,9 @@ class PostgresLedger:
             if row is None:
                 raise UnknownJob(f"No job {job_id} in the ledger.", job_id=job_id)
             old = _record(row)
-            new = change(old)
-            if old.state.terminal and not new.state.terminal:
-                _log.debug("ignored stale %s for finished job %s", new.state.value, job_id)
+            new = stamped(old, change(old), now)
+            if new is None:
                 return old
-            new = new.model_copy(
-                update={
-                    "updated_at": now,
-                    "finished_at": (old.finished_at or now) if new.state.terminal else None,
-                    "next_check_at": None if new.state.terminal else new.next_check_at,
-                }
-            )
             values = _row(new)
             await conn.execute(
                 """
@@ -412,15 +397,7 @@ class PostgresLedger:
         import psycopg
 
         now = self._now()
-        stored = record.model_copy(
-            update={
-                "state": JobState.UNKNOWN,
-                "raw_status": RAW_SUBMITTING,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-            }
-        )
+        stored = as_intent(record, now)
 
         async def insert(conn: Any) -> JobRecord:
             if budget is not None and stored.provider == CREDIT_BUDGET_PROVIDER:
@@ -440,81 +417,6 @@ class PostgresLedger:
             return stored
 
         return await self._run(insert, durable=True)
-
-    async def complete_submit(
-        self,
-        job_id: str,
-        *,
-        upstream_ids: Sequence[str],
-        state: JobState,
-        raw_status: str | None,
-        snapshot: JsonDict | None = None,
-        result: JsonDict | None = None,
-        credits_seen: int | None = None,
-        next_check_at: datetime | None = None,
-    ) -> JobRecord:
-        if not upstream_ids:
-            raise ValueError("an accepted submit has at least one upstream id")
-        ids = list(dict.fromkeys(upstream_ids))
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(
-                update={
-                    "upstream_ids": ids,
-                    "state": state,
-                    "raw_status": raw_status,
-                    "snapshot": old.snapshot if snapshot is None else snapshot,
-                    "result": old.result if result is None else result,
-                    "credits_seen": old.credits_seen if credits_seen is None else credits_seen,
-                    "next_check_at": next_check_at,
-                    "error": None,
-                }
-            )
-
-        return await self._mutate(job_id, change, durable=True)
-
-    async def fail_submit(
-        self, job_id: str, *, error: ErrorLike, processed: Literal["no", "maybe"]
-    ) -> JobRecord:
-        details = _error_dict(error)
-        state = JobState.FAILED if processed == "no" else JobState.UNKNOWN
-        raw = RAW_REJECTED if processed == "no" else RAW_OUTCOME_UNKNOWN
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(update={"state": state, "raw_status": raw, "error": details})
-
-        return await self._mutate(job_id, change, durable=True)
-
-    async def update(
-        self,
-        job_id: str,
-        *,
-        state: JobState,
-        raw_status: str | None,
-        snapshot: JsonDict | None = None,
-        result: JsonDict | None = None,
-        error: ErrorLike | None = None,
-        credits_seen: int | None = None,
-        next_check_at: datetime | None = None,
-        add_warnings: Sequence[str] = (),
-    ) -> JobRecord:
-        details = None if error is None else _error_dict(error)
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(
-                update={
-                    "state": state,
-                    "raw_status": raw_status,
-                    "snapshot": old.snapshot if snapshot is None else snapshot,
-                    "result": old.result if result is None else result,
-                    "error": old.error if details is None else details,
-                    "credits_seen": old.credits_seen if credits_seen is None else credits_seen,
-                    "next_check_at": old.next_check_at if next_check_at is None else next_check_at,
-                    "warnings": list(dict.fromkeys([*old.warnings, *add_warnings])),
-                }
-            )
-
-        return await self._mutate(job_id, change, durable=False)
 
     # -- reads ------------------------------------------------------------------------------
 
