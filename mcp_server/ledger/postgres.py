@@ -31,6 +31,8 @@ keys are text arrays with GIN indexes, times are `timestamptz`.
 from __future__ import annotations
 
 import builtins
+import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,7 @@ from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
     CREDIT_BUDGET_PROVIDER,
     JobRecord,
+    JsonDict,
     Ledger,
     LedgerError,
     LedgerProblem,
@@ -99,6 +102,20 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "WHERE state IN ('queued', 'running', 'unknown')",
         "CREATE INDEX jobs_by_upstream_id ON jobs USING gin (upstream_ids)",
         "CREATE INDEX jobs_by_target ON jobs USING gin (targets)",
+    ),
+    (
+        # MCP tasks (issue 16): per-ledger secrets, and one row per task beside its job.
+        "CREATE TABLE ledger_secrets (name text PRIMARY KEY, value bytea NOT NULL)",
+        """
+        CREATE TABLE tasks (
+            task_id text PRIMARY KEY,
+            job_id text NOT NULL,
+            terminal boolean NOT NULL,
+            expires_at double precision,
+            data text NOT NULL
+        )
+        """,
+        "CREATE INDEX tasks_by_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL",
     ),
 )
 """Migration N (1-based) takes the schema from version N-1 to N. Append; never edit or reorder."""
@@ -545,6 +562,76 @@ class PostgresLedger(WriteRules):
             return found
 
         return await self._run(read, durable=None)
+
+    # -- MCP tasks --------------------------------------------------------------------------
+
+    async def secret(self, name: str) -> bytes:
+        fresh = secrets.token_bytes(32)
+
+        async def get_or_make(conn: Any) -> bytes:
+            await conn.execute(
+                "INSERT INTO ledger_secrets (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, fresh),
+            )
+            cur = await conn.execute("SELECT value FROM ledger_secrets WHERE name = %s", (name,))
+            return bytes((await cur.fetchone())["value"])
+
+        return await self._run(get_or_make, durable=True)
+
+    async def create_task(
+        self, task_id: str, *, job_id: str, data: JsonDict, expires_at: float | None
+    ) -> JsonDict:
+        text = json.dumps(data, separators=(",", ":"))
+
+        async def insert(conn: Any) -> JsonDict:
+            await conn.execute(
+                "INSERT INTO tasks (task_id, job_id, terminal, expires_at, data) "
+                "VALUES (%s, %s, false, %s, %s) ON CONFLICT (task_id) DO NOTHING",
+                (task_id, job_id, expires_at, text),
+            )
+            cur = await conn.execute("SELECT data FROM tasks WHERE task_id = %s", (task_id,))
+            stored: JsonDict = json.loads((await cur.fetchone())["data"])
+            return stored
+
+        return await self._run(insert, durable=True)
+
+    async def get_task(self, task_id: str) -> JsonDict | None:
+        async def read(conn: Any) -> JsonDict | None:
+            cur = await conn.execute("SELECT data FROM tasks WHERE task_id = %s", (task_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            data: JsonDict = json.loads(row["data"])
+            return data
+
+        return await self._run(read, durable=None)
+
+    async def save_task(self, task_id: str, data: JsonDict, *, terminal: bool) -> JsonDict | None:
+        text = json.dumps(data, separators=(",", ":"))
+
+        async def change(conn: Any) -> JsonDict | None:
+            await conn.execute(
+                "UPDATE tasks SET data = %s, terminal = %s WHERE task_id = %s AND NOT terminal",
+                (text, terminal, task_id),
+            )
+            cur = await conn.execute("SELECT data FROM tasks WHERE task_id = %s", (task_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            stored: JsonDict = json.loads(row["data"])
+            return stored
+
+        return await self._run(change, durable=False)
+
+    async def delete_expired_tasks(self, now: float) -> int:
+        async def delete(conn: Any) -> int:
+            cur = await conn.execute(
+                "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
+            )
+            return int(cur.rowcount)
+
+        return await self._run(delete, durable=False)
 
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import logging
 import os
 import secrets
 import sqlite3
@@ -60,6 +59,7 @@ from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
     CREDIT_BUDGET_PROVIDER,
     JobRecord,
+    JsonDict,
     Ledger,
     LedgerError,
     next_utc_midnight,
