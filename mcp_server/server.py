@@ -269,12 +269,7 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
-            limiter = make_limiter(settings, clock=clock)
-            if (close_limiter := getattr(limiter, "aclose", None)) is not None:
-                stack.push_async_callback(close_limiter)  # a shared limiter's connections
-            leases = make_leases(settings, clock=clock)
-            if leases is not None:
-                stack.push_async_callback(leases.aclose)
+            limiter, leases = _shared_budget(stack, settings, clock)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
@@ -334,6 +329,19 @@ def build_server(
     return server
 
 
+def _shared_budget(
+    stack: AsyncExitStack, settings: Settings, clock: Clock
+) -> tuple[Limiter, Leases | None]:
+    """The rate buckets and poll leases the settings ask for, closed with `stack`."""
+    limiter = make_limiter(settings, clock=clock)
+    if (close_limiter := getattr(limiter, "aclose", None)) is not None:
+        stack.push_async_callback(close_limiter)  # a shared limiter's connections
+    leases = make_leases(settings, clock=clock)
+    if leases is not None:
+        stack.push_async_callback(leases.aclose)
+    return limiter, leases
+
+
 def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> None:
     """Remove the SDK's OpenTelemetry middleware unless tracing is configured.
 
@@ -350,7 +358,7 @@ def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> 
 
 
 HEALTH_LEDGER_TIMEOUT = 2.0
-"""Seconds (real time) a health check waits for the ledger before answering 503."""
+"""Seconds (real time) a health check waits for the ledger (and Redis) before answering 503."""
 HEALTH_PROBE_JOB = "healthz"
 """The id a health check looks up: a read of one indexed row that never exists."""
 
@@ -386,12 +394,21 @@ class JobRelayServer(MCPServer[Runtime]):
         except Exception:
             log.warning("jobrelay: health check: the ledger did not answer", exc_info=True)
             ledger = "unavailable"
+        redis = "off"
+        if (ping := getattr(runtime.limiter, "ping", None)) is not None:  # shared in Redis
+            redis = "ok"
+            try:
+                with anyio.fail_after(HEALTH_LEDGER_TIMEOUT):
+                    await ping()
+            except Exception:
+                log.warning("jobrelay: health check: Redis did not answer", exc_info=True)
+                redis = "unavailable"
         providers = {p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in PROVIDERS}
-        ok = ledger == "ok"
+        ok = ledger == "ok" and redis != "unavailable"
         body = {
             "status": "ok" if ok else "unavailable",
             "ledger": ledger,
-            "redis": "off",
+            "redis": redis,
             "providers": providers,
         }
         return ok, body

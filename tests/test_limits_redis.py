@@ -22,7 +22,7 @@ from mcp_server._clock import Clock, FakeClock, ScaledClock
 from mcp_server.config import Settings, key_fingerprint
 from mcp_server.errors import LocalRateLimited, RateLimitHints
 from mcp_server.limits import BucketKey, BucketSpec, InMemoryLimiter, Limiter, make_limiter
-from mcp_server.limits.base import bucket_key
+from mcp_server.limits.base import SAFETY, bucket_key
 from mcp_server.limits.redis import RedisLimiter
 
 pytestmark = pytest.mark.anyio
@@ -33,6 +33,12 @@ POLL = bucket_key("seamless", TENANT, "GET", "/contacts/research/poll")
 SERP = bucket_key("agentseo", TENANT, "POST", "/api/v1/serp")
 
 Step = tuple[str, BucketKey, Any]
+SPAN = 6.0 / SAFETY  # the sliding window of a 6 s bucket: 6.25 s
+
+
+def small(_key: BucketKey) -> BucketSpec:
+    """3 per 6 s: waits show up within a few calls."""
+    return BucketSpec(limit=3, window=6.0)
 
 
 def seeded(seed: int) -> random.Random:
@@ -72,7 +78,7 @@ async def run(steps: list[Step], pick: Callable[[int], Limiter]) -> list[float |
 
 
 SCENARIOS: dict[str, list[Step]] = {
-    "a burst, then paced at 0.96/s": [("acquire", RESEARCH, None)] * 6,
+    "an idle window at once, then the window decides": [("acquire", RESEARCH, None)] * 6,
     "remaining 0 blocks until the reset": [
         ("acquire", RESEARCH, None),
         ("observe", RESEARCH, (200, RateLimitHints(limit=60, remaining=0, reset_after=30.0))),
@@ -101,10 +107,12 @@ async def test_three_replicas_in_turn_pace_exactly_like_one_in_process_limiter(
 ) -> None:
     steps = SCENARIOS[name]
     memory_clock, redis_clock = FakeClock(), FakeClock()
-    memory = InMemoryLimiter(memory_clock, rng=seeded(7))
+    memory = InMemoryLimiter(memory_clock, rng=seeded(7), spec_for=small)
     with anyio.fail_after(20):
         expected = await run(steps, lambda _i: memory)
-        async with replicas(redis_url, redis_prefix, redis_clock, 3, rng=seeded(7)) as rs:
+        async with replicas(
+            redis_url, redis_prefix, redis_clock, 3, rng=seeded(7), spec_for=small
+        ) as rs:
             got = await run(steps, lambda i: rs[i % 3])
             shared = await rs[1].snapshot()
             credits = await rs[2].credits("agentseo", TENANT)
@@ -120,63 +128,58 @@ async def test_three_replicas_in_turn_pace_exactly_like_one_in_process_limiter(
 async def test_one_replica_pays_for_what_the_other_sent(redis_url: str, redis_prefix: str) -> None:
     clock = FakeClock()
     with anyio.fail_after(20):
-        async with replicas(redis_url, redis_prefix, clock, 2) as (a, b):
-            assert await a.acquire(RESEARCH) == 0.0
-            assert await a.acquire(RESEARCH) == 0.0  # the burst of 2 is spent
-            assert await b.acquire(RESEARCH) == pytest.approx(1 / 0.96)
+        async with replicas(redis_url, redis_prefix, clock, 2, spec_for=small) as (a, b):
+            assert [await a.acquire(RESEARCH) for _ in range(3)] == [0.0] * 3  # the window
+            assert await b.acquire(RESEARCH) == pytest.approx(SPAN)  # a's sends count for b
             await a.observe(RESEARCH, 429, RateLimitHints(retry_after=10.0))
             waited = await b.acquire(RESEARCH)
             assert 10.0 <= waited <= 11.0  # the block, plus at most 10 % jitter
-            # A different endpoint of the same org has a budget of its own.
+            # A different endpoint of the same org has a window of its own.
             assert await b.acquire(POLL) == 0.0
             # Naive replicas (each in-process) would both have sent at once.
-            naive = [InMemoryLimiter(FakeClock()) for _ in range(2)]
-            assert [await n.acquire(RESEARCH) for n in naive * 2] == [0.0] * 4
+            naive = [InMemoryLimiter(FakeClock(), spec_for=small) for _ in range(2)]
+            assert [await n.acquire(RESEARCH) for n in naive * 3] == [0.0] * 6
 
 
 async def test_a_refused_acquire_takes_nothing(redis_url: str, redis_prefix: str) -> None:
     clock = FakeClock()
     with anyio.fail_after(20):
-        async with replicas(redis_url, redis_prefix, clock, 2) as (a, b):
-            await a.acquire(RESEARCH)
-            await a.acquire(RESEARCH)
+        async with replicas(redis_url, redis_prefix, clock, 2, spec_for=small) as (a, b):
+            for _ in range(3):
+                await a.acquire(RESEARCH)
             for _ in range(3):
                 with pytest.raises(LocalRateLimited) as refused:
                     await b.acquire(RESEARCH, deadline=clock.monotonic() + 0.5)
-                assert refused.value.retry_after == pytest.approx(1 / 0.96)
-            assert await a.acquire(RESEARCH) == pytest.approx(1 / 0.96)  # not 4 slots later
+                assert refused.value.retry_after == pytest.approx(SPAN)
+            assert await a.acquire(RESEARCH) == pytest.approx(SPAN)  # not 3 windows later
 
 
 class Booking(RedisLimiter):
-    """Records the send time of every booking the bucket accepted (and drops returned ones)."""
+    """Records the time of every take the shared bucket accepted."""
 
-    booked: dict[str, float]
+    booked: list[float]
 
-    async def _put(
-        self,
-        key: BucketKey,
-        loaded: Any,
-        *,
-        sent_at: float | None = None,
-        member: str = "",
-        unsend: bool = False,
-    ) -> bool:
-        stored = await super()._put(key, loaded, sent_at=sent_at, member=member, unsend=unsend)
-        if stored and sent_at is not None:
-            self.booked[member] = sent_at
-        if stored and unsend:
-            self.booked.pop(member, None)
-        return stored
+    async def _try_take(self, key: BucketKey, need: int) -> float:
+        for _ in range(100):
+            loaded = await self._get(key)
+            wait = loaded.state.wait(loaded.now, 0, need)
+            if wait > 1e-9:
+                return wait
+            loaded.state.record(loaded.now, need)
+            if await self._put(key, loaded):
+                self.booked.append(loaded.now)
+                return 0.0
+        raise AssertionError("the bucket kept changing")
 
 
 async def test_concurrent_replicas_never_book_more_than_the_limit_in_any_window(
     redis_url: str, redis_prefix: str
 ) -> None:
-    """3 replicas x 12 concurrent acquires on a 10-per-6-s bucket: the send times the shared
-    bucket booked keep every 6 s window at or under 10, never faster than the rate."""
-    spec = BucketSpec(limit=10, burst=1, window=6.0)
+    """3 replicas x 12 concurrent acquires on a 10-per-6-s bucket: the take times the shared
+    bucket accepted keep every 6.25 s window (so every 6 s one) at or under 10."""
+    spec = BucketSpec(limit=10, window=6.0)
     clock = ScaledClock(20.0, epoch=1_790_000_000.0)
-    booked: dict[str, float] = {}
+    booked: list[float] = []
     with anyio.fail_after(60):
         async with AsyncExitStack() as stack:
             rs = []
@@ -195,12 +198,11 @@ async def test_concurrent_replicas_never_book_more_than_the_limit_in_any_window(
                 for limiter in rs:
                     for _ in range(12):
                         tg.start_soon(limiter.acquire, RESEARCH)
-    times = sorted(booked.values())
+    times = sorted(booked)
     assert len(times) == 36
-    rate = 10 / 6.0 * 0.96
     for i, start in enumerate(times):
-        assert sum(1 for t in times[i:] if t < start + 6.0) <= 10
-    assert times[-1] - times[0] >= 35 / rate - 1e-6  # one burst token, then the rate
+        assert sum(1 for t in times[i:] if t < start + SPAN - 1e-6) <= 10
+    assert times[10] - times[0] >= SPAN - 1e-6  # the 11th waited for the window
 
 
 async def test_make_limiter_picks_redis_when_the_url_is_set(
@@ -227,7 +229,7 @@ class GatedClock(FakeClock):
         await super().sleep(seconds)
 
 
-async def test_a_block_seen_while_a_replica_waits_sends_it_back_into_the_queue(
+async def test_a_block_seen_while_a_replica_waits_holds_it_back(
     redis_url: str, redis_prefix: str
 ) -> None:
     clock = GatedClock()
@@ -237,16 +239,19 @@ async def test_a_block_seen_while_a_replica_waits_sends_it_back_into_the_queue(
         waited.append(await a.acquire(RESEARCH))
 
     with anyio.fail_after(20):
-        async with replicas(redis_url, redis_prefix, clock, 2, rng=seeded(1)) as (a, b):
-            await a.acquire(RESEARCH)
-            await a.acquire(RESEARCH)
+        async with replicas(redis_url, redis_prefix, clock, 2, rng=seeded(1), spec_for=small) as (
+            a,
+            b,
+        ):
+            for _ in range(3):
+                await a.acquire(RESEARCH)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(third)
-                await clock.sleeping.wait()  # booked for 1.04 s from now, and asleep
-                await b.observe(RESEARCH, 429, RateLimitHints(retry_after=3.0))
+                await clock.sleeping.wait()  # waiting 6.25 s for the window, asleep
+                await b.observe(RESEARCH, 429, RateLimitHints(retry_after=10.0))
                 clock.gate.set()
-    assert clock.slept[0] == pytest.approx(1 / 0.96)
-    assert waited[0] >= 3.0  # it did not go out in the middle of the block
+    assert clock.slept[0] == pytest.approx(SPAN)
+    assert waited[0] >= 10.0  # it did not go out in the middle of the block
     assert clock.monotonic() == pytest.approx(waited[0])
 
 
@@ -257,11 +262,12 @@ async def test_with_a_real_clock_the_buckets_run_on_the_redis_server_time(
 
     clock = SystemClock()
     with anyio.fail_after(20):
-        async with replicas(redis_url, redis_prefix, clock, 2) as (a, b):
+        async with replicas(redis_url, redis_prefix, clock, 2, spec_for=small) as (a, b):
             assert a._server_time
             assert b._server_time
             await a.acquire(RESEARCH)
             await b.acquire(RESEARCH)
+            await a.acquire(RESEARCH)
             with pytest.raises(LocalRateLimited) as refused:  # refused at once: nothing sleeps
-                await a.acquire(RESEARCH, deadline=clock.monotonic() + 0.1)
-    assert 0.5 < refused.value.retry_after <= 1 / 0.96
+                await b.acquire(RESEARCH, deadline=clock.monotonic() + 0.1)
+    assert SPAN - 1.0 < refused.value.retry_after <= SPAN

@@ -476,7 +476,7 @@ class PostgresLedger(WriteRules):
         self,
         *,
         tenant: str,
-        provider: Provider | None = None,
+        provider: str | None = None,
         state: JobState | None = None,
         since_hours: float | None = None,
         limit: int = 20,
