@@ -18,12 +18,19 @@ import anyio
 import pytest
 import redis.asyncio
 
-from mcp_server._clock import Clock, FakeClock, ScaledClock
+from mcp_server._clock import Clock, FakeClock, ScaledClock, SystemClock
 from mcp_server.config import Settings, key_fingerprint
 from mcp_server.errors import LocalRateLimited, RateLimitHints
-from mcp_server.limits import BucketKey, BucketSpec, InMemoryLimiter, Limiter, make_limiter
+from mcp_server.limits import (
+    BucketKey,
+    BucketSpec,
+    InMemoryLimiter,
+    Limiter,
+    make_leases,
+    make_limiter,
+)
 from mcp_server.limits.base import SAFETY, bucket_key
-from mcp_server.limits.redis import RedisLimiter
+from mcp_server.limits.redis import RedisLeases, RedisLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -211,6 +218,13 @@ async def test_make_limiter_picks_redis_when_the_url_is_set(
     limiter = make_limiter(make_settings(JOBRELAY_REDIS_URL=redis_url), clock=FakeClock())
     assert isinstance(limiter, RedisLimiter)
     await limiter.aclose()
+    leases = make_leases(make_settings(JOBRELAY_REDIS_URL=redis_url), clock=FakeClock())
+    assert isinstance(leases, RedisLeases)
+    await leases.aclose()
+    # A PostgreSQL ledger without Redis: no shared file, so buckets and polls stay in process.
+    pg = make_settings(JOBRELAY_DB="postgresql://u@127.0.0.1/x")
+    assert isinstance(make_limiter(pg, clock=SystemClock()), InMemoryLimiter)
+    assert make_leases(pg, clock=SystemClock()) is None
     assert isinstance(make_limiter(make_settings(), clock=FakeClock()), InMemoryLimiter)
 
 

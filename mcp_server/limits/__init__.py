@@ -21,6 +21,7 @@ from mcp_server.limits.sqlite import SqliteLeases, SqliteLimiter
 if TYPE_CHECKING:
     from mcp_server._clock import Clock
     from mcp_server.config import Settings
+    from mcp_server.limits.redis import RedisLeases
 
 __all__ = [
     "BucketKey",
@@ -55,11 +56,16 @@ def make_limiter(settings: Settings, *, clock: Clock) -> Limiter:
     return InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan)
 
 
-def make_leases(settings: Settings, *, clock: Clock) -> SqliteLeases | None:
-    """Poll leases shared by the processes of one SQLite ledger, when `make_limiter` shares
-    the buckets there too; None when this process polls alone."""
+def make_leases(settings: Settings, *, clock: Clock) -> SqliteLeases | RedisLeases | None:
+    """Poll leases shared with the other processes, wherever `make_limiter` shares the buckets
+    (same rule: Redis, else one SQLite ledger file); None when this process polls alone."""
     holder = f"{os.getpid()}-{secrets.token_hex(4)}"
-    if settings.redis_url is None and _shared_sqlite_file(settings) and is_system_time(clock):
+    if settings.redis_url is not None:
+        from mcp_server.limits.redis import RedisLeases, redis_client
+
+        client = redis_client(settings.redis_url.get_secret_value())
+        return RedisLeases(client, clock, holder=holder)
+    if _shared_sqlite_file(settings) and is_system_time(clock):
         return SqliteLeases(settings.db_path, clock, holder=holder)
     return None
 

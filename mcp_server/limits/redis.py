@@ -26,6 +26,7 @@ Cluster-ready (the index lives in another slot).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Unpack, cast
@@ -46,7 +47,7 @@ from mcp_server.upstream import RateLimitHints
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["DEFAULT_PREFIX", "RedisLimiter", "redis_client"]
+__all__ = ["DEFAULT_PREFIX", "RedisLeases", "RedisLimiter", "redis_client"]
 
 DEFAULT_PREFIX: Final = "jobrelay:limits"
 _TTL_MS: Final = 86_400_000
@@ -216,7 +217,189 @@ class RedisLimiter(SharedWindowLimiter):
         await self._redis.aclose()
 
 
+# --------------------------------------------------------------------------------------------
+# Poll leases: one poller per org endpoint among replicas (`watch.SharedPoll`)
+
+_NOW: Final = """
+local function now(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+_HOLD: Final = (
+    _NOW
+    + """
+-- KEYS[1] lease hash. ARGV: 1 holder, 2 ttl s, 3 now ('' for the server's), 4 key TTL ms.
+local t = now(ARGV[3])
+local current = redis.call('HMGET', KEYS[1], 'holder', 'expires')
+if current[1] and current[1] ~= ARGV[1] and tonumber(current[2]) > t then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'expires', tostring(t + tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+)
+
+_RELEASE: Final = """
+-- KEYS[1] lease hash. ARGV[1] holder: the lease goes only if it is still ours.
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+_WANT: Final = (
+    _NOW
+    + """
+-- KEYS: 1 wanted-until, 2 done, 3 payloads (hashes by item id).
+-- ARGV: 1 ttl s, 2 now ('' for the server's), 3 key TTL ms, 4.. item ids.
+local till = now(ARGV[2]) + tonumber(ARGV[1])
+local out = {}
+for i = 4, #ARGV do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  if not current or current < till then
+    redis.call('HSET', KEYS[1], ARGV[i], tostring(till))
+  end
+  out[#out + 1] = redis.call('HGET', KEYS[3], ARGV[i]) or ''
+end
+for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
+return out
+"""
+)
+
+_WANTED: Final = (
+    _NOW
+    + """
+-- KEYS: 1 wanted-until, 2 done, 3 payloads. ARGV[1] now ('' for the server's).
+local t = now(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local id, till = all[i], tonumber(all[i + 1])
+  if till < t then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+  elseif redis.call('HEXISTS', KEYS[2], id) == 0 then
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+)
+
+_PUBLISH: Final = """
+-- KEYS: 1 wanted-until, 2 done, 3 payloads. ARGV: triples of item id, payload JSON, done (0/1);
+-- only ids someone asked for are stored.
+for i = 1, #ARGV, 3 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    if ARGV[i + 2] == '1' then redis.call('HSET', KEYS[2], ARGV[i], '1') end
+  end
+end
+return 1
+"""
+
+
+class RedisLeases:
+    """Named expiring leases and a board of wanted and published items in Redis, shared by
+    every replica on the URL: the `watch.Leases` that `SqliteLeases` is for one file.
+
+    Same semantics (`hold` takes a free, expired or own lease and renews it for `ttl`; `want`
+    registers ids and returns what was published; `wanted` lists ids still asked for and not
+    done; `publish` stores items for ids someone asked for), each operation one Lua script.
+    Time as `RedisLimiter`: the server's `TIME` on the system clock, else the injected clock.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        clock: Clock,
+        *,
+        holder: str,
+        prefix: str | None = None,
+        server_time: bool | None = None,
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self.holder = holder
+        self._prefix = f"{DEFAULT_PREFIX if prefix is None else prefix}:lease"
+        self._server_time = is_system_time(clock) if server_time is None else server_time
+        self._hold = redis.register_script(_HOLD)
+        self._release = redis.register_script(_RELEASE)
+        self._want = redis.register_script(_WANT)
+        self._wanted = redis.register_script(_WANTED)
+        self._publish = redis.register_script(_PUBLISH)
+        self._held: set[str] = set()
+        """Names this holder took (released on `aclose`)."""
+
+    def _now(self) -> str:
+        return "" if self._server_time else repr(self._clock.time())
+
+    def _board(self, name: str) -> list[str]:
+        base = f"{self._prefix}:{name}"
+        return [f"{base}:until", f"{base}:done", f"{base}:items"]
+
+    async def aclose(self) -> None:
+        """Let the leases this holder took go (the others take over at their next round, not
+        after the 15 s expiry), then close the connections."""
+        from redis.exceptions import RedisError
+
+        for name in sorted(self._held):
+            with contextlib.suppress(RedisError, OSError):  # closing anyway; it then expires
+                await self.release(name)
+        await self._redis.aclose()
+
+    async def hold(self, name: str, ttl: float) -> bool:
+        held = bool(
+            await self._hold(
+                keys=[f"{self._prefix}:{name}:holder"],
+                args=[self.holder, repr(ttl), self._now(), _TTL_MS],
+            )
+        )
+        if held:
+            self._held.add(name)
+        else:
+            self._held.discard(name)
+        return held
+
+    async def release(self, name: str) -> None:
+        await self._release(keys=[f"{self._prefix}:{name}:holder"], args=[self.holder])
+        self._held.discard(name)
+
+    async def want(self, name: str, item_ids: list[str], ttl: float) -> dict[str, Any]:
+        if not item_ids:
+            return {}
+        raw = await self._want(
+            keys=self._board(name), args=[repr(ttl), self._now(), _TTL_MS, *item_ids]
+        )
+        found: dict[str, Any] = {}
+        for item_id, payload in zip(item_ids, cast("list[bytes]", raw), strict=True):
+            if payload:
+                found[item_id] = json.loads(payload)
+        return found
+
+    async def wanted(self, name: str) -> list[str]:
+        raw = await self._wanted(keys=self._board(name), args=[self._now()])
+        ids = cast("list[Any]", raw)
+        return sorted(v.decode() if isinstance(v, bytes) else str(v) for v in ids)
+
+    async def publish(self, name: str, items: dict[str, tuple[Any, bool]]) -> None:
+        args: list[str] = []
+        for item_id, (payload, done) in items.items():
+            args += [item_id, json.dumps(payload), "1" if done else "0"]
+        if args:
+            await self._publish(keys=self._board(name), args=args)
+
+
 if TYPE_CHECKING:
+    from mcp_server.watch import Leases
 
     def _conforms(limiter: RedisLimiter) -> Limiter:
         return limiter  # mypy proves RedisLimiter satisfies the Limiter protocol
+
+    def _leases_conform(leases: RedisLeases) -> Leases:
+        return leases  # and RedisLeases the watch.Leases protocol
