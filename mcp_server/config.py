@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import (
     AliasChoices,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -44,6 +47,9 @@ PLAN_BUDGETS: dict[Plan, tuple[int, int]] = {
     Plan.PRO: (300, 3000),
     Plan.AGENCY: (1000, 10000),
 }
+
+POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 SandboxMode = Literal["auto", "on", "off"]
 SeamlessAuthKind = Literal["api_key", "access_token", "oauth_refresh"]
@@ -106,6 +112,28 @@ class Settings(BaseSettings):
     )
     credit_budget: int | None = Field(None, ge=0, validation_alias=_alias("JOBRELAY_CREDIT_BUDGET"))
     http_token: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_HTTP_TOKEN"))
+    redis_url: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_REDIS_URL"))
+    _db_url: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _postgres_db(cls, data: object, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """`JOBRELAY_DB=postgresql://...` names a PostgreSQL ledger, not a file: kept aside as
+        `db_url` (a secret: it may hold a password), and `db_path` keeps its default."""
+        url: str | None = None
+        if isinstance(data, Mapping):
+            for name, value in data.items():
+                if str(name).lower() not in {"jobrelay_db", "db_path"} or not isinstance(
+                    value, str
+                ):
+                    continue
+                if value.strip().lower().startswith(POSTGRES_URL_SCHEMES):
+                    url = value.strip()
+                    data = {k: v for k, v in data.items() if k != name}
+                    break
+        settings = handler(data)
+        settings._db_url = None if url is None else SecretStr(url)
+        return settings
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +153,7 @@ class Settings(BaseSettings):
         "seamless_oauth_client_secret",
         "seamless_oauth_refresh_token",
         "seamless_oauth_redirect_uri",
+        "redis_url",
         mode="before",
     )
     @classmethod
@@ -164,6 +193,18 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().lower().startswith(REDIS_URL_SCHEMES):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def db_url(self) -> SecretStr | None:
+        """The PostgreSQL URL when JOBRELAY_DB is one (the ledger then lives there), else None."""
+        return self._db_url
 
     @model_validator(mode="after")
     def _oauth_complete(self) -> Settings:
@@ -256,6 +297,7 @@ _ENV_NAMES = {
     "retry_max_attempts": "JOBRELAY_RETRY_MAX_ATTEMPTS",
     "credit_budget": "JOBRELAY_CREDIT_BUDGET",
     "http_token": "JOBRELAY_HTTP_TOKEN",
+    "redis_url": "JOBRELAY_REDIS_URL",
     "seamless_access_token": "SEAMLESS_ACCESS_TOKEN",
     "seamless_oauth_client_id": "SEAMLESS_OAUTH_CLIENT_ID",
     "seamless_oauth_client_secret": "SEAMLESS_OAUTH_CLIENT_SECRET",
@@ -269,6 +311,7 @@ _SECRET_FIELDS = {
     "seamless_api_key",
     "agentseo_api_key",
     "http_token",
+    "redis_url",
     "seamless_access_token",
     "seamless_oauth_client_secret",
     "seamless_oauth_refresh_token",
@@ -308,3 +351,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def url_for_display(url: str) -> str:
+    """`url` with any password replaced by `***`: safe in logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -27,9 +28,9 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_server import __version__
-from mcp_server.config import Settings, key_fingerprint, load_settings
+from mcp_server.config import Settings, key_fingerprint, load_settings, url_for_display
 from mcp_server.errors import ConfigError
-from mcp_server.ledger import LedgerError, SqliteLedger, check_ledger_location
+from mcp_server.ledger import Ledger, LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.limits.base import SEAMLESS_LIMIT
 from mcp_server.models import PROVIDERS, Provider
 
@@ -193,19 +194,30 @@ def _ledger_path(settings: Settings) -> tuple[Path, Check | None]:
 
 
 async def _ledger(settings: Settings) -> Check:
+    if settings.db_url is not None:  # JOBRELAY_DB=postgresql://...: reachable, ours, migrated
+        from mcp_server.ledger.postgres import PostgresLedger
+
+        url = settings.db_url.get_secret_value()
+        return await _summarise(url_for_display(url), "OK (PostgreSQL)", PostgresLedger.open(url))
     path, verdict = _ledger_path(settings)
     if verdict is not None:
         return verdict
+    opened = SqliteLedger.open(path, busy_timeout=LEDGER_BUSY_TIMEOUT)
+    return await _summarise(str(path), "OK, writable", opened)
+
+
+async def _summarise(where: str, ok: str, opened: AbstractAsyncContextManager[Ledger]) -> Check:
+    """Open the ledger and say what it holds, or why it cannot be used."""
     check = Check("Ledger")
     try:
-        async with SqliteLedger.open(path, busy_timeout=LEDGER_BUSY_TIMEOUT) as ledger:
+        async with opened as ledger:
             unfinished = len(await ledger.nonterminal())
             spent = await ledger.credits_spent_today(sandbox=False)
     except LedgerError as exc:
-        check.lines.append(f"{path}: cannot be used ({exc.problem})")
+        check.lines.append(f"{where}: cannot be used ({exc.problem})")
         check.problems.append(exc.message)
         return check
-    check.lines.append(f"{path}: OK, writable")
+    check.lines.append(f"{where}: {ok}")
     check.lines.append(
         f"{unfinished} unfinished job(s); {spent} real research credit(s) requested today (UTC)"
     )

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -58,6 +58,9 @@ from mcp_server.tool_results import (
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
 from mcp_server.watch import Leases
+
+if TYPE_CHECKING:
+    from mcp_server.bus import RedisSubscriptionBus
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +233,23 @@ def build_server(
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
     settings = settings or load_settings()
     clock = clock or SystemClock()
+    bus: RedisSubscriptionBus | None = None
+    if settings.redis_url is not None:  # notifications reach listeners on every replica
+        from mcp_server.bus import RedisSubscriptionBus
+        from mcp_server.limits.redis import redis_client
+
+        bus = RedisSubscriptionBus(redis_client(settings.redis_url.get_secret_value()), clock=clock)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
         async with AsyncExitStack() as stack:
             ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
+            if bus is not None:
+                stack.push_async_callback(bus.aclose)  # after the task group has ended
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
+            if bus is not None:
+                await tg.start(bus.run)
             providers = default_registry()
             sandboxed = {p.name: p.sandboxed(settings) for p in providers}
             base_urls = {p.name: p.base_url(settings) for p in providers}
@@ -256,12 +269,7 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
-            limiter = make_limiter(settings, clock=clock)
-            if (close_limiter := getattr(limiter, "aclose", None)) is not None:
-                stack.push_async_callback(close_limiter)
-            leases = make_leases(settings, clock=clock)
-            if leases is not None:
-                stack.push_async_callback(leases.aclose)
+            limiter, leases = _shared_budget(stack, settings, clock)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
@@ -309,6 +317,7 @@ def build_server(
         log_level="WARNING",
         extensions=[extension],
         middleware=[extension.listen_middleware],
+        subscriptions=bus,
     )
     job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
@@ -318,6 +327,19 @@ def build_server(
     register_resources(server)
     _drop_unused_tracing(server, os.environ)
     return server
+
+
+def _shared_budget(
+    stack: AsyncExitStack, settings: Settings, clock: Clock
+) -> tuple[Limiter, Leases | None]:
+    """The rate buckets and poll leases the settings ask for, closed with `stack`."""
+    limiter = make_limiter(settings, clock=clock)
+    if (close_limiter := getattr(limiter, "aclose", None)) is not None:
+        stack.push_async_callback(close_limiter)  # a shared limiter's connections
+    leases = make_leases(settings, clock=clock)
+    if leases is not None:
+        stack.push_async_callback(leases.aclose)
+    return limiter, leases
 
 
 def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> None:
@@ -336,7 +358,7 @@ def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> 
 
 
 HEALTH_LEDGER_TIMEOUT = 2.0
-"""Seconds (real time) a health check waits for the ledger before answering 503."""
+"""Seconds (real time) a health check waits for the ledger (and Redis) before answering 503."""
 HEALTH_PROBE_JOB = "healthz"
 """The id a health check looks up: a read of one indexed row that never exists."""
 
@@ -372,12 +394,21 @@ class JobRelayServer(MCPServer[Runtime]):
         except Exception:
             log.warning("jobrelay: health check: the ledger did not answer", exc_info=True)
             ledger = "unavailable"
+        redis = "off"
+        if (ping := getattr(runtime.limiter, "ping", None)) is not None:  # shared in Redis
+            redis = "ok"
+            try:
+                with anyio.fail_after(HEALTH_LEDGER_TIMEOUT):
+                    await ping()
+            except Exception:
+                log.warning("jobrelay: health check: Redis did not answer", exc_info=True)
+                redis = "unavailable"
         providers = {p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in PROVIDERS}
-        ok = ledger == "ok"
+        ok = ledger == "ok" and redis != "unavailable"
         body = {
             "status": "ok" if ok else "unavailable",
             "ledger": ledger,
-            "redis": "off",
+            "redis": redis,
             "providers": providers,
         }
         return ok, body

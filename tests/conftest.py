@@ -20,6 +20,12 @@ from mcp_server.config import Settings, load_settings
 from mcp_server.providers import default_registry
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.transport import HttpServer
+from tests._services import (  # noqa: F401  (fixtures, and the hook that fails skips in CI)
+    postgres_schema_url,
+    pytest_runtest_makereport,
+    redis_prefix,
+    redis_url,
+)
 
 #: Virtual seconds per real second in end-to-end tests: a 6 s job takes 60 ms. Faster scales
 #: turn a loaded machine's real processing (tens of ms per poll round) into many virtual

@@ -26,6 +26,7 @@ MCP_LAYER = frozenset(
         f"{PACKAGE}.{name}"
         for name in (
             "server",
+            "bus",
             "tools",
             "transport",
             "jobs",

@@ -281,3 +281,19 @@ def test_jobrelay_doctor_reads_the_process_environment(
     out = capsys.readouterr().out
     assert "plan agency (AGENTSEO_PLAN): 1000 workload and 10000 control requests/min" in out
     assert f"{tmp_path / 'jobs.sqlite3'}: will be created on first start" in out
+
+
+async def test_a_postgresql_ledger_is_checked_on_the_server(postgres_schema_url: str) -> None:
+    report, text = await _report({"JOBRELAY_DB": postgres_schema_url})
+
+    assert report.exit_code == 0
+    assert ": OK (PostgreSQL)" in text
+    assert "0 unfinished job(s); 0 real research credit(s) requested today (UTC)" in text
+
+
+async def test_an_unreachable_postgresql_ledger_is_a_problem_without_its_password() -> None:
+    report, text = await _report({"JOBRELAY_DB": "postgresql://me:pw-123@127.0.0.1:1/x"})
+
+    assert report.exit_code != 0
+    assert "postgresql://me:***@127.0.0.1:1/x: cannot be used (io)" in text
+    assert "pw-123" not in text

@@ -95,3 +95,29 @@ async def test_healthz_answers_503_while_the_server_is_not_running() -> None:
     server = build_server(clock=ScaledClock(TEST_SCALE, epoch=TEST_EPOCH))
     ok, body = await server.health()
     assert (ok, body["status"]) == (False, "starting")
+
+
+async def test_healthz_reports_redis_when_the_buckets_are_shared_there(
+    make_settings: Callable[..., Settings], redis_url: str, postgres_schema_url: str
+) -> None:
+    settings = make_settings(JOBRELAY_REDIS_URL=redis_url, JOBRELAY_DB=postgres_schema_url)
+    async with serving(settings) as (base, _server), httpx.AsyncClient() as http:
+        with anyio.fail_after(10):
+            response = await http.get(f"{base}/healthz")
+    assert response.status_code == 200
+    assert response.json()["redis"] == "ok"
+    assert response.json()["ledger"] == "ok"
+    assert redis_url not in response.text
+    assert postgres_schema_url not in response.text
+
+
+async def test_healthz_answers_503_when_redis_does_not_answer(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(JOBRELAY_REDIS_URL="redis://127.0.0.1:1/0")
+    async with serving(settings) as (base, _server), httpx.AsyncClient() as http:
+        with anyio.fail_after(20):
+            response = await http.get(f"{base}/healthz")
+    assert response.status_code == 503
+    assert response.json()["redis"] == "unavailable"
+    assert response.json()["status"] == "unavailable"

@@ -10,7 +10,8 @@ import os
 import sqlite3
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from mcp_server.ledger import (
     params_fingerprint,
     provider_for_job_id,
 )
+from mcp_server.ledger.postgres import PostgresLedger
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
 from mcp_server.providers.seamless.targets import target_keys
 
@@ -103,8 +105,33 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "jobrelay" / "jobs.sqlite3"
 
 
+OpenStore = Callable[..., AbstractAsyncContextManager[Ledger]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test that takes `ledger` or `open_store` runs on both backends."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def ledger(db_path: Path, clock: FakeClock) -> AsyncIterator[SqliteLedger]:
+def open_store(backend: str, db_path: Path, request: pytest.FixtureRequest) -> OpenStore:
+    """`open_store(clock=None)`: open (another connection to) this test's ledger. PostgreSQL:
+    a schema of its own, dropped afterwards (skipped without a server; CI fails the skip)."""
+    if backend == "sqlite":
+        return lambda clock=None: SqliteLedger.open(db_path, clock=clock)
+    url = request.getfixturevalue("postgres_schema_url")
+    return lambda clock=None: PostgresLedger.open(url, clock=clock)
+
+
+@pytest.fixture
+async def ledger(open_store: OpenStore, clock: FakeClock) -> AsyncIterator[Ledger]:
+    async with open_store(clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def sqlite_ledger(db_path: Path, clock: FakeClock) -> AsyncIterator[SqliteLedger]:
     async with SqliteLedger.open(db_path, clock=clock) as opened:
         yield opened
 
@@ -151,7 +178,7 @@ async def test_open_creates_directories_and_a_wal_ledger_at_the_current_schema(
     conn.close()
 
 
-async def test_sqlite_ledger_satisfies_the_ledger_protocol(ledger: SqliteLedger) -> None:
+async def test_each_backend_satisfies_the_ledger_protocol(ledger: Ledger) -> None:
     as_protocol: Ledger = ledger  # checked by mypy; at runtime, the methods exist
     for name in ("record_intent", "complete_submit", "fail_submit", "update", "get", "lookup"):
         assert callable(getattr(as_protocol, name))
@@ -162,7 +189,7 @@ async def test_sqlite_ledger_satisfies_the_ledger_protocol(ledger: SqliteLedger)
 
 
 async def test_every_field_round_trips_through_the_file(
-    ledger: SqliteLedger, db_path: Path, clock: FakeClock
+    ledger: Ledger, open_store: OpenStore, backend: str, db_path: Path, clock: FakeClock
 ) -> None:
     params = {"contacts": [{"contactName": "Zoë Ångström", "companyName": "Acme"}], "n": 1.5}
     intent = JobRecord.new(
@@ -224,9 +251,11 @@ async def test_every_field_round_trips_through_the_file(
     )
     assert final == expected
 
-    async with SqliteLedger.open(db_path) as reopened:  # a restart reads the same record
+    async with open_store() as reopened:  # a restart reads the same record
         assert await reopened.get(intent.job_id, tenant=ALICE) == expected
 
+    if backend != "sqlite":
+        return
     conn = raw(db_path)
     row = conn.execute(
         "SELECT params_fingerprint, created_at FROM jobs WHERE job_id = ?", (intent.job_id,)
@@ -236,10 +265,10 @@ async def test_every_field_round_trips_through_the_file(
 
 
 async def test_intent_is_visible_to_another_connection_before_the_post(
-    ledger: SqliteLedger, db_path: Path
+    ledger: Ledger, open_store: OpenStore
 ) -> None:
     intent = await ledger.record_intent(research(credits=2))
-    async with SqliteLedger.open(db_path) as other:
+    async with open_store() as other:
         seen = await other.get(intent.job_id, tenant=ALICE)
     assert seen is not None
     assert (seen.state, seen.raw_status, seen.upstream_ids) == (
@@ -251,7 +280,7 @@ async def test_intent_is_visible_to_another_connection_before_the_post(
 
 
 async def test_a_submit_that_was_not_processed_is_rejected_and_spends_nothing(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     intent = await ledger.record_intent(research(credits=4, targets=["sr:x"]))
     error = ErrorInfo(
@@ -273,7 +302,7 @@ async def test_a_submit_that_was_not_processed_is_rejected_and_spends_nothing(
 
 
 async def test_an_ambiguous_submit_stays_unknown_with_advice_and_still_counts(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     intent = await ledger.record_intent(research(credits=4, targets=["sr:x"]))
     unknown = await ledger.fail_submit(intent.job_id, error=OUTCOME_UNKNOWN, processed="maybe")
@@ -294,7 +323,7 @@ async def test_an_ambiguous_submit_stays_unknown_with_advice_and_still_counts(
     assert await ledger.nonterminal() == [unknown]
 
 
-async def test_fail_submit_accepts_a_plain_error_dict(ledger: SqliteLedger) -> None:
+async def test_fail_submit_accepts_a_plain_error_dict(ledger: Ledger) -> None:
     intent = await ledger.record_intent(research())
     failed = await ledger.fail_submit(
         intent.job_id, error={"code": "invalid_input", "next_step": "Fix it."}, processed="no"
@@ -303,7 +332,7 @@ async def test_fail_submit_accepts_a_plain_error_dict(ledger: SqliteLedger) -> N
 
 
 async def test_complete_submit_clears_an_earlier_error_and_needs_an_upstream_id(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     intent = await ledger.record_intent(research())
     await ledger.fail_submit(intent.job_id, error=OUTCOME_UNKNOWN, processed="maybe")
@@ -318,7 +347,7 @@ async def test_complete_submit_clears_an_earlier_error_and_needs_an_upstream_id(
 
 
 async def test_a_submit_that_finishes_at_once_stores_its_result_and_finish_time(
-    ledger: SqliteLedger, clock: FakeClock
+    ledger: Ledger, clock: FakeClock
 ) -> None:
     intent = await ledger.record_intent(seo_job())
     clock.advance(1.5)
@@ -335,9 +364,7 @@ async def test_a_submit_that_finishes_at_once_stores_its_result_and_finish_time(
     assert done.next_check_at is None
 
 
-async def test_update_keeps_every_field_it_is_not_given(
-    ledger: SqliteLedger, clock: FakeClock
-) -> None:
+async def test_update_keeps_every_field_it_is_not_given(ledger: Ledger, clock: FakeClock) -> None:
     intent = await ledger.record_intent(research())
     await ledger.complete_submit(
         intent.job_id,
@@ -371,7 +398,7 @@ async def test_update_keeps_every_field_it_is_not_given(
 
 
 async def test_a_finished_job_is_never_reopened_by_a_stale_status(
-    ledger: SqliteLedger, clock: FakeClock
+    ledger: Ledger, clock: FakeClock
 ) -> None:
     intent = await ledger.record_intent(research())
     await ledger.complete_submit(
@@ -393,7 +420,7 @@ async def test_a_finished_job_is_never_reopened_by_a_stale_status(
 
 
 async def test_writes_to_a_handle_the_ledger_does_not_know_raise_unknown_job(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     missing = new_job_id("seamless")
     with pytest.raises(UnknownJob) as info:
@@ -407,7 +434,7 @@ async def test_writes_to_a_handle_the_ledger_does_not_know_raise_unknown_job(
         await ledger.fail_submit(missing, error=OUTCOME_UNKNOWN, processed="no")
 
 
-async def test_recording_the_same_handle_twice_is_refused(ledger: SqliteLedger) -> None:
+async def test_recording_the_same_handle_twice_is_refused(ledger: Ledger) -> None:
     intent = await ledger.record_intent(research())
     with pytest.raises(ValueError, match="already in the ledger"):
         await ledger.record_intent(intent)
@@ -418,7 +445,7 @@ async def test_recording_the_same_handle_twice_is_refused(ledger: SqliteLedger) 
 # Tenants and reads
 
 
-async def test_reads_never_cross_tenants(ledger: SqliteLedger) -> None:
+async def test_reads_never_cross_tenants(ledger: Ledger) -> None:
     alice = await ledger.record_intent(research(ALICE, targets=["sr:shared"]))
     alice = await ledger.complete_submit(
         alice.job_id, upstream_ids=["req-shared"], state=JobState.QUEUED, raw_status="q"
@@ -444,7 +471,7 @@ async def test_reads_never_cross_tenants(ledger: SqliteLedger) -> None:
 
 
 async def test_list_filters_by_provider_state_and_age_newest_first(
-    ledger: SqliteLedger, clock: FakeClock
+    ledger: Ledger, clock: FakeClock
 ) -> None:
     old = await ledger.record_intent(research())  # 12:00
     clock.advance(3600)
@@ -471,7 +498,7 @@ async def test_list_filters_by_provider_state_and_age_newest_first(
 
 
 async def test_nonterminal_returns_exactly_the_open_states_oldest_first(
-    ledger: SqliteLedger, clock: FakeClock
+    ledger: Ledger, clock: FakeClock
 ) -> None:
     by_state: dict[JobState, str] = {}
     for state in JobState:
@@ -491,8 +518,10 @@ async def test_nonterminal_returns_exactly_the_open_states_oldest_first(
     assert [r.job_id for r in await ledger.nonterminal(tenant=BOB)] == [bobs.job_id]
 
 
-async def test_reopening_the_file_keeps_every_job(db_path: Path, clock: FakeClock) -> None:
-    async with SqliteLedger.open(db_path, clock=clock) as first:
+async def test_reopening_the_ledger_keeps_every_job(
+    open_store: OpenStore, clock: FakeClock
+) -> None:
+    async with open_store(clock) as first:
         running = await first.record_intent(research(targets=["sr:1"]))
         await first.complete_submit(
             running.job_id, upstream_ids=["req-1"], state=JobState.RUNNING, raw_status="r"
@@ -502,7 +531,7 @@ async def test_reopening_the_file_keeps_every_job(db_path: Path, clock: FakeCloc
         before = await first.list(tenant=ALICE)
     assert len(before) == 2
 
-    async with SqliteLedger.open(db_path, clock=clock_at(NOON + timedelta(days=1))) as second:
+    async with open_store(clock_at(NOON + timedelta(days=1))) as second:
         assert await second.list(tenant=ALICE) == before
         assert [r.job_id for r in await second.nonterminal()] == [running.job_id, pending.job_id]
         assert (await second.find_by_upstream_id("req-1", tenant=ALICE)) == before[1]
@@ -513,10 +542,10 @@ async def test_reopening_the_file_keeps_every_job(db_path: Path, clock: FakeCloc
 # Credit budget
 
 
-async def test_spend_counts_the_current_utc_day_only(db_path: Path) -> None:
+async def test_spend_counts_the_current_utc_day_only(open_store: OpenStore) -> None:
     before_midnight = datetime(2026, 3, 14, 23, 59, tzinfo=UTC)
     clock = clock_at(before_midnight)
-    async with SqliteLedger.open(db_path, clock=clock) as ledger:
+    async with open_store(clock) as ledger:
         await ledger.record_intent(research(credits=3))
         clock.advance(120)  # 00:01 UTC on the 15th
         await ledger.record_intent(research(credits=4))
@@ -535,7 +564,7 @@ async def test_spend_counts_the_current_utc_day_only(db_path: Path) -> None:
 
 
 async def test_spend_is_per_ledger_across_tenants_and_sandbox_is_kept_apart(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     await ledger.record_intent(research(ALICE, credits=3))
     await ledger.record_intent(research(BOB, credits=4))
@@ -549,7 +578,7 @@ async def test_spend_is_per_ledger_across_tenants_and_sandbox_is_kept_apart(
 
 
 async def test_starting_research_over_the_budget_is_refused_and_records_nothing(
-    ledger: SqliteLedger,
+    ledger: Ledger,
 ) -> None:
     first = await ledger.record_intent(research(credits=3), budget=5)
     with pytest.raises(BudgetExceeded) as info:
@@ -574,12 +603,12 @@ async def test_starting_research_over_the_budget_is_refused_and_records_nothing(
 
 
 async def test_concurrent_starts_from_two_ledgers_never_overshoot_the_budget(
-    db_path: Path,
+    open_store: OpenStore,
 ) -> None:
     accepted: list[str] = []
     refused: list[int] = []
 
-    async def start(target: SqliteLedger) -> None:
+    async def start(target: Ledger) -> None:
         try:
             record = await target.record_intent(research(credits=1), budget=10)
         except BudgetExceeded as exc:
@@ -588,7 +617,7 @@ async def test_concurrent_starts_from_two_ledgers_never_overshoot_the_budget(
             accepted.append(record.job_id)
 
     with anyio.fail_after(10):
-        async with SqliteLedger.open(db_path) as one, SqliteLedger.open(db_path) as two:
+        async with open_store() as one, open_store() as two:
             async with anyio.create_task_group() as tg:
                 for i in range(20):
                     tg.start_soon(start, one if i % 2 else two)
@@ -602,11 +631,11 @@ async def test_concurrent_starts_from_two_ledgers_never_overshoot_the_budget(
 
 
 async def test_recent_targets_name_the_latest_earlier_job_within_the_window(
-    db_path: Path,
+    open_store: OpenStore,
 ) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = clock_at(start)
-    async with SqliteLedger.open(db_path, clock=clock) as ledger:
+    async with open_store(clock) as ledger:
         oldest = await ledger.record_intent(research(targets=["li:a", "email:a@x.com"]))  # day 0
         clock.advance(5 * 86400)
         middle = await ledger.record_intent(research(targets=["li:a", "sr:b"]))  # day 5
@@ -864,8 +893,8 @@ async def test_a_write_blocked_by_another_process_fails_with_a_clear_error(
         assert after.state is JobState.RUNNING
 
 
-async def test_a_closed_ledger_refuses_calls(db_path: Path) -> None:
-    async with SqliteLedger.open(db_path) as ledger:
+async def test_a_closed_ledger_refuses_calls(open_store: OpenStore) -> None:
+    async with open_store() as ledger:
         pass
     with pytest.raises(LedgerError) as info:
         await ledger.get("sea_0000000000000000", tenant=ALICE)
@@ -898,10 +927,10 @@ def _sqlite_error(cls: type[sqlite3.Error], message: str, code: int) -> sqlite3.
 
 
 async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
-    ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+    sqlite_ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stored = await ledger.complete_submit(
-        (await ledger.record_intent(research())).job_id,
+    stored = await sqlite_ledger.complete_submit(
+        (await sqlite_ledger.record_intent(research())).job_id,
         upstream_ids=["req-1"],
         state=JobState.RUNNING,
         raw_status="researching",
@@ -913,47 +942,47 @@ async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
         raise AssertionError("a point read went through a worker thread")
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    assert await ledger.get(stored.job_id, tenant=ALICE) == stored
-    assert await ledger.find_by_upstream_id("req-1", tenant=ALICE) == stored
-    assert await ledger.lookup([stored.job_id, "req-1", "nope"], tenant=ALICE) == {
+    assert await sqlite_ledger.get(stored.job_id, tenant=ALICE) == stored
+    assert await sqlite_ledger.find_by_upstream_id("req-1", tenant=ALICE) == stored
+    assert await sqlite_ledger.lookup([stored.job_id, "req-1", "nope"], tenant=ALICE) == {
         stored.job_id: stored,
         "req-1": stored,
     }
-    assert await ledger.get(stored.job_id, tenant=BOB) is None
+    assert await sqlite_ledger.get(stored.job_id, tenant=BOB) is None
     assert hops == []
 
 
-async def test_both_connections_keep_a_small_page_cache(ledger: SqliteLedger) -> None:
+async def test_both_connections_keep_a_small_page_cache(sqlite_ledger: SqliteLedger) -> None:
     # 2 MiB each by default; a finished research row is ~450 KB (BENCHMARKS.md, scale).
-    for conn in (ledger._conn, ledger._reader):
+    for conn in (sqlite_ledger._conn, sqlite_ledger._reader):
         assert conn is not None
         assert conn.execute("PRAGMA cache_size").fetchone()[0] == -512
 
 
 async def test_a_point_read_that_finds_the_file_busy_falls_back_to_a_waiting_worker_thread(
-    ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+    sqlite_ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stored = await ledger.record_intent(research())
+    stored = await sqlite_ledger.record_intent(research())
     busy = _Reader(
-        ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        sqlite_ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
         _sqlite_error(sqlite3.OperationalError, "database is locked", sqlite3.SQLITE_BUSY),
     )
-    monkeypatch.setattr(ledger, "_reader", busy)
-    assert await ledger.get(stored.job_id, tenant=ALICE) == stored
-    assert await ledger.lookup([stored.job_id], tenant=ALICE) == {stored.job_id: stored}
+    monkeypatch.setattr(sqlite_ledger, "_reader", busy)
+    assert await sqlite_ledger.get(stored.job_id, tenant=ALICE) == stored
+    assert await sqlite_ledger.lookup([stored.job_id], tenant=ALICE) == {stored.job_id: stored}
     assert busy.calls == 2  # each read tried the loop-thread connection first
 
 
 async def test_a_point_read_that_fails_otherwise_raises_a_ledger_error_naming_the_file(
-    ledger: SqliteLedger, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_ledger: SqliteLedger, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = _Reader(
-        ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        sqlite_ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
         _sqlite_error(sqlite3.DatabaseError, "database disk image is malformed", 11),
     )
-    monkeypatch.setattr(ledger, "_reader", broken)
+    monkeypatch.setattr(sqlite_ledger, "_reader", broken)
     with pytest.raises(LedgerError) as info:
-        await ledger.get("sea_0000000000000000", tenant=ALICE)
+        await sqlite_ledger.get("sea_0000000000000000", tenant=ALICE)
     assert str(db_path) in info.value.message
     assert info.value.problem == "corrupt"
 

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -173,12 +174,33 @@ async def test_real_processes_sharing_one_file_share_the_window(tmp_path: Path) 
 
 # --- leases -----------------------------------------------------------------------------------
 
+NewLeases = Callable[[FakeClock, str], Any]
 
-async def test_a_lease_is_taken_over_when_its_holder_stops_renewing(tmp_path: Path) -> None:
+
+@pytest.fixture(params=["sqlite", "redis"])
+def new_leases(request: pytest.FixtureRequest, tmp_path: Path) -> NewLeases:
+    """`new_leases(clock, holder)`: one process's leases on this test's shared store (the
+    SQLite file, or a Redis key prefix of its own; skipped without Redis, failed in CI)."""
+    if request.param == "sqlite":
+        path = tmp_path / "jobs.sqlite3"
+        return lambda clock, holder: SqliteLeases(path, clock, holder=holder)
+    import redis.asyncio
+
+    from mcp_server.limits.redis import RedisLeases
+
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda clock, holder: RedisLeases(
+        redis.asyncio.Redis.from_url(url), clock, holder=holder, prefix=prefix
+    )
+
+
+async def test_a_lease_is_taken_over_when_its_holder_stops_renewing(
+    new_leases: NewLeases,
+) -> None:
     clock = FakeClock()
-    path = tmp_path / "jobs.sqlite3"
-    a = SqliteLeases(path, clock, holder="a")
-    b = SqliteLeases(path, clock, holder="b")
+    a = new_leases(clock, "a")
+    b = new_leases(clock, "b")
     try:
         with anyio.fail_after(10):
             assert await a.hold("poll", ttl=10.0)
@@ -212,7 +234,7 @@ class _Upstream:
         }
 
 
-def _shared(name: str, leases: SqliteLeases, upstream: _Upstream) -> SharedPoll[dict[str, str]]:
+def _shared(name: str, leases: Any, upstream: _Upstream) -> SharedPoll[dict[str, str]]:
     return SharedPoll(
         name=name,
         poll=upstream.poll,
@@ -224,7 +246,7 @@ def _shared(name: str, leases: SqliteLeases, upstream: _Upstream) -> SharedPoll[
     )
 
 
-async def test_a_killed_holders_lease_is_taken_over_at_once_and_a_closed_one_lets_go(
+async def test_a_killed_holders_lease_is_taken_over_at_once(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
@@ -241,21 +263,36 @@ async def test_a_killed_holders_lease_is_taken_over_at_once_and_a_closed_one_let
             assert await a.hold("poll", ttl=15.0)
             assert await b.hold("poll", ttl=15.0)  # a's process is gone: no 15 s wait
             assert not await c.hold("poll", ttl=15.0)
-            await b.aclose()  # a clean exit lets its leases go
-            assert await c.hold("poll", ttl=15.0)
     finally:
         await a.aclose()
+        await b.aclose()
+        await c.aclose()
+
+
+async def test_a_closing_holder_lets_its_leases_go(new_leases: NewLeases) -> None:
+    clock = FakeClock()
+    a, b, c = new_leases(clock, "a"), new_leases(clock, "b"), new_leases(clock, "c")
+    try:
+        with anyio.fail_after(10):
+            assert await a.hold("poll", ttl=15.0)
+            assert await a.hold("other", ttl=15.0)
+            assert not await b.hold("poll", ttl=15.0)
+            await a.aclose()  # a clean exit: no 15 s wait for the others
+            assert await b.hold("poll", ttl=15.0)
+            assert await c.hold("other", ttl=15.0)
+            assert not await c.hold("poll", ttl=15.0)  # b's now, and b is still open
+    finally:
+        await b.aclose()
         await c.aclose()
 
 
 async def test_one_process_polls_for_all_and_the_others_read_what_it_publishes(
-    tmp_path: Path,
+    new_leases: NewLeases,
 ) -> None:
     clock = FakeClock()
-    path = tmp_path / "jobs.sqlite3"
     up_a, up_b = _Upstream(clock), _Upstream(clock)
     up_a.done_at = up_b.done_at = {"r1": 10.0, "r2": 20.0}
-    la, lb = SqliteLeases(path, clock, holder="a"), SqliteLeases(path, clock, holder="b")
+    la, lb = new_leases(clock, "a"), new_leases(clock, "b")
     a, b = (
         _shared("seamless-poll:t:contacts", la, up_a),
         _shared("seamless-poll:t:contacts", lb, up_b),
@@ -278,12 +315,11 @@ async def test_one_process_polls_for_all_and_the_others_read_what_it_publishes(
         await lb.aclose()
 
 
-async def test_a_dead_pollers_lease_passes_to_a_waiting_process(tmp_path: Path) -> None:
+async def test_a_dead_pollers_lease_passes_to_a_waiting_process(new_leases: NewLeases) -> None:
     clock = FakeClock()
-    path = tmp_path / "jobs.sqlite3"
     up_a, up_b = _Upstream(clock), _Upstream(clock)
     up_a.done_at = up_b.done_at = {"r1": 100.0, "r2": 100.0}
-    la, lb = SqliteLeases(path, clock, holder="a"), SqliteLeases(path, clock, holder="b")
+    la, lb = new_leases(clock, "a"), new_leases(clock, "b")
     a, b = _shared("p", la, up_a), _shared("p", lb, up_b)
     try:
         with anyio.fail_after(10):

@@ -1,16 +1,20 @@
-"""The ledger-backed `TaskStore` (issue 16): what `mcptasks` asks of a store, on `SqliteLedger`
-(a task row beside its job, an owner check by the keys of the job's provider, terminal rows
-never overwritten, expiry), and the ledger's persistent secret."""
+"""The ledger-backed `TaskStore` (issue 16): what `mcptasks` asks of a store, on both ledger
+backends (SQLite; PostgreSQL, skipped without a server and failed so in CI): a task row beside
+its job, an owner check by the keys of the job's provider, terminal rows never overwritten,
+expiry, and the ledger's persistent secret."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mcp_server.jobs import Caller
-from mcp_server.ledger import SqliteLedger
+from mcp_server.ledger import Ledger, SqliteLedger
+from mcp_server.ledger.postgres import PostgresLedger
 from mcp_server.mcptasks import TaskRecord, TaskUpdate
 from mcp_server.models import JobState
 from mcp_server.schemas import JobOutput, Progress
@@ -24,6 +28,17 @@ ALICE_OTHER_SEO_KEY = owner_key(
 )
 BOB = owner_key(Caller({"seamless": "k_dddddddddddd", "agentseo": "k_bbbbbbbbbbbb"}, {}))
 T0 = 1_790_000_000.0
+
+OpenStore = Callable[[], AbstractAsyncContextManager[Ledger]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    """Open (again) this test's ledger: an SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        return lambda: SqliteLedger.open(tmp_path / "jobs.sqlite3")
+    url = request.getfixturevalue("postgres_schema_url")
+    return lambda: PostgresLedger.open(url)
 
 
 def record(task_id: str = "t1", handle: str = "sea_0123456789abcdef", **kw: object) -> TaskRecord:
@@ -42,8 +57,10 @@ def record(task_id: str = "t1", handle: str = "sea_0123456789abcdef", **kw: obje
     return TaskRecord(**fields)  # type: ignore[arg-type]
 
 
-async def test_a_task_row_round_trips_and_a_second_create_returns_the_first(tmp_path: Path) -> None:
-    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+async def test_a_task_row_round_trips_and_a_second_create_returns_the_first(
+    open_store: OpenStore,
+) -> None:
+    async with open_store() as ledger:
         store = LedgerTaskStore(ledger)
         first = await store.create(record())
         again = await store.create(record(status_message="another"))
@@ -53,8 +70,10 @@ async def test_a_task_row_round_trips_and_a_second_create_returns_the_first(tmp_
     assert got == record()
 
 
-async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(tmp_path: Path) -> None:
-    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(
+    open_store: OpenStore,
+) -> None:
+    async with open_store() as ledger:
         store = LedgerTaskStore(ledger)
         await store.create(record())
         await store.create(record("t2", "seo_0123456789abcdef"))
@@ -82,8 +101,8 @@ async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(tmp_path:
     assert unknown is None
 
 
-async def test_a_terminal_task_is_never_overwritten(tmp_path: Path) -> None:
-    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+async def test_a_terminal_task_is_never_overwritten(open_store: OpenStore) -> None:
+    async with open_store() as ledger:
         store = LedgerTaskStore(ledger)
         created = await store.create(record())
         cancelled = created.apply(TaskUpdate(status="cancelled", status_message="stop"), T0 + 1)
@@ -97,10 +116,9 @@ async def test_a_terminal_task_is_never_overwritten(tmp_path: Path) -> None:
 
 
 async def test_expired_tasks_are_deleted_and_the_secret_outlives_the_process(
-    tmp_path: Path,
+    open_store: OpenStore,
 ) -> None:
-    db = tmp_path / "jobs.sqlite3"
-    async with SqliteLedger.open(db) as ledger:
+    async with open_store() as ledger:
         store = LedgerTaskStore(ledger)
         await store.create(record("short", ttl_ms=1_000))
         await store.create(record("forever", ttl_ms=None))
@@ -108,7 +126,7 @@ async def test_expired_tasks_are_deleted_and_the_secret_outlives_the_process(
         left = [await store.get(t, None) is not None for t in ("short", "forever")]
         secret = await ledger.secret("mcp-tasks")
         other = await ledger.secret("something-else")
-    async with SqliteLedger.open(db) as reopened:
+    async with open_store() as reopened:
         again = await reopened.secret("mcp-tasks")
     assert deleted == 1
     assert left == [False, True]

@@ -46,8 +46,9 @@ Decisions, briefly:
 - `LedgerError` is not a `JobRelayError`: it is a local storage fault (like `ConfigError`), with
   no upstream error code, and must never be turned into "retry the API" advice.
 
-Backends: `base.py` is the contract (`Ledger`, `JobRecord`, handles); `sqlite.py` is the
-backend of today; `open_ledger(settings)` is the one place a backend is chosen.
+Backends: `base.py` is the contract (`Ledger`, `JobRecord`, handles); `sqlite.py` the local
+file, `postgres.py` a PostgreSQL database shared by replicas (JOBRELAY_DB=postgresql://...);
+`open_ledger(settings)` is the one place a backend is chosen.
 """
 
 from __future__ import annotations
@@ -116,7 +117,11 @@ def open_ledger(
 ) -> AbstractAsyncContextManager[Ledger]:
     """The ledger the settings name (JOBRELAY_DB), opened, checked and migrated; closed on exit.
 
-    The one place a backend is chosen: today a path is an SQLite file (`SqliteLedger`); other
-    backends (a `postgresql://` URL) are added here beside it, not in the use cases.
+    The one place a backend is chosen: a `postgresql://` URL is a PostgreSQL database
+    (`PostgresLedger`, needs the `postgres` extra), a path an SQLite file (`SqliteLedger`).
     """
+    if settings.db_url is not None:
+        from mcp_server.ledger.postgres import PostgresLedger
+
+        return PostgresLedger.open(settings.db_url.get_secret_value(), clock=clock)
     return SqliteLedger.open(settings.db_path, clock=clock)

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -79,7 +79,20 @@ def _to_record(conn: sqlite3.Connection, row: sqlite3.Row) -> tuple[int, JobReco
             "SELECT target FROM job_targets WHERE job_seq = ? ORDER BY position", (seq,)
         )
     ]
-    record = JobRecord.model_validate(
+    record = record_from_row(row, upstream, targets)
+    return seq, record
+
+
+class Columns(Protocol):
+    """A row whose columns are read by name: `sqlite3.Row`, or psycopg's dict rows."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def record_from_row(row: Columns, upstream: list[str], targets: list[str]) -> JobRecord:
+    """A `JobRecord` from a `jobs` row of either backend (JSON as text, times as ISO text or
+    datetimes), its upstream ids and target keys."""
+    return JobRecord.model_validate(
         {
             "job_id": row["job_id"],
             "provider": row["provider"],
@@ -103,7 +116,6 @@ def _to_record(conn: sqlite3.Connection, row: sqlite3.Row) -> tuple[int, JobReco
             "next_check_at": row["next_check_at"],
         }
     )
-    return seq, record
 
 
 def _replace_children(

@@ -74,9 +74,10 @@ LedgerProblem = Literal[
 
 
 class LedgerError(Exception):
-    """The ledger file cannot be used; `message` names the file and what to do about it."""
+    """The ledger cannot be used; `message` names it and what to do about it. `path` is the
+    SQLite file, or the PostgreSQL URL with its password hidden."""
 
-    def __init__(self, message: str, *, path: Path, problem: LedgerProblem) -> None:
+    def __init__(self, message: str, *, path: Path | str, problem: LedgerProblem) -> None:
         super().__init__(message)
         self.message = message
         self.path = path

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import logging
 import os
 import secrets
 import sqlite3
@@ -31,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -41,7 +40,6 @@ from mcp_server.errors import UnknownJob
 from mcp_server.ledger._sqlite_rows import (
     _BY_UPSTREAM_ID,
     _budget_refusal,
-    _error_dict,
     _insert,
     _iso,
     _many,
@@ -57,12 +55,9 @@ from mcp_server.ledger._sqlite_schema import (
     _open_reader,
     _problem_message,
 )
+from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
     CREDIT_BUDGET_PROVIDER,
-    RAW_OUTCOME_UNKNOWN,
-    RAW_REJECTED,
-    RAW_SUBMITTING,
-    ErrorLike,
     JobRecord,
     JsonDict,
     Ledger,
@@ -74,8 +69,6 @@ from mcp_server.models import JobState
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteLedger"]
 
-_log = logging.getLogger("mcp_server.ledger")
-
 T = TypeVar("T")
 
 
@@ -83,7 +76,7 @@ T = TypeVar("T")
 # SQLite implementation
 
 
-class SqliteLedger:
+class SqliteLedger(WriteRules):
     """The job ledger in one SQLite file (WAL). Open with `async with SqliteLedger.open(path)`."""
 
     def __init__(
@@ -225,17 +218,9 @@ class SqliteLedger:
             if row is None:
                 raise UnknownJob(f"No job {job_id} in the ledger.", job_id=job_id)
             seq, old = _to_record(conn, row)
-            new = change(old)
-            if old.state.terminal and not new.state.terminal:
-                _log.debug("ignored stale %s for finished job %s", new.state.value, job_id)
+            new = stamped(old, change(old), now)
+            if new is None:
                 return old
-            new = new.model_copy(
-                update={
-                    "updated_at": now,
-                    "finished_at": (old.finished_at or now) if new.state.terminal else None,
-                    "next_check_at": None if new.state.terminal else new.next_check_at,
-                }
-            )
             _rewrite(conn, seq, old, new)
             return new
 
@@ -245,15 +230,7 @@ class SqliteLedger:
 
     async def record_intent(self, record: JobRecord, *, budget: int | None = None) -> JobRecord:
         now = self._now()
-        stored = record.model_copy(
-            update={
-                "state": JobState.UNKNOWN,
-                "raw_status": RAW_SUBMITTING,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-            }
-        )
+        stored = as_intent(record, now)
 
         def insert(conn: sqlite3.Connection) -> JobRecord:
             if budget is not None and stored.provider == CREDIT_BUDGET_PROVIDER:
@@ -264,81 +241,6 @@ class SqliteLedger:
             return stored
 
         return await self._run(self._transaction(insert, durable=True))
-
-    async def complete_submit(
-        self,
-        job_id: str,
-        *,
-        upstream_ids: Sequence[str],
-        state: JobState,
-        raw_status: str | None,
-        snapshot: JsonDict | None = None,
-        result: JsonDict | None = None,
-        credits_seen: int | None = None,
-        next_check_at: datetime | None = None,
-    ) -> JobRecord:
-        if not upstream_ids:
-            raise ValueError("an accepted submit has at least one upstream id")
-        ids = list(dict.fromkeys(upstream_ids))
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(
-                update={
-                    "upstream_ids": ids,
-                    "state": state,
-                    "raw_status": raw_status,
-                    "snapshot": old.snapshot if snapshot is None else snapshot,
-                    "result": old.result if result is None else result,
-                    "credits_seen": old.credits_seen if credits_seen is None else credits_seen,
-                    "next_check_at": next_check_at,
-                    "error": None,
-                }
-            )
-
-        return await self._mutate(job_id, change, durable=True)
-
-    async def fail_submit(
-        self, job_id: str, *, error: ErrorLike, processed: Literal["no", "maybe"]
-    ) -> JobRecord:
-        details = _error_dict(error)
-        state = JobState.FAILED if processed == "no" else JobState.UNKNOWN
-        raw = RAW_REJECTED if processed == "no" else RAW_OUTCOME_UNKNOWN
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(update={"state": state, "raw_status": raw, "error": details})
-
-        return await self._mutate(job_id, change, durable=True)
-
-    async def update(
-        self,
-        job_id: str,
-        *,
-        state: JobState,
-        raw_status: str | None,
-        snapshot: JsonDict | None = None,
-        result: JsonDict | None = None,
-        error: ErrorLike | None = None,
-        credits_seen: int | None = None,
-        next_check_at: datetime | None = None,
-        add_warnings: Sequence[str] = (),
-    ) -> JobRecord:
-        details = None if error is None else _error_dict(error)
-
-        def change(old: JobRecord) -> JobRecord:
-            return old.model_copy(
-                update={
-                    "state": state,
-                    "raw_status": raw_status,
-                    "snapshot": old.snapshot if snapshot is None else snapshot,
-                    "result": old.result if result is None else result,
-                    "error": old.error if details is None else details,
-                    "credits_seen": old.credits_seen if credits_seen is None else credits_seen,
-                    "next_check_at": old.next_check_at if next_check_at is None else next_check_at,
-                    "warnings": list(dict.fromkeys([*old.warnings, *add_warnings])),
-                }
-            )
-
-        return await self._mutate(job_id, change, durable=False)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, Unpack
+
+import anyio
 
 from mcp_server._clock import Clock
 from mcp_server.config import Plan
@@ -40,6 +42,7 @@ from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
 __all__ = [
     "QUANTUM",
     "LimiterOptions",
+    "SharedWindowLimiter",
     "WindowLimiter",
     "WindowState",
     "refusal",
@@ -334,3 +337,53 @@ class WindowLimiter:
         """Raise `LocalRateLimited` when `wait` more seconds break the cap or the deadline."""
         if too_long(wait, started, now, deadline, self._max_inline_wait):
             raise refusal(key, wait)
+
+
+class _Queue:
+    """This process's queue for one shared bucket (the state itself lives in the store)."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.lock = anyio.Lock()
+
+
+class SharedWindowLimiter(WindowLimiter):
+    """`acquire` for a backend whose state lives in a store other processes share (SQLite,
+    Redis): it predicts the wait (`_peek`, counting this process's queue ahead) and refuses
+    what does not fit, then takes the slots in one atomic step (`_try_take`) or sleeps the
+    predicted time outside it and tries again (another process may have taken the slot).
+    Within one process callers queue first come, first served behind a per-bucket lock."""
+
+    def __init__(self, clock: Clock, **options: Unpack[LimiterOptions]) -> None:
+        super().__init__(clock, **options)
+        self._queues: dict[BucketKey, _Queue] = {}
+
+    async def _peek(self, key: BucketKey, ahead: int, need: int) -> float:
+        """The predicted wait for `need` slots behind `ahead` queued ones; changes nothing."""
+        raise NotImplementedError
+
+    async def _try_take(self, key: BucketKey, need: int) -> float:
+        """Take `need` slots if free now (0.0), else the predicted wait; atomically."""
+        raise NotImplementedError
+
+    async def acquire(
+        self, key: BucketKey, *, cost: float = 1.0, deadline: float | None = None
+    ) -> float:
+        """Take `cost` slots from the shared bucket; return the seconds waited."""
+        if not (math.isfinite(cost) and cost > 0):
+            raise ValueError("cost must be a positive number")
+        need = math.ceil(cost - _EPS)
+        queue = self._queues.setdefault(key, _Queue())
+        started = self._clock.monotonic()
+        wait = await self._peek(key, queue.queued, need)
+        self._check_wait(key, wait, started, self._clock.monotonic(), deadline)
+        queue.queued += need
+        try:
+            async with queue.lock:
+                while (wait := await self._try_take(key, need)) > _EPS:
+                    now = self._clock.monotonic()
+                    self._check_wait(key, wait, started, now, deadline)
+                    await self._clock.sleep(wait)
+        finally:
+            queue.queued -= need
+        return self._clock.monotonic() - started

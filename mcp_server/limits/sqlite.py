@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Callable
@@ -38,7 +37,7 @@ import anyio.to_thread
 from mcp_server._clock import Clock
 from mcp_server.limits._window import (
     LimiterOptions,
-    WindowLimiter,
+    SharedWindowLimiter,
     WindowState,
     snapshot_of,
     sort_key,
@@ -127,18 +126,10 @@ class _Db:
                 await anyio.to_thread.run_sync(conn.close)
 
 
-class _Local:
-    """This process's queue for one bucket (the state itself lives in the database)."""
-
-    def __init__(self) -> None:
-        self.queued = 0
-        self.lock = anyio.Lock()
-
-
 _KEY_WHERE = "provider = ? AND key_fingerprint = ? AND bucket = ?"
 
 
-class SqliteLimiter(WindowLimiter):
+class SqliteLimiter(SharedWindowLimiter):
     """Buckets in the SQLite file at `path`, shared by every process using it (see module doc).
 
     Options as `limits._window.WindowLimiter`; `busy_timeout` bounds a wait for another
@@ -155,7 +146,6 @@ class SqliteLimiter(WindowLimiter):
     ) -> None:
         super().__init__(clock, **options)
         self._db = _Db(Path(path), busy_timeout)
-        self._local: dict[BucketKey, _Local] = {}
 
     @property
     def path(self) -> Path:
@@ -206,28 +196,6 @@ class SqliteLimiter(WindowLimiter):
         return await self._db.run(work)
 
     # --- the Limiter protocol ------------------------------------------------------------
-
-    async def acquire(
-        self, key: BucketKey, *, cost: float = 1.0, deadline: float | None = None
-    ) -> float:
-        """Take `cost` slots from the shared row; return the seconds waited (see module doc)."""
-        if not (math.isfinite(cost) and cost > 0):
-            raise ValueError("cost must be a positive number")
-        need = math.ceil(cost - _EPS)
-        local = self._local.setdefault(key, _Local())
-        started = self._clock.monotonic()
-        wait = await self._peek(key, local.queued, need)
-        self._check_wait(key, wait, started, self._clock.monotonic(), deadline)
-        local.queued += need
-        try:
-            async with local.lock:
-                while (wait := await self._try_take(key, need)) > _EPS:
-                    now = self._clock.monotonic()
-                    self._check_wait(key, wait, started, now, deadline)
-                    await self._clock.sleep(wait)
-        finally:
-            local.queued -= need
-        return self._clock.monotonic() - started
 
     async def observe(self, key: BucketKey, status: int, hints: RateLimitHints) -> None:
         """Correct the shared row from a response, as `InMemoryLimiter.observe` does."""
