@@ -130,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "explain":
             from mcp_server.advice import explain_cli
+            from mcp_server.providers import default_registry
+
+            default_registry()  # the providers' advice tables register with them
 
             try:
                 print(

@@ -201,7 +201,7 @@ class JobRelayError(Exception):
     code: ErrorCode = ErrorCode.UPSTREAM_ERROR
     retryable: bool = False
 
-    def __init__(self, message: str, *, provider: Provider | None = None) -> None:
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
@@ -468,7 +468,7 @@ class InputProblem(JobRelayError):
         message: str,
         *,
         field: str,
-        provider: Provider | None = None,
+        provider: str | None = None,
         next_step: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider)

@@ -222,3 +222,17 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+def field_paths(record: Any, prefix: str = "", depth: int = 2) -> list[str]:
+    """`name` and, one level down, `name.child` paths of a sample record (the names a
+    provider's `result_fields` lists for `jobrelay://fields/<name>`)."""
+    out: list[str] = []
+    if not isinstance(record, dict):
+        return out
+    for key, value in record.items():
+        path = f"{prefix}{key}"
+        out.append(path)
+        if depth > 1 and isinstance(value, dict):
+            out += field_paths(value, path + ".", depth - 1)
+    return out

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -12,49 +12,58 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_server import advice as advice_mod
 from mcp_server.errors import InputProblem, UnknownJob
 from mcp_server.jobs import Caller
-from mcp_server.models import PROVIDERS
+from mcp_server.providers import JobProvider, default_registry
 from mcp_server.tools import caller_for
 
-#: The resources that exist whatever the ledger holds, listed by resources/list (the templates
-#: alone leave it empty): (uri, name, title, description, MIME type). Each is read through its
-#: template, so listing and reading cannot disagree.
-CONCRETE_RESOURCES: tuple[tuple[str, str, str, str, str], ...] = (
-    (
-        "jobrelay://errors/seamless",
-        "errors-seamless",
-        "Seamless.ai error advice",
-        "Every documented Seamless.ai status, error code and job status, with recovery advice.",
-        "text/markdown",
-    ),
-    (
-        "jobrelay://errors/agentseo",
-        "errors-agentseo",
-        "AgentSEO error advice",
-        "Every documented AgentSEO status, error code and job status, with recovery advice.",
-        "text/markdown",
-    ),
-    (
-        "jobrelay://fields/seamless",
-        "fields-seamless",
-        "Seamless.ai result fields",
-        "Field names get_job_result(fields=[...]) accepts for research contacts and companies.",
-        "text/markdown",
-    ),
-    (
-        "jobrelay://fields/agentseo",
-        "fields-agentseo",
-        "AgentSEO result fields",
-        "Field names get_job_result(fields=[...]) accepts, per SEO workflow.",
-        "text/markdown",
-    ),
-    (
+
+def concrete_resources(
+    providers: Iterable[JobProvider] | None = None,
+) -> list[tuple[str, str, str, str, str]]:
+    """The resources that exist whatever the ledger holds, listed by resources/list (the
+    templates alone leave it empty): (uri, name, title, description, MIME type), an errors and
+    a fields resource per registered provider, then usage. Each is read through its template,
+    so listing and reading cannot disagree."""
+    found = list(default_registry() if providers is None else providers)
+    errors = [
+        (
+            f"jobrelay://errors/{p.name}",
+            f"errors-{p.name}",
+            f"{p.service_name} error advice",
+            f"Every documented {p.service_name} status, error code and job status, with "
+            "recovery advice.",
+            "text/markdown",
+        )
+        for p in found
+    ]
+    fields = [
+        (
+            f"jobrelay://fields/{p.name}",
+            f"fields-{p.name}",
+            f"{p.service_name} result fields",
+            p.fields_description,
+            "text/markdown",
+        )
+        for p in found
+    ]
+    usage = (
         "jobrelay://usage",
         "usage",
         "Usage and rate limits",
-        "Rate-limit buckets, credits last seen and the daily credit budget, both APIs.",
+        "Rate-limit buckets, credits last seen and the daily credit budget, "
+        + ("both APIs." if len(found) == 2 else "every API."),
         "application/json",
-    ),
-)
+    )
+    return [*errors, *fields, usage]
+
+
+def _one_of(names: Sequence[str]) -> str:
+    """`seamless or agentseo`; `a, b or c`."""
+    return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
+def _groups(provider: JobProvider) -> str:
+    """`contacts, companies`; `per workflow` (a `start_seo_job` provider's groups)."""
+    return "per workflow" if provider.kind == "seo" else ", ".join(provider.result_fields())
 
 
 def _caller(ctx: Context[Any, Any]) -> Caller:
@@ -67,6 +76,11 @@ def _caller(ctx: Context[Any, Any]) -> Caller:
 
 
 def register_resources(server: MCPServer[Any]) -> None:
+    providers = default_registry()
+    names = providers.names()
+    errors_uris = " or ".join([f"jobrelay://errors/{names[0]}", *(f".../{n}" for n in names[1:])])
+    fields_uris = " or ".join([f"jobrelay://fields/{names[0]}", *(f".../{n}" for n in names[1:])])
+
     @server.resource(
         "jobrelay://jobs/{job_id}",
         title="A job from the ledger",
@@ -85,26 +99,25 @@ def register_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "jobrelay://errors/{provider}",
         title="Error advice catalogue",
-        description="Every documented status/code of seamless or agentseo, with recovery advice.",
+        description=f"Every documented status/code of {_one_of(names)}, with recovery advice.",
         mime_type="text/markdown",
     )
     async def errors_resource(provider: str) -> str:
-        if provider == "seamless":
-            return advice_mod.catalogue_markdown("seamless")
-        if provider == "agentseo":
-            return advice_mod.catalogue_markdown("agentseo")
-        raise ResourceError("Unknown provider; use jobrelay://errors/seamless or .../agentseo.")
+        if provider in names and advice_mod.provider_advice(provider) is not None:
+            return advice_mod.catalogue_markdown(provider)
+        raise ResourceError(f"Unknown provider; use {errors_uris}.")
 
     @server.resource(
         "jobrelay://fields/{provider}",
         title="Result field names",
-        description="Field names get_job_result(fields=[...]) accepts: seamless (contacts, "
-        "companies) or agentseo (per workflow).",
+        description="Field names get_job_result(fields=[...]) accepts: "
+        + _one_of([f"{p.name} ({_groups(p)})" for p in providers])
+        + ".",
         mime_type="text/markdown",
     )
     async def fields_resource(provider: str) -> str:
-        if provider not in PROVIDERS:
-            raise ResourceError("Unknown provider; use jobrelay://fields/seamless or .../agentseo.")
+        if provider not in names:
+            raise ResourceError(f"Unknown provider; use {fields_uris}.")
         return fields_markdown(provider)
 
     @server.resource(
@@ -125,7 +138,7 @@ def register_resources(server: MCPServer[Any]) -> None:
         "jobrelay://usage{?provider}",
         title="Usage and rate limits",
         description="Rate-limit buckets, credits last seen and the daily credit budget; "
-        "?provider=seamless or agentseo for one API.",
+        f"?provider={_one_of(names)} for one API.",
         mime_type="application/json",
     )
     async def usage_resource(ctx: Context[Any, Any], provider: str = "") -> str:
@@ -135,52 +148,17 @@ def register_resources(server: MCPServer[Any]) -> None:
 
         runtime = ctx.request_context.lifespan_context
         if provider and provider not in runtime.providers.names():
-            raise ResourceError("Unknown provider; use ?provider=seamless or agentseo.")
+            raise ResourceError(f"Unknown provider; use ?provider={_one_of(names)}.")
         only = [provider] if provider else None
         outcome = await usage_outcome(runtime, _caller(ctx), only=only)
         text: str = outcome.output.model_dump_json(exclude_none=True)
         return text
 
 
-def _paths(record: Any, prefix: str = "", depth: int = 2) -> list[str]:
-    """`name` and, one level down, `name.child` paths of a sample record."""
-    out: list[str] = []
-    if not isinstance(record, dict):
-        return out
-    for key, value in record.items():
-        path = f"{prefix}{key}"
-        out.append(path)
-        if depth > 1 and isinstance(value, dict):
-            out += _paths(value, path + ".", depth - 1)
-    return out
-
-
-@functools.cache
 def fields_markdown(provider: str) -> str:
-    """Field names `get_job_result(fields=[...])` accepts, from sample records of the
-    embedded sandbox (same shapes as the APIs' records)."""
-    from mcp_server.sandbox import _records as rec
-    from mcp_server.sandbox import _seo_results as seo
-
-    if provider == "seamless":
-        contact = rec.contact_record(
-            rec.build_contact(0, rec.ContactSpec(key="x")), request_id="r", created_at=0.0
-        )
-        company = rec.company_record(
-            rec.build_company(0, rec.CompanySpec(key="x")), request_id="r", created_at=0.0
-        )
-        groups = {"contacts": _paths(contact), "companies": _paths(company)}
-    else:
-        where = seo.Location(code=2840, name="United States")
-        samples: dict[str, Any] = {
-            "serp_analysis": seo.SerpParams(keyword="x", location=where),
-            "keyword_metrics": seo.KeywordMetricsParams(keywords=("x",), location=where),
-            "local_audit": seo.LocalAuditParams(domain="x.com", business_name="X", location=where),
-        }
-        groups = {
-            name: _paths(dict(seo.generate_result(0, params, as_of=0.0)))
-            for name, params in samples.items()
-        }
+    """Field names `get_job_result(fields=[...])` accepts, as the provider lists them
+    (`JobProvider.result_fields`)."""
+    groups = default_registry().get(provider).result_fields()
     lines = [
         f"# get_job_result fields ({provider})",
         "",

@@ -438,13 +438,13 @@ class JobRelayServer(MCPServer[Runtime]):
 
     async def list_resources(self) -> list[MCPResource]:
         """The static resources and the concrete ones behind the templates (errors, usage)."""
-        from mcp_server.resources import CONCRETE_RESOURCES
+        from mcp_server.resources import concrete_resources
 
         listed = await super().list_resources()
         known = {str(r.uri) for r in listed}
         return listed + [
             MCPResource(uri=uri, name=name, title=title, description=text, mime_type=mime)
-            for uri, name, title, text, mime in CONCRETE_RESOURCES
+            for uri, name, title, text, mime in concrete_resources()
             if uri not in known
         ]
 

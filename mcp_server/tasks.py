@@ -42,7 +42,7 @@ from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
 from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
-from mcp_server.models import PROVIDERS, ErrorCode, ErrorInfo, JobState
+from mcp_server.models import ErrorCode, ErrorInfo, JobState
 from mcp_server.schemas import JobOutput
 
 if TYPE_CHECKING:
@@ -57,12 +57,6 @@ least). The job itself stays in the ledger after its task expires (`list_jobs`).
 SECRET_NAME = "mcp-tasks"  # noqa: S105  # the secret's name in the ledger, not a secret
 SWEEP_SECONDS = 3600.0
 """Expired task rows are deleted when a task starts, at most this often."""
-_POLL_MS: dict[str, tuple[int, int]] = {
-    "seamless": (2_000, 5_000),
-    "agentseo": (1_000, 60_000),
-}
-"""pollIntervalMs bounds: Seamless's documented 2-5 s cadence; AgentSEO's own
-`retry_after_seconds` within 1 s to 1 min."""
 _FOLLOW_RETRY_SECONDS = 5.0
 
 _NO_OWNER = "invalid-key-header"
@@ -78,8 +72,9 @@ _ON_INTENT: contextvars.ContextVar[IntentHook | None] = contextvars.ContextVar(
 
 
 def owner_key(caller: Caller) -> str:
-    """A request's owner: its key fingerprint per provider (never a key)."""
-    return " ".join(f"{p}={caller.tenant(p)}" for p in PROVIDERS)
+    """A request's owner: its key fingerprint per provider (never a key), in registration
+    order."""
+    return " ".join(f"{p}={tenant}" for p, tenant in caller.tenants.items())
 
 
 def _tenant(owner: str, provider: str) -> str | None:
@@ -204,8 +199,10 @@ def progress_message(out: JobOutput) -> str:
     return _status(f"{head}: {progress.message}" if progress.message else head)
 
 
-def poll_interval_ms(provider: str, next_check: float | None) -> int:
-    low, high = _POLL_MS[provider]
+def poll_interval_ms(bounds: tuple[int, int], next_check: float | None) -> int:
+    """`pollIntervalMs` for a task: the job's `next_check_after_seconds` within the provider's
+    `task_poll_ms` bounds (its own cadence), the high bound when it gave none."""
+    low, high = bounds
     wanted = int((next_check if next_check is not None else high / 1000) * 1000)
     return max(low, min(high, wanted))
 
@@ -254,6 +251,23 @@ class JobTasks:
         if self.runtime is None:
             raise RuntimeError("the tasks adapter is used outside the server's lifespan")
         return self.runtime
+
+    def _name(self, provider: str) -> str:
+        """How texts name the provider's service: `Seamless.ai`, `AgentSEO`."""
+        return self._rt().providers.get(provider).service_name
+
+    def _none_can(self) -> str:
+        """`Neither Seamless.ai nor AgentSEO can`; `None of A, B or C can` (no provider can
+        stop a job once started: the provider protocol has no cancel)."""
+        names = [p.service_name for p in self._rt().providers]
+        if len(names) == 1:
+            return f"{names[0]} cannot"
+        if len(names) == 2:
+            return f"Neither {names[0]} nor {names[1]} can"
+        return f"None of {', '.join(names[:-1])} or {names[-1]} can"
+
+    def _poll_ms(self, provider: str) -> tuple[int, int]:
+        return self._rt().providers.get(provider).task_poll_ms
 
     def _engine(self) -> TaskEngine:
         if self.engine is None:
@@ -313,14 +327,16 @@ class JobTasks:
         task = await call.open(
             f"{rec.job_id}/wait-{secrets.token_hex(6)}",
             status_message=progress_message(out),
-            poll_interval_ms=poll_interval_ms(rec.provider, out.next_check_after_seconds),
+            poll_interval_ms=poll_interval_ms(
+                self._poll_ms(rec.provider), out.next_check_after_seconds
+            ),
         )
         self._follow(task, caller)
 
     async def _find(self, caller: Caller, job_id: str) -> JobRecord | None:
         ledger = self._rt().ledger
         provider = provider_for_job_id(job_id)
-        for p in [provider] if provider else list(PROVIDERS):
+        for p in [provider] if provider else self._rt().providers.names():
             tenant = caller.tenant(p)
             rec = await ledger.get(job_id, tenant=tenant)
             if rec is None:
@@ -340,8 +356,8 @@ class JobTasks:
             self.submitting.add(record.job_id)
             await call.open(
                 record.job_id,
-                status_message=f"submitting to {_name(record.provider)}",
-                poll_interval_ms=_POLL_MS[record.provider][0],
+                status_message=f"submitting to {self._name(record.provider)}",
+                poll_interval_ms=self._poll_ms(record.provider)[0],
             )
             decided.set()
 
@@ -404,7 +420,7 @@ class JobTasks:
         if rec is None:
             return TaskUpdate(
                 status="completed",
-                result=_result(_removed(job_id, provider)),
+                result=_result(_removed(job_id, provider, self._name(provider))),
                 status_message="ended: job removed from the ledger",
             )
         submitting = rec.state is JobState.UNKNOWN and job_id in self.submitting
@@ -421,7 +437,9 @@ class JobTasks:
         self._follow(record, caller)
         return TaskUpdate(
             status_message=self.live.get(record.task_id) or progress_message(out),
-            poll_interval_ms=poll_interval_ms(rec.provider, out.next_check_after_seconds),
+            poll_interval_ms=poll_interval_ms(
+                self._poll_ms(rec.provider), out.next_check_after_seconds
+            ),
         )
 
     # -- canceller ---------------------------------------------------------------------------------
@@ -431,12 +449,12 @@ class JobTasks:
         if scope is not None:
             scope.cancel()
         job_id = job_of(record.handle)
-        name = _name(_provider(record.handle))
+        name = self._name(_provider(record.handle))
         return TaskUpdate(
             status="cancelled",
             status_message=(
-                f"jobrelay stopped following job {job_id}. Neither Seamless.ai nor AgentSEO "
-                f"can stop a job once started, so {name} may still finish it, and credits "
+                f"jobrelay stopped following job {job_id}. {self._none_can()} "
+                f"stop a job once started, so {name} may still finish it, and credits "
                 "spent are not refunded. The job stays in the ledger: "
                 f'wait_for_job(job_id="{job_id}") or list_jobs() finds it.'
             ),
@@ -504,7 +522,7 @@ class JobTasks:
             self.live.pop(task_id, None)
 
 
-def _removed(job_id: str, provider: str) -> Outcome:
+def _removed(job_id: str, provider: str, service: str) -> Outcome:
     """The answer for a task whose job row is gone (removed from the ledger after it began)."""
     next_step = "Call list_jobs() to see the jobs the ledger still keeps."
     error = ErrorInfo(
@@ -512,14 +530,10 @@ def _removed(job_id: str, provider: str) -> Outcome:
     )
     text = (
         f"Job {job_id} is no longer in the ledger (it was removed after this task began), so "
-        f"nothing more can be reported about it; {_name(provider)} may still have finished it, "
+        f"nothing more can be reported about it; {service} may still have finished it, "
         f"and nothing was resubmitted. Next: {next_step} Do not start it again just to find out."
     )
     return Outcome(JobOutput(job_id=job_id, error=error), text, failed=True)
-
-
-def _name(provider: str) -> str:
-    return "Seamless.ai" if provider == "seamless" else "AgentSEO"
 
 
 def _result(outcome: Outcome) -> CallToolResult:

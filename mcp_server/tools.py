@@ -7,7 +7,7 @@ returns, what to call next, in a few sentences. Keep them short (the whole list 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -19,8 +19,9 @@ from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome, ProgressFn
-from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState, Provider
+from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState
 from mcp_server.projection import project_search_item
+from mcp_server.providers import JobProvider
 from mcp_server.providers.registry import default_registry
 from mcp_server.schemas import (
     CompanyTarget,
@@ -38,12 +39,6 @@ from mcp_server.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Request headers that carry a tenant's own upstream keys over HTTP (never stored or echoed).
-KEY_HEADERS: dict[Provider, str] = {
-    "seamless": "X-Seamless-Api-Key",
-    "agentseo": "X-AgentSEO-Api-Key",
-}
 
 _MAX_KEY_CHARS = 512
 
@@ -83,10 +78,12 @@ def caller_for(ctx: Context[Any, Any]) -> Caller:
 def caller_from_request(runtime: Any, request: Any) -> Caller:
     """`caller_for` for any request (a tool's, or a `tasks/*` request's): the HTTP request's
     key headers if any, else the server's keys. Raises `InputProblem` for an unusable header."""
-    overrides: dict[Provider, SecretStr] = {}
+    overrides: dict[str, SecretStr] = {}
     headers = getattr(request, "headers", None)
     if headers is not None:
-        for provider, name in KEY_HEADERS.items():
+        # Each provider names the request header that carries a tenant's own key
+        # (`JobProvider.key_header`; never stored or echoed).
+        for provider, name in key_headers(runtime.providers).items():
             value = headers.get(name)
             if not isinstance(value, str) or not value.strip():
                 continue
@@ -101,6 +98,11 @@ def caller_from_request(runtime: Any, request: Any) -> Caller:
             overrides[provider] = SecretStr(value)
     caller: Caller = runtime.caller(overrides)
     return caller
+
+
+def key_headers(providers: Iterable[JobProvider]) -> dict[str, str]:
+    """Provider name -> the request header that carries a caller's own key for it."""
+    return {p.name: p.key_header for p in providers}
 
 
 def to_result(outcome: Outcome) -> CallToolResult:
@@ -280,6 +282,7 @@ def register_tools(server: MCPServer[Any]) -> None:
 
     # The workflow names come from the registered providers (the two built-in ones publish
     # exactly `schemas.Workflow`); the annotation is set before the SDK reads the signature.
+    names = tuple(default_registry().names())
     start_seo_job.__annotations__["workflow"] = Annotated[
         Literal[default_registry().workflows()], Field(description="Sets the params")
     ]
@@ -343,10 +346,9 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(annotations=LOCAL)
     async def list_jobs(
         ctx: Context[Any, Any],
-        provider: Annotated[Provider | None, Field(description="Only this API")] = None,
+        provider: Annotated[str | None, Field(description="Only this API")] = None,
         state: Annotated[StateName | None, Field(description="Only this state")] = None,
         since_hours: Annotated[
             float | None,
@@ -368,12 +370,16 @@ def register_tools(server: MCPServer[Any]) -> None:
             ),
         )
 
-    @server.tool(annotations=LOCAL)
+    # The provider names come from the registry (the built-in two publish exactly
+    # `models.Provider`), as start_seo_job's workflows do.
+    list_jobs.__annotations__["provider"] = Annotated[
+        Literal[names] | None, Field(description="Only this API")
+    ]
+    server.tool(annotations=LOCAL)(list_jobs)
+
     async def explain_error(
         ctx: Context[Any, Any],
-        provider: Annotated[
-            Literal["seamless", "agentseo", "auto"], Field(description="auto: guessed")
-        ] = "auto",
+        provider: Annotated[str, Field(description="auto: guessed")] = "auto",
         http_status: Annotated[
             int | None,
             Field(ge=B.MIN_HTTP_STATUS, le=B.MAX_HTTP_STATUS, description="HTTP status seen"),
@@ -419,6 +425,11 @@ def register_tools(server: MCPServer[Any]) -> None:
             return Outcome(ExplainOutput(advice=adv), advice_mod.render_text(adv))
 
         return await _guard(ctx, "explain_error", run)
+
+    explain_error.__annotations__["provider"] = Annotated[
+        Literal[(*names, "auto")], Field(description="auto: guessed")
+    ]
+    server.tool(annotations=LOCAL)(explain_error)
 
     @server.tool(annotations=LOCAL)
     async def get_usage(ctx: Context[Any, Any]) -> Annotated[CallToolResult, UsageOutput]:

@@ -1,7 +1,7 @@
 """A third job provider that exists only in the tests: "Crunch", a tiny async-job API.
 
 One adapter module (this file: the provider, its connection, its advice table), registered
-through `mcp_server.providers.register_provider` and `mcp_server.advice.register_provider_advice`;
+through `mcp_server.providers.register_provider` (which registers its advice table with it);
 no file under `mcp_server/` knows it.
 
 The API (`crunch_app`, Starlette, served in-process through `httpx.ASGITransport`):
@@ -138,6 +138,13 @@ class CrunchProvider:
     kind: JobKind = "seo"
     workflows: tuple[str, ...] = ("word_count",)
     paid_per_target = False
+    key_header = "X-Crunch-Api-Key"
+    task_poll_ms = (1_000, 10_000)
+    advice: ProviderAdvice | None = ADVICE
+    fields_description = "Field names get_job_result(fields=[...]) accepts for word counts."
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        return {"word_count": ("job_id", "words", "top")}
 
     def api_key(self, settings: Settings) -> SecretStr | None:
         del settings

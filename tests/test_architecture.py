@@ -53,8 +53,12 @@ PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {
     (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._persist"): "sandbox has no public facade yet",
     (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
     (f"{PACKAGE}.demo", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
-    (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._records"): "sample records; sandbox facade",
-    (f"{PACKAGE}.resources", f"{PACKAGE}.sandbox._seo_results"): "sample records; sandbox facade",
+    (f"{PACKAGE}.providers.seamless.fields", f"{PACKAGE}.sandbox._records"): (
+        "sample records; sandbox facade"
+    ),
+    (f"{PACKAGE}.providers.agentseo.fields", f"{PACKAGE}.sandbox._seo_results"): (
+        "sample records; sandbox facade"
+    ),
 }
 
 
@@ -220,6 +224,20 @@ def provider_reach(edges: list[Edge]) -> list[str]:
     ]
 
 
+ADVICE = f"{PACKAGE}.advice"
+
+
+def advice_imports(edges: list[Edge]) -> list[str]:
+    """What the advice package imports from `providers`: nothing. Providers use advice (their
+    tables are `advice.table` data, their job advice `advice.advise_job`) and register their
+    tables with themselves, so advice names no provider and the two stay acyclic."""
+    return [
+        f"{e.source} -> {e.target} (line {e.line})"
+        for e in edges
+        if e.source.startswith(ADVICE) and e.target.startswith(PROVIDERS)
+    ]
+
+
 MCPTASKS = f"{PACKAGE}.mcptasks"
 
 
@@ -283,6 +301,10 @@ def test_upstream_and_sandbox_do_not_know_the_mcp_layer() -> None:
             assert "mcp" not in _third_party(path), f"{path} imports the MCP SDK"
 
 
+def test_advice_knows_no_provider() -> None:
+    assert advice_imports(import_graph()) == []
+
+
 def test_the_tasks_engine_knows_nothing_of_jobrelay() -> None:
     assert mcptasks_imports(import_graph()) == []
 
@@ -313,6 +335,8 @@ def test_each_rule_can_fail() -> None:
     assert below_mcp_imports(plant("upstream._http", "server"))
     assert below_mcp_imports(plant("sandbox.app", "tools"))
     assert mcptasks_imports(plant("mcptasks._store", "ledger"))
+    assert advice_imports(plant("advice.registry", "providers.seamless.advice"))
+    assert advice_imports(plant("advice.explain", "providers.registry"))
     assert below_mcp_imports(plant("providers.seamless.adapter", "jobs.service"))
     assert below_mcp_imports(plant("providers.base", "server"))
     assert provider_reach(plant("jobs.service", "providers.seamless.adapter"))

@@ -17,6 +17,7 @@ from mcp_server.ledger import Ledger, SqliteLedger
 from mcp_server.ledger.postgres import PostgresLedger
 from mcp_server.mcptasks import TaskRecord, TaskUpdate
 from mcp_server.models import JobState
+from mcp_server.providers import default_registry
 from mcp_server.schemas import JobOutput, Progress
 from mcp_server.tasks import LedgerTaskStore, owner_key, poll_interval_ms, progress_message
 
@@ -149,8 +150,10 @@ def test_status_messages_carry_percent_phase_eta_and_stay_bounded() -> None:
 
 
 def test_poll_intervals_follow_the_upstream_cadence() -> None:
-    assert poll_interval_ms("seamless", 5.0) == 5_000
-    assert poll_interval_ms("seamless", 0.5) == 2_000  # Seamless: 2 to 5 s
-    assert poll_interval_ms("seamless", 30.0) == 5_000
-    assert poll_interval_ms("agentseo", 7.0) == 7_000  # AgentSEO: its retry_after_seconds
-    assert poll_interval_ms("agentseo", 0.2) == 1_000
+    seamless = default_registry().get("seamless").task_poll_ms
+    agentseo = default_registry().get("agentseo").task_poll_ms
+    assert poll_interval_ms(seamless, 5.0) == 5_000
+    assert poll_interval_ms(seamless, 0.5) == 2_000  # Seamless: 2 to 5 s
+    assert poll_interval_ms(seamless, 30.0) == 5_000
+    assert poll_interval_ms(agentseo, 7.0) == 7_000  # AgentSEO: its retry_after_seconds
+    assert poll_interval_ms(agentseo, 0.2) == 1_000

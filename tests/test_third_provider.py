@@ -13,9 +13,9 @@ import pytest
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
-from mcp_server.advice import register_provider_advice, unregister_provider_advice
+from mcp_server.advice import provider_advice, register_provider_advice
 from mcp_server.config import Settings
-from mcp_server.providers import registered
+from mcp_server.providers import default_registry, registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
 from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
@@ -27,19 +27,17 @@ pytestmark = pytest.mark.anyio
 async def crunch_client(
     make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
 ) -> AsyncIterator[Client]:
-    register_provider_advice(ADVICE)
-    try:
-        with registered(CrunchProvider()):
-            server = build_server(
-                make_settings(),
-                clock=clock,
-                sandbox_state=sandbox_state,
-                transports={NAME: httpx.ASGITransport(app=crunch_app())},
-            )
-            async with Client(server) as c:
-                yield c
-    finally:
-        unregister_provider_advice(NAME)
+    with registered(CrunchProvider()):  # its advice table (ADVICE) registers with it
+        assert provider_advice(NAME) is ADVICE
+        server = build_server(
+            make_settings(),
+            clock=clock,
+            sandbox_state=sandbox_state,
+            transports={NAME: httpx.ASGITransport(app=crunch_app())},
+        )
+        async with Client(server) as c:
+            yield c
+    assert provider_advice(NAME) is None  # and leaves with it
 
 
 def _text(result: Any) -> str:
@@ -124,14 +122,81 @@ async def test_bad_params_are_refused_by_the_provider_before_anything_is_sent(
         assert listed.structured_content["jobs"] == []
 
 
-def test_without_registration_the_workflow_is_unknown() -> None:
-    from mcp_server.providers import default_registry
+async def _read(client: Client, uri: str) -> str:
+    result = await client.read_resource(uri)
+    return str(result.contents[0].text)  # type: ignore[union-attr]
 
+
+async def test_list_jobs_filters_and_explain_error_explains_it_by_name(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        tools = {t.name: t for t in (await crunch_client.list_tools()).tools}
+        listed_enum = tools["list_jobs"].input_schema["properties"]["provider"]
+        assert NAME in str(listed_enum)
+        explain_enum = tools["explain_error"].input_schema["properties"]["provider"]["enum"]
+        assert explain_enum == ["seamless", "agentseo", NAME, "auto"]
+
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": "a b a"}}
+        )
+        job_id = started.structured_content["job_id"]
+        mine = await crunch_client.call_tool("list_jobs", {"provider": NAME})
+        assert not mine.is_error, _text(mine)
+        assert [j["job_id"] for j in mine.structured_content["jobs"]] == [job_id]
+        others = await crunch_client.call_tool("list_jobs", {"provider": "agentseo"})
+        assert others.structured_content["jobs"] == []
+
+        explained = await crunch_client.call_tool(
+            "explain_error", {"provider": NAME, "http_status": 429}
+        )
+        assert not explained.is_error, _text(explained)
+        advice = explained.structured_content["advice"]
+        assert (advice["provider"], advice["title"]) == (NAME, "Crunch queue full")
+
+
+async def test_its_fields_hint_and_error_catalogue_are_real_resources(
+    crunch_client: Client,
+) -> None:
+    with anyio.fail_after(30):
+        listed = {str(r.uri) for r in (await crunch_client.list_resources()).resources}
+        assert {f"jobrelay://errors/{NAME}", f"jobrelay://fields/{NAME}"} <= listed
+
+        started = await crunch_client.call_tool(
+            "start_seo_job", {"workflow": "word_count", "params": {"text": "a b a"}}
+        )
+        job_id = started.structured_content["job_id"]
+        await crunch_client.call_tool("wait_for_job", {"job_id": job_id, "wait_seconds": 20})
+        page = await crunch_client.call_tool(
+            "get_job_result", {"job_id": job_id, "fields": ["colour"]}
+        )
+        hint = f"jobrelay://fields/{NAME}"
+        assert hint in _text(page)  # the text points at a resource that exists:
+        fields = await _read(crunch_client, hint)
+        assert "## word_count" in fields
+        assert "`words`" in fields
+        catalogue = await _read(crunch_client, f"jobrelay://errors/{NAME}")
+        assert "the counting queue is full" in catalogue
+
+
+def test_its_advice_table_cannot_be_registered_twice() -> None:
+    register_provider_advice(ADVICE)
+    try:
+        with pytest.raises(ValueError, match="already registered"), registered(CrunchProvider()):
+            pass
+        assert "word_count" not in default_registry().workflows()  # the provider left too
+    finally:
+        from mcp_server.advice import unregister_provider_advice
+
+        unregister_provider_advice(NAME)
+
+
+def test_without_registration_the_workflow_is_unknown() -> None:
     assert "word_count" not in default_registry().workflows()
 
 
 def test_the_registry_refuses_a_provider_that_clashes() -> None:
-    from mcp_server.providers import ProviderRegistry, default_registry
+    from mcp_server.providers import ProviderRegistry
 
     registry = ProviderRegistry()
     for provider in default_registry():

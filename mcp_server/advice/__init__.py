@@ -5,13 +5,14 @@ helps, when (computed from the response's own headers), the one next call, and w
 The mapping is data: `CATALOGUE` holds one `CatalogueRow` per documented situation (UPSTREAMS.md
 error tables and statuses, RETRY_POLICY.md section C.6), each with templates. A provider
 contributes its rows, routes, vote clues and body readers as one `ProviderAdvice` table
-(`register_provider_advice`); the Seamless and AgentSEO tables are registered by default.
+(`register_provider_advice`); each provider's table is registered with the provider
+(`JobProvider.advice`, by `providers.registry`), so nothing here names a provider.
 
 Modules, one concept each: `table` (the typed shapes), `catalogue` (the generic rows),
-`_seamless` / `_agentseo` (the built-in provider tables), `registry` (registration and the
-lookups), `clean` (untrusted text made safe), `facts` (exceptions read into facts), `parse`
-(pasted input, the provider vote), `compose` (templating), `explain` (the use cases),
-`present` (tool text, catalogue markdown, `jobrelay explain`).
+`registry` (registration and the lookups), `clean` (untrusted text made safe), `facts`
+(exceptions read into facts), `parse` (pasted input, the provider vote), `compose`
+(templating), `explain` (the use cases), `present` (tool text, catalogue markdown,
+`jobrelay explain`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The provider-neutral rows of the advice catalogue: network, jobrelay's own guards, fallbacks.
 
 Data, one `CatalogueRow` per documented situation (UPSTREAMS.md, RETRY_POLICY.md section C.6).
-Each provider contributes its own rows through its `ProviderAdvice` table (`_seamless.py`,
-`_agentseo.py`); `registry.py` puts them together.
+Each provider contributes its own rows through its `ProviderAdvice` table (e.g.
+`providers/seamless/advice.py`); `registry.py` puts them together.
 """
 
 from __future__ import annotations

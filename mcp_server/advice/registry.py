@@ -1,7 +1,8 @@
 """The provider tables advice knows, and the lookups built from their rows.
 
-`register_provider_advice` adds a provider's `ProviderAdvice` table; the two built-in tables are
-registered on import. Every lookup (HTTP status and code, code alone, job status, route, budget)
+`register_provider_advice` adds a provider's `ProviderAdvice` table; a provider's own table is
+registered with the provider (`JobProvider.advice`, by `providers.registry`), so this package
+names no provider. Every lookup (HTTP status and code, code alone, job status, route, budget)
 goes through the indices rebuilt here, so a table registered later is found like a built-in one.
 """
 
@@ -12,8 +13,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from mcp_server.advice._agentseo import AGENTSEO
-from mcp_server.advice._seamless import SEAMLESS
 from mcp_server.advice.catalogue import GENERIC_ROWS
 from mcp_server.advice.table import CatalogueRow, ProviderAdvice
 
@@ -204,7 +203,3 @@ def rate_key(provider: str | None, budget: str | None, route_tool: str | None) -
     budget = budget or (table.rate_budgets.get(route_tool) if route_tool else None)
     key = f"{table.name}.429.{budget}"
     return key if budget is not None and key in _catalogue else None
-
-
-register_provider_advice(SEAMLESS)
-register_provider_advice(AGENTSEO)

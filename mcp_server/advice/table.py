@@ -103,8 +103,9 @@ class VoteClues:
 class ProviderAdvice:
     """Everything advice knows about one provider, as data (issue 15 item 1).
 
-    Registered with `register_provider_advice`; the two built-in tables live beside the core
-    (`_seamless.py`, `_agentseo.py`).
+    A provider declares its table as `JobProvider.advice` (the built-in ones in
+    `providers/<name>/advice.py`), registered with the provider; `register_provider_advice`
+    registers one on its own.
     """
 
     name: str

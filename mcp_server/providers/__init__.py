@@ -29,6 +29,7 @@ from mcp_server.providers.registry import (
     default_registry,
     register_provider,
     registered,
+    unregister_provider,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "default_registry",
     "register_provider",
     "registered",
+    "unregister_provider",
 ]

@@ -24,6 +24,7 @@ import anyio
 from pydantic import BaseModel, SecretStr
 
 from mcp_server._clock import Clock
+from mcp_server.advice.table import ProviderAdvice
 from mcp_server.config import Settings
 from mcp_server.errors import JobRelayError
 from mcp_server.ledger import JobRecord, Ledger
@@ -306,6 +307,22 @@ class JobProvider(Protocol):
     """Workflow names `start_seo_job` routes here (kind `seo`); empty for research."""
     paid_per_target: bool
     """Each target costs a credit: credits shown, paid work listed first, target counts."""
+    key_header: str
+    """The HTTP request header that carries a caller's own API key for this provider, e.g.
+    `X-Seamless-Api-Key` (public: DESIGN.md; used for that request only, never stored)."""
+    task_poll_ms: tuple[int, int]
+    """`pollIntervalMs` bounds (low, high) for an MCP task on one of its jobs: the API's own
+    cadence; the job's `next_check_after_seconds` is clamped into them."""
+    advice: ProviderAdvice | None
+    """Its advice table (rows, routes, vote clues, body readers), registered with it by
+    `register_provider`; None when it has none."""
+    fields_description: str
+    """How resources/list describes `jobrelay://fields/<name>` (one sentence)."""
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        """Field names `get_job_result(fields=[...])` accepts, grouped (per record kind or
+        workflow): `jobrelay://fields/<name>`."""
+        ...
 
     # ---- settings -------------------------------------------------------------------------
     def api_key(self, settings: Settings) -> SecretStr | None: ...

@@ -2,7 +2,9 @@
 
 The one place the core learns which providers exist. `register_provider` is the public
 extension point (tests/test_third_provider.py registers a provider that lives only in the
-tests); `default_registry()` holds Seamless.ai and AgentSEO from first use.
+tests); `default_registry()` holds Seamless.ai and AgentSEO from first use. A provider's advice
+table (`JobProvider.advice`) is registered with it in the process-wide registry, so the advice
+catalogue knows exactly the providers the server does.
 
 Routing: `start_research` goes to the one provider of kind `research`; `start_seo_job` to the
 provider of kind `seo` that lists the workflow. A handle goes to the provider whose prefix it
@@ -15,11 +17,18 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mcp_server.advice import register_provider_advice, unregister_provider_advice
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import register_job_id_prefix, unregister_job_id_prefix
 from mcp_server.providers.base import JobKind, JobProvider
 
-__all__ = ["ProviderRegistry", "default_registry", "register_provider", "registered"]
+__all__ = [
+    "ProviderRegistry",
+    "default_registry",
+    "register_provider",
+    "registered",
+    "unregister_provider",
+]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]{1,19}$")
 _PREFIX = re.compile(r"^[a-z]{2,4}_$")
@@ -103,15 +112,32 @@ def default_registry() -> ProviderRegistry:
         from mcp_server.providers.seamless import SeamlessProvider
 
         registry = ProviderRegistry()
-        registry.register(SeamlessProvider())
-        registry.register(AgentSEOProvider())
         _DEFAULT.append(registry)
+        _add(registry, SeamlessProvider())
+        _add(registry, AgentSEOProvider())
     return _DEFAULT[0]
 
 
+def _add(registry: ProviderRegistry, provider: JobProvider) -> None:
+    registry.register(provider)
+    if provider.advice is not None:
+        try:
+            register_provider_advice(provider.advice)
+        except ValueError:
+            registry.unregister(provider.name)
+            raise
+
+
 def register_provider(provider: JobProvider) -> None:
-    """Make `provider` available to every server built afterwards (`build_server`)."""
-    default_registry().register(provider)
+    """Make `provider` (and its advice table) available to every server built afterwards
+    (`build_server`)."""
+    _add(default_registry(), provider)
+
+
+def unregister_provider(name: str) -> None:
+    """Forget a registered provider and its advice table."""
+    default_registry().unregister(name)
+    unregister_provider_advice(name)
 
 
 @contextmanager
@@ -121,4 +147,4 @@ def registered(provider: JobProvider) -> Iterator[JobProvider]:
     try:
         yield provider
     finally:
-        default_registry().unregister(provider.name)
+        unregister_provider(provider.name)

@@ -14,12 +14,15 @@ from pydantic import SecretStr
 
 from mcp_server import advice as advice_mod
 from mcp_server import render
+from mcp_server.advice import ProviderAdvice
 from mcp_server.config import Settings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_company, project_contact
 from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
+from mcp_server.providers.seamless import fields
+from mcp_server.providers.seamless.advice import SEAMLESS
 from mcp_server.providers.seamless.states import (
     MAX_ITEMS_SHOWN,
     NAME,
@@ -40,6 +43,16 @@ class SeamlessProvider:
     kind: JobKind = "research"
     workflows: tuple[str, ...] = ()
     paid_per_target = True
+    key_header = "X-Seamless-Api-Key"
+    task_poll_ms = (2_000, 5_000)
+    """Seamless's documented 2-5 s poll cadence."""
+    advice: ProviderAdvice | None = SEAMLESS
+    fields_description = (
+        "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
+    )
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        return fields.result_fields()
 
     # ---- settings -------------------------------------------------------------------------
     def api_key(self, settings: Settings) -> SecretStr | None:

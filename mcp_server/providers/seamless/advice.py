@@ -1,6 +1,6 @@
 """Seamless.ai's advice table: its rows, routes, vote clues and body readers.
 
-Built in and registered by default; it moves next to the Seamless provider package later.
+Registered with the provider (`SeamlessProvider.advice`, by `providers.registry`).
 """
 
 from __future__ import annotations

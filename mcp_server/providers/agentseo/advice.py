@@ -1,6 +1,6 @@
 """AgentSEO's advice table: its rows, routes, budgets, vote clues and body reader.
 
-Built in and registered by default; it moves next to the AgentSEO provider package later.
+Registered with the provider (`AgentSEOProvider.advice`, by `providers.registry`).
 """
 
 from __future__ import annotations
