@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -213,6 +214,10 @@ def _done_message(out: JobOutput) -> str:
     return f"ended: {out.state.value if out.state is not None else 'finished'}"
 
 
+#: Distinct callers remembered between a task request's owner check and its start.
+MAX_CALLERS = 1024
+
+
 # ---- the adapter -------------------------------------------------------------------------------
 
 
@@ -223,7 +228,10 @@ class JobTasks:
     server: JobRelayServer
     runtime: Runtime | None = None
     engine: TaskEngine | None = None
-    callers: dict[str, Caller] = field(default_factory=dict)
+    callers: OrderedDict[str, Caller] = field(default_factory=OrderedDict)
+    """Owner key -> the caller it was made from, newest last, at most `MAX_CALLERS` (the starter
+    reads it right after `owner`; without a bound a long-running HTTP server kept one entry per
+    tenant it ever saw)."""
     live: dict[str, str] = field(default_factory=dict)
     """Task id -> the follower's latest progress text (fresher than the ledger's snapshot)."""
     following: dict[str, anyio.CancelScope] = field(default_factory=dict)
@@ -300,8 +308,14 @@ class JobTasks:
                 return _NO_OWNER
             raise MCPError(INVALID_PARAMS, exc.message) from None
         key = owner_key(caller)
-        self.callers[key] = caller
+        self.remember(key, caller)
         return key
+
+    def remember(self, key: str, caller: Caller) -> None:
+        self.callers[key] = caller
+        self.callers.move_to_end(key)
+        while len(self.callers) > MAX_CALLERS:
+            self.callers.popitem(last=False)
 
     def _caller(self, owner: str) -> Caller | None:
         return self.callers.get(owner)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -19,7 +20,17 @@ from mcp_server.mcptasks import TaskRecord, TaskUpdate
 from mcp_server.models import JobState
 from mcp_server.providers import default_registry
 from mcp_server.schemas import JobOutput, Progress
-from mcp_server.tasks import LedgerTaskStore, owner_key, poll_interval_ms, progress_message
+
+if TYPE_CHECKING:
+    from mcp_server.server import JobRelayServer
+from mcp_server.tasks import (
+    MAX_CALLERS,
+    JobTasks,
+    LedgerTaskStore,
+    owner_key,
+    poll_interval_ms,
+    progress_message,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -157,3 +168,15 @@ def test_poll_intervals_follow_the_upstream_cadence() -> None:
     assert poll_interval_ms(seamless, 30.0) == 5_000
     assert poll_interval_ms(agentseo, 7.0) == 7_000  # AgentSEO: its retry_after_seconds
     assert poll_interval_ms(agentseo, 0.2) == 1_000
+
+
+def test_the_callers_remembered_for_task_starts_are_bounded_newest_kept() -> None:
+    tasks = JobTasks(server=cast("JobRelayServer", object()))
+    for n in range(MAX_CALLERS + 50):
+        caller = Caller(tenants={"seamless": f"k_{n:012d}"}, sandbox={"seamless": True})
+        tasks.remember(owner_key(caller), caller)
+    newest = Caller(tenants={"seamless": f"k_{MAX_CALLERS + 49:012d}"}, sandbox={"seamless": True})
+    oldest = Caller(tenants={"seamless": f"k_{0:012d}"}, sandbox={"seamless": True})
+    assert len(tasks.callers) == MAX_CALLERS
+    assert tasks.callers[owner_key(newest)] == newest
+    assert owner_key(oldest) not in tasks.callers
