@@ -29,7 +29,7 @@ from mcp_server.sandbox.app import (
 
 pytestmark = pytest.mark.anyio
 
-LONG_KEY = "sk-live-0123456789abcdefXY"
+LONG_KEY = "FAKE-key-0123456789abcdefXY"
 SHORT_KEY = "abc123"
 
 
@@ -113,7 +113,7 @@ async def test_live_providers_on_a_reachable_loopback_api_are_usable(tmp_path: P
     assert f"live: {root}{SEAMLESS_PREFIX}" in text
     assert f"live: {root}{AGENTSEO_PREFIX}" in text
     assert text.count("reachable: HTTP ") == 2
-    assert "key: set (sk...XY), fingerprint k_" in text
+    assert "key: set (FA...XY), fingerprint k_" in text
     assert "key: set, fingerprint k_" in text
     assert LONG_KEY not in text
     assert SHORT_KEY not in text
@@ -168,7 +168,7 @@ async def test_keys_are_masked_even_when_the_sandbox_is_forced(tmp_path: Path) -
 
     assert report.exit_code == 0
     assert "sandbox (JOBRELAY_SANDBOX=1)" in text
-    assert "key: set (sk...XY), not used while JOBRELAY_SANDBOX=1" in text
+    assert "key: set (FA...XY), not used while JOBRELAY_SANDBOX=1" in text
     assert "key: set, not used while JOBRELAY_SANDBOX=1" in text
     assert "JOBRELAY_HTTP_TOKEN set (YX...ks)" in text
     for secret in (LONG_KEY, SHORT_KEY, LONG_KEY[::-1], LONG_KEY[2:-2], SHORT_KEY[:3]):

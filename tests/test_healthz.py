@@ -55,7 +55,7 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[str, JobRelayServer
 async def test_healthz_answers_200_with_status_ledger_redis_providers_and_no_token(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(SEAMLESS_API_KEY="sk-live-secret-value-1234", JOBRELAY_SANDBOX="auto")
+    settings = make_settings(SEAMLESS_API_KEY="FAKE-key-secret-value-1234", JOBRELAY_SANDBOX="auto")
     async with serving(settings) as (base, _server), httpx.AsyncClient() as http:
         with anyio.fail_after(10):
             response = await http.get(f"{base}/healthz")  # no Authorization header
@@ -69,7 +69,7 @@ async def test_healthz_answers_200_with_status_ledger_redis_providers_and_no_tok
         "providers": {"seamless": "upstream", "agentseo": "sandbox"},
     }
     text = response.text
-    assert "sk-live" not in text  # no secret
+    assert "FAKE-key" not in text  # no secret
     assert str(settings.db_path) not in text  # no path
     assert "server" not in response.headers  # no software banner
 

@@ -764,7 +764,7 @@ def test_params_fingerprint_ignores_key_order_only() -> None:
 
 def test_records_refuse_what_must_never_be_stored() -> None:
     with pytest.raises(ValidationError, match="tenant"):
-        research(tenant="sk-live-the-raw-api-key")
+        research(tenant="FAKE-key-the-raw-api-key")
     with pytest.raises(ValidationError, match="credentials"):
         research(params={"contacts": [{"name": "x", "headers": {"Token": "secret"}}]})
     with pytest.raises(ValidationError, match="must start with 'seo_'"):

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.anyio
 ADA = {"name": "Ada Lovelace", "company": "Analytical Engines"}
 SERP = {"workflow": "serp_analysis", "params": {"keyword": "pizza"}}
 RESEARCH = {"kind": "contacts", "contacts": [ADA]}
-SECRET = "sk-live-9d2f4c1b7a3e5f60"
+SECRET = "FAKE-key-9d2f4c1b7a3e5f60"
 
 
 def _error(result: Any) -> dict[str, Any]:

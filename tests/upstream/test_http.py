@@ -41,7 +41,7 @@ from mcp_server.upstream._client import DEFAULT_TIMEOUT, USER_AGENT, Call, build
 from mcp_server.upstream._failures import POOL_BUSY_RETRY_SECONDS
 from mcp_server.upstream._http import UpstreamHTTP
 
-KEY = "sk-live-SECRET-0123456789"
+KEY = "FAKE-key-SECRET-0123456789"
 BASE = "https://api.example.test/api/client/v1"
 
 Handler = Callable[[httpx.Request], httpx.Response]
