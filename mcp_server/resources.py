@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 
 from mcp_server import advice as advice_mod
+from mcp_server.advice import one_of
 from mcp_server.errors import InputProblem, UnknownJob
 from mcp_server.jobs import Caller
 from mcp_server.providers import JobProvider, default_registry
@@ -56,11 +57,6 @@ def concrete_resources(
     return [*errors, *fields, usage]
 
 
-def _one_of(names: Sequence[str]) -> str:
-    """`seamless or agentseo`; `a, b or c`."""
-    return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
-
-
 def _groups(provider: JobProvider) -> str:
     """`contacts, companies`; `per workflow` (a `start_seo_job` provider's groups)."""
     return "per workflow" if provider.kind == "seo" else ", ".join(provider.result_fields())
@@ -99,7 +95,7 @@ def register_resources(server: MCPServer[Any]) -> None:
     @server.resource(
         "jobrelay://errors/{provider}",
         title="Error advice catalogue",
-        description=f"Every documented status/code of {_one_of(names)}, with recovery advice.",
+        description=f"Every documented status/code of {one_of(names)}, with recovery advice.",
         mime_type="text/markdown",
     )
     async def errors_resource(provider: str) -> str:
@@ -111,7 +107,7 @@ def register_resources(server: MCPServer[Any]) -> None:
         "jobrelay://fields/{provider}",
         title="Result field names",
         description="Field names get_job_result(fields=[...]) accepts: "
-        + _one_of([f"{p.name} ({_groups(p)})" for p in providers])
+        + one_of([f"{p.name} ({_groups(p)})" for p in providers])
         + ".",
         mime_type="text/markdown",
     )
@@ -138,7 +134,7 @@ def register_resources(server: MCPServer[Any]) -> None:
         "jobrelay://usage{?provider}",
         title="Usage and rate limits",
         description="Rate-limit buckets, credits last seen and the daily credit budget; "
-        f"?provider={_one_of(names)} for one API.",
+        f"?provider={one_of(names)} for one API.",
         mime_type="application/json",
     )
     async def usage_resource(ctx: Context[Any, Any], provider: str = "") -> str:
@@ -148,7 +144,7 @@ def register_resources(server: MCPServer[Any]) -> None:
 
         runtime = ctx.request_context.lifespan_context
         if provider and provider not in runtime.providers.names():
-            raise ResourceError(f"Unknown provider; use ?provider={_one_of(names)}.")
+            raise ResourceError(f"Unknown provider; use ?provider={one_of(names)}.")
         only = [provider] if provider else None
         outcome = await usage_outcome(runtime, _caller(ctx), only=only)
         text: str = outcome.output.model_dump_json(exclude_none=True)

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from mcp_server.advice.clean import shown_status
 from mcp_server.advice.explain import advise_error, advise_http, advise_job
-from mcp_server.advice.present import catalogue_markdown, explain_cli, render_text, wait_phrase
+from mcp_server.advice.present import (
+    catalogue_markdown,
+    explain_cli,
+    one_of,
+    render_text,
+    wait_phrase,
+)
 from mcp_server.advice.registry import (
     CATALOGUE,
     provider_advice,
@@ -40,6 +46,7 @@ __all__ = [
     "advise_job",
     "catalogue_markdown",
     "explain_cli",
+    "one_of",
     "provider_advice",
     "register_provider_advice",
     "render_text",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mcp_server._duration import format_duration
 from mcp_server.advice import registry
@@ -49,7 +49,7 @@ def _catalogue_cells(row: CatalogueRow, provider: str) -> list[str]:
     ]
 
 
-def _one_of(names: tuple[str, ...]) -> str:
+def one_of(names: Sequence[str]) -> str:
     """`seamless or agentseo`; `a, b or c`."""
     return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
 
@@ -61,7 +61,7 @@ def catalogue_markdown(provider: str) -> str:
     """
     names = registry.provider_names()
     if provider not in names:
-        raise ValueError(f"unknown provider {provider!r}: expected {_one_of(names)}")
+        raise ValueError(f"unknown provider {provider!r}: expected {one_of(names)}")
     name = service_name(provider)
     header = (
         "| when | upstream code | jobrelay code | meaning | retry? | next step |\n"
