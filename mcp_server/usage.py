@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from mcp_server.advice import wait_phrase
 from mcp_server.jobs import Caller, Outcome
-from mcp_server.models import PROVIDERS
 from mcp_server.providers import JobProvider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
 
@@ -36,10 +35,9 @@ async def usage_outcome(
             for b in snapshot
             if b.provider == name and b.key_fingerprint == tenant
         ]
-        # Credits as the limiter last saw them in a paid-per-target provider's answers (the
-        # limiter keys them by the built-in provider names: limits/ is not provider-neutral yet).
+        # Credits as the limiter last saw them in a paid-per-target provider's answers.
         credits = None
-        if known[name].paid_per_target and name in PROVIDERS:
+        if known[name].paid_per_target:
             credits = await runtime.limiter.credits(name, tenant)
         providers.append(
             ProviderUsage(

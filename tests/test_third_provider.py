@@ -18,7 +18,14 @@ from mcp_server.config import Settings
 from mcp_server.providers import default_registry, registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
-from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
+from tests.crunch_provider import (
+    ADVICE,
+    NAME,
+    START_LIMIT,
+    STATUS_LIMIT,
+    CrunchProvider,
+    crunch_app,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +45,18 @@ async def crunch_client(
         async with Client(server) as c:
             yield c
     assert provider_advice(NAME) is None  # and leaves with it
+
+
+class _Counting(httpx.AsyncBaseTransport):
+    """Counts the requests that reach the app, by method."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.sent: dict[str, int] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent[request.method] = self.sent.get(request.method, 0) + 1
+        return await self.inner.handle_async_request(request)
 
 
 def _text(result: Any) -> str:
@@ -219,3 +238,48 @@ def test_the_registry_refuses_a_provider_that_clashes() -> None:
     assert registry.for_workflow("word_count") is not None
     registry.unregister("crunch")
     assert registry.for_workflow("word_count") is None
+
+
+async def test_its_requests_are_limited_by_the_buckets_it_declares(
+    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+) -> None:
+    """Its `RATE_LIMITS` (declared in tests/crunch_provider.py; nothing under mcp_server/ names
+    it) route and seed its buckets: `START_LIMIT` starts go out, the next is refused by our
+    own limiter before anything is sent, and get_usage shows both buckets at their limits."""
+    transport = _Counting(httpx.ASGITransport(app=crunch_app()))
+    with registered(CrunchProvider()):
+        server = build_server(
+            make_settings(), clock=clock, sandbox_state=sandbox_state, transports={NAME: transport}
+        )
+        async with Client(server) as client:
+            with anyio.fail_after(30):
+                job_ids = []
+                for _ in range(START_LIMIT):
+                    started = await client.call_tool(
+                        "start_seo_job", {"workflow": "word_count", "params": {"text": "a b"}}
+                    )
+                    assert not started.is_error, _text(started)
+                    job_ids.append(started.structured_content["job_id"])
+                status = await client.call_tool("get_job_status", {"job_ids": job_ids[:1]})
+                assert not status.is_error, _text(status)
+
+                refused = await client.call_tool(
+                    "start_seo_job", {"workflow": "word_count", "params": {"text": "a b"}}
+                )
+                assert refused.is_error, _text(refused)
+                error = refused.structured_content["error"]
+                assert error["code"] == "local_rate_limited", error
+                # the window (60 s) with the limiter's safety margin, less the moments spent
+                assert 50 < error["retry_after_seconds"] <= 63, error
+                assert transport.sent == {"POST": START_LIMIT, "GET": 1}  # nothing more sent
+
+                usage = await client.call_tool("get_usage", {})
+                assert not usage.is_error, _text(usage)
+                (mine,) = [
+                    p for p in usage.structured_content["providers"] if p["provider"] == NAME
+                ]
+                buckets = {b["bucket"]: (b["limit"], b["remaining"]) for b in mine["buckets"]}
+                assert buckets == {
+                    "start": (START_LIMIT, 0),
+                    "status": (STATUS_LIMIT, STATUS_LIMIT - 1),
+                }
