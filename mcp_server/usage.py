@@ -99,8 +99,8 @@ def _next_without_blocks(out: UsageOutput, known: Mapping[str, JobProvider]) -> 
     paid = next((p for p in out.providers if known[p.provider].paid_per_target), None)
     if paid is not None and paid.credits_remaining == 0:
         return (
-            "tell the user research needs more Seamless credits; search_prospects, "
-            "get_job_status and get_job_result stay free."
+            f"tell the user research needs more {known[paid.provider].title} credits; "
+            "search_prospects, get_job_status and get_job_result stay free."
         )
     if out.credit_budget is not None and (out.credits_spent_today or 0) >= out.credit_budget:
         return (
