@@ -276,6 +276,7 @@ async def diagnose(
     env: Mapping[str, str] | None = None, *, probe_timeout: float = PROBE_TIMEOUT
 ) -> Report:
     """Check the configuration `env` describes (default: the process environment)."""
+    default_registry()  # the providers declare what their settings mean: before reading them
     try:
         settings = load_settings(env)
     except ConfigError as exc:

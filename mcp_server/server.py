@@ -230,7 +230,9 @@ def build_server(
     transports: Mapping[str, Any] | None = None,
 ) -> JobRelayServer:
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
-    settings = settings or load_settings()
+    if settings is None:
+        default_registry()  # the providers declare what their settings mean: before reading them
+        settings = load_settings()
     clock = clock or SystemClock()
     bus: RedisSubscriptionBus | None = None
     if settings.redis_url is not None:  # notifications reach listeners on every replica

@@ -463,10 +463,11 @@ def serve(
     allow_origins: Sequence[str] = (),
 ) -> int:
     """`jobrelay serve`. Returns the process exit status."""
+    names = _provider_names()  # registered first: they declare what their settings mean
     settings: Settings = load_settings()  # the SDK is imported only once a start is allowed
     if sandbox:
         settings = settings.model_copy(update={"sandbox": "on"})
-    missing = [m for p in _provider_names() if (m := settings.missing_key(p)) is not None]
+    missing = [m for p in names if (m := settings.missing_key(p)) is not None]
     if missing:  # JOBRELAY_SANDBOX=0 without a key: every call would fail; say so now
         for line in missing:
             print(f"jobrelay: {line}", file=sys.stderr)

@@ -9,7 +9,9 @@ The API (`crunch_app`, Starlette, served in-process through `httpx.ASGITransport
 moves the job one step: queued -> running -> done (or failed when `params.text` is empty),
 with `result` (word counts) or `error` (`{"code"}`) at the end. Its rate limits (`RATE_LIMITS`:
 a small `start` bucket for POSTs, a `status` bucket for the rest) are declared here too, and
-every request waits on the runtime's limiter for the bucket they name.
+every request waits on the runtime's limiter for the bucket they name. Its settings
+(`SETTINGS`: `CRUNCH_API_KEY`, `CRUNCH_BASE_URL`) are declared here and read by
+`mcp_server.config.Settings` without an edit there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route as HttpRoute
 
 from mcp_server.advice import CatalogueRow, ProviderAdvice, Route, VoteClues, advise_job
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.ledger import JobRecord
 from mcp_server.limits import BucketSpec, RateLimits, bucket_key
@@ -126,6 +128,22 @@ ADVICE = ProviderAdvice(
 )
 """Crunch's advice table: its pasted 429s and its failed jobs."""
 
+# ---- its settings ---------------------------------------------------------------------------
+
+
+def _api_key(settings: Settings) -> SecretStr | None:
+    value = settings.variable("CRUNCH_API_KEY")
+    return None if value is None else SecretStr(value)
+
+
+SETTINGS = ProviderSettings(
+    key_env="CRUNCH_API_KEY",
+    api_key=_api_key,
+    base_url=lambda settings: settings.variable("CRUNCH_BASE_URL") or BASE_URL,
+    variables=("CRUNCH_API_KEY", "CRUNCH_BASE_URL"),
+)
+"""Its key and base URL, from its own variables (registered before the settings are read)."""
+
 # ---- its rate limits --------------------------------------------------------------------------
 
 START_LIMIT = 2
@@ -166,18 +184,17 @@ class CrunchProvider:
     task_poll_ms = (1_000, 10_000)
     advice: ProviderAdvice | None = ADVICE
     rate_limits = RATE_LIMITS
+    settings = SETTINGS
     fields_description = "Field names get_job_result(fields=[...]) accepts for word counts."
 
     def result_fields(self) -> Mapping[str, Sequence[str]]:
         return {"word_count": ("job_id", "words", "top")}
 
     def api_key(self, settings: Settings) -> SecretStr | None:
-        del settings
-        return SecretStr("crunch-test-key")
+        return settings.api_key(NAME)
 
     def base_url(self, settings: Settings) -> str:
-        del settings
-        return BASE_URL
+        return settings.base_url(NAME)
 
     def sandboxed(self, settings: Settings) -> bool:
         del settings

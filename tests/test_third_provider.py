@@ -11,15 +11,17 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
+from pydantic import SecretStr
 
 from mcp_server._clock import ScaledClock
 from mcp_server.advice import provider_advice, register_provider_advice
-from mcp_server.config import Settings
+from mcp_server.config import Settings, load_settings
 from mcp_server.providers import default_registry, registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
 from tests.crunch_provider import (
     ADVICE,
+    BASE_URL,
     NAME,
     START_LIMIT,
     STATUS_LIMIT,
@@ -37,7 +39,7 @@ async def crunch_client(
     with registered(CrunchProvider()):  # its advice table (ADVICE) registers with it
         assert provider_advice(NAME) is ADVICE
         server = build_server(
-            make_settings(),
+            make_settings(CRUNCH_API_KEY="crunch-test-key"),
             clock=clock,
             sandbox_state=sandbox_state,
             transports={NAME: httpx.ASGITransport(app=crunch_app())},
@@ -249,7 +251,10 @@ async def test_its_requests_are_limited_by_the_buckets_it_declares(
     transport = _Counting(httpx.ASGITransport(app=crunch_app()))
     with registered(CrunchProvider()):
         server = build_server(
-            make_settings(), clock=clock, sandbox_state=sandbox_state, transports={NAME: transport}
+            make_settings(CRUNCH_API_KEY="crunch-test-key"),
+            clock=clock,
+            sandbox_state=sandbox_state,
+            transports={NAME: transport},
         )
         async with Client(server) as client:
             with anyio.fail_after(30):
@@ -283,3 +288,32 @@ async def test_its_requests_are_limited_by_the_buckets_it_declares(
                     "start": (START_LIMIT, 0),
                     "status": (STATUS_LIMIT, STATUS_LIMIT - 1),
                 }
+
+
+def test_its_settings_are_read_from_the_variables_it_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`SETTINGS` (tests/crunch_provider.py) names its variables, key variable and base URL;
+    `mcp_server.config` reads them without naming the provider, with the same texts."""
+    env = {"CRUNCH_API_KEY": "  k-1 ", "CRUNCH_BASE_URL": "http://127.0.0.1:9/v1"}
+    assert load_settings(env).variable("CRUNCH_API_KEY") is None  # not registered: not read
+    with registered(CrunchProvider()):
+        settings = load_settings(env)
+        assert settings.variable("crunch_api_key") == "k-1"
+        assert settings.api_key(NAME) == SecretStr("k-1")
+        assert settings.base_url(NAME) == "http://127.0.0.1:9/v1"
+        assert CrunchProvider().base_url(settings) == "http://127.0.0.1:9/v1"
+
+        bare = load_settings({"JOBRELAY_SANDBOX": "0", "CRUNCH_API_KEY": " "})  # blank: unset
+        assert bare.api_key(NAME) is None
+        assert bare.base_url(NAME) == BASE_URL
+        assert bare.missing_key(NAME) == (
+            "CRUNCH_API_KEY is not set and JOBRELAY_SANDBOX=0 turns the sandbox off. "
+            "Fix: set CRUNCH_API_KEY, or unset JOBRELAY_SANDBOX to use the sandbox."
+        )
+        assert load_settings({}).sandbox_reason(NAME) == "no CRUNCH_API_KEY"
+
+        monkeypatch.setenv("CRUNCH_API_KEY", "k-env")  # from the process environment too
+        assert load_settings().api_key(NAME) == SecretStr("k-env")
+    with pytest.raises(LookupError, match="no settings registered for provider 'crunch'"):
+        settings.api_key(NAME)

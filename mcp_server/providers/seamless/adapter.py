@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server.advice import ProviderAdvice
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
 from mcp_server.limits import RateLimits
@@ -25,6 +25,7 @@ from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, Prov
 from mcp_server.providers.seamless import fields
 from mcp_server.providers.seamless.advice import SEAMLESS
 from mcp_server.providers.seamless.limits import RATE_LIMITS
+from mcp_server.providers.seamless.settings import SETTINGS
 from mcp_server.providers.seamless.states import (
     MAX_ITEMS_SHOWN,
     NAME,
@@ -50,6 +51,7 @@ class SeamlessProvider:
     """Seamless's documented 2-5 s poll cadence."""
     advice: ProviderAdvice | None = SEAMLESS
     rate_limits: RateLimits = RATE_LIMITS
+    settings: ProviderSettings = SETTINGS
     fields_description = (
         "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
     )
