@@ -39,23 +39,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mcp_server.errors import ConfigError
 from mcp_server.models import Provider
 
-__all__ = [
-    "DEFAULT_AGENTSEO_BASE_URL",
-    "DEFAULT_SEAMLESS_BASE_URL",
-    "PLAN_BUDGETS",
-    "Plan",
-    "ProviderSettings",
-    "SandboxMode",
-    "Settings",
-    "default_db_path",
-    "key_fingerprint",
-    "load_settings",
-    "provider_settings",
-    "register_provider_settings",
-    "unregister_provider_settings",
-    "url_for_display",
-]
-
 DEFAULT_SEAMLESS_BASE_URL = "https://api.seamless.ai/api/client/v1"
 DEFAULT_AGENTSEO_BASE_URL = "https://www.agentseo.dev/api/v1"
 
