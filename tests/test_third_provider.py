@@ -4,6 +4,7 @@ the explanation of its failure through the real MCP tools, in process."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 from mcp import Client
 from pydantic import SecretStr
 
-from mcp_server._clock import ScaledClock
+from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.advice import provider_advice, register_provider_advice
 from mcp_server.config import Settings, load_settings
+from mcp_server.limits.base import SAFETY, WINDOW
 from mcp_server.providers import default_registry, registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
@@ -243,11 +245,13 @@ def test_the_registry_refuses_a_provider_that_clashes() -> None:
 
 
 async def test_its_requests_are_limited_by_the_buckets_it_declares(
-    make_settings: Callable[..., Settings], clock: ScaledClock, sandbox_state: SandboxState
+    make_settings: Callable[..., Settings], sandbox_state: SandboxState
 ) -> None:
     """Its `RATE_LIMITS` (declared in tests/crunch_provider.py; nothing under mcp_server/ names
     it) route and seed its buckets: `START_LIMIT` starts go out, the next is refused by our
-    own limiter before anything is sent, and get_usage shows both buckets at their limits."""
+    own limiter before anything is sent, and get_usage shows both buckets at their limits.
+    Time stands still (`FakeClock`), so the refusal's wait is the whole window, exactly."""
+    clock = FakeClock()
     transport = _Counting(httpx.ASGITransport(app=crunch_app()))
     with registered(CrunchProvider()):
         server = build_server(
@@ -274,8 +278,9 @@ async def test_its_requests_are_limited_by_the_buckets_it_declares(
                 assert refused.is_error, _text(refused)
                 error = refused.structured_content["error"]
                 assert error["code"] == "local_rate_limited", error
-                # the window (60 s) with the limiter's safety margin, less the moments spent
-                assert 50 < error["retry_after_seconds"] <= 63, error
+                # the window (60 s) with the limiter's safety margin (0.96): 62.5 s, shown in
+                # whole seconds rounded up
+                assert error["retry_after_seconds"] == math.ceil(WINDOW / SAFETY), error
                 assert transport.sent == {"POST": START_LIMIT, "GET": 1}  # nothing more sent
 
                 usage = await client.call_tool("get_usage", {})
