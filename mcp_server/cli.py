@@ -71,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--job-status", help="a job's status as the API reported it, e.g. failed or stuck"
     )
-    explain.add_argument("--provider", choices=["seamless", "agentseo", "auto"], default="auto")
+    explain.add_argument("--provider", choices=[*_provider_names(), "auto"], default="auto")
     explain.add_argument(
         "--header",
         action="append",
@@ -82,6 +82,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="check configuration and reachability")
     return parser
+
+
+def _provider_names() -> list[str]:
+    """`explain --provider` choices: every registered provider, in registration order."""
+    from mcp_server.providers import default_registry
+
+    return default_registry().names()
 
 
 def _configure_logging() -> None:

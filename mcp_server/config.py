@@ -2,15 +2,25 @@
 
 `load_settings()` validates once at start and turns pydantic's errors into one readable
 message per bad variable, naming the variable and what it accepts.
+
+What a provider's settings mean is the provider's knowledge: each declares a
+`ProviderSettings` (its key variable, which credential identifies the account, its base URL,
+any variables of its own), registered with it by the provider registry
+(`register_provider_settings`); the methods below that take a provider name read those
+declarations and name no provider. The built-in providers' own variables are still fields
+here (their names are public: DESIGN.md); a provider registered from outside declares its
+variables in `ProviderSettings.variables` and reads them with `Settings.variable`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -114,12 +124,15 @@ class Settings(BaseSettings):
     http_token: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_HTTP_TOKEN"))
     redis_url: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_REDIS_URL"))
     _db_url: SecretStr | None = PrivateAttr(None)
+    _variables: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Registered providers' own variables (`ProviderSettings.variables`), set ones only."""
 
     @model_validator(mode="wrap")
     @classmethod
     def _postgres_db(cls, data: object, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
         """`JOBRELAY_DB=postgresql://...` names a PostgreSQL ledger, not a file: kept aside as
-        `db_url` (a secret: it may hold a password), and `db_path` keeps its default."""
+        `db_url` (a secret: it may hold a password), and `db_path` keeps its default. The
+        registered providers' own variables are kept aside too (`variable`)."""
         url: str | None = None
         if isinstance(data, Mapping):
             for name, value in data.items():
@@ -131,8 +144,10 @@ class Settings(BaseSettings):
                     url = value.strip()
                     data = {k: v for k, v in data.items() if k != name}
                     break
+        own = _own_variables(data) if isinstance(data, Mapping) else {}
         settings = handler(data)
         settings._db_url = None if url is None else SecretStr(url)
+        settings._variables = own
         return settings
 
     @model_validator(mode="before")
@@ -235,20 +250,18 @@ class Settings(BaseSettings):
             return "oauth_refresh"
         return None
 
+    def variable(self, name: str) -> str | None:
+        """A registered provider's own variable (`ProviderSettings.variables`), stripped;
+        None when unset or blank."""
+        return self._variables.get(name.upper())
+
     def api_key(self, provider: Provider) -> SecretStr | None:
-        """The credential that identifies the account (its fingerprint partitions the ledger):
-        for Seamless OAuth the access token, or the OAuth client id (stable across refreshes)."""
-        if provider == "agentseo":
-            return self.agentseo_api_key
-        kind = self.seamless_auth
-        if kind == "access_token":
-            return self.seamless_access_token
-        if kind == "oauth_refresh":
-            return SecretStr(f"oauth-client:{self.seamless_oauth_client_id}")
-        return self.seamless_api_key
+        """The credential that identifies the account (its fingerprint partitions the ledger),
+        as the provider declares it (`ProviderSettings.api_key`)."""
+        return provider_settings(provider).api_key(self)
 
     def base_url(self, provider: Provider) -> str:
-        return self.seamless_base_url if provider == "seamless" else self.agentseo_base_url
+        return provider_settings(provider).base_url(self)
 
     def uses_sandbox(self, provider: Provider) -> bool:
         """True when `provider` is served by the embedded sandbox rather than its base URL."""
@@ -265,7 +278,7 @@ class Settings(BaseSettings):
         """
         if self.uses_sandbox(provider) or self.api_key(provider) is not None:
             return None
-        key_var = "SEAMLESS_API_KEY" if provider == "seamless" else "AGENTSEO_API_KEY"
+        key_var = provider_settings(provider).key_env
         return (
             f"{key_var} is not set and JOBRELAY_SANDBOX=0 turns the sandbox off. "
             f"Fix: set {key_var}, or unset JOBRELAY_SANDBOX to use the sandbox."
@@ -277,12 +290,66 @@ class Settings(BaseSettings):
             return None
         if self.sandbox == "on":
             return "JOBRELAY_SANDBOX=1 or --sandbox"
-        return "no SEAMLESS_API_KEY" if provider == "seamless" else "no AGENTSEO_API_KEY"
+        return f"no {provider_settings(provider).key_env}"
 
     @property
     def agentseo_budgets(self) -> tuple[int, int]:
         """(workload, control) requests per minute for the configured plan."""
         return PLAN_BUDGETS[self.agentseo_plan]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """What a provider's settings mean, declared by the provider (`JobProvider.settings`) and
+    registered with it: config reads it and names no provider."""
+
+    key_env: str
+    """The variable that holds its API key, e.g. `SEAMLESS_API_KEY`: named in the texts when
+    it is missing (`missing_key`, `sandbox_reason`)."""
+    api_key: Callable[[Settings], SecretStr | None]
+    """The credential that identifies the account (its fingerprint partitions the ledger)."""
+    base_url: Callable[[Settings], str]
+    variables: tuple[str, ...] = ()
+    """Variables of its own that `Settings` has no field for (upper case), read with
+    `Settings.variable`; register the provider before loading the settings."""
+
+
+_PROVIDER_SETTINGS: dict[Provider, ProviderSettings] = {}
+
+
+def register_provider_settings(provider: Provider, declared: ProviderSettings) -> None:
+    """`provider`'s settings mean what `declared` says (called by the provider registry)."""
+    _PROVIDER_SETTINGS[provider] = declared
+
+
+def unregister_provider_settings(provider: Provider) -> None:
+    _PROVIDER_SETTINGS.pop(provider, None)
+
+
+def provider_settings(provider: Provider) -> ProviderSettings:
+    """The registered `ProviderSettings` of `provider`; LookupError naming the fix if none."""
+    try:
+        return _PROVIDER_SETTINGS[provider]
+    except KeyError:
+        raise LookupError(
+            f"no settings registered for provider {provider!r} "
+            "(providers register theirs through mcp_server.providers.registry)"
+        ) from None
+
+
+def _provider_variables() -> set[str]:
+    return {v.upper() for d in _PROVIDER_SETTINGS.values() for v in d.variables}
+
+
+def _own_variables(data: Mapping[Any, object]) -> dict[str, str]:
+    """The registered providers' own variables in `data` (any case), stripped; blank = unset."""
+    wanted = _provider_variables()
+    own: dict[str, str] = {}
+    for name, value in data.items():
+        upper = str(name).upper()
+        if upper in wanted and isinstance(value, str) and value.strip():
+            own[upper] = value.strip()
+    return own
 
 
 _ENV_NAMES = {
@@ -344,9 +411,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     `env`, when given, replaces the process environment (tests, subprocess launchers).
     """
     try:
-        if env is None:
-            return Settings()
-        data = {k.lower(): v for k, v in env.items() if k.upper() in _ENV_NAMES.values()}
+        if env is None:  # the fields from the environment; the providers' own variables too
+            settings = Settings()
+            settings._variables = _own_variables(os.environ)
+            return settings
+        known = _provider_variables() | set(_ENV_NAMES.values())
+        data = {k.lower(): v for k, v in env.items() if k.upper() in known}
         return Settings.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]

@@ -31,8 +31,8 @@ from mcp_server import __version__
 from mcp_server.config import Settings, key_fingerprint, load_settings, url_for_display
 from mcp_server.errors import ConfigError
 from mcp_server.ledger import Ledger, LedgerError, SqliteLedger, check_ledger_location
-from mcp_server.limits.base import SEAMLESS_LIMIT
-from mcp_server.models import PROVIDERS, Provider
+from mcp_server.models import Provider
+from mcp_server.providers import default_registry
 
 __all__ = ["Check", "Report", "diagnose", "mask_secret", "run_doctor"]
 
@@ -161,8 +161,10 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
                 f"or {url_var} (unset it for the default)."
             )
     if provider == "seamless":
+        limits = default_registry().get(provider).rate_limits
+        per_endpoint = limits.spec(limits.route("POST", "/contacts/research"), settings).limit
         check.lines.append(
-            f"rate limit: {SEAMLESS_LIMIT} requests/min per endpoint, shared by the whole org"
+            f"rate limit: {per_endpoint} requests/min per endpoint, shared by the whole org"
         )
     else:
         workload, control = settings.agentseo_budgets
@@ -259,8 +261,8 @@ def _http(settings: Settings) -> Check:
 
 
 def _summary(settings: Settings) -> str:
-    live = [_NAMES[p] for p in PROVIDERS if not settings.uses_sandbox(p)]
-    sandboxed = [_NAMES[p] for p in PROVIDERS if settings.uses_sandbox(p)]
+    live = [_NAMES[p] for p in _NAMES if not settings.uses_sandbox(p)]
+    sandboxed = [_NAMES[p] for p in _NAMES if settings.uses_sandbox(p)]
     if not live:
         return (
             "Both APIs are simulated; set SEAMLESS_API_KEY and/or AGENTSEO_API_KEY for real data."
@@ -274,6 +276,7 @@ async def diagnose(
     env: Mapping[str, str] | None = None, *, probe_timeout: float = PROBE_TIMEOUT
 ) -> Report:
     """Check the configuration `env` describes (default: the process environment)."""
+    default_registry()  # the providers declare what their settings mean: before reading them
     try:
         settings = load_settings(env)
     except ConfigError as exc:
@@ -286,7 +289,7 @@ async def diagnose(
     # Default client settings (environment proxies included), as the server's clients use.
     async with httpx.AsyncClient(timeout=probe_timeout, follow_redirects=False) as client:
         checks = [config]
-        for provider in PROVIDERS:
+        for provider in _NAMES:
             checks.append(await _provider(settings, provider, client))
     checks += [await _ledger(settings), _limits(settings), _http(settings)]
     return Report(checks, summary=_summary(settings))

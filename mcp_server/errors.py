@@ -439,9 +439,16 @@ class BudgetExceeded(JobRelayError):
     code = ErrorCode.BUDGET_EXCEEDED
 
     def __init__(
-        self, message: str, *, spent: int, budget: int, requested: int, resets_in: float
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        spent: int,
+        budget: int,
+        requested: int,
+        resets_in: float,
     ) -> None:
-        super().__init__(message, provider="seamless")
+        super().__init__(message, provider=provider)
         self.spent = spent
         self.budget = budget
         self.requested = requested

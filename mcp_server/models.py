@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.errors import ErrorCode  # lives with the exception tree; re-exported here
 
 __all__ = [
-    "PROVIDERS",
     "TERMINAL_STATES",
     "Advice",
     "ErrorCode",
@@ -25,8 +24,9 @@ __all__ = [
     "Provider",
 ]
 
-Provider = Literal["seamless", "agentseo"]
-PROVIDERS: tuple[Provider, ...] = ("seamless", "agentseo")
+Provider: TypeAlias = str
+"""A provider's name as registered (`providers.registry` checks it: lower case, unique, the
+ledger's `provider` column); no provider is named here, so registering one edits nothing."""
 
 
 class JobState(StrEnum):

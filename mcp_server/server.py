@@ -38,7 +38,6 @@ from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
-from mcp_server.models import PROVIDERS
 from mcp_server.providers import Connection, ProviderEnv
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox._persist import JobFile, sandbox_path
@@ -155,7 +154,7 @@ class Runtime:
                     "This API key cannot be told apart from another key in use on this "
                     "server; use a different key.",
                     field="the API key",
-                    provider=provider if provider in PROVIDERS else None,
+                    provider=provider,
                 )
         caller = Caller(tenants=tenants, sandbox=dict(self.sandboxed))
         if not overrides:
@@ -231,7 +230,9 @@ def build_server(
     transports: Mapping[str, Any] | None = None,
 ) -> JobRelayServer:
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
-    settings = settings or load_settings()
+    if settings is None:
+        default_registry()  # the providers declare what their settings mean: before reading them
+        settings = load_settings()
     clock = clock or SystemClock()
     bus: RedisSubscriptionBus | None = None
     if settings.redis_url is not None:  # notifications reach listeners on every replica
@@ -403,7 +404,9 @@ class JobRelayServer(MCPServer[Runtime]):
             except Exception:
                 log.warning("jobrelay: health check: Redis did not answer", exc_info=True)
                 redis = "unavailable"
-        providers = {p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in PROVIDERS}
+        providers = {
+            p: "sandbox" if runtime.sandboxed[p] else "upstream" for p in runtime.providers.names()
+        }
         ok = ledger == "ok" and redis != "unavailable"
         body = {
             "status": "ok" if ok else "unavailable",

@@ -48,7 +48,6 @@ from mcp_server._jsonrpc_guard import Refusal, check_message
 from mcp_server._jsonrpc_guard import encode as encode_answer
 from mcp_server.config import Settings, load_settings
 from mcp_server.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from mcp_server.models import PROVIDERS, Provider
 
 if TYPE_CHECKING:
     from mcp_server.server import JobRelayServer
@@ -464,10 +463,11 @@ def serve(
     allow_origins: Sequence[str] = (),
 ) -> int:
     """`jobrelay serve`. Returns the process exit status."""
+    names = _provider_names()  # registered first: they declare what their settings mean
     settings: Settings = load_settings()  # the SDK is imported only once a start is allowed
     if sandbox:
         settings = settings.model_copy(update={"sandbox": "on"})
-    missing = [m for p in PROVIDERS if (m := settings.missing_key(p)) is not None]
+    missing = [m for p in names if (m := settings.missing_key(p)) is not None]
     if missing:  # JOBRELAY_SANDBOX=0 without a key: every call would fail; say so now
         for line in missing:
             print(f"jobrelay: {line}", file=sys.stderr)
@@ -525,6 +525,13 @@ def serve(
     return _run(run_http)
 
 
+def _provider_names() -> list[str]:
+    """The registered providers' names (built-in and any a deployment registered)."""
+    from mcp_server.providers import default_registry
+
+    return default_registry().names()
+
+
 def _stdin_is_a_terminal() -> bool:
     try:
         return sys.stdin is not None and sys.stdin.isatty()
@@ -534,11 +541,12 @@ def _stdin_is_a_terminal() -> bool:
 
 def _announce_start(settings: Settings) -> None:
     """One plain stderr line saying which APIs the embedded sandbox serves, and why."""
-    names: dict[Provider, str] = {"seamless": "Seamless.ai", "agentseo": "AgentSEO"}
+    from mcp_server.providers import default_registry
+
     by_reason: dict[str, list[str]] = {}
-    for p in PROVIDERS:
-        if (reason := settings.sandbox_reason(p)) is not None:
-            by_reason.setdefault(reason, []).append(names[p])
+    for p in default_registry():
+        if (reason := p.sandbox_reason(settings)) is not None:
+            by_reason.setdefault(reason, []).append(p.service_name)
     served = [f"{' and '.join(who)} ({reason})" for reason, who in by_reason.items()]
     if served:
         print(

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from mcp_server.advice import wait_phrase
 from mcp_server.jobs import Caller, Outcome
-from mcp_server.models import PROVIDERS
 from mcp_server.providers import JobProvider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
 
@@ -36,10 +35,9 @@ async def usage_outcome(
             for b in snapshot
             if b.provider == name and b.key_fingerprint == tenant
         ]
-        # Credits as the limiter last saw them in a paid-per-target provider's answers (the
-        # limiter keys them by the built-in provider names: limits/ is not provider-neutral yet).
+        # Credits as the limiter last saw them in a paid-per-target provider's answers.
         credits = None
-        if known[name].paid_per_target and name in PROVIDERS:
+        if known[name].paid_per_target:
             credits = await runtime.limiter.credits(name, tenant)
         providers.append(
             ProviderUsage(
@@ -101,8 +99,8 @@ def _next_without_blocks(out: UsageOutput, known: Mapping[str, JobProvider]) -> 
     paid = next((p for p in out.providers if known[p.provider].paid_per_target), None)
     if paid is not None and paid.credits_remaining == 0:
         return (
-            "tell the user research needs more Seamless credits; search_prospects, "
-            "get_job_status and get_job_result stay free."
+            f"tell the user research needs more {known[paid.provider].title} credits; "
+            "search_prospects, get_job_status and get_job_result stay free."
         )
     if out.credit_budget is not None and (out.credits_spent_today or 0) >= out.credit_budget:
         return (

@@ -7,7 +7,11 @@ no file under `mcp_server/` knows it.
 The API (`crunch_app`, Starlette, served in-process through `httpx.ASGITransport`):
 `POST /jobs {"workflow", "params"}` -> `{"id", "status": "queued"}`; each `GET /jobs/{id}`
 moves the job one step: queued -> running -> done (or failed when `params.text` is empty),
-with `result` (word counts) or `error` (`{"code"}`) at the end.
+with `result` (word counts) or `error` (`{"code"}`) at the end. Its rate limits (`RATE_LIMITS`:
+a small `start` bucket for POSTs, a `status` bucket for the rest) are declared here too, and
+every request waits on the runtime's limiter for the bucket they name. Its settings
+(`SETTINGS`: `CRUNCH_API_KEY`, `CRUNCH_BASE_URL`) are declared here and read by
+`mcp_server.config.Settings` without an edit there.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route as HttpRoute
 
 from mcp_server.advice import CatalogueRow, ProviderAdvice, Route, VoteClues, advise_job
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.ledger import JobRecord
+from mcp_server.limits import BucketSpec, RateLimits, bucket_key
 from mcp_server.models import Advice, ErrorCode, JobState, Progress
 from mcp_server.providers import (
     Caller,
@@ -123,6 +128,43 @@ ADVICE = ProviderAdvice(
 )
 """Crunch's advice table: its pasted 429s and its failed jobs."""
 
+# ---- its settings ---------------------------------------------------------------------------
+
+
+def _api_key(settings: Settings) -> SecretStr | None:
+    value = settings.variable("CRUNCH_API_KEY")
+    return None if value is None else SecretStr(value)
+
+
+SETTINGS = ProviderSettings(
+    key_env="CRUNCH_API_KEY",
+    api_key=_api_key,
+    base_url=lambda settings: settings.variable("CRUNCH_BASE_URL") or BASE_URL,
+    variables=("CRUNCH_API_KEY", "CRUNCH_BASE_URL"),
+)
+"""Its key and base URL, from its own variables (registered before the settings are read)."""
+
+# ---- its rate limits --------------------------------------------------------------------------
+
+START_LIMIT = 2
+"""Job starts per minute per key: small, so a test can run out of them."""
+STATUS_LIMIT = 50
+
+
+def crunch_bucket(method: str, path: str) -> str:
+    """`start` for a POST (a new job), `status` for everything else."""
+    del path
+    return "start" if method.upper() == "POST" else "status"
+
+
+def crunch_spec(bucket: str, settings: Settings) -> BucketSpec:
+    del settings
+    return BucketSpec(START_LIMIT if bucket == "start" else STATUS_LIMIT)
+
+
+RATE_LIMITS = RateLimits(route=crunch_bucket, spec=crunch_spec)
+
+
 STATES = {"queued": JobState.QUEUED, "running": JobState.RUNNING, "done": JobState.SUCCEEDED,
           "failed": JobState.FAILED}  # fmt: skip
 
@@ -141,18 +183,18 @@ class CrunchProvider:
     key_header = "X-Crunch-Api-Key"
     task_poll_ms = (1_000, 10_000)
     advice: ProviderAdvice | None = ADVICE
+    rate_limits = RATE_LIMITS
+    settings = SETTINGS
     fields_description = "Field names get_job_result(fields=[...]) accepts for word counts."
 
     def result_fields(self) -> Mapping[str, Sequence[str]]:
         return {"word_count": ("job_id", "words", "top")}
 
     def api_key(self, settings: Settings) -> SecretStr | None:
-        del settings
-        return SecretStr("crunch-test-key")
+        return settings.api_key(NAME)
 
     def base_url(self, settings: Settings) -> str:
-        del settings
-        return BASE_URL
+        return settings.base_url(NAME)
 
     def sandboxed(self, settings: Settings) -> bool:
         del settings
@@ -218,6 +260,17 @@ class CrunchProvider:
 class CrunchConnection:
     def __init__(self, env: ProviderEnv) -> None:
         self.http = httpx.AsyncClient(base_url=env.base_url, transport=env.transport)
+        self.limiter = env.limiter
+
+    async def _send(
+        self, ctx: JobContext, tenant: str, method: str, path: str, body: Any = None
+    ) -> dict[str, Any]:
+        """One request, after a slot in the bucket its route names (refused past the call's
+        deadline with `LocalRateLimited`, before anything is sent)."""
+        key = bucket_key(NAME, tenant, method, path)
+        await self.limiter.acquire(key, deadline=ctx.call_deadline())
+        response = await self.http.request(method, path, json=body)
+        return dict(response.json())
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -225,13 +278,14 @@ class CrunchConnection:
     async def start(
         self, ctx: JobContext, caller: Caller, workflow: str, params: dict[str, Any]
     ) -> Started:
-        del ctx, caller
-        body = (await self.http.post("/jobs", json={"workflow": workflow, "params": params})).json()
+        body = await self._send(
+            ctx, caller.tenant(NAME), "POST", "/jobs", {"workflow": workflow, "params": params}
+        )
         return Started(upstream_ids=[body["id"]], state=STATES[body["status"]],
                        raw_status=body["status"], snapshot={})  # fmt: skip
 
     async def _check(self, ctx: JobContext, rec: JobRecord) -> JobRecord:
-        body = (await self.http.get(f"/jobs/{rec.upstream_ids[0]}")).json()
+        body = await self._send(ctx, rec.tenant, "GET", f"/jobs/{rec.upstream_ids[0]}")
         state = STATES.get(body["status"], JobState.RUNNING)
         if not state.terminal:
             return await ctx.ledger.update(rec.job_id, state=state, raw_status=body["status"])

@@ -399,7 +399,11 @@ ROW_CASES: list[tuple[str, Callable[[], Advice], str]] = [
     ),
     (
         "budget_exceeded",
-        _err(BudgetExceeded("over", spent=8, budget=10, requested=5, resets_in=35000)),
+        _err(
+            BudgetExceeded(
+                "over", provider="seamless", spent=8, budget=10, requested=5, resets_in=35000
+            )
+        ),
         "Call start_research again with at most 2 targets.",
     ),
     (
@@ -658,7 +662,8 @@ def test_unknown_job_without_a_tool_points_at_list_jobs() -> None:
 
 def test_budget_resets_at_the_next_utc_midnight_computed_from_now() -> None:
     advice = advise_error(
-        BudgetExceeded("over", spent=10, budget=10, requested=1, resets_in=1), now=NOW
+        BudgetExceeded("over", provider="seamless", spent=10, budget=10, requested=1, resets_in=1),
+        now=NOW,
     )
     assert advice.retry_at == datetime(2026, 9, 22, tzinfo=UTC)
     assert advice.retry_after_seconds == 35237

@@ -57,7 +57,9 @@ def test_budget_reset_wording_across_a_whole_day_of_instants() -> None:
     stated wait is well-formed and covers the real distance to it."""
     for offset in range(0, 86400, 7):
         now = DAY + offset + 0.25
-        refusal = BudgetExceeded("over", spent=3, budget=3, requested=1, resets_in=0)
+        refusal = BudgetExceeded(
+            "over", provider="seamless", spent=3, budget=3, requested=1, resets_in=0
+        )
         advice = advise_error(refusal, now=now)
         text = f"{advice.what_happened} {advice.next_step}"
         match = re.search(r"resets at 00:00:00Z \(in ([^)]+)\)", text)

@@ -37,6 +37,8 @@ from mcp_server.ledger import (
     next_utc_midnight,
     params_fingerprint,
     provider_for_job_id,
+    register_credit_budget,
+    unregister_credit_budget,
 )
 from mcp_server.ledger.postgres import PostgresLedger
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
@@ -600,6 +602,36 @@ async def test_starting_research_over_the_budget_is_refused_and_records_nothing(
     await ledger.fail_submit(first.job_id, error=OUTCOME_UNKNOWN, processed="no")
     await ledger.record_intent(research(credits=3), budget=5)  # the rejected 3 came back
     assert await ledger.credits_spent_today(sandbox=False) == 5
+
+
+async def test_the_budget_counts_the_providers_registered_with_it(ledger: Ledger) -> None:
+    """Which providers' credits the budget counts is data the provider registry hands the
+    ledger (`register_credit_budget`, for a provider declaring `paid_per_target`), not a
+    provider named in the ledger's SQL."""
+    await ledger.record_intent(seo_job().model_copy(update={"credits_requested": 7}))
+    await ledger.record_intent(research(credits=3, sandbox=True))
+    assert await ledger.credits_spent_today() == 3  # only Seamless is registered with it
+
+    def seo(credits: int) -> JobRecord:
+        return seo_job().model_copy(update={"credits_requested": credits})
+
+    register_credit_budget("agentseo")
+    try:
+        assert await ledger.credits_spent_today() == 10
+        with pytest.raises(BudgetExceeded) as info:
+            await ledger.record_intent(seo(1), budget=10)
+        assert (info.value.spent, info.value.requested) == (10, 1)
+    finally:
+        unregister_credit_budget("agentseo")
+    await ledger.record_intent(seo(1), budget=10)  # not counted again: accepted
+
+    unregister_credit_budget("seamless")
+    try:
+        assert await ledger.credits_spent_today() == 0
+        await ledger.record_intent(research(credits=50, sandbox=True), budget=10)
+    finally:
+        register_credit_budget("seamless")
+    assert await ledger.credits_spent_today() == 53
 
 
 async def test_concurrent_starts_from_two_ledgers_never_overshoot_the_budget(

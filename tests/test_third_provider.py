@@ -4,6 +4,7 @@ the explanation of its failure through the real MCP tools, in process."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,14 +12,24 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
+from pydantic import SecretStr
 
-from mcp_server._clock import ScaledClock
+from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.advice import provider_advice, register_provider_advice
-from mcp_server.config import Settings
+from mcp_server.config import Settings, load_settings
+from mcp_server.limits.base import SAFETY, WINDOW
 from mcp_server.providers import default_registry, registered
 from mcp_server.sandbox._state import SandboxState
 from mcp_server.server import build_server
-from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
+from tests.crunch_provider import (
+    ADVICE,
+    BASE_URL,
+    NAME,
+    START_LIMIT,
+    STATUS_LIMIT,
+    CrunchProvider,
+    crunch_app,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +41,7 @@ async def crunch_client(
     with registered(CrunchProvider()):  # its advice table (ADVICE) registers with it
         assert provider_advice(NAME) is ADVICE
         server = build_server(
-            make_settings(),
+            make_settings(CRUNCH_API_KEY="crunch-test-key"),
             clock=clock,
             sandbox_state=sandbox_state,
             transports={NAME: httpx.ASGITransport(app=crunch_app())},
@@ -38,6 +49,18 @@ async def crunch_client(
         async with Client(server) as c:
             yield c
     assert provider_advice(NAME) is None  # and leaves with it
+
+
+class _Counting(httpx.AsyncBaseTransport):
+    """Counts the requests that reach the app, by method."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.sent: dict[str, int] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent[request.method] = self.sent.get(request.method, 0) + 1
+        return await self.inner.handle_async_request(request)
 
 
 def _text(result: Any) -> str:
@@ -219,3 +242,83 @@ def test_the_registry_refuses_a_provider_that_clashes() -> None:
     assert registry.for_workflow("word_count") is not None
     registry.unregister("crunch")
     assert registry.for_workflow("word_count") is None
+
+
+async def test_its_requests_are_limited_by_the_buckets_it_declares(
+    make_settings: Callable[..., Settings], sandbox_state: SandboxState
+) -> None:
+    """Its `RATE_LIMITS` (declared in tests/crunch_provider.py; nothing under mcp_server/ names
+    it) route and seed its buckets: `START_LIMIT` starts go out, the next is refused by our
+    own limiter before anything is sent, and get_usage shows both buckets at their limits.
+    Time stands still (`FakeClock`), so the refusal's wait is the whole window, exactly."""
+    clock = FakeClock()
+    transport = _Counting(httpx.ASGITransport(app=crunch_app()))
+    with registered(CrunchProvider()):
+        server = build_server(
+            make_settings(CRUNCH_API_KEY="crunch-test-key"),
+            clock=clock,
+            sandbox_state=sandbox_state,
+            transports={NAME: transport},
+        )
+        async with Client(server) as client:
+            with anyio.fail_after(30):
+                job_ids = []
+                for _ in range(START_LIMIT):
+                    started = await client.call_tool(
+                        "start_seo_job", {"workflow": "word_count", "params": {"text": "a b"}}
+                    )
+                    assert not started.is_error, _text(started)
+                    job_ids.append(started.structured_content["job_id"])
+                status = await client.call_tool("get_job_status", {"job_ids": job_ids[:1]})
+                assert not status.is_error, _text(status)
+
+                refused = await client.call_tool(
+                    "start_seo_job", {"workflow": "word_count", "params": {"text": "a b"}}
+                )
+                assert refused.is_error, _text(refused)
+                error = refused.structured_content["error"]
+                assert error["code"] == "local_rate_limited", error
+                # the window (60 s) with the limiter's safety margin (0.96): 62.5 s, shown in
+                # whole seconds rounded up
+                assert error["retry_after_seconds"] == math.ceil(WINDOW / SAFETY), error
+                assert transport.sent == {"POST": START_LIMIT, "GET": 1}  # nothing more sent
+
+                usage = await client.call_tool("get_usage", {})
+                assert not usage.is_error, _text(usage)
+                (mine,) = [
+                    p for p in usage.structured_content["providers"] if p["provider"] == NAME
+                ]
+                buckets = {b["bucket"]: (b["limit"], b["remaining"]) for b in mine["buckets"]}
+                assert buckets == {
+                    "start": (START_LIMIT, 0),
+                    "status": (STATUS_LIMIT, STATUS_LIMIT - 1),
+                }
+
+
+def test_its_settings_are_read_from_the_variables_it_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`SETTINGS` (tests/crunch_provider.py) names its variables, key variable and base URL;
+    `mcp_server.config` reads them without naming the provider, with the same texts."""
+    env = {"CRUNCH_API_KEY": "  k-1 ", "CRUNCH_BASE_URL": "http://127.0.0.1:9/v1"}
+    assert load_settings(env).variable("CRUNCH_API_KEY") is None  # not registered: not read
+    with registered(CrunchProvider()):
+        settings = load_settings(env)
+        assert settings.variable("crunch_api_key") == "k-1"
+        assert settings.api_key(NAME) == SecretStr("k-1")
+        assert settings.base_url(NAME) == "http://127.0.0.1:9/v1"
+        assert CrunchProvider().base_url(settings) == "http://127.0.0.1:9/v1"
+
+        bare = load_settings({"JOBRELAY_SANDBOX": "0", "CRUNCH_API_KEY": " "})  # blank: unset
+        assert bare.api_key(NAME) is None
+        assert bare.base_url(NAME) == BASE_URL
+        assert bare.missing_key(NAME) == (
+            "CRUNCH_API_KEY is not set and JOBRELAY_SANDBOX=0 turns the sandbox off. "
+            "Fix: set CRUNCH_API_KEY, or unset JOBRELAY_SANDBOX to use the sandbox."
+        )
+        assert load_settings({}).sandbox_reason(NAME) == "no CRUNCH_API_KEY"
+
+        monkeypatch.setenv("CRUNCH_API_KEY", "k-env")  # from the process environment too
+        assert load_settings().api_key(NAME) == SecretStr("k-env")
+    with pytest.raises(LookupError, match="no settings registered for provider 'crunch'"):
+        settings.api_key(NAME)

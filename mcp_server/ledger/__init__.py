@@ -62,7 +62,7 @@ from mcp_server.ledger._sqlite_schema import (
     check_ledger_location,
 )
 from mcp_server.ledger.base import (
-    CREDIT_BUDGET_PROVIDER,
+    CREDIT_BUDGET_PROVIDERS,
     JOB_ID_PREFIXES,
     RAW_OUTCOME_UNKNOWN,
     RAW_REJECTED,
@@ -77,7 +77,9 @@ from mcp_server.ledger.base import (
     next_utc_midnight,
     params_fingerprint,
     provider_for_job_id,
+    register_credit_budget,
     register_job_id_prefix,
+    unregister_credit_budget,
     unregister_job_id_prefix,
 )
 from mcp_server.ledger.sqlite import SqliteLedger
@@ -87,7 +89,7 @@ if TYPE_CHECKING:
     from mcp_server.config import Settings
 
 __all__ = [
-    "CREDIT_BUDGET_PROVIDER",
+    "CREDIT_BUDGET_PROVIDERS",
     "DEFAULT_BUSY_TIMEOUT",
     "JOB_ID_PREFIXES",
     "RAW_OUTCOME_UNKNOWN",
@@ -107,7 +109,9 @@ __all__ = [
     "open_ledger",
     "params_fingerprint",
     "provider_for_job_id",
+    "register_credit_budget",
     "register_job_id_prefix",
+    "unregister_credit_budget",
     "unregister_job_id_prefix",
 ]
 

@@ -13,13 +13,12 @@ from pydantic import BaseModel
 from mcp_server._duration import format_duration
 from mcp_server.errors import BudgetExceeded
 from mcp_server.ledger.base import (
-    CREDIT_BUDGET_PROVIDER,
+    CREDIT_BUDGET_PROVIDERS,
     ErrorLike,
     JobRecord,
     JsonDict,
     next_utc_midnight,
 )
-from mcp_server.models import Provider
 
 # --------------------------------------------------------------------------------------------
 # Row mapping
@@ -222,18 +221,19 @@ def _spent(
     start: datetime,
     tenant: str | None,
     sandbox: bool | None,
-    provider: Provider = CREDIT_BUDGET_PROVIDER,
 ) -> int:
+    """Credits requested since `start` (one UTC day) by the providers the budget counts."""
     row = conn.execute(
         """
         SELECT coalesce(sum(credits_requested), 0) FROM jobs
-        WHERE provider = :provider AND created_at >= :start AND created_at < :end
+        WHERE provider IN (SELECT value FROM json_each(:providers))
+            AND created_at >= :start AND created_at < :end
             AND raw_status IS NOT 'rejected'
             AND (:tenant IS NULL OR tenant = :tenant)
             AND (:sandbox IS NULL OR sandbox = :sandbox)
         """,
         {
-            "provider": provider,
+            "providers": json.dumps(sorted(CREDIT_BUDGET_PROVIDERS)),
             "start": _iso(start),
             "end": _iso(start + timedelta(days=1)),
             "tenant": tenant,
@@ -243,13 +243,16 @@ def _spent(
     return int(row[0])
 
 
-def _budget_refusal(spent: int, budget: int, requested: int, now: datetime) -> BudgetExceeded:
+def _budget_refusal(
+    spent: int, budget: int, requested: int, now: datetime, provider: str
+) -> BudgetExceeded:
     resets_at = next_utc_midnight(now)
     resets_in = (resets_at - now).total_seconds()
     return BudgetExceeded(
         f"This research needs {requested} credit(s), but {spent} of today's budget of {budget} "
         f"(JOBRELAY_CREDIT_BUDGET) are already spent or reserved. The budget resets at "
         f"{resets_at:%Y-%m-%dT%H:%M:%SZ} (in {format_duration(resets_in)}).",
+        provider=provider,
         spent=spent,
         budget=budget,
         requested=requested,

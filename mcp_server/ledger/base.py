@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mcp_server.models import Advice, ErrorInfo, JobState, Provider
 
 __all__ = [
-    "CREDIT_BUDGET_PROVIDER",
+    "CREDIT_BUDGET_PROVIDERS",
     "JOB_ID_PREFIXES",
     "RAW_OUTCOME_UNKNOWN",
     "RAW_REJECTED",
@@ -36,7 +36,9 @@ __all__ = [
     "next_utc_midnight",
     "params_fingerprint",
     "provider_for_job_id",
+    "register_credit_budget",
     "register_job_id_prefix",
+    "unregister_credit_budget",
     "unregister_job_id_prefix",
     "utc_day_start",
 ]
@@ -56,8 +58,10 @@ RAW_OUTCOME_UNKNOWN: Final = "outcome_unknown"
 JOB_ID_PREFIXES: Final[dict[str, str]] = {}
 """Handle prefix per provider name, as the providers registered them
 (`providers.registry` calls `register_job_id_prefix`); the ledger knows no provider itself."""
-CREDIT_BUDGET_PROVIDER: Final[Provider] = "seamless"
-"""The provider whose research credits the daily budget (JOBRELAY_CREDIT_BUDGET) counts."""
+CREDIT_BUDGET_PROVIDERS: Final[set[Provider]] = set()
+"""The providers whose jobs' `credits_requested` the daily budget (JOBRELAY_CREDIT_BUDGET)
+counts: those that declare they spend a credit per target (`JobProvider.paid_per_target`), as
+the provider registry registered them (`register_credit_budget`)."""
 
 _TENANT_PATTERN: Final = r"^(nokey|k_[0-9a-f]{12})$"  # config.key_fingerprint's output
 _CREDENTIAL_KEYS: Final = frozenset(
@@ -95,6 +99,15 @@ def register_job_id_prefix(provider: str, prefix: str) -> None:
 
 def unregister_job_id_prefix(provider: str) -> None:
     JOB_ID_PREFIXES.pop(provider, None)
+
+
+def register_credit_budget(provider: str) -> None:
+    """Jobs of `provider` count against the daily credit budget (called by the registry)."""
+    CREDIT_BUDGET_PROVIDERS.add(provider)
+
+
+def unregister_credit_budget(provider: str) -> None:
+    CREDIT_BUDGET_PROVIDERS.discard(provider)
 
 
 def new_job_id(provider: str) -> str:
@@ -174,7 +187,8 @@ class JobRecord(BaseModel):
         default_factory=list, description="Normalised target keys (`target_keys`)."
     )
     upstream_ids: list[str] = Field(
-        default_factory=list, description="Seamless requestIds or the AgentSEO jobId."
+        default_factory=list,
+        description="The upstream job ids (one per target where the API has one each).",
     )
     credits_requested: int = Field(0, ge=0, description="Research credits this job may spend.")
     credits_seen: int | None = Field(None, description="Last X-PublicAPI-Credits seen.")
@@ -268,8 +282,9 @@ class Ledger(Protocol):
     async def record_intent(self, record: JobRecord, *, budget: int | None = None) -> JobRecord:
         """Insert `record` as an intent (state `unknown`, raw status `submitting`), durably.
 
-        With `budget`, refuse with `BudgetExceeded` (and insert nothing) when this Seamless
-        job's `credits_requested` would take today's spend above it. Returns what was stored.
+        With `budget`, refuse with `BudgetExceeded` (and insert nothing) when this job's
+        provider counts against the budget (`CREDIT_BUDGET_PROVIDERS`) and its
+        `credits_requested` would take today's spend above it. Returns what was stored.
         """
         ...
 
@@ -343,7 +358,8 @@ class Ledger(Protocol):
     async def credits_spent_today(
         self, *, tenant: str | None = None, sandbox: bool | None = None, now: datetime | None = None
     ) -> int:
-        """Credits requested by Seamless jobs since UTC midnight, rejected submits excluded."""
+        """Credits requested since UTC midnight by jobs of the providers the budget counts
+        (`CREDIT_BUDGET_PROVIDERS`), rejected submits excluded."""
         ...
 
     async def budget_resets_at(self, now: datetime | None = None) -> datetime:

@@ -44,7 +44,7 @@ from mcp_server.errors import UnknownJob
 from mcp_server.ledger._sqlite_rows import _budget_refusal, _dumps, record_from_row
 from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
-    CREDIT_BUDGET_PROVIDER,
+    CREDIT_BUDGET_PROVIDERS,
     JobRecord,
     JsonDict,
     Ledger,
@@ -53,7 +53,7 @@ from mcp_server.ledger.base import (
     next_utc_midnight,
     utc_day_start,
 )
-from mcp_server.models import JobState, Provider
+from mcp_server.models import JobState
 
 if TYPE_CHECKING:
     from psycopg.rows import DictRow
@@ -387,18 +387,19 @@ class PostgresLedger(WriteRules):
         start: datetime,
         tenant: str | None,
         sandbox: bool | None,
-        provider: Provider = CREDIT_BUDGET_PROVIDER,
     ) -> int:
+        """Credits requested since `start` (one UTC day) by the providers the budget counts."""
         cur = await conn.execute(
             """
             SELECT coalesce(sum(credits_requested), 0) AS spent FROM jobs
-            WHERE provider = %(provider)s AND created_at >= %(start)s AND created_at < %(end)s
+            WHERE provider = ANY(%(providers)s)
+                AND created_at >= %(start)s AND created_at < %(end)s
                 AND raw_status IS DISTINCT FROM 'rejected'
                 AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
                 AND (%(sandbox)s::boolean IS NULL OR sandbox = %(sandbox)s)
             """,
             {
-                "provider": provider,
+                "providers": sorted(CREDIT_BUDGET_PROVIDERS),
                 "start": start,
                 "end": start + timedelta(days=1),
                 "tenant": tenant,
@@ -417,13 +418,13 @@ class PostgresLedger(WriteRules):
         stored = as_intent(record, now)
 
         async def insert(conn: Any) -> JobRecord:
-            if budget is not None and stored.provider == CREDIT_BUDGET_PROVIDER:
+            if budget is not None and stored.provider in CREDIT_BUDGET_PROVIDERS:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BUDGET_LOCK,))
-                spent = await self._spent(
-                    conn, utc_day_start(now), None, stored.sandbox, stored.provider
-                )
+                spent = await self._spent(conn, utc_day_start(now), None, stored.sandbox)
                 if spent + stored.credits_requested > budget:
-                    raise _budget_refusal(spent, budget, stored.credits_requested, now)
+                    raise _budget_refusal(
+                        spent, budget, stored.credits_requested, now, stored.provider
+                    )
             try:
                 await conn.execute(
                     _INSERT,

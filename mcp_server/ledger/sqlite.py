@@ -57,7 +57,7 @@ from mcp_server.ledger._sqlite_schema import (
 )
 from mcp_server.ledger._writes import WriteRules, as_intent, stamped
 from mcp_server.ledger.base import (
-    CREDIT_BUDGET_PROVIDER,
+    CREDIT_BUDGET_PROVIDERS,
     JobRecord,
     JsonDict,
     Ledger,
@@ -233,10 +233,12 @@ class SqliteLedger(WriteRules):
         stored = as_intent(record, now)
 
         def insert(conn: sqlite3.Connection) -> JobRecord:
-            if budget is not None and stored.provider == CREDIT_BUDGET_PROVIDER:
-                spent = _spent(conn, utc_day_start(now), None, stored.sandbox, stored.provider)
+            if budget is not None and stored.provider in CREDIT_BUDGET_PROVIDERS:
+                spent = _spent(conn, utc_day_start(now), None, stored.sandbox)
                 if spent + stored.credits_requested > budget:
-                    raise _budget_refusal(spent, budget, stored.credits_requested, now)
+                    raise _budget_refusal(
+                        spent, budget, stored.credits_requested, now, stored.provider
+                    )
             _insert(conn, stored)
             return stored
 

@@ -14,7 +14,18 @@ import secrets
 from typing import TYPE_CHECKING
 
 from mcp_server._clock import is_system_time
-from mcp_server.limits.base import BucketKey, BucketSnapshot, BucketSpec, Limiter, bucket_key
+from mcp_server.limits.base import (
+    BucketKey,
+    BucketSnapshot,
+    BucketSpec,
+    Limiter,
+    RateLimits,
+    bucket_key,
+    rate_limits,
+    register_rate_limits,
+    request_path,
+    unregister_rate_limits,
+)
 from mcp_server.limits.memory import InMemoryLimiter
 from mcp_server.limits.sqlite import SqliteLeases, SqliteLimiter
 
@@ -29,11 +40,16 @@ __all__ = [
     "BucketSpec",
     "InMemoryLimiter",
     "Limiter",
+    "RateLimits",
     "SqliteLeases",
     "SqliteLimiter",
     "bucket_key",
     "make_leases",
     "make_limiter",
+    "rate_limits",
+    "register_rate_limits",
+    "request_path",
+    "unregister_rate_limits",
 ]
 
 
@@ -50,10 +66,10 @@ def make_limiter(settings: Settings, *, clock: Clock) -> Limiter:
         from mcp_server.limits.redis import RedisLimiter, redis_client
 
         client = redis_client(settings.redis_url.get_secret_value())
-        return RedisLimiter(client, clock, agentseo_plan=settings.agentseo_plan)
+        return RedisLimiter(client, clock, settings=settings)
     if _shared_sqlite_file(settings) and is_system_time(clock):
-        return SqliteLimiter(settings.db_path, clock, agentseo_plan=settings.agentseo_plan)
-    return InMemoryLimiter(clock=clock, agentseo_plan=settings.agentseo_plan)
+        return SqliteLimiter(settings.db_path, clock, settings=settings)
+    return InMemoryLimiter(clock=clock, settings=settings)
 
 
 def make_leases(settings: Settings, *, clock: Clock) -> SqliteLeases | RedisLeases | None:

@@ -34,7 +34,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 
 from mcp_server._clock import Clock
-from mcp_server.config import Plan
+from mcp_server.config import Settings
 from mcp_server.errors import LocalRateLimited, not_before
 from mcp_server.limits.base import SAFETY, BucketKey, BucketSnapshot, BucketSpec, default_spec
 from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
@@ -287,7 +287,7 @@ def sort_key(key: BucketKey) -> tuple[str, str, str]:
 class LimiterOptions(TypedDict, total=False):
     """What every backend accepts besides its clock (and its store)."""
 
-    agentseo_plan: Plan
+    settings: Settings | None
     safety: float
     max_inline_wait: float
     max_hint: float
@@ -298,7 +298,8 @@ class LimiterOptions(TypedDict, total=False):
 class WindowLimiter:
     """The settings every backend shares: how buckets are seeded, when a wait is refused.
 
-    `spec_for` overrides the starting limits per bucket (default: `default_spec` with the plan).
+    A bucket starts as its provider's registered `RateLimits` says for `settings` (the
+    defaults when None); `spec_for` overrides the starting limits per bucket.
     `rng` jitters the end of a block so clients told the same reset do not stampede.
     """
 
@@ -306,7 +307,7 @@ class WindowLimiter:
         self,
         clock: Clock,
         *,
-        agentseo_plan: Plan = Plan.HOBBY,
+        settings: Settings | None = None,
         safety: float = SAFETY,
         max_inline_wait: float = DEFAULT_POLICY.max_inline_wait,
         max_hint: float = DEFAULT_POLICY.max_hint,
@@ -316,7 +317,8 @@ class WindowLimiter:
         if not 0.0 < safety <= 1.0:
             raise ValueError("safety must be in (0, 1]")
         self._clock = clock
-        self._plan = agentseo_plan
+        # None: every setting at its default (not read from the environment)
+        self._settings = settings if settings is not None else Settings.model_construct()
         self._safety = safety
         self._max_inline_wait = max_inline_wait
         self._max_hint = max_hint
@@ -325,7 +327,7 @@ class WindowLimiter:
 
     def _seed(self, key: BucketKey) -> WindowState:
         """A new bucket's state, before any response has corrected it."""
-        spec = self._spec_for(key) if self._spec_for else default_spec(key, self._plan)
+        spec = self._spec_for(key) if self._spec_for else default_spec(key, self._settings)
         return WindowState.seeded(spec, self._safety)
 
     def _observe(self, state: WindowState, now: float, status: int, hints: RateLimitHints) -> None:

@@ -1,16 +1,12 @@
 """Proactive token buckets, so 429s are rare rather than handled (RETRY_POLICY.md section C.7).
 
-One bucket per (provider, API-key fingerprint, bucket name):
-
-- Seamless: one bucket per endpoint template (`POST /contacts/research`, `GET /contacts`, ...),
-  60/min by default. Limits are per *organisation* and shared with consumers we cannot see, so
-  the response headers are the real guardrail: `observe()` caps our sends at the server's
-  `remaining` and blocks the bucket until the reset after a 429 or `remaining: 0`.
-- AgentSEO: `workload` and `control` per key, seeded from the plan (`PLAN_BUDGETS`), corrected
-  by `RateLimit-Limit`. Routing: every path under `/jobs` (poll, SSE connect or reconnect) is
-  `control`; everything else is `workload`. Which budget endpoints other than jobs use is
-  undocumented, so unknown routes count against the smaller budget: over-counting it only
-  slows us down, under-counting earns a 429.
+One bucket per (provider, API-key fingerprint, bucket name). Which bucket a request draws
+from, and where a bucket starts before any response has corrected it, is the provider's
+knowledge: each provider declares its `RateLimits` (`JobProvider.rate_limits`; the built-in
+ones in `providers/<name>/limits.py`) and the provider registry registers them here
+(`register_rate_limits`), so this module names no provider. Responses correct the buckets:
+`observe()` caps our sends at the server's `remaining` and blocks the bucket until the reset
+after a 429 or `remaining: 0`.
 
 The burst is whatever the window has left (issue 17.7): a bucket admits up to `limit` sends
 in any `window / SAFETY` seconds, so 60 research POSTs into an idle window go out at once, and
@@ -22,42 +18,44 @@ queues behind an `anyio.Lock`, which serves waiters first come, first served. A 
 would not fit the caller's deadline or `max_inline_wait` raises `LocalRateLimited` at once,
 without taking a slot, so the agent can be told when to come back.
 
-This module is the contract (`Limiter`, `BucketKey`, the bucket specs and routing); the
-backends are `limits.memory.InMemoryLimiter` (one process) and `limits.sqlite.SqliteLimiter`
-(every process sharing one SQLite `JOBRELAY_DB`), and
-`mcp_server.limits.make_limiter` picks the backend from the settings.
+This module is the contract (`Limiter`, `BucketKey`, `BucketSpec`, `RateLimits` and their
+registration); the backends are `limits.memory.InMemoryLimiter` (one process),
+`limits.sqlite.SqliteLimiter` (every process sharing one SQLite `JOBRELAY_DB`) and
+`limits.redis.RedisLimiter`, and `mcp_server.limits.make_limiter` picks the backend from the
+settings.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
-from mcp_server.config import PLAN_BUDGETS, Plan
+from mcp_server.config import Settings
 from mcp_server.models import Provider
 from mcp_server.upstream import RateLimitHints
 
 __all__ = [
-    "AGENTSEO_CONTROL_PREFIXES",
+    "RATE_LIMITS",
     "SAFETY",
-    "SEAMLESS_ENDPOINTS",
-    "SEAMLESS_LIMIT",
     "WINDOW",
-    "AgentSEOBucket",
     "BucketKey",
     "BucketSnapshot",
     "BucketSpec",
     "Limiter",
-    "agentseo_bucket",
+    "RateLimits",
     "bucket_key",
     "default_spec",
-    "seamless_bucket",
+    "rate_limits",
+    "register_rate_limits",
+    "request_path",
+    "unregister_rate_limits",
 ]
 
 WINDOW = 60.0
-"""Both APIs state their limits per minute."""
+"""Both built-in APIs state their limits per minute."""
 SAFETY = 0.96
 """Long runs send at 96 % of the limit: a bucket admits `limit` sends per `WINDOW / SAFETY`
 (62.5 s for a minute). The 2.5 s slack covers network jitter bunching arrivals, so a server
@@ -65,30 +63,9 @@ window, whatever its alignment, never counts more than `limit` of ours. Other co
 org quota are handled by the server's headers (`remaining`, and `remaining: 0` or a 429 blocks
 until the reset). Not RETRY_POLICY.md C.7's sketch value of 0.9: that wasted 10 % of a paid
 budget (benchmark makespan 1.08-1.10 x N/rate, target 1.05)."""
-SEAMLESS_LIMIT = 60
-
-#: The Seamless endpoint templates, each with its own per-org window (UPSTREAMS.md section 1).
-SEAMLESS_ENDPOINTS: tuple[str, ...] = (
-    "POST /search/contacts",
-    "POST /search/companies",
-    "POST /contacts/research",
-    "POST /companies/research",
-    "GET /contacts/research/poll",
-    "GET /companies/research/poll",
-    "GET /contacts",
-    "GET /companies",
-)
-
-#: AgentSEO paths (below the base URL) that count against `control`; all others: `workload`.
-AGENTSEO_CONTROL_PREFIXES: tuple[str, ...] = ("/jobs",)
-
-AgentSEOBucket = Literal["workload", "control"]
-
-_SEAMLESS_BASE_PATH = "/api/client/v1"
-_AGENTSEO_BASE_PATH = "/api/v1"
 
 
-def _path(path: str, base: str) -> str:
+def request_path(path: str, base: str) -> str:
     """`/a/b` from a template, a path with a query, or a full URL; the API's base path removed."""
     path = path.strip()
     if "://" in path:
@@ -100,25 +77,49 @@ def _path(path: str, base: str) -> str:
     return path
 
 
-def seamless_bucket(method: str, path_template: str) -> str:
-    """Bucket name for a Seamless request: its endpoint template, e.g. `GET /contacts`.
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """Where a bucket starts before any response has corrected it."""
 
-    Each endpoint has its own window upstream, so every template (known or not) is a bucket.
-    """
-    return f"{method.strip().upper()} {_path(path_template, _SEAMLESS_BASE_PATH)}"
+    limit: int
+    window: float = WINDOW
 
 
-def agentseo_bucket(method: str, path: str) -> AgentSEOBucket:
-    """`control` for `/jobs/...` (poll, SSE), `workload` for everything else (see module doc).
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A provider's rate-limit knowledge, declared by the provider (`JobProvider.rate_limits`)
+    and registered with it: the limiter builds every bucket of that provider from it."""
 
-    The method does not matter: AgentSEO splits its budgets by what a request does.
-    """
-    del method  # part of the signature so both mapping functions read alike
-    clean = _path(path, _AGENTSEO_BASE_PATH)
-    for prefix in AGENTSEO_CONTROL_PREFIXES:
-        if clean == prefix or clean.startswith(prefix + "/"):
-            return "control"
-    return "workload"
+    route: Callable[[str, str], str]
+    """`(method, path)` -> the name of the bucket the request draws from. The path may be a
+    template, carry a query, or be a full URL."""
+    spec: Callable[[str, Settings], BucketSpec]
+    """`(bucket name, settings)` -> where that bucket starts (e.g. from a configured plan)."""
+
+
+RATE_LIMITS: Final[dict[Provider, RateLimits]] = {}
+"""Each registered provider's `RateLimits`, as the provider registry registered them
+(`providers.registry` calls `register_rate_limits`); the limiter knows no provider itself."""
+
+
+def register_rate_limits(provider: Provider, limits: RateLimits) -> None:
+    """Requests of `provider` are limited as `limits` says (called by the provider registry)."""
+    RATE_LIMITS[provider] = limits
+
+
+def unregister_rate_limits(provider: Provider) -> None:
+    RATE_LIMITS.pop(provider, None)
+
+
+def rate_limits(provider: Provider) -> RateLimits:
+    """The registered `RateLimits` of `provider`; LookupError naming the fix if none."""
+    try:
+        return RATE_LIMITS[provider]
+    except KeyError:
+        raise LookupError(
+            f"no rate limits registered for provider {provider!r} "
+            "(providers register theirs through mcp_server.providers.registry)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +132,13 @@ class BucketKey:
 
 
 def bucket_key(provider: Provider, key_fingerprint: str, method: str, path: str) -> BucketKey:
-    """The bucket a request to `method path` draws from."""
-    if provider == "seamless":
-        return BucketKey(provider, key_fingerprint, seamless_bucket(method, path))
-    return BucketKey(provider, key_fingerprint, agentseo_bucket(method, path))
+    """The bucket a request to `method path` draws from, as its provider routes it."""
+    return BucketKey(provider, key_fingerprint, rate_limits(provider).route(method, path))
 
 
-@dataclass(frozen=True, slots=True)
-class BucketSpec:
-    """Where a bucket starts before any response has corrected it."""
-
-    limit: int
-    window: float = WINDOW
-
-
-def default_spec(key: BucketKey, plan: Plan = Plan.HOBBY) -> BucketSpec:
-    """Seamless 60/min per endpoint; AgentSEO workload/control from the plan."""
-    if key.provider == "seamless":
-        return BucketSpec(SEAMLESS_LIMIT)
-    workload, control = PLAN_BUDGETS[plan]
-    return BucketSpec(control if key.bucket == "control" else workload)
+def default_spec(key: BucketKey, settings: Settings) -> BucketSpec:
+    """Where `key`'s bucket starts, as its provider declares it for these settings."""
+    return rate_limits(key.provider).spec(key.bucket, settings)
 
 
 @dataclass(frozen=True, slots=True)

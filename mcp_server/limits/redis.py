@@ -196,7 +196,7 @@ class RedisLimiter(SharedWindowLimiter):
         for raw in members:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
             provider, fingerprint, bucket = text.split(":", 2)
-            keys.append(BucketKey(cast("Provider", provider), fingerprint, bucket))
+            keys.append(BucketKey(provider, fingerprint, bucket))
         out: list[BucketSnapshot] = []
         for key in sorted(keys, key=sort_key):
             loaded = await self._get(key)

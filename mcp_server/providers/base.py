@@ -25,10 +25,10 @@ from pydantic import BaseModel, SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.advice.table import ProviderAdvice
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import JobRelayError
 from mcp_server.ledger import JobRecord, Ledger
-from mcp_server.limits import Limiter
+from mcp_server.limits import Limiter, RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.schemas import CompanyTarget, ContactTarget, ItemStatus
 from mcp_server.upstream import BackoffPolicy, RetryBudget, SearchPage
@@ -316,6 +316,12 @@ class JobProvider(Protocol):
     advice: ProviderAdvice | None
     """Its advice table (rows, routes, vote clues, body readers), registered with it by
     `register_provider`; None when it has none."""
+    rate_limits: RateLimits
+    settings: ProviderSettings
+    """What its settings mean (key variable, account credential, base URL, variables of its
+    own: `config.ProviderSettings`), registered with it so `Settings` reads them."""
+    """Its rate-limit buckets: which bucket each request draws from and where each starts
+    (`limits.RateLimits`), registered with it so the limiter builds them from this."""
     fields_description: str
     """How resources/list describes `jobrelay://fields/<name>` (one sentence)."""
 

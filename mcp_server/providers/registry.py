@@ -18,8 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcp_server.advice import register_provider_advice, unregister_provider_advice
+from mcp_server.config import register_provider_settings, unregister_provider_settings
 from mcp_server.errors import InputProblem
-from mcp_server.ledger import register_job_id_prefix, unregister_job_id_prefix
+from mcp_server.ledger import (
+    register_credit_budget,
+    register_job_id_prefix,
+    unregister_credit_budget,
+    unregister_job_id_prefix,
+)
+from mcp_server.limits import register_rate_limits, unregister_rate_limits
 from mcp_server.providers.base import JobKind, JobProvider
 
 __all__ = [
@@ -57,11 +64,18 @@ class ProviderRegistry:
             if shared:
                 raise ValueError(f"workflow(s) {sorted(shared)} already served by {other.name}")
         register_job_id_prefix(provider.name, provider.id_prefix)
+        register_rate_limits(provider.name, provider.rate_limits)
+        register_provider_settings(provider.name, provider.settings)
+        if provider.paid_per_target:  # its credits count against JOBRELAY_CREDIT_BUDGET
+            register_credit_budget(provider.name)
         self._providers[provider.name] = provider
 
     def unregister(self, name: str) -> None:
         if self._providers.pop(name, None) is not None:
             unregister_job_id_prefix(name)
+            unregister_rate_limits(name)
+            unregister_provider_settings(name)
+            unregister_credit_budget(name)
 
     def __iter__(self) -> Iterator[JobProvider]:
         return iter(list(self._providers.values()))

@@ -267,7 +267,9 @@ ROWS: list[tuple[str, Factory, dict[RequestKind, str | StopReason]]] = [
     ),
     (
         "credit budget",
-        lambda: BudgetExceeded("x", spent=1, budget=1, requested=1, resets_in=5),
+        lambda: BudgetExceeded(
+            "x", provider="seamless", spent=1, budget=1, requested=1, resets_in=5
+        ),
         dict.fromkeys(RequestKind, StopReason.NOT_RETRYABLE),
     ),
     (

@@ -17,14 +17,17 @@ from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server._bounds import cut_strings
 from mcp_server.advice import ProviderAdvice
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
+from mcp_server.limits import RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_seo_result
 from mcp_server.providers.agentseo import fields
 from mcp_server.providers.agentseo.advice import AGENTSEO
 from mcp_server.providers.agentseo.envelopes import NAME, agentseo_state, clamp_pct, nonneg
+from mcp_server.providers.agentseo.limits import RATE_LIMITS
+from mcp_server.providers.agentseo.settings import SETTINGS
 from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 
@@ -173,6 +176,8 @@ class AgentSEOProvider:
     task_poll_ms = (1_000, 60_000)
     """AgentSEO's own `retry_after_seconds`, within 1 s to 1 min."""
     advice: ProviderAdvice | None = AGENTSEO
+    rate_limits: RateLimits = RATE_LIMITS
+    settings: ProviderSettings = SETTINGS
     fields_description = "Field names get_job_result(fields=[...]) accepts, per SEO workflow."
 
     def result_fields(self) -> Mapping[str, Sequence[str]]:

@@ -15,14 +15,17 @@ from pydantic import SecretStr
 from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server.advice import ProviderAdvice
-from mcp_server.config import Settings
+from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
+from mcp_server.limits import RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_company, project_contact
 from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
 from mcp_server.providers.seamless import fields
 from mcp_server.providers.seamless.advice import SEAMLESS
+from mcp_server.providers.seamless.limits import RATE_LIMITS
+from mcp_server.providers.seamless.settings import SETTINGS
 from mcp_server.providers.seamless.states import (
     MAX_ITEMS_SHOWN,
     NAME,
@@ -47,6 +50,8 @@ class SeamlessProvider:
     task_poll_ms = (2_000, 5_000)
     """Seamless's documented 2-5 s poll cadence."""
     advice: ProviderAdvice | None = SEAMLESS
+    rate_limits: RateLimits = RATE_LIMITS
+    settings: ProviderSettings = SETTINGS
     fields_description = (
         "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
     )

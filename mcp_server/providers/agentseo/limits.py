@@ -1,0 +1,47 @@
+"""AgentSEO's rate limits, as the limiter applies them (UPSTREAMS.md section 2).
+
+Two budgets per key, `workload` and `control`, seeded from the plan (`AGENTSEO_PLAN`,
+`config.PLAN_BUDGETS`) and corrected by `RateLimit-Limit`. Routing: every path under `/jobs`
+(poll, SSE connect or reconnect) is `control`; everything else is `workload`. Which budget
+endpoints other than jobs use is undocumented, so unknown routes count against the smaller
+budget: over-counting it only slows us down, under-counting earns a 429.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mcp_server.config import Settings
+from mcp_server.limits import BucketSpec, RateLimits, request_path
+
+__all__ = ["AGENTSEO_CONTROL_PREFIXES", "RATE_LIMITS", "AgentSEOBucket", "agentseo_bucket"]
+
+#: AgentSEO paths (below the base URL) that count against `control`; all others: `workload`.
+AGENTSEO_CONTROL_PREFIXES: tuple[str, ...] = ("/jobs",)
+
+AgentSEOBucket = Literal["workload", "control"]
+
+_BASE_PATH = "/api/v1"
+
+
+def agentseo_bucket(method: str, path: str) -> AgentSEOBucket:
+    """`control` for `/jobs/...` (poll, SSE), `workload` for everything else (see module doc).
+
+    The method does not matter: AgentSEO splits its budgets by what a request does.
+    """
+    del method  # part of the signature so every provider's routing reads alike
+    clean = request_path(path, _BASE_PATH)
+    for prefix in AGENTSEO_CONTROL_PREFIXES:
+        if clean == prefix or clean.startswith(prefix + "/"):
+            return "control"
+    return "workload"
+
+
+def _spec(bucket: str, settings: Settings) -> BucketSpec:
+    """The configured plan's budget for `workload` or `control`."""
+    workload, control = settings.agentseo_budgets
+    return BucketSpec(control if bucket == "control" else workload)
+
+
+RATE_LIMITS = RateLimits(route=agentseo_bucket, spec=_spec)
+"""AgentSEO's buckets: `workload` and `control`, from the plan."""
