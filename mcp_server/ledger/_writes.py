@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
+from mcp_server import telemetry
 from mcp_server.ledger._sqlite_rows import _error_dict
 from mcp_server.ledger.base import (
     RAW_OUTCOME_UNKNOWN,
@@ -132,10 +133,13 @@ def stamped(old: JobRecord, new: JobRecord, now: datetime) -> JobRecord | None:
     if old.state.terminal and not new.state.terminal:
         _log.debug("ignored stale %s for finished job %s", new.state.value, old.job_id)
         return None
-    return new.model_copy(
+    stored = new.model_copy(
         update={
             "updated_at": now,
             "finished_at": (old.finished_at or now) if new.state.terminal else None,
             "next_check_at": None if new.state.terminal else new.next_check_at,
         }
     )
+    paid = old.raw_status == RAW_SUBMITTING and new.raw_status not in (RAW_SUBMITTING, RAW_REJECTED)
+    telemetry.job_written(old, stored, spent=paid)
+    return stored
