@@ -296,7 +296,7 @@ class GuardedApp:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if scope["path"] == METRICS_PATH and (metrics := telemetry.prometheus_text()):
+        if scope["path"] == METRICS_PATH and (metrics := telemetry.prometheus_text()) is not None:
             await Response(metrics, media_type=PROMETHEUS_TEXT)(scope, receive, send)
         elif scope["method"] == "GET" and scope["path"] == MCP_PATH:
             await self._stream(scope, receive, send)

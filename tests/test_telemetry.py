@@ -470,3 +470,29 @@ def test_configure_logging_switches_the_stderr_handler_and_the_default_stays_tex
     first, second = fake.getvalue().splitlines()
     assert first == "WARNING mcp_server.x: plain [redacted]"
     assert json.loads(second)["event"] == "as json"
+
+
+async def test_metrics_path_is_the_apps_own_404_when_metrics_are_off() -> None:
+    from starlette.responses import PlainTextResponse
+    from starlette.types import Receive, Scope, Send
+
+    from mcp_server._http_app import GuardedApp
+
+    async def sdk(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("not here", status_code=404)(scope, receive, send)
+
+    guarded = GuardedApp(sdk, token=None, allowed_hosts=["127.0.0.1"], allowed_origins=[])
+    transport = httpx.ASGITransport(app=guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        with anyio.fail_after(10):
+            off = await http.get("/metrics")
+            telemetry.enable()
+            try:
+                on = await http.get("/metrics")
+                elsewhere = await http.get("/metrics", headers={"host": "evil.example"})
+            finally:
+                telemetry.disable()
+    assert (off.status_code, off.text) == (404, "not here")
+    assert on.status_code == 200
+    assert on.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert elsewhere.status_code == 421  # the Host guard of /mcp applies to /metrics too
