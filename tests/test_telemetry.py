@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -458,16 +459,12 @@ def test_configure_logging_switches_the_stderr_handler_and_the_default_stays_tex
     fake = io.StringIO()
     monkeypatch.setattr(sys, "stderr", fake)
     handler = logging.StreamHandler(fake)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        telemetry.configure_logging("text", [SEAMLESS_KEY])
-        logging.getLogger("mcp_server.x").warning("plain %s", SEAMLESS_KEY)
-        telemetry.configure_logging("json", [SEAMLESS_KEY])
-        logging.getLogger("mcp_server.x").warning("as json")
-    finally:
-        root.removeHandler(handler)
-    first, second = fake.getvalue().splitlines()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])  # this test's only handler
+    telemetry.configure_logging("text", [SEAMLESS_KEY])
+    logging.getLogger("mcp_server.x").warning("plain %s", SEAMLESS_KEY)
+    telemetry.configure_logging("json", [SEAMLESS_KEY])
+    logging.getLogger("mcp_server.x").warning("as json")
+    first, second = [line for line in fake.getvalue().splitlines() if "mcp_server.x" in line]
     assert first == "WARNING mcp_server.x: plain [redacted]"
     assert json.loads(second)["event"] == "as json"
 
@@ -496,3 +493,59 @@ async def test_metrics_path_is_the_apps_own_404_when_metrics_are_off() -> None:
     assert on.status_code == 200
     assert on.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert elsewhere.status_code == 421  # the Host guard of /mcp applies to /metrics too
+
+
+async def test_a_ledger_log_line_names_its_job_and_provider_and_the_write_is_counted(
+    tmp_path: Path, json_logs: io.StringIO, reader: InMemoryMetricReader
+) -> None:
+    from mcp_server.ledger import JobRecord, SqliteLedger
+    from mcp_server.models import JobState
+
+    async with SqliteLedger.open(tmp_path / "jobs.sqlite3") as ledger:
+        job = await ledger.record_intent(
+            JobRecord.new(
+                provider="seamless",
+                operation="research_contacts",
+                tenant="k_0123456789ab",
+                sandbox=True,
+                params={"searchResultIds": ["sr-1"]},
+                credits_requested=3,
+            )
+        )
+        await ledger.complete_submit(
+            job.job_id, upstream_ids=["r-1"], state=JobState.SUCCEEDED, raw_status="done"
+        )
+        await ledger.update(job.job_id, state=JobState.RUNNING, raw_status="processing")  # stale
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    [stale] = [line for line in lines if line["event"].startswith("ignored stale")]
+    assert stale["job_id"] == job.job_id
+    assert stale["provider"] == "seamless"
+    assert stale["level"] == "debug"
+    points, _ = _metrics(reader)
+    assert [p.value for _, p in points["jobrelay.credits.spent"]] == [3]
+    states = {a["jobrelay.job.state"]: p.value for a, p in points["jobrelay.job.transitions"]}
+    assert states == {"succeeded": 1}  # the stale write changed nothing, so counts nothing
+
+
+@pytest.mark.parametrize(
+    ("environ", "traces", "metrics"),
+    [
+        ({}, False, False),
+        ({"OTEL_SERVICE_NAME": "x"}, False, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True, False),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                "OTEL_METRICS_EXPORTER": "none",
+            },
+            True,
+            False,
+        ),
+    ],
+)
+def test_otlp_export_follows_the_standard_otel_variables(
+    environ: dict[str, str], traces: bool, metrics: bool
+) -> None:
+    assert telemetry._otlp_wanted("traces", environ) is traces
+    assert telemetry._otlp_wanted("metrics", environ) is metrics

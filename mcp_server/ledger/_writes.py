@@ -131,7 +131,12 @@ def stamped(old: JobRecord, new: JobRecord, now: datetime) -> JobRecord | None:
     """`new` with its times set, or None when it would reopen a finished job (a stale poll
     from another writer: dropped, so concurrent pollers never lose a result)."""
     if old.state.terminal and not new.state.terminal:
-        _log.debug("ignored stale %s for finished job %s", new.state.value, old.job_id)
+        _log.debug(
+            "ignored stale %s for finished job %s",
+            new.state.value,
+            old.job_id,
+            extra={"job_id": old.job_id, "provider": old.provider},
+        )
         return None
     stored = new.model_copy(
         update={

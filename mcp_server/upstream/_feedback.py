@@ -98,4 +98,5 @@ class Feedback:
             "%s: header hint ignored: %s",
             self._failures.where(call),
             self._failures.sanitise(anomaly),
+            extra={"provider": self._failures.provider},
         )
