@@ -325,6 +325,41 @@ def prometheus_text() -> bytes | None:
 # --- recording: each a no-op when disabled ---------------------------------------------------
 
 
+_MAX_OPERATION_KEYS: Final = 256
+"""Distinct (method, tool, version, error) attribute sets kept; method and tool names come from
+clients, so past this many new ones are recorded as `_OTHER` (bounded series and memory)."""
+_operation_attrs: dict[tuple[str, str | None, str | None, str | None, str | None], dict[str, str]]
+_operation_attrs = {}
+
+
+def _operation_attributes(
+    method: str,
+    tool: str | None,
+    protocol_version: str | None,
+    error_type: str | None,
+    status_code: str | None,
+) -> dict[str, str]:
+    key = (method, tool, protocol_version, error_type, status_code)
+    attrs = _operation_attrs.get(key)
+    if attrs is not None:
+        return attrs
+    if len(_operation_attrs) >= _MAX_OPERATION_KEYS:
+        method, tool = "_OTHER", None if tool is None else "_OTHER"
+    attrs = {"mcp.method.name": method}
+    if tool is not None:
+        attrs["gen_ai.tool.name"] = tool
+        attrs["gen_ai.operation.name"] = "execute_tool"
+    if protocol_version:
+        attrs["mcp.protocol.version"] = protocol_version
+    if error_type is not None:
+        attrs["error.type"] = error_type
+    if status_code is not None:
+        attrs["rpc.response.status_code"] = status_code
+    if len(_operation_attrs) < _MAX_OPERATION_KEYS:
+        _operation_attrs[key] = attrs
+    return attrs
+
+
 def mcp_operation(
     method: str,
     *,
@@ -338,16 +373,7 @@ def mcp_operation(
     active = _active
     if active is None:
         return
-    attrs: dict[str, str] = {"mcp.method.name": method}
-    if tool is not None:
-        attrs["gen_ai.tool.name"] = tool
-        attrs["gen_ai.operation.name"] = "execute_tool"
-    if protocol_version:
-        attrs["mcp.protocol.version"] = protocol_version
-    if error_type is not None:
-        attrs["error.type"] = error_type
-    if status_code is not None:
-        attrs["rpc.response.status_code"] = status_code
+    attrs = _operation_attributes(method, tool, protocol_version, error_type, status_code)
     active.operation.record(seconds, attrs)
 
 

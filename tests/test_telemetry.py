@@ -549,3 +549,23 @@ def test_otlp_export_follows_the_standard_otel_variables(
 ) -> None:
     assert telemetry._otlp_wanted("traces", environ) is traces
     assert telemetry._otlp_wanted("metrics", environ) is metrics
+
+
+def test_client_chosen_method_and_tool_names_are_capped_as_other(
+    reader: InMemoryMetricReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry, "_operation_attrs", {})
+    for i in range(300):
+        telemetry.mcp_operation(
+            "tools/call",
+            tool=f"made_up_{i}",
+            protocol_version="2026-07-28",
+            error_type="-32602",
+            status_code="-32602",
+            seconds=0.001,
+        )
+    points, _ = _metrics(reader)
+    names = [a.get("gen_ai.tool.name") for a, _ in points["mcp.server.operation.duration"]]
+    assert len(names) == 257  # 256 kept, then one series for the rest
+    assert "_OTHER" in names
+    assert "made_up_299" not in names
