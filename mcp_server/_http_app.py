@@ -38,9 +38,10 @@ from urllib.parse import parse_qsl
 
 import anyio
 from pydantic import SecretStr
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_server import telemetry
 from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._jsonrpc_guard import Refusal, check_message
 
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
+METRICS_PATH: Final = "/metrics"
+"""Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
+PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
@@ -292,7 +296,9 @@ class GuardedApp:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if scope["method"] == "GET" and scope["path"] == MCP_PATH:
+        if scope["path"] == METRICS_PATH and (metrics := telemetry.prometheus_text()) is not None:
+            await Response(metrics, media_type=PROMETHEUS_TEXT)(scope, receive, send)
+        elif scope["method"] == "GET" and scope["path"] == MCP_PATH:
             await self._stream(scope, receive, send)
         elif scope["method"] == "POST" and scope["path"] == MCP_PATH:
             await self._checked_post(scope, receive, send)

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     credit_budget: int | None = Field(None, ge=0, validation_alias=_alias("JOBRELAY_CREDIT_BUDGET"))
     http_token: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_HTTP_TOKEN"))
     redis_url: SecretStr | None = Field(None, validation_alias=_alias("JOBRELAY_REDIS_URL"))
+    metrics: bool = Field(False, validation_alias=_alias("JOBRELAY_METRICS"))
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias=_alias("JOBRELAY_LOG_FORMAT")
+    )
     _db_url: SecretStr | None = PrivateAttr(None)
     _variables: dict[str, str] = PrivateAttr(default_factory=dict)
     """Registered providers' own variables (`ProviderSettings.variables`), set ones only."""
@@ -370,6 +374,8 @@ _ENV_NAMES = {
     "seamless_oauth_client_secret": "SEAMLESS_OAUTH_CLIENT_SECRET",
     "seamless_oauth_refresh_token": "SEAMLESS_OAUTH_REFRESH_TOKEN",
     "seamless_oauth_redirect_uri": "SEAMLESS_OAUTH_REDIRECT_URI",
+    "metrics": "JOBRELAY_METRICS",
+    "log_format": "JOBRELAY_LOG_FORMAT",
 }
 
 _FIELD_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}

@@ -26,7 +26,7 @@ from mcp.types import Resource as MCPResource
 from mcp.types import Tool as MCPTool
 from pydantic import SecretStr, ValidationError
 
-from mcp_server import __version__
+from mcp_server import __version__, telemetry
 from mcp_server import _bounds as B
 from mcp_server._bounds import MAX_ARGUMENT_DEPTH
 from mcp_server._clock import Clock, SystemClock
@@ -317,7 +317,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         extensions=[extension],
-        middleware=[extension.listen_middleware],
+        middleware=[extension.listen_middleware, *_observers(settings)],
         subscriptions=bus,
     )
     job_tasks = JobTasks(server)
@@ -343,6 +343,15 @@ def _shared_budget(
     return limiter, leases
 
 
+def _observers(settings: Settings) -> list[Any]:
+    """The metrics/log-context middleware when metrics or JSON logs are on (issue 19)."""
+    if not (telemetry.enabled() or settings.log_format == "json"):
+        return []
+    from mcp_server._operations import OperationMetrics
+
+    return [OperationMetrics()]
+
+
 def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> None:
     """Remove the SDK's OpenTelemetry middleware unless tracing is configured.
 
@@ -351,7 +360,7 @@ def _drop_unused_tracing(server: MCPServer[Any], environ: Mapping[str, str]) -> 
     1,000-waits benchmark's peak). Any `OTEL_*` variable (what `opentelemetry-instrument`
     and the exporters read) keeps it.
     """
-    if any(name.startswith("OTEL_") for name in environ):
+    if telemetry.tracing() or any(name.startswith("OTEL_") for name in environ):
         return
     server.middleware[:] = [
         m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"

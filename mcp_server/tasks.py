@@ -528,7 +528,9 @@ class JobTasks:
                         await engine.refresh(task_id)
                         await rt.clock.sleep(pause)
         except Exception:  # a jobrelay bug: the one case a task fails
-            log.exception("following job %s for task %s crashed", job_id, task_id)
+            log.exception(
+                "following job %s for task %s crashed", job_id, task_id, extra={"job_id": job_id}
+            )
             await engine.update(task_id, _internal_failure(job_id))
         finally:
             if self.following.get(task_id) is scope:

@@ -33,6 +33,7 @@ import anyio.lowlevel
 import uvicorn
 from pydantic import SecretStr
 
+from mcp_server import telemetry
 from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._clock import Clock, SystemClock
 from mcp_server._http_app import (
@@ -472,6 +473,9 @@ def serve(
         for line in missing:
             print(f"jobrelay: {line}", file=sys.stderr)
         return EXIT_USAGE
+    if (problem := _observability(settings)) is not None:
+        print(f"jobrelay: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     clock = GracefulClock(SystemClock())
     if transport == "stdio":
         from mcp_server.server import build_server
@@ -530,6 +534,20 @@ def _provider_names() -> list[str]:
     from mcp_server.providers import default_registry
 
     return default_registry().names()
+
+
+def _observability(settings: Settings) -> str | None:
+    """JOBRELAY_LOG_FORMAT and JOBRELAY_METRICS (issue 19); a problem to print, or None."""
+    values = [getattr(settings, name) for name in type(settings).model_fields]
+    secrets = [v.get_secret_value() for v in [*values, settings.db_url] if isinstance(v, SecretStr)]
+    telemetry.configure_logging(settings.log_format, secrets)
+    if not settings.metrics:
+        return None
+    try:
+        telemetry.enable()
+    except telemetry.TelemetryUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def _stdin_is_a_terminal() -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
+from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
 
@@ -205,7 +206,9 @@ class PollCoalescer(Generic[T]):
         index = 0
         try:
             while pending := self._pending():
+                before = self.calls
                 extra_wait = await self._round(pending)
+                telemetry.poll_round(self.calls - before)
                 await self._pause(max(self._interval(index), extra_wait), floor=extra_wait)
                 index += 1
         finally:

@@ -36,6 +36,7 @@ MCP_LAYER = frozenset(
             "tool_results",
             "_jsonrpc_guard",
             "_http_app",
+            "_operations",
             "cli",
         )
     }

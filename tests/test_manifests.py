@@ -125,6 +125,8 @@ def test_server_json_documents_the_stdio_variables_with_their_defaults() -> None
         default = Settings.model_fields[by_env[name]].default
         if "default" in var:
             shown = f"{default:g}" if isinstance(default, float) else str(default)
+            if isinstance(default, bool):
+                shown = str(int(default))  # a switch: "0" / "1", as the variable is written
             assert var["default"] == shown, name
         else:
             assert default is None or name == "JOBRELAY_DB", name

@@ -218,6 +218,8 @@ def test_the_configuration_table_lists_every_variable_with_its_default() -> None
         else:
             default = info.default
             shown = f"{default:g}" if isinstance(default, float) else str(default)
+            if isinstance(default, bool):
+                shown = str(int(default))  # a switch: `0` / `1`, as the variable is written
             assert _ticked(cell)[0] == shown, env
 
 

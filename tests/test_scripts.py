@@ -81,6 +81,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "completion",
         "polls",
         "overhead",
+        "telemetry",
         "scale",
         "tokens",
         "agent",
@@ -103,6 +104,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
     assert text_agent["tool_calls"] <= text_agent["budget"] == 9
     assert text_agent["text_tokens"] <= 8_000
     assert data["sections"]["scale"]["errors"] == 0
+    assert len(data["sections"]["telemetry"]["pairs"]) == 1  # issue 19: metrics on vs off
     shared = data["sections"]["shared"]  # issue 17.5: processes sharing one ledger
     assert set(shared) == {"2", "4"}
     assert all(part["upstream_429"] == 0 and part["complete"] for part in shared.values())

@@ -16,6 +16,7 @@ Sections (see BENCHMARKS.md for what each measures and why):
               jobrelay polling, and a naive 5 s per-id poller
   polls       Seamless poll calls per interval with 1, 10, 100 outstanding jobs (and naive)
   overhead    get_job_status on a finished job vs a trivial tool, same SDK, over stdio
+  telemetry   get_job_status with JOBRELAY_METRICS=1 vs without (issue 19), over stdio
   scale       1,000 concurrent wait_for_job calls over HTTP: server peak RSS and errors
   tokens      size of the tool list and of a default 10-contact research result
   agent       a scripted agent following the next-step hints through a forced 429 and 422
@@ -71,6 +72,7 @@ SECTIONS = (
     "completion",
     "polls",
     "overhead",
+    "telemetry",
     "scale",
     "tokens",
     "agent",
@@ -1071,6 +1073,101 @@ async def section_overhead(run: Run) -> None:
     )
 
 
+TELEMETRY_PAIRS = 3
+"""Fresh process pairs the telemetry section runs; its figure is the median of their ratios
+(one pair's ratio swings with which process the shared machine's scheduler favours)."""
+
+
+async def _telemetry_pair(run: Run, sb: Any, rep: int) -> dict[str, list[float]]:
+    """One jobrelay with metrics off and one with them on, calls alternated; the timings."""
+    timed: dict[str, list[float]] = {"off": [], "on": []}
+    envs = {
+        name: bl.server_env(
+            sb.seamless_url, sb.agentseo_url, run.work / f"telemetry-{rep}-{name}.sqlite3", **extra
+        )
+        for name, extra in (("off", {}), ("on", {"JOBRELAY_METRICS": "1"}))
+    }
+    async with (
+        Client(bl.stdio_params(envs["off"])) as off,
+        Client(bl.stdio_params(envs["on"])) as on,
+    ):
+        clients = {"off": off, "on": on}
+        args: dict[str, dict[str, Any]] = {}
+        for name, client in clients.items():
+            started = await _call(
+                client,
+                "start_research",
+                {
+                    "kind": "contacts",
+                    "contacts": [{"name": "Metrics Person", "company": "Metrics Inc"}],
+                    "wait_seconds": 20,
+                },
+            )
+            args[name] = {"job_ids": [bl.structured(started)["job_id"]]}
+        for _ in range(30):  # warm-up
+            for name, client in clients.items():
+                await client.call_tool("get_job_status", args[name])
+        for i in range(run.mode.overhead_calls):
+            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                timed[name] += await _timed_calls(clients[name], "get_job_status", args[name], 1)
+    return timed
+
+
+async def section_telemetry(run: Run) -> None:
+    """get_job_status on a finished job, one jobrelay with JOBRELAY_METRICS=1 beside one
+    without (same sandbox, calls alternated so load spikes hit both alike), in
+    `TELEMETRY_PAIRS` fresh pairs: the cost of issue 19's metrics."""
+    state = bl.sandbox_state(1.0, job_seconds=0.3)
+    pairs = []
+    async with bl.loopback_sandbox(state) as sb:
+        for rep in range(1 if run.mode.name == "quick" else TELEMETRY_PAIRS):
+            timed = await _telemetry_pair(run, sb, rep)
+            off_med = bl.median(timed["off"]) or float("nan")
+            on_med = bl.median(timed["on"]) or float("nan")
+            pairs.append(
+                {
+                    "calls_each": len(timed["off"]),
+                    "status_off_median_ms": bl.rnd(1000 * off_med, 3),
+                    "status_on_median_ms": bl.rnd(1000 * on_med, 3),
+                    "ratio_on_off": bl.rnd(on_med / off_med, 3),
+                }
+            )
+    ratios = [p["ratio_on_off"] for p in pairs]
+    out: dict[str, Any] = {
+        "pairs": pairs,
+        "ratio_on_off_median": bl.median(ratios),
+        "status_off_median_ms": bl.median([p["status_off_median_ms"] for p in pairs]),
+        "status_on_median_ms": bl.median([p["status_on_median_ms"] for p in pairs]),
+    }
+    run.data["telemetry"] = out
+    sec = "telemetry"
+    run.check(
+        sec,
+        "get_job_status median, metrics off (median of pairs)",
+        out["status_off_median_ms"],
+        target="baseline",
+        unit="ms",
+    )
+    run.check(
+        sec,
+        "get_job_status median, JOBRELAY_METRICS=1 (median of pairs)",
+        out["status_on_median_ms"],
+        target="info",
+        unit="ms",
+    )
+    run.check(
+        sec, "on / off ratio of each pair", ", ".join(f"{r:.3f}" for r in ratios), target="info"
+    )
+    run.check_max(
+        sec,
+        f"get_job_status metrics on / off, median of {len(ratios)} pairs",
+        out["ratio_on_off_median"],
+        full=1.1,
+        quick=3.0,  # one pair of 30 calls on a loaded CI machine: a smoke check only
+        unit="x",
+    )
+
+
 # =====================================================================================
 # scale: 1,000 concurrent waits over HTTP
 
@@ -1927,6 +2024,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "completion": section_completion,
     "polls": section_polls,
     "overhead": section_overhead,
+    "telemetry": section_telemetry,
     "scale": section_scale,
     "tokens": section_tokens,
     "agent": section_agent,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
+from mcp_server import telemetry
 from mcp_server.ledger._sqlite_rows import _error_dict
 from mcp_server.ledger.base import (
     RAW_OUTCOME_UNKNOWN,
@@ -130,12 +131,20 @@ def stamped(old: JobRecord, new: JobRecord, now: datetime) -> JobRecord | None:
     """`new` with its times set, or None when it would reopen a finished job (a stale poll
     from another writer: dropped, so concurrent pollers never lose a result)."""
     if old.state.terminal and not new.state.terminal:
-        _log.debug("ignored stale %s for finished job %s", new.state.value, old.job_id)
+        _log.debug(
+            "ignored stale %s for finished job %s",
+            new.state.value,
+            old.job_id,
+            extra={"job_id": old.job_id, "provider": old.provider},
+        )
         return None
-    return new.model_copy(
+    stored = new.model_copy(
         update={
             "updated_at": now,
             "finished_at": (old.finished_at or now) if new.state.terminal else None,
             "next_check_at": None if new.state.terminal else new.next_check_at,
         }
     )
+    paid = old.raw_status == RAW_SUBMITTING and new.raw_status not in (RAW_SUBMITTING, RAW_REJECTED)
+    telemetry.job_written(old, stored, spent=paid)
+    return stored

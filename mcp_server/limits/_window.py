@@ -33,6 +33,7 @@ from typing import Any, TypedDict, Unpack
 
 import anyio
 
+from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.config import Settings
 from mcp_server.errors import LocalRateLimited, not_before
@@ -245,6 +246,7 @@ def _infinite(value: float | None) -> float:
 
 def refusal(key: BucketKey, wait: float) -> LocalRateLimited:
     """The error for a wait that does not fit (RETRY_POLICY.md C.6, local limiter row)."""
+    telemetry.limiter_refused(key.provider, key.bucket)
     return LocalRateLimited(
         f"Local rate guard: {key.bucket} exhausted; next slot in {math.ceil(wait)}s.",
         provider=key.provider,

@@ -12,6 +12,7 @@ import math
 
 import httpx
 
+from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.limits import BucketKey, Limiter, bucket_key
 from mcp_server.upstream._client import Call
@@ -65,13 +66,21 @@ class Feedback:
             now=self.clock.time(),
         )
         self.last_hints = hints
+        bucket = self.bucket(call)
+        telemetry.hints_seen(
+            bucket.provider,
+            bucket.bucket,
+            remaining=hints.remaining,
+            limit=hints.limit,
+            credits=hints.credits,
+        )
         if hints.anomaly:
             self._log_anomaly(call, hints.anomaly)
         if hints.credits is not None:
             self.credits_seen = CreditsSeen(
                 hints.credits, f"{call.method} {call.template}", response.status_code, self.clock
             )
-        await self.limiter.observe(self.bucket(call), response.status_code, hints)
+        await self.limiter.observe(bucket, response.status_code, hints)
         return hints
 
     def _log_anomaly(self, call: Call, anomaly: str) -> None:
@@ -89,4 +98,5 @@ class Feedback:
             "%s: header hint ignored: %s",
             self._failures.where(call),
             self._failures.sanitise(anomaly),
+            extra={"provider": self._failures.provider},
         )

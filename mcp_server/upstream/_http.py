@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
+from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import TokenError
 from mcp_server.limits import Limiter
@@ -182,7 +183,9 @@ class UpstreamHTTP:
         attempt: int,
         progress: _Progress,
     ) -> Reply[T]:
-        await self.limiter.acquire(self.feedback.bucket(call), cost=1.0, deadline=deadline)
+        bucket = self.feedback.bucket(call)
+        waited = await self.limiter.acquire(bucket, cost=1.0, deadline=deadline)
+        telemetry.limiter_waited(self.provider, bucket.bucket, waited)
         refreshing = self.auth if isinstance(self.auth, RefreshingAuth) else None
         if refreshing is not None:
             await self._token(call, refreshing.ensure)
@@ -195,7 +198,9 @@ class UpstreamHTTP:
         )
         progress.sent = True
         try:
-            response = await self._send_signed(call, request, refreshing)
+            with telemetry.upstream_call(self.provider, call.method, call.template) as traced:
+                response = await self._send_signed(call, request, refreshing)
+                traced.answered(response.status_code)
         except httpx.PoolTimeout as exc:
             raise self.failures.pool_busy(call) from exc
         except httpx.TransportError as exc:

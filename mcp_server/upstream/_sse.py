@@ -28,6 +28,7 @@ from typing import Final
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
+from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import BadResponse, NoResponse, UpstreamError
 from mcp_server.upstream._backoff import sse_reconnect_delay
@@ -196,4 +197,5 @@ async def follow_sse(
             return
         await clock.sleep(delay)
         reconnects += 1
+        telemetry.sse_reconnected(http.provider)
         backoff_index += 1
