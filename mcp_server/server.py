@@ -290,12 +290,12 @@ def build_server(
             stack.callback(followers.cancel_scope.cancel)
             runtime.tasks = await stack.enter_async_context(
                 TaskEngine(
-                    LedgerTaskStore(ledger),
+                    LedgerTaskStore(ledger.tasks),
                     start=job_tasks.start,
                     resolve=job_tasks.resolve,
                     cancel=job_tasks.cancel,
                     owner=job_tasks.owner,
-                    secret=await ledger.secret(SECRET_NAME),
+                    secret=await ledger.tasks.secret(SECRET_NAME),
                     clock=clock.time,
                     ttl_ms=TASK_TTL_MS,
                 )

@@ -1,7 +1,7 @@
 """jobrelay's long jobs as MCP tasks (`io.modelcontextprotocol/tasks`, issue 16).
 
 `mcp_server.mcptasks` speaks the protocol and knows nothing of jobs; this module is the
-jobrelay side of it, on `JobService`'s public methods and the `Ledger` protocol:
+jobrelay side of it, on `JobService`'s public methods and the ledger (`TaskLedger` rows):
 
 - `LedgerTaskStore`: the `TaskStore`. A task row sits in the ledger beside its job (same
   file, same durability), written durably from the job's intent row, before the upstream POST.
@@ -41,7 +41,7 @@ from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult
 from mcp_server import _bounds as B
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
-from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
+from mcp_server.ledger import JobRecord, Ledger, TaskLedger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
 from mcp_server.schemas import JobOutput
@@ -117,7 +117,7 @@ class LedgerTaskStore:
     """`mcptasks.TaskStore` in the job ledger. A task is visible to a request whose key for
     the job's provider is the key that made the task (another tenant: None, as for a wrong id)."""
 
-    ledger: Ledger
+    ledger: TaskLedger
 
     async def create(self, record: TaskRecord) -> TaskRecord:
         expires = None if record.ttl_ms is None else record.created_at + record.ttl_ms / 1000
