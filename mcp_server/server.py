@@ -41,8 +41,7 @@ from mcp_server.mcptasks import TaskEngine, TasksExtension
 from mcp_server.models import PROVIDERS
 from mcp_server.providers import Connection, ProviderEnv
 from mcp_server.providers.registry import ProviderRegistry, default_registry
-from mcp_server.sandbox._persist import JobFile, sandbox_path
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
 from mcp_server.tasks import (
     SECRET_NAME,
     TASK_TOOLS,

@@ -55,17 +55,7 @@ PROVIDER_FACADE = frozenset({PROVIDERS, f"{PROVIDERS}.base", f"{PROVIDERS}.regis
 
 #: Cross-package imports of private modules that stay for now: (importer, imported) -> reason.
 #: Keep it short; remove an entry as soon as its import goes (a stale entry fails the test).
-PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {
-    (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._persist"): "sandbox has no public facade yet",
-    (f"{PACKAGE}.server", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
-    (f"{PACKAGE}.demo", f"{PACKAGE}.sandbox._state"): "sandbox has no public facade yet",
-    (f"{PACKAGE}.providers.seamless.fields", f"{PACKAGE}.sandbox._records"): (
-        "sample records; sandbox facade"
-    ),
-    (f"{PACKAGE}.providers.agentseo.fields", f"{PACKAGE}.sandbox._seo_results"): (
-        "sample records; sandbox facade"
-    ),
-}
+PRIVATE_ALLOWED: Mapping[tuple[str, str], str] = {}
 
 
 #: Modules allowed over `MAX_MODULE_LINES`: data tables and the sandbox (issue 15 item 2).

@@ -16,7 +16,7 @@ from mcp_server._clock import ScaledClock
 from mcp_server.advice import provider_advice, register_provider_advice
 from mcp_server.config import Settings
 from mcp_server.providers import default_registry, registered
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 from mcp_server.server import build_server
 from tests.crunch_provider import ADVICE, NAME, CrunchProvider, crunch_app
 
