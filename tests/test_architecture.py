@@ -13,6 +13,12 @@ class with more than `MAX_METHODS` methods, except the entries of `LONG_MODULES`
 each with its reason (a stale entry fails). A class's methods are the functions defined in its
 body and in its base classes defined in jobrelay (followed through imports), dunders
 (`__init__`, `__getattr__`, ...) not counted; properties, class and static methods are.
+
+`Any` at seams (issue 15 item 2): a name one package imports from another of `SEAM_PACKAGES`
+(followed through re-exports) has no `Any` in its public signature: a function's parameters and
+return, a class's public methods, `__init__` and public annotated fields, an alias's value, and
+module-level aliases those use (`JsonDict = dict[str, Any]` would hide one). JSON values are
+`json_types.JSON`, the one allowed alias; `ANY_ALLOWED` lists the rest, each with its reason.
 """
 
 from __future__ import annotations
@@ -82,6 +88,30 @@ BIG_CLASSES: Mapping[str, str] = {
 }
 MAX_MODULE_LINES = 600
 MAX_METHODS = 15
+
+#: The packages (and single-module layers) whose names, imported by another package, must not
+#: carry `Any` in their signatures.
+SEAM_PACKAGES = frozenset(
+    {"jobs", "providers", "ledger", "limits", "upstream", "advice", "watch", "tasks", "mcptasks"}
+)
+#: The one sanctioned way to say "any JSON value" (an alias of `Any`, defined once).
+JSON_ALIAS_MODULE = f"{PACKAGE}.json_types"
+_SDK_CONTEXT = "the MCP SDK's own generic types (`ServerRequestContext[Any, Any]`, middleware)"
+_WIRE = (
+    "mcptasks imports nothing from jobrelay (enforced), so not `JSON`: the tasks wire dicts "
+    "as the SDK serialises them"
+)
+#: `module.Name` -> why `Any` stays in its signature.
+ANY_ALLOWED: Mapping[str, str] = {
+    f"{PACKAGE}.mcptasks._client.TasksClient": _SDK_CONTEXT + " (`ResultClaim[Any]`)",
+    f"{PACKAGE}.mcptasks._engine.TaskCall": _SDK_CONTEXT + "; " + _WIRE,
+    f"{PACKAGE}.mcptasks._engine.TaskEngine": _SDK_CONTEXT,
+    f"{PACKAGE}.mcptasks._extension.TasksExtension": _SDK_CONTEXT,
+    f"{PACKAGE}.mcptasks._store.TaskRecord": _WIRE,
+    f"{PACKAGE}.mcptasks._store.TaskUpdate": _WIRE,
+    f"{PACKAGE}.mcptasks._wire.TaskState": _WIRE,
+    f"{PACKAGE}.tasks.JobTasks": _SDK_CONTEXT + " (`owner(ctx)`, the engine's `OwnerOf`)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +416,130 @@ def big_classes(found: Mapping[str, set[str]], allowed: Mapping[str, str]) -> li
     )
 
 
+# ---- Any at seams -------------------------------------------------------------------------------
+
+
+def _group(module: str) -> str:
+    """`mcp_server.jobs.service` -> `jobs`; a top-level module is its own group."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _sources() -> dict[str, tuple[ast.Module, bool]]:
+    return {
+        module: (ast.parse(path.read_text(encoding="utf-8")), path.name == "__init__.py")
+        for module, path in _modules().items()
+    }
+
+
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Assign | ast.AnnAssign
+
+
+def any_at_seams(sources: Mapping[str, tuple[ast.Module, bool]]) -> dict[str, list[str]]:
+    """`module.Name` -> where `Any` appears in its public signature, for every name a module
+    imports from another group of `SEAM_PACKAGES`."""
+    defined: dict[str, dict[str, Definition]] = {}
+    imported: dict[str, dict[str, tuple[str, str]]] = {}
+    for module, (tree, is_package) in sources.items():
+        found: dict[str, Definition] = {}
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                found[node.name] = node
+            elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                found[node.targets[0].id] = node
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                found[node.target.id] = node
+        defined[module] = found
+        names: dict[str, tuple[str, str]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = module.split(".")
+                    package = parts if is_package else parts[:-1]
+                    package = package[: len(package) - (node.level - 1)]
+                    base = ".".join([*package, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    names[alias.asname or alias.name] = (base, alias.name)
+        imported[module] = names
+
+    def resolve(module: str, name: str, depth: int = 0) -> tuple[str, Definition] | None:
+        if module not in defined:
+            return None
+        if name in defined[module]:
+            return module, defined[module][name]
+        if name in imported[module] and depth < 6:
+            return resolve(*imported[module][name], depth + 1)
+        return None
+
+    def has_any(module: str, node: ast.AST | None, depth: int = 0) -> bool:
+        if node is None:
+            return False
+        for part in ast.walk(node):
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                try:  # a quoted annotation
+                    inner: ast.AST = ast.parse(part.value, mode="eval")
+                except SyntaxError:
+                    continue
+                if has_any(module, inner, depth):
+                    return True
+            name = part.id if isinstance(part, ast.Name) else None
+            if isinstance(part, ast.Attribute):
+                name = part.attr
+            if name == "Any":
+                return True
+            if name is None or depth > 4:
+                continue
+            hit = resolve(module, name)
+            if hit is not None and hit[0] != JSON_ALIAS_MODULE:
+                where, target = hit
+                if isinstance(target, ast.Assign) and has_any(where, target.value, depth + 1):
+                    return True  # an alias hiding Any
+        return False
+
+    def signature(module: str, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+        a = fn.args
+        every = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, [a.vararg, a.kwarg])]
+        bad = [arg.arg for arg in every if has_any(module, arg.annotation)]
+        return [*bad, *(["return"] if has_any(module, fn.returns) else [])]
+
+    report: dict[str, list[str]] = {}
+    for module in sources:
+        for source, name in imported[module].values():
+            if _group(source) not in SEAM_PACKAGES or _group(source) == _group(module):
+                continue
+            hit = resolve(source, name)
+            if hit is None:
+                continue
+            where, node = hit
+            issues: list[str] = []
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if bad := signature(where, node):
+                    issues.append(f"({', '.join(bad)})")
+            elif isinstance(node, ast.ClassDef):
+                for member in node.body:
+                    if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef):
+                        public = not member.name.startswith("_") or member.name == "__init__"
+                        if public and (bad := signature(where, member)):
+                            issues.append(f"{member.name}({', '.join(bad)})")
+                    elif (
+                        isinstance(member, ast.AnnAssign)
+                        and isinstance(member.target, ast.Name)
+                        and not member.target.id.startswith("_")
+                        and has_any(where, member.annotation)
+                    ):
+                        issues.append(member.target.id)
+            elif where != JSON_ALIAS_MODULE:
+                value = node.value if isinstance(node, ast.Assign) else node.annotation
+                if has_any(where, value):
+                    issues.append("its value")
+            if issues:
+                report[f"{where}.{name if not isinstance(node, ast.ClassDef) else node.name}"] = (
+                    issues
+                )
+    return report
+
+
 # ---- the tests ---------------------------------------------------------------------------------
 
 
@@ -494,3 +648,36 @@ def test_the_size_rules_can_fail() -> None:
     # and the real sizes are read: the sandbox's fakes are over both bars
     assert lines[f"{PACKAGE}.sandbox.seamless"] > MAX_MODULE_LINES
     assert len(found[f"{PACKAGE}.sandbox.seamless._SeamlessSandbox"]) > MAX_METHODS
+
+
+def test_no_any_at_the_seams_between_packages() -> None:
+    found = any_at_seams(_sources())
+    assert {name: where for name, where in found.items() if name not in ANY_ALLOWED} == {}
+    stale = sorted(set(ANY_ALLOWED) - set(found))
+    assert stale == [], "ANY_ALLOWED entries no longer needed: remove them"
+
+
+def test_the_any_rule_can_fail() -> None:
+    real = _sources()
+
+    def plant(seam: str, user: str = f"{PACKAGE}.jobs.planted_user") -> set[str]:
+        planted = {
+            f"{PACKAGE}.ledger.planted": (ast.parse(seam), False),
+            user: (ast.parse("from mcp_server.ledger.planted import f"), False),
+        }
+        return set(any_at_seams({**real, **planted}))
+
+    f = f"{PACKAGE}.ledger.planted.f"
+    assert f in plant("from typing import Any\ndef f(x: Any) -> None: ...")
+    assert f in plant("import typing\ndef f() -> 'dict[str, typing.Any]': ...")
+    assert f in plant("from typing import Any\nHidden = dict[str, Any]\ndef f(x: Hidden): ...")
+    assert f in plant("from typing import Any\nclass f:\n    x: Any\n    def m(self): ...")
+    assert f in plant("from typing import Any\nclass f:\n    def m(self, x: Any): ...")
+    # what the rule allows is not reported: JSON (also behind an alias of it), private
+    # members, and imports inside one package
+    assert f not in plant("from mcp_server.json_types import JSON\ndef f(x: JSON) -> JSON: ...")
+    assert f not in plant("from mcp_server.ledger.base import JsonDict as J\ndef f(x: J): ...")
+    assert f not in plant("from typing import Any\nclass f:\n    def _m(self, x: Any): ...")
+    assert f not in plant(
+        "from typing import Any\ndef f(x: Any): ...", user=f"{PACKAGE}.ledger.planted_user"
+    )

@@ -14,10 +14,11 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mcp_server.json_types import JSON, JSONObject
 from mcp_server.models import Advice, ErrorInfo, JobState, Provider
 
 __all__ = [
@@ -42,9 +43,9 @@ __all__ = [
     "utc_day_start",
 ]
 
-JsonDict = dict[str, Any]
+JsonDict = JSONObject
 """A JSON object whose shape the provider decides (params, snapshots, results, errors)."""
-ErrorLike = ErrorInfo | Advice | Mapping[str, Any]
+ErrorLike = ErrorInfo | Advice | Mapping[str, JSON]
 """What `fail_submit`/`update` accept as a job's error: the model, or its JSON dump."""
 
 RAW_SUBMITTING: Final = "submitting"
@@ -118,7 +119,7 @@ def provider_for_job_id(value: str) -> str | None:
     return None
 
 
-def params_fingerprint(params: Mapping[str, Any]) -> str:
+def params_fingerprint(params: Mapping[str, JSON]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces): same request, same fingerprint."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -198,7 +199,7 @@ class JobRecord(BaseModel):
         operation: str,
         tenant: str,
         sandbox: bool,
-        params: Mapping[str, Any],
+        params: Mapping[str, JSON],
         targets: Sequence[str] = (),
         credits_requested: int = 0,
         warnings: Sequence[str] = (),
