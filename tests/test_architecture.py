@@ -14,8 +14,9 @@ each with its reason (a stale entry fails). A class's methods are the functions 
 body and in its base classes defined in jobrelay (followed through imports), dunders
 (`__init__`, `__getattr__`, ...) not counted; properties, class and static methods are.
 
-`Any` at seams (issue 15 item 2): a name one package imports from another of `SEAM_PACKAGES`
-(followed through re-exports) has no `Any` in its public signature: a function's parameters and
+`Any` at seams (issue 15 item 2): a name one package imports from another (followed through
+re-exports; `ANY_NOT_AUDITED` names the few groups not audited yet) has no `Any` in its public
+signature: a function's parameters and
 return, a class's public methods, `__init__` and public annotated fields, an alias's value, and
 module-level aliases those use (`JsonDict = dict[str, Any]` would hide one). JSON values are
 `json_types.JSON`, the one allowed alias; `ANY_ALLOWED` lists the rest, each with its reason.
@@ -89,11 +90,21 @@ BIG_CLASSES: Mapping[str, str] = {
 MAX_MODULE_LINES = 600
 MAX_METHODS = 15
 
-#: The packages (and single-module layers) whose names, imported by another package, must not
-#: carry `Any` in their signatures.
-SEAM_PACKAGES = frozenset(
-    {"jobs", "providers", "ledger", "limits", "upstream", "advice", "watch", "tasks", "mcptasks"}
-)
+#: Packages and modules whose cross-package names still carry `Any`, not yet audited, and why:
+#: the seam rule skips them (a group that no longer needs skipping fails the test).
+ANY_NOT_AUDITED: Mapping[str, str] = {
+    "server": (
+        "the composition root over the SDK's generic server and context types; a shared file "
+        "under parallel edits (transports, health, call_tool)"
+    ),
+    "tools": "tool registration over the SDK's `MCPServer[Any]` / `Context[Any, Any]`",
+    "resources": "resource registration over the SDK's `MCPServer[Any]`",
+    "_http_app": "the HTTP app over the SDK's `MCPServer[Any]`",
+    "errors": (
+        "a leaf importing nothing from jobrelay (no `JSON` alias): `BadResponse(details)`, "
+        "`AbsurdAnswer(**kwargs)`; its provider arguments are being reworked (item 1)"
+    ),
+}
 #: The one sanctioned way to say "any JSON value" (an alias of `Any`, defined once).
 JSON_ALIAS_MODULE = f"{PACKAGE}.json_types"
 _SDK_CONTEXT = "the MCP SDK's own generic types (`ServerRequestContext[Any, Any]`, middleware)"
@@ -437,7 +448,7 @@ Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Assign 
 
 def any_at_seams(sources: Mapping[str, tuple[ast.Module, bool]]) -> dict[str, list[str]]:
     """`module.Name` -> where `Any` appears in its public signature, for every name a module
-    imports from another group of `SEAM_PACKAGES`."""
+    imports from another group (package, or top-level module)."""
     defined: dict[str, dict[str, Definition]] = {}
     imported: dict[str, dict[str, tuple[str, str]]] = {}
     for module, (tree, is_package) in sources.items():
@@ -506,7 +517,7 @@ def any_at_seams(sources: Mapping[str, tuple[ast.Module, bool]]) -> dict[str, li
     report: dict[str, list[str]] = {}
     for module in sources:
         for source, name in imported[module].values():
-            if _group(source) not in SEAM_PACKAGES or _group(source) == _group(module):
+            if not source.startswith(PACKAGE + ".") or _group(source) == _group(module):
                 continue
             hit = resolve(source, name)
             if hit is None:
@@ -652,9 +663,12 @@ def test_the_size_rules_can_fail() -> None:
 
 def test_no_any_at_the_seams_between_packages() -> None:
     found = any_at_seams(_sources())
-    assert {name: where for name, where in found.items() if name not in ANY_ALLOWED} == {}
+    audited = {name: where for name, where in found.items() if _group(name) not in ANY_NOT_AUDITED}
+    assert {name: where for name, where in audited.items() if name not in ANY_ALLOWED} == {}
     stale = sorted(set(ANY_ALLOWED) - set(found))
     assert stale == [], "ANY_ALLOWED entries no longer needed: remove them"
+    still = {_group(name) for name in found}
+    assert sorted(set(ANY_NOT_AUDITED) - still) == [], "ANY_NOT_AUDITED: audited now, remove"
 
 
 def test_the_any_rule_can_fail() -> None:
