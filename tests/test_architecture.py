@@ -97,9 +97,7 @@ ANY_NOT_AUDITED: Mapping[str, str] = {
         "the composition root over the SDK's generic server and context types; a shared file "
         "under parallel edits (transports, health, call_tool)"
     ),
-    "tools": "tool registration over the SDK's `MCPServer[Any]` / `Context[Any, Any]`",
-    "resources": "resource registration over the SDK's `MCPServer[Any]`",
-    "_http_app": "the HTTP app over the SDK's `MCPServer[Any]`",
+    "_http_app": "the HTTP app over the SDK's `MCPServer[Any]`; a shared file under parallel edits",
     "errors": (
         "a leaf importing nothing from jobrelay (no `JSON` alias): `BadResponse(details)`, "
         "`AbsurdAnswer(**kwargs)`; its provider arguments are being reworked (item 1)"
@@ -122,6 +120,9 @@ ANY_ALLOWED: Mapping[str, str] = {
     f"{PACKAGE}.mcptasks._store.TaskUpdate": _WIRE,
     f"{PACKAGE}.mcptasks._wire.TaskState": _WIRE,
     f"{PACKAGE}.tasks.JobTasks": _SDK_CONTEXT + " (`owner(ctx)`, the engine's `OwnerOf`)",
+    f"{PACKAGE}.tools.caller_for": _SDK_CONTEXT + " (`Context[Any, Any]`)",
+    f"{PACKAGE}.tools.register_tools": _SDK_CONTEXT + " (`MCPServer[Any]`)",
+    f"{PACKAGE}.resources.register_resources": _SDK_CONTEXT + " (`MCPServer[Any]`)",
 }
 
 
