@@ -28,6 +28,8 @@ import math
 import re
 from typing import Any, Final
 
+from mcp_server.json_types import JSON
+
 # ---- one JSON-RPC message (checked before the SDK parses it) --------------------------
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
@@ -58,7 +60,7 @@ JSON text is at most this long; a longer or unusable id is answered as `null`.""
 CHARS_PER_TOKEN: Final = 3
 
 
-def compact_json(value: Any) -> str:
+def compact_json(value: object) -> str:
     """The compact JSON the estimator measures (non-JSON values via `str`)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -67,7 +69,7 @@ def chars_to_tokens(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
 
 
-def tokens(value: Any) -> int:
+def tokens(value: object) -> int:
     """Estimated tokens of `value`: a `str` as itself, anything else as compact JSON."""
     text = value if isinstance(value, str) else compact_json(value)
     return chars_to_tokens(len(text))
@@ -184,7 +186,7 @@ def cut_text(value: str, limit: int = MAX_FIELD_VALUE_CHARS) -> str:
     return value[:limit] + TRUNCATED.format(n=len(value) - limit + earlier)
 
 
-def cut_strings(value: Any, limit: int = MAX_FIELD_VALUE_CHARS) -> Any:
+def cut_strings(value: JSON, limit: int = MAX_FIELD_VALUE_CHARS) -> JSON:
     """`value` with every string longer than `limit` cut and marked (nested lists/dicts)."""
     if isinstance(value, str):
         return cut_text(value, limit)
@@ -195,7 +197,7 @@ def cut_strings(value: Any, limit: int = MAX_FIELD_VALUE_CHARS) -> Any:
     return value
 
 
-def fit_items(items: list[Any], budget_tokens: int) -> tuple[list[Any], bool]:
+def fit_items(items: list[JSON], budget_tokens: int) -> tuple[list[JSON], bool]:
     """The longest prefix of `items` whose compact JSON fits `budget_tokens`; True if cut.
 
     A first item that alone exceeds the budget is kept with its strings cut shorter until it

@@ -45,6 +45,7 @@ from mcp_server._bounds import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_DEPTH,
 )
+from mcp_server.json_types import JSON, JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Refusal:
     problem: str = ""
     """What is wrong with it (`is nested deeper than 16 levels`), with `tool`."""
 
-    def response(self) -> dict[str, Any]:
+    def response(self) -> JSONObject:
         """The JSON-RPC answer (a tool result for argument problems, else an error)."""
         if self.tool is not None:
             from mcp_server.tool_results import invalid_arguments_result
@@ -370,12 +371,12 @@ def _check_envelope(message: Any, request_id: str | int | None) -> Checked | Ref
     return Checked(message)
 
 
-def encode(answer: dict[str, Any]) -> str:
+def encode(answer: JSONObject) -> str:
     """One answer as compact JSON text (ASCII, so nothing needs the client's decoder)."""
     return json.dumps(answer, separators=(",", ":"))
 
 
-def argument_depth(arguments: Any) -> int:
+def argument_depth(arguments: JSON) -> int:
     """Nesting levels of a tool's arguments (the arguments object is 1), without recursion."""
     deepest = 0
     pending: list[tuple[Any, int]] = [(arguments, 1)]

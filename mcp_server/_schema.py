@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mcp_server.json_types import JSON, JSONObject
+
 _NULL = {"type": "null"}
 
 
@@ -41,7 +43,7 @@ def _drop_null_type(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_defs(schema: JSONObject) -> JSONObject:
     """Replace `$ref`s to local `$defs` by the definitions themselves.
 
     Each tool uses each nested model once, so the `$defs` indirection only costs tokens and
@@ -71,7 +73,7 @@ def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compact(node: Any) -> Any:
+def compact(node: JSON) -> JSON:
     """Drop titles, null and empty-list defaults and `additionalProperties: true`; fold
     nullable unions."""
     if isinstance(node, list):
@@ -126,7 +128,7 @@ def _shallow_type(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return shallow
 
 
-def shallow_output(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+def shallow_output(schema: JSONObject | None) -> JSONObject | None:
     """Top-level fields and their types only: what an agent or host needs to read a result.
 
     Results are serialised without null fields, so no field is advertised as nullable.
@@ -144,9 +146,7 @@ def shallow_output(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def share_repeats(
-    schema: dict[str, Any], *, min_chars: int = 60, min_count: int = 3
-) -> dict[str, Any]:
+def share_repeats(schema: JSONObject, *, min_chars: int = 60, min_count: int = 3) -> JSONObject:
     """Move a subschema that appears `min_count` times or more (and is at least `min_chars` of
     JSON) into `$defs` once, referenced by `{"$ref": "#/$defs/<name>"}` where it was: the
     search filters repeat one "one value or a list" shape a dozen times."""

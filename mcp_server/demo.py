@@ -38,7 +38,7 @@ from mcp.types import CallToolResult
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, load_settings
 from mcp_server.mcptasks import TasksClient, TaskState
-from mcp_server.sandbox._state import KEY_INSUFFICIENT_CREDITS, Faults, SandboxState
+from mcp_server.sandbox import KEY_INSUFFICIENT_CREDITS, Faults, SandboxState
 
 __all__ = ["DemoError", "run_demo"]
 

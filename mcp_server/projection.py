@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mcp_server.json_types import JSON, JSONObject
+
 _PERCENT = re.compile(r"^\s*(\d{1,3})(?:\.\d+)?\s*%?\s*$")
 
 
@@ -72,7 +74,7 @@ def _best_phone(record: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def project_contact(record: Mapping[str, Any]) -> dict[str, Any]:
+def project_contact(record: Mapping[str, JSON]) -> JSONObject:
     """The default view of a researched contact."""
     out: dict[str, Any] = {
         "name": _text(record, "fullName", "name"),
@@ -86,7 +88,7 @@ def project_contact(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def project_company(record: Mapping[str, Any]) -> dict[str, Any]:
+def project_company(record: Mapping[str, JSON]) -> JSONObject:
     """The default view of a researched company, from the published record's names:
     `industries` and `phones` are comma lists (the first is shown), `location` an object."""
     out: dict[str, Any] = {
@@ -123,7 +125,7 @@ def _location(record: Mapping[str, Any]) -> str | None:
     return ", ".join(p for p in parts if p) or None
 
 
-def project_search_item(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
+def project_search_item(kind: str, item: Mapping[str, JSON]) -> JSONObject:
     """A search hit: the `search_result_id` to research, and enough to choose."""
     if kind == "contacts":
         out: dict[str, Any] = {
@@ -148,7 +150,7 @@ def project_search_item(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def project_seo_result(result: Mapping[str, Any]) -> dict[str, Any]:
+def project_seo_result(result: Mapping[str, JSON]) -> JSONObject:
     """The default view of an AgentSEO result: the decision block plus a short summary.
 
     `agent_workflow` is what the API designed for agents; lists elsewhere are cut to five
@@ -181,7 +183,7 @@ def _shrink(value: Any, *, list_items: int, text_chars: int, depth: int) -> Any:
     return value
 
 
-def select_fields(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+def select_fields(record: Mapping[str, JSON], fields: Sequence[str]) -> JSONObject:
     """Pick `fields` (top-level names, or dotted paths like `agent_workflow.decision`)."""
     out: dict[str, Any] = {}
     for path in fields:
@@ -199,7 +201,7 @@ def select_fields(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str,
     return out
 
 
-def unknown_fields(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> list[str]:
+def unknown_fields(records: Iterable[Mapping[str, JSON]], fields: Sequence[str]) -> list[str]:
     """Requested fields that no record has, so the agent can be told which names exist."""
     seen: set[str] = set()
     for record in records:
@@ -207,7 +209,7 @@ def unknown_fields(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) 
     return [f for f in fields if f not in seen]
 
 
-def available_fields(records: Iterable[Mapping[str, Any]], limit: int = 120) -> list[str]:
+def available_fields(records: Iterable[Mapping[str, JSON]], limit: int = 120) -> list[str]:
     names: dict[str, None] = {}
     for record in records:
         for key in record:
@@ -224,7 +226,7 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def field_paths(record: Any, prefix: str = "", depth: int = 2) -> list[str]:
+def field_paths(record: JSON, prefix: str = "", depth: int = 2) -> list[str]:
     """`name` and, one level down, `name.child` paths of a sample record (the names a
     provider's `result_fields` lists for `jobrelay://fields/<name>`)."""
     out: list[str] = []

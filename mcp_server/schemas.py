@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mcp_server import _bounds as B
+from mcp_server.json_types import JSONObject
 from mcp_server.models import Advice, ErrorInfo, JobState, Progress
 
 Kind = Literal["contacts", "companies"]
@@ -119,7 +120,7 @@ class JobOutput(BaseModel):
     raw_status: str | None = None
     progress: Progress | None = None
     items: list[ItemStatus] | None = None
-    results: list[dict[str, Any]] | None = Field(
+    results: list[JSONObject] | None = Field(
         None, description="Compact results (first page) once finished."
     )
     results_total: int | None = None
@@ -149,7 +150,7 @@ class StatusOutput(BaseModel):
 
 class SearchOutput(BaseModel):
     kind: Kind | None = None
-    items: list[dict[str, Any]] = Field(default_factory=list)
+    items: list[JSONObject] = Field(default_factory=list)
     total: int | None = None
     next_token: str | None = None
     sandbox: bool | None = Field(None, description=_SANDBOX)
@@ -159,7 +160,7 @@ class SearchOutput(BaseModel):
 class ResultPage(BaseModel):
     job_id: str | None = None
     state: JobState | None = None
-    items: list[dict[str, Any]] = Field(default_factory=list)
+    items: list[JSONObject] = Field(default_factory=list)
     offset: int = 0
     total: int = 0
     next_offset: int | None = None

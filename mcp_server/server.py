@@ -40,8 +40,7 @@ from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
 from mcp_server.providers import Connection, ProviderEnv
 from mcp_server.providers.registry import ProviderRegistry, default_registry
-from mcp_server.sandbox._persist import JobFile, sandbox_path
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
 from mcp_server.tasks import (
     SECRET_NAME,
     TASK_TOOLS,
@@ -291,12 +290,12 @@ def build_server(
             stack.callback(followers.cancel_scope.cancel)
             runtime.tasks = await stack.enter_async_context(
                 TaskEngine(
-                    LedgerTaskStore(ledger),
+                    LedgerTaskStore(ledger.tasks),
                     start=job_tasks.start,
                     resolve=job_tasks.resolve,
                     cancel=job_tasks.cancel,
                     owner=job_tasks.owner,
-                    secret=await ledger.secret(SECRET_NAME),
+                    secret=await ledger.tasks.secret(SECRET_NAME),
                     clock=clock.time,
                     ttl_ms=TASK_TTL_MS,
                 )

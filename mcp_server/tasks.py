@@ -1,7 +1,7 @@
 """jobrelay's long jobs as MCP tasks (`io.modelcontextprotocol/tasks`, issue 16).
 
 `mcp_server.mcptasks` speaks the protocol and knows nothing of jobs; this module is the
-jobrelay side of it, on `JobService`'s public methods and the `Ledger` protocol:
+jobrelay side of it, on `JobService`'s public methods and the ledger (`TaskLedger` rows):
 
 - `LedgerTaskStore`: the `TaskStore`. A task row sits in the ledger beside its job (same
   file, same durability), written durably from the job's intent row, before the upstream POST.
@@ -41,7 +41,7 @@ from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult
 from mcp_server import _bounds as B
 from mcp_server.errors import InputProblem, JobRelayError
 from mcp_server.jobs import Caller, Outcome
-from mcp_server.ledger import JobRecord, Ledger, provider_for_job_id
+from mcp_server.ledger import JobRecord, Ledger, TaskLedger, provider_for_job_id
 from mcp_server.mcptasks import TaskCall, TaskEngine, TaskRecord, TaskUpdate
 from mcp_server.models import ErrorCode, ErrorInfo, JobState
 from mcp_server.schemas import JobOutput
@@ -117,7 +117,7 @@ class LedgerTaskStore:
     """`mcptasks.TaskStore` in the job ledger. A task is visible to a request whose key for
     the job's provider is the key that made the task (another tenant: None, as for a wrong id)."""
 
-    ledger: Ledger
+    ledger: TaskLedger
 
     async def create(self, record: TaskRecord) -> TaskRecord:
         expires = None if record.ttl_ms is None else record.created_at + record.ttl_ms / 1000
@@ -214,6 +214,26 @@ def _done_message(out: JobOutput) -> str:
     return f"ended: {out.state.value if out.state is not None else 'finished'}"
 
 
+def _service_name(rt: Runtime, provider: str) -> str:
+    """How texts name the provider's service: `Seamless.ai`, `AgentSEO`."""
+    return rt.providers.get(provider).service_name
+
+
+def _none_can(rt: Runtime) -> str:
+    """`Neither Seamless.ai nor AgentSEO can`; `None of A, B or C can` (no provider can
+    stop a job once started: the provider protocol has no cancel)."""
+    names = [p.service_name for p in rt.providers]
+    if len(names) == 1:
+        return f"{names[0]} cannot"
+    if len(names) == 2:
+        return f"Neither {names[0]} nor {names[1]} can"
+    return f"None of {', '.join(names[:-1])} or {names[-1]} can"
+
+
+def _poll_ms(rt: Runtime, provider: str) -> tuple[int, int]:
+    return rt.providers.get(provider).task_poll_ms
+
+
 #: Distinct callers remembered between a task request's owner check and its start.
 MAX_CALLERS = 1024
 
@@ -260,23 +280,6 @@ class JobTasks:
             raise RuntimeError("the tasks adapter is used outside the server's lifespan")
         return self.runtime
 
-    def _name(self, provider: str) -> str:
-        """How texts name the provider's service: `Seamless.ai`, `AgentSEO`."""
-        return self._rt().providers.get(provider).service_name
-
-    def _none_can(self) -> str:
-        """`Neither Seamless.ai nor AgentSEO can`; `None of A, B or C can` (no provider can
-        stop a job once started: the provider protocol has no cancel)."""
-        names = [p.service_name for p in self._rt().providers]
-        if len(names) == 1:
-            return f"{names[0]} cannot"
-        if len(names) == 2:
-            return f"Neither {names[0]} nor {names[1]} can"
-        return f"None of {', '.join(names[:-1])} or {names[-1]} can"
-
-    def _poll_ms(self, provider: str) -> tuple[int, int]:
-        return self._rt().providers.get(provider).task_poll_ms
-
     def _engine(self) -> TaskEngine:
         if self.engine is None:
             raise RuntimeError("the tasks adapter is used outside the server's lifespan")
@@ -317,15 +320,12 @@ class JobTasks:
         while len(self.callers) > MAX_CALLERS:
             self.callers.popitem(last=False)
 
-    def _caller(self, owner: str) -> Caller | None:
-        return self.callers.get(owner)
-
     # -- starter ----------------------------------------------------------------------------------
 
     async def start(self, call: TaskCall) -> None:
         await self.sweep_if_due()
         args = await self.server.task_arguments(call.tool, dict(call.arguments))
-        caller = self._caller(call.owner)
+        caller = self.callers.get(call.owner)
         if args is None or caller is None:
             return  # not valid: the ordinary call answers with the tool's own error
         if call.tool == "wait_for_job":
@@ -342,7 +342,7 @@ class JobTasks:
             f"{rec.job_id}/wait-{secrets.token_hex(6)}",
             status_message=progress_message(out),
             poll_interval_ms=poll_interval_ms(
-                self._poll_ms(rec.provider), out.next_check_after_seconds
+                _poll_ms(self._rt(), rec.provider), out.next_check_after_seconds
             ),
         )
         self._follow(task, caller)
@@ -370,8 +370,8 @@ class JobTasks:
             self.submitting.add(record.job_id)
             await call.open(
                 record.job_id,
-                status_message=f"submitting to {self._name(record.provider)}",
-                poll_interval_ms=self._poll_ms(record.provider)[0],
+                status_message=f"submitting to {_service_name(rt, record.provider)}",
+                poll_interval_ms=_poll_ms(rt, record.provider)[0],
             )
             decided.set()
 
@@ -424,7 +424,7 @@ class JobTasks:
 
     async def resolve(self, record: TaskRecord) -> TaskUpdate | None:
         rt = self._rt()
-        caller = self._caller(record.owner)
+        caller = self.callers.get(record.owner)
         if caller is None:
             return None  # nobody with this task's keys asked since the start: keep it as stored
         job_id = job_of(record.handle)
@@ -434,7 +434,7 @@ class JobTasks:
         if rec is None:
             return TaskUpdate(
                 status="completed",
-                result=_result(_removed(job_id, provider, self._name(provider))),
+                result=_result(_removed(job_id, provider, _service_name(rt, provider))),
                 status_message="ended: job removed from the ledger",
             )
         submitting = rec.state is JobState.UNKNOWN and job_id in self.submitting
@@ -452,7 +452,7 @@ class JobTasks:
         return TaskUpdate(
             status_message=self.live.get(record.task_id) or progress_message(out),
             poll_interval_ms=poll_interval_ms(
-                self._poll_ms(rec.provider), out.next_check_after_seconds
+                _poll_ms(self._rt(), rec.provider), out.next_check_after_seconds
             ),
         )
 
@@ -463,11 +463,11 @@ class JobTasks:
         if scope is not None:
             scope.cancel()
         job_id = job_of(record.handle)
-        name = self._name(_provider(record.handle))
+        name = _service_name(self._rt(), _provider(record.handle))
         return TaskUpdate(
             status="cancelled",
             status_message=(
-                f"jobrelay stopped following job {job_id}. {self._none_can()} "
+                f"jobrelay stopped following job {job_id}. {_none_can(self._rt())} "
                 f"stop a job once started, so {name} may still finish it, and credits "
                 "spent are not refunded. The job stays in the ledger: "
                 f'wait_for_job(job_id="{job_id}") or list_jobs() finds it.'

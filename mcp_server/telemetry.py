@@ -15,28 +15,25 @@ started inside a tool call is that tool span's child.
 
 The seams, one call each: `upstream/_http.py` (`upstream_call`, `limiter_waited`),
 `upstream/_feedback.py` (`hints_seen`), `limits/_window.py` (`limiter_refused`),
-`ledger/_writes.py` (`job_written`), `watch.py` (`poll_round`), `upstream/_sse.py`
+`ledger/_core.py` (`job_written`, in `stamped`), `watch.py` (`poll_round`), `upstream/_sse.py`
 (`sse_reconnected`), the MCP middleware in `_operations.py` (`mcp_operation`); webhooks call
 `webhook_delivered`. No attribute carries a key, token, tenant fingerprint or contact data:
 providers, endpoint templates, bucket names, states and statuses only.
 
 `JOBRELAY_LOG_FORMAT=json` (`configure_logging`): one JSON object per line on stderr.
-Imports nothing from jobrelay but `redact` (a leaf).
+The log formatters live in `logs.py` (re-exported here). Imports nothing from jobrelay but
+`logs` (and through it `redact`, a leaf).
 """
 
 from __future__ import annotations
 
-import contextvars
-import json
-import logging
 import os
-import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
-from mcp_server.redact import redact
+from mcp_server.logs import REQUEST_ID, JsonFormatter, configure_logging
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram
@@ -75,10 +72,6 @@ METRICS_ENV: Final = "JOBRELAY_METRICS"
 LOG_FORMAT_ENV: Final = "JOBRELAY_LOG_FORMAT"
 EXTRA_HINT: Final = "pip install 'jobrelay[otel]'"
 
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "jobrelay_request_id", default=None
-)
-"""The JSON-RPC id of the MCP request being handled (set by `_operations`), for log lines."""
 
 # The MCP conventions' advised boundaries for `mcp.*.operation.duration` (seconds).
 MCP_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -532,73 +525,3 @@ def webhook_delivered(outcome: str, lag_seconds: float | None = None) -> None:
     active.deliveries.add(1, {"jobrelay.webhook.outcome": outcome})
     if lag_seconds is not None:
         active.lag.record(lag_seconds, {"jobrelay.webhook.outcome": outcome})
-
-
-# --- logs -----------------------------------------------------------------------------------
-
-_LOG_FIELDS: Final = ("job_id", "provider", "request_id")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: timestamp (UTC, ISO 8601), level, event, logger, and
-    job_id/provider/request_id when known (a record's `extra`, or the MCP request being
-    handled); every text field is redacted of `secrets`."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
-
-    def _clean(self, text: str) -> str:
-        return redact(text, self._secrets)
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname.lower(),
-            "event": self._clean(record.getMessage()),
-            "logger": record.name,
-        }
-        for name in _LOG_FIELDS:
-            value = getattr(record, name, None)
-            if value is None and name == "request_id":
-                value = REQUEST_ID.get()
-            if value is not None:
-                out[name] = self._clean(str(value))
-        if record.exc_info:
-            out["exception"] = self._clean(self.formatException(record.exc_info))
-        return json.dumps(out, ensure_ascii=False, default=str)
-
-
-class _RedactingFormatter(logging.Formatter):
-    """The human-readable default, redacted of `secrets` too."""
-
-    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
-        super().__init__(fmt)
-        self._secrets = tuple(s for s in secrets if s)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
-
-
-TEXT_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(log_format: str, secrets: Iterable[str] = ()) -> None:
-    """The root logger's stderr handler: `text` (the default) or `json`; both redact
-    `secrets` (the configured keys and tokens)."""
-    root = logging.getLogger()
-    formatter: logging.Formatter
-    if log_format == "json":
-        formatter = JsonFormatter(secrets)
-    else:
-        formatter = _RedactingFormatter(TEXT_FORMAT, secrets)
-    handlers: list[logging.Handler] = [
-        h for h in root.handlers if getattr(h, "stream", None) is sys.stderr
-    ]
-    if not handlers:
-        handlers.append(logging.StreamHandler(sys.stderr))
-        root.addHandler(handlers[0])
-    for handler in handlers:
-        handler.setFormatter(formatter)

@@ -12,6 +12,7 @@ from typing import Any
 from mcp.types import CallToolResult, TextContent
 
 from mcp_server import _bounds as B
+from mcp_server.json_types import JSON
 from mcp_server.models import ErrorCode, ErrorInfo
 
 __all__ = ["internal_error_result", "invalid_arguments_result", "unknown_tool_result"]
@@ -58,7 +59,7 @@ def _describe_problem(err: Mapping[str, Any], schema: Mapping[str, Any]) -> tupl
 
 
 def invalid_arguments_result(
-    tool: str, errors: Sequence[Mapping[str, Any]], schema: Mapping[str, Any]
+    tool: str, errors: Sequence[Mapping[str, JSON]], schema: Mapping[str, JSON]
 ) -> CallToolResult:
     """isError `invalid_input` naming every bad field, what is allowed, and the one fix."""
     described = [_describe_problem(e, schema) for e in errors]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
@@ -18,7 +18,7 @@ from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server.errors import InputProblem, JobRelayError
-from mcp_server.jobs import Caller, Outcome, ProgressFn
+from mcp_server.jobs import Caller, JobService, Outcome, ProgressFn
 from mcp_server.models import Advice, ErrorCode, ErrorInfo, JobState
 from mcp_server.projection import project_search_item
 from mcp_server.providers import JobProvider
@@ -37,6 +37,9 @@ from mcp_server.schemas import (
     UsageOutput,
     Workflow,
 )
+
+if TYPE_CHECKING:
+    from mcp_server.server import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,9 @@ SPEND = ToolAnnotations(destructive_hint=False)
 """Spends credits upstream; deletes nothing; not idempotent (a repeat pays again)."""
 
 
-def _runtime(ctx: Context[Any, Any]) -> Any:
-    return ctx.request_context.lifespan_context
+def _runtime(ctx: Context[Any, Any]) -> Runtime:
+    runtime: Runtime = ctx.request_context.lifespan_context
+    return runtime
 
 
 def caller_for(ctx: Context[Any, Any]) -> Caller:
@@ -75,7 +79,7 @@ def caller_for(ctx: Context[Any, Any]) -> Caller:
     return caller_from_request(_runtime(ctx), getattr(ctx.request_context, "request", None))
 
 
-def caller_from_request(runtime: Any, request: Any) -> Caller:
+def caller_from_request(runtime: Runtime, request: object) -> Caller:
     """`caller_for` for any request (a tool's, or a `tasks/*` request's): the HTTP request's
     key headers if any, else the server's keys. Raises `InputProblem` for an unusable header."""
     overrides: dict[str, SecretStr] = {}
@@ -137,7 +141,7 @@ async def _guard(
 
 
 async def outcome_result(
-    service: Any, tool: str, run: Callable[[], Awaitable[Outcome]]
+    service: JobService, tool: str, run: Callable[[], Awaitable[Outcome]]
 ) -> CallToolResult:
     """`run`'s outcome as the tool's result, expected failures as isError advice (also what a
     task started in the background ends with, `mcp_server.tasks`)."""

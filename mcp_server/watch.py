@@ -20,13 +20,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
+from mcp_server.json_types import JSON
 
 T = TypeVar("T")
 PROBE_INTERVAL = 10.0
@@ -269,9 +270,9 @@ class Leases(Protocol):
 
     async def hold(self, name: str, ttl: float) -> bool: ...
     async def release(self, name: str) -> None: ...
-    async def want(self, name: str, item_ids: list[str], ttl: float) -> dict[str, Any]: ...
+    async def want(self, name: str, item_ids: list[str], ttl: float) -> dict[str, JSON]: ...
     async def wanted(self, name: str) -> list[str]: ...
-    async def publish(self, name: str, items: dict[str, tuple[Any, bool]]) -> None: ...
+    async def publish(self, name: str, items: dict[str, tuple[JSON, bool]]) -> None: ...
 
 
 LEASE_TTL = 15.0
@@ -295,8 +296,8 @@ class SharedPoll(Generic[T]):
         name: str,
         poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]],
         leases: Leases,
-        encode: Callable[[T], Any],
-        decode: Callable[[Any], T],
+        encode: Callable[[T], JSON],
+        decode: Callable[[JSON], T],
         is_terminal: Callable[[T], bool],
         max_ids: int | None = None,
         ttl: float = LEASE_TTL,

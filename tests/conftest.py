@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from mcp_server._clock import Clock, ScaledClock
 from mcp_server.config import Settings, load_settings
 from mcp_server.providers import default_registry
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.transport import HttpServer
 from tests._services import (  # noqa: F401  (fixtures, and the hook that fails skips in CI)
     postgres_schema_url,

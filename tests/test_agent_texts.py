@@ -24,7 +24,7 @@ from mcp import Client
 
 from mcp_server import _bounds as B
 from mcp_server.advice import CATALOGUE
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,8 @@ from conftest import call, structured, text_of
 from mcp import Client
 
 from mcp_server.providers.agentseo.adapter import LocalAuditBatchParams
+from mcp_server.sandbox import SandboxState
 from mcp_server.sandbox import agentseo as sandbox_agentseo
-from mcp_server.sandbox._state import SandboxState
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 
 pytestmark = pytest.mark.anyio

@@ -27,7 +27,7 @@ from mcp_server import _bounds as B
 from mcp_server._clock import ScaledClock
 from mcp_server.config import load_settings
 from mcp_server.resources import fields_markdown
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.server import build_server
 

@@ -10,7 +10,7 @@ from conftest import answer_tokens, assert_agent_safe, call, structured, text_of
 from mcp import Client
 
 from mcp_server import _bounds as B
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 pytestmark = pytest.mark.anyio
 

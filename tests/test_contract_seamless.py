@@ -22,7 +22,7 @@ from mcp_server._clock import ScaledClock
 from mcp_server.limits import InMemoryLimiter
 from mcp_server.providers.seamless import enums
 from mcp_server.providers.seamless.search_filters import search_body
-from mcp_server.sandbox._state import (
+from mcp_server.sandbox import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_MISSING_LICENSE,
     KEY_REVOKED,

@@ -27,7 +27,7 @@ from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.ledger import JobRecord, SqliteLedger
 from mcp_server.providers.seamless.targets import target_keys
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import (
     AGENTSEO_PREFIX,
     SEAMLESS_PREFIX,

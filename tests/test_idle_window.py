@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 
 from mcp_server._clock import ScaledClock
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from tests.conftest import TEST_EPOCH, call, structured
 
 pytestmark = pytest.mark.anyio

@@ -34,7 +34,7 @@ from mcp_server._jsonrpc_guard import (
     check_message,
 )
 from mcp_server.config import load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 
 pytestmark = pytest.mark.anyio
 

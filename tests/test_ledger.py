@@ -986,7 +986,7 @@ async def test_point_reads_run_on_the_loop_thread_without_a_worker_thread(
 
 async def test_both_connections_keep_a_small_page_cache(sqlite_ledger: SqliteLedger) -> None:
     # 2 MiB each by default; a finished research row is ~450 KB (BENCHMARKS.md, scale).
-    for conn in (sqlite_ledger._conn, sqlite_ledger._reader):
+    for conn in (sqlite_ledger._db._conn, sqlite_ledger._db._reader):
         assert conn is not None
         assert conn.execute("PRAGMA cache_size").fetchone()[0] == -512
 
@@ -996,10 +996,10 @@ async def test_a_point_read_that_finds_the_file_busy_falls_back_to_a_waiting_wor
 ) -> None:
     stored = await sqlite_ledger.record_intent(research())
     busy = _Reader(
-        sqlite_ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        sqlite_ledger._db._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
         _sqlite_error(sqlite3.OperationalError, "database is locked", sqlite3.SQLITE_BUSY),
     )
-    monkeypatch.setattr(sqlite_ledger, "_reader", busy)
+    monkeypatch.setattr(sqlite_ledger._db, "_reader", busy)
     assert await sqlite_ledger.get(stored.job_id, tenant=ALICE) == stored
     assert await sqlite_ledger.lookup([stored.job_id], tenant=ALICE) == {stored.job_id: stored}
     assert busy.calls == 2  # each read tried the loop-thread connection first
@@ -1009,10 +1009,10 @@ async def test_a_point_read_that_fails_otherwise_raises_a_ledger_error_naming_th
     sqlite_ledger: SqliteLedger, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = _Reader(
-        sqlite_ledger._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
+        sqlite_ledger._db._reader,  # type: ignore[arg-type]  # the real one, closed with the ledger
         _sqlite_error(sqlite3.DatabaseError, "database disk image is malformed", 11),
     )
-    monkeypatch.setattr(sqlite_ledger, "_reader", broken)
+    monkeypatch.setattr(sqlite_ledger._db, "_reader", broken)
     with pytest.raises(LedgerError) as info:
         await sqlite_ledger.get("sea_0000000000000000", tenant=ALICE)
     assert str(db_path) in info.value.message

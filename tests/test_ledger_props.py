@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_server.ledger import params_fingerprint
-from mcp_server.ledger._sqlite_rows import _dumps, _iso
+from mcp_server.ledger._codec import dumps as _dumps
+from mcp_server.ledger._sqlite_rows import _iso
 from mcp_server.providers.seamless.targets import target_keys
 
 # Derandomised and without an example database: the same examples on every run and machine.

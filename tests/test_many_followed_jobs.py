@@ -19,7 +19,7 @@ from mcp.server.mcpserver import Context
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.server import build_server
 from mcp_server.upstream.agentseo import MAX_CONCURRENT_STREAMS
 

@@ -22,8 +22,8 @@ from mcp_server.config import ConfigError, Settings, load_settings
 from mcp_server.doctor import diagnose
 from mcp_server.errors import AuthenticationFailed, PermissionDenied, RequestNotSent
 from mcp_server.limits import InMemoryLimiter
+from mcp_server.sandbox import KEY_INSUFFICIENT_SCOPE, KEY_REVOKED, Faults, SandboxState
 from mcp_server.sandbox import seamless as sandbox_seamless
-from mcp_server.sandbox._state import KEY_INSUFFICIENT_SCOPE, KEY_REVOKED, Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 from mcp_server.upstream._oauth import (
@@ -383,7 +383,7 @@ async def test_a_failed_token_step_never_makes_a_paid_call_ambiguous(
 
 
 async def test_issued_tokens_outlive_a_sandbox_restart(tmp_path: Path) -> None:
-    from mcp_server.sandbox._persist import JobFile
+    from mcp_server.sandbox import JobFile
 
     path = tmp_path / "jobs.db-sandbox"
     clock = ScaledClock(1000.0, epoch=TEST_EPOCH)

@@ -22,7 +22,7 @@ import pytest
 from mcp_server.cli import _build_parser, main
 from mcp_server.config import _ENV_NAMES, Settings
 from mcp_server.models import ErrorCode
-from mcp_server.sandbox._state import SCENARIO_KEYS
+from mcp_server.sandbox import SCENARIO_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -303,7 +303,7 @@ def test_every_sandbox_scenario_key_is_documented() -> None:
 
 
 def test_every_sandbox_fault_knob_is_documented() -> None:
-    from mcp_server.sandbox._state import Faults
+    from mcp_server.sandbox import Faults
 
     section = _section("The sandbox")
     for name in Faults.__dataclass_fields__:

@@ -13,7 +13,7 @@ from mcp import Client
 
 from mcp_server.advice import advise_http
 from mcp_server.ledger import SqliteLedger
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 pytestmark = pytest.mark.anyio
 

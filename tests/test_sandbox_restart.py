@@ -20,8 +20,7 @@ from mcp import Client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings
-from mcp_server.sandbox._persist import JobFile, sandbox_path
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, JobFile, SandboxState, sandbox_path
 from mcp_server.server import SANDBOX_KEY, build_server
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from conftest import assert_agent_safe, call, structured, text_of
 from mcp import Client
 
 from mcp_server.providers.seamless.search_filters import FilterProblem, search_body
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 
 def test_query_and_location_map_to_documented_fields() -> None:

@@ -24,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import ConfigError, load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.server import build_server
 

@@ -40,7 +40,7 @@ from mcp_server._http_app import (
     parse_host,
 )
 from mcp_server.config import load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.transport import serve
 
 pytestmark = pytest.mark.anyio

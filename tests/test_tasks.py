@@ -30,7 +30,7 @@ from mcptasks.toy import (
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings
 from mcp_server.mcptasks import EXTENSION_ID, TasksClient, TaskState, cancel_task, get_task
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 from mcp_server.server import build_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]

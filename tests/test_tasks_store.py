@@ -73,7 +73,7 @@ async def test_a_task_row_round_trips_and_a_second_create_returns_the_first(
     open_store: OpenStore,
 ) -> None:
     async with open_store() as ledger:
-        store = LedgerTaskStore(ledger)
+        store = LedgerTaskStore(ledger.tasks)
         first = await store.create(record())
         again = await store.create(record(status_message="another"))
         got = await store.get("t1", ALICE)
@@ -86,7 +86,7 @@ async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(
     open_store: OpenStore,
 ) -> None:
     async with open_store() as ledger:
-        store = LedgerTaskStore(ledger)
+        store = LedgerTaskStore(ledger.tasks)
         await store.create(record())
         await store.create(record("t2", "seo_0123456789abcdef"))
         seen = {
@@ -115,7 +115,7 @@ async def test_a_task_is_visible_to_the_keys_of_its_jobs_provider_only(
 
 async def test_a_terminal_task_is_never_overwritten(open_store: OpenStore) -> None:
     async with open_store() as ledger:
-        store = LedgerTaskStore(ledger)
+        store = LedgerTaskStore(ledger.tasks)
         created = await store.create(record())
         cancelled = created.apply(TaskUpdate(status="cancelled", status_message="stop"), T0 + 1)
         stored = await store.save(cancelled)
@@ -131,15 +131,15 @@ async def test_expired_tasks_are_deleted_and_the_secret_outlives_the_process(
     open_store: OpenStore,
 ) -> None:
     async with open_store() as ledger:
-        store = LedgerTaskStore(ledger)
+        store = LedgerTaskStore(ledger.tasks)
         await store.create(record("short", ttl_ms=1_000))
         await store.create(record("forever", ttl_ms=None))
         deleted = await store.delete_expired(T0 + 1)
         left = [await store.get(t, None) is not None for t in ("short", "forever")]
-        secret = await ledger.secret("mcp-tasks")
-        other = await ledger.secret("something-else")
+        secret = await ledger.tasks.secret("mcp-tasks")
+        other = await ledger.tasks.secret("something-else")
     async with open_store() as reopened:
-        again = await reopened.secret("mcp-tasks")
+        again = await reopened.tasks.secret("mcp-tasks")
     assert deleted == 1
     assert left == [False, True]
     assert len(secret) == 32

@@ -37,7 +37,7 @@ from test_crash import (  # the external sandbox subprocess and the stdio server
 from mcp_server._clock import ScaledClock
 from mcp_server.config import Settings
 from mcp_server.mcptasks import TasksClient, get_task
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 

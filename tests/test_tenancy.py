@@ -17,7 +17,7 @@ from mcp.types import CallToolResult
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]
 

@@ -19,7 +19,7 @@ from mcp_server.advice import provider_advice, register_provider_advice
 from mcp_server.config import Settings, load_settings
 from mcp_server.limits.base import SAFETY, WINDOW
 from mcp_server.providers import default_registry, registered
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 from mcp_server.server import build_server
 from tests.crunch_provider import (
     ADVICE,

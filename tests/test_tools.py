@@ -33,7 +33,7 @@ from mcp import Client, StdioServerParameters
 
 from mcp_server import _bounds
 from mcp_server._clock import ScaledClock
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from mcp import Client
 
 from mcp_server.jobs import JobService
 from mcp_server.models import ErrorCode
-from mcp_server.sandbox._state import SandboxState
+from mcp_server.sandbox import SandboxState
 
 pytestmark = pytest.mark.anyio
 

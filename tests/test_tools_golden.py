@@ -21,7 +21,7 @@ from mcp import Client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX
 from mcp_server.server import build_server
 

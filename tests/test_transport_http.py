@@ -20,7 +20,7 @@ from mcp_server._clock import ScaledClock
 from mcp_server._http_app import MAX_REQUEST_BODY_BYTES
 from mcp_server.config import Settings, key_fingerprint, load_settings
 from mcp_server.ledger import SqliteLedger
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.server import SANDBOX_KEY
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]

@@ -24,7 +24,7 @@ from mcp.types import CallToolResult
 from mcp_server._clock import ScaledClock
 from mcp_server.config import key_fingerprint
 from mcp_server.ledger import SqliteLedger
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.server import SANDBOX_KEY
 

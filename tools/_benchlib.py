@@ -44,7 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 from mcp_server._clock import Clock, ScaledClock  # noqa: E402
 from mcp_server.config import load_settings  # noqa: E402
 from mcp_server.models import TERMINAL_STATES, ErrorCode  # noqa: E402
-from mcp_server.sandbox._state import Faults, SandboxState  # noqa: E402
+from mcp_server.sandbox import Faults, SandboxState  # noqa: E402
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app  # noqa: E402
 
 BENCH_KEY = "bench-key-0001"

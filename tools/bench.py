@@ -65,7 +65,7 @@ from mcp import Client
 
 from mcp_server._clock import Clock
 from mcp_server.config import PLAN_BUDGETS, Plan
-from mcp_server.sandbox._state import Faults
+from mcp_server.sandbox import Faults
 
 SECTIONS = (
     "rate",

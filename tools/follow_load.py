@@ -27,7 +27,7 @@ from mcp import Client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import load_settings
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.server import build_server
 
 SCALE = 10.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from mcp_server._clock import Clock
 from mcp_server.config import Settings
@@ -22,6 +21,7 @@ from mcp_server.jobs import listing, results, submit
 from mcp_server.jobs.context import ServiceContext, one_deadline
 from mcp_server.jobs.following import Follower
 from mcp_server.jobs.render import Renderer
+from mcp_server.json_types import JSON
 from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.models import Advice, JobState
 from mcp_server.providers import Caller, Connection, Outcome, ProgressFn, ResearchRequest
@@ -63,7 +63,7 @@ class JobService:
         *,
         kind: Kind,
         query: str | None,
-        filters: Mapping[str, Any],
+        filters: Mapping[str, JSON],
         limit: int,
         next_token: str | None,
     ) -> SearchPage:
@@ -112,7 +112,7 @@ class JobService:
         caller: Caller,
         *,
         workflow: str,
-        params: Mapping[str, Any],
+        params: Mapping[str, JSON],
         wait_seconds: float,
         progress: ProgressFn | None,
     ) -> Outcome:

@@ -46,9 +46,12 @@ Decisions, briefly:
 - `LedgerError` is not a `JobRelayError`: it is a local storage fault (like `ConfigError`), with
   no upstream error code, and must never be turned into "retry the API" advice.
 
-Backends: `base.py` is the contract (`Ledger`, `JobRecord`, handles); `sqlite.py` the local
-file, `postgres.py` a PostgreSQL database shared by replicas (JOBRELAY_DB=postgresql://...);
-`open_ledger(settings)` is the one place a backend is chosen.
+Backends: `base.py` is the contract (`Ledger`, its `TaskLedger` for the MCP task rows,
+`JobRecord`, handles); `sqlite.py` the local file, `postgres.py` a PostgreSQL database shared by
+replicas (JOBRELAY_DB=postgresql://...); `open_ledger(settings)` is the one place a backend is
+chosen. Each backend is parts on one store (its job rows, its task rows and secrets, its schema
+and migrations) under the rules they share (`_core.py`: `RowLedger`, the budget check, what each
+write changes) and one row encoding (`_codec.py`).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ from mcp_server.ledger.base import (
     Ledger,
     LedgerError,
     LedgerProblem,
+    TaskLedger,
     new_job_id,
     next_utc_midnight,
     params_fingerprint,
@@ -103,6 +107,7 @@ __all__ = [
     "LedgerError",
     "LedgerProblem",
     "SqliteLedger",
+    "TaskLedger",
     "check_ledger_location",
     "new_job_id",
     "next_utc_midnight",

@@ -1,24 +1,20 @@
-"""Row mapping and SQL helpers of the SQLite ledger: JSON encoding, records to rows and back."""
+"""The SQLite ledger's job rows: `SqliteJobRows` (the `JobRows` part), records to rows and back."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Literal
 
-from pydantic import BaseModel
-
-from mcp_server._duration import format_duration
-from mcp_server.errors import BudgetExceeded
-from mcp_server.ledger.base import (
-    CREDIT_BUDGET_PROVIDERS,
-    ErrorLike,
-    JobRecord,
-    JsonDict,
-    next_utc_midnight,
-)
+from mcp_server.errors import UnknownJob
+from mcp_server.ledger._codec import dumps as _dumps
+from mcp_server.ledger._codec import record_from_row
+from mcp_server.ledger._core import BudgetCheck, Change, JobQuery
+from mcp_server.ledger._sqlite_db import SqliteDb, snapshot, transaction
+from mcp_server.ledger.base import CREDIT_BUDGET_PROVIDERS, JobRecord
 
 # --------------------------------------------------------------------------------------------
 # Row mapping
@@ -29,39 +25,6 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _dumps(value: object) -> str | None:
-    return None if value is None else _encode(value, depth=2)
-
-
-def _encode(value: object, *, depth: int) -> str:
-    """`json.dumps(value)` (compact, UTF-8 kept), encoded a member at a time at the outer
-    `depth` levels. CPython's encoder keeps every fragment of one call alive until it joins
-    them, about five times the text: a finished research job's 100 records are ~450 KB of
-    JSON and took 2.2 MB to encode in one call, 0.9 MB this way, at the same speed."""
-    if depth and isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        members = [f"{_ENCODER.encode(k)}:{_encode(v, depth=depth - 1)}" for k, v in value.items()]
-        return "{" + ",".join(members) + "}"
-    if depth and isinstance(value, list | tuple):
-        return "[" + ",".join([_encode(v, depth=depth - 1) for v in value]) + "]"
-    return _ENCODER.encode(value)
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def _error_dict(error: ErrorLike) -> JsonDict:
-    if isinstance(error, BaseModel):
-        return error.model_dump(mode="json")
-    parsed = json.loads(json.dumps(dict(error)))  # a JSON-clean copy; TypeError if it is not
-    if not isinstance(parsed, dict):  # pragma: no cover - a Mapping always dumps to an object
-        raise TypeError("error must be a JSON object")
-    return parsed
 
 
 def _to_record(conn: sqlite3.Connection, row: sqlite3.Row) -> tuple[int, JobRecord]:
@@ -80,41 +43,6 @@ def _to_record(conn: sqlite3.Connection, row: sqlite3.Row) -> tuple[int, JobReco
     ]
     record = record_from_row(row, upstream, targets)
     return seq, record
-
-
-class Columns(Protocol):
-    """A row whose columns are read by name: `sqlite3.Row`, or psycopg's dict rows."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
-def record_from_row(row: Columns, upstream: list[str], targets: list[str]) -> JobRecord:
-    """A `JobRecord` from a `jobs` row of either backend (JSON as text, times as ISO text or
-    datetimes), its upstream ids and target keys."""
-    return JobRecord.model_validate(
-        {
-            "job_id": row["job_id"],
-            "provider": row["provider"],
-            "operation": row["operation"],
-            "tenant": row["tenant"],
-            "sandbox": bool(row["sandbox"]),
-            "params": json.loads(row["params"]),
-            "targets": targets,
-            "upstream_ids": upstream,
-            "credits_requested": row["credits_requested"],
-            "credits_seen": row["credits_seen"],
-            "state": row["state"],
-            "raw_status": row["raw_status"],
-            "snapshot": _loads(row["snapshot"]),
-            "result": _loads(row["result"]),
-            "error": _loads(row["error"]),
-            "warnings": json.loads(row["warnings"]),
-            "created_at": row["created_at"],
-            "updated_at": row["updated_at"],
-            "finished_at": row["finished_at"],
-            "next_check_at": row["next_check_at"],
-        }
-    )
 
 
 def _replace_children(
@@ -209,6 +137,7 @@ def _many(conn: sqlite3.Connection, sql: str, args: Mapping[str, object]) -> lis
     return [_to_record(conn, row)[1] for row in conn.execute(sql, args).fetchall()]
 
 
+_BY_HANDLE = "SELECT * FROM jobs WHERE job_id = ? AND tenant = ?"
 _BY_UPSTREAM_ID = """
     SELECT j.* FROM jobs j JOIN job_upstream_ids u ON u.job_seq = j.seq
     WHERE u.upstream_id = ? AND j.tenant = ?
@@ -243,18 +172,122 @@ def _spent(
     return int(row[0])
 
 
-def _budget_refusal(
-    spent: int, budget: int, requested: int, now: datetime, provider: str
-) -> BudgetExceeded:
-    resets_at = next_utc_midnight(now)
-    resets_in = (resets_at - now).total_seconds()
-    return BudgetExceeded(
-        f"This research needs {requested} credit(s), but {spent} of today's budget of {budget} "
-        f"(JOBRELAY_CREDIT_BUDGET) are already spent or reserved. The budget resets at "
-        f"{resets_at:%Y-%m-%dT%H:%M:%SZ} (in {format_duration(resets_in)}).",
-        provider=provider,
-        spent=spent,
-        budget=budget,
-        requested=requested,
-        resets_in=resets_in,
-    )
+class SqliteJobRows:
+    """The `jobs`, `job_upstream_ids` and `job_targets` tables of one `SqliteDb`. Point reads
+    (`get`, `by_upstream_id`, `lookup`) go through `SqliteDb.read` (on the loop thread)."""
+
+    def __init__(self, db: SqliteDb) -> None:
+        self._db = db
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def insert(self, record: JobRecord, budget: BudgetCheck | None) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            if budget is not None:
+                budget.check(_spent(conn, budget.day, None, budget.sandbox))
+            _insert(conn, record)
+
+        await self._db.run(transaction(insert, durable=True))
+
+    async def mutate(self, job_id: str, change: Change, *, durable: bool) -> JobRecord:
+        def apply(conn: sqlite3.Connection) -> JobRecord:
+            row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(f"No job {job_id} in the ledger.", job_id=job_id)
+            seq, old = _to_record(conn, row)
+            new = change(old)
+            if new is None:
+                return old
+            _rewrite(conn, seq, old, new)
+            return new
+
+        return await self._db.run(transaction(apply, durable=durable))
+
+    async def get(self, job_id: str, tenant: str) -> JobRecord | None:
+        return await self._db.read(lambda conn: _one(conn, _BY_HANDLE, (job_id, tenant)))
+
+    async def by_upstream_id(self, upstream_id: str, tenant: str) -> JobRecord | None:
+        return await self._db.read(lambda conn: _one(conn, _BY_UPSTREAM_ID, (upstream_id, tenant)))
+
+    async def lookup(self, ids: Sequence[str], tenant: str) -> dict[str, JobRecord]:
+        def read(conn: sqlite3.Connection) -> dict[str, JobRecord]:
+            found: dict[str, JobRecord] = {}
+            for value in dict.fromkeys(ids):
+                record = _one(conn, _BY_HANDLE, (value, tenant)) or _one(
+                    conn, _BY_UPSTREAM_ID, (value, tenant)
+                )
+                if record is not None:
+                    found[value] = record
+            return found
+
+        return await self._db.read(read)
+
+    async def select(self, query: JobQuery) -> builtins.list[JobRecord]:
+        args = {
+            "tenant": query.tenant,
+            "provider": query.provider,
+            "state": None if query.state is None else query.state.value,
+            "since": _iso(query.since),
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+
+        def read(conn: sqlite3.Connection) -> builtins.list[JobRecord]:
+            return _many(
+                conn,
+                """
+                SELECT * FROM jobs
+                WHERE tenant = :tenant
+                    AND (:provider IS NULL OR provider = :provider)
+                    AND (:state IS NULL OR state = :state)
+                    AND (:since IS NULL OR created_at >= :since)
+                ORDER BY created_at DESC, seq DESC
+                LIMIT :limit OFFSET :offset
+                """,
+                args,
+            )
+
+        return await self._db.run(snapshot(read))
+
+    async def nonterminal(self, tenant: str | None) -> builtins.list[JobRecord]:
+        def read(conn: sqlite3.Connection) -> builtins.list[JobRecord]:
+            return _many(
+                conn,
+                """
+                SELECT * FROM jobs
+                WHERE state IN ('queued', 'running', 'unknown')
+                    AND (:tenant IS NULL OR tenant = :tenant)
+                ORDER BY created_at, seq
+                """,
+                {"tenant": tenant},
+            )
+
+        return await self._db.run(snapshot(read))
+
+    async def spent(self, day: datetime, tenant: str | None, sandbox: bool | None) -> int:
+        return await self._db.run(lambda conn: _spent(conn, day, tenant, sandbox))
+
+    async def recent_targets(
+        self, keys: Sequence[str], tenant: str, since: datetime, until: datetime
+    ) -> dict[str, str]:
+        window = {"tenant": tenant, "from": _iso(since), "until": _iso(until)}
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for key in dict.fromkeys(keys):
+                row = conn.execute(
+                    """
+                    SELECT j.job_id FROM job_targets t JOIN jobs j ON j.seq = t.job_seq
+                    WHERE t.target = :key AND j.tenant = :tenant
+                        AND j.created_at >= :from AND j.created_at <= :until
+                        AND j.raw_status IS NOT 'rejected'
+                    ORDER BY j.created_at DESC, j.seq DESC LIMIT 1
+                    """,
+                    {**window, "key": key},
+                ).fetchone()
+                if row is not None:
+                    found[key] = str(row[0])
+            return found
+
+        return await self._db.run(snapshot(read))

@@ -1,6 +1,6 @@
-"""The job ledger's contract: the `Ledger` protocol, the `JobRecord` it stores, job handles.
+"""The job ledger's contract: the `Ledger` and `TaskLedger` protocols, the `JobRecord`, handles.
 
-Backends implement `Ledger` (today `mcp_server.ledger.sqlite.SqliteLedger`); the runtime holds
+Backends implement `Ledger` (`sqlite.SqliteLedger`, `postgres.PostgresLedger`); the runtime holds
 the protocol and `mcp_server.ledger.open_ledger` picks the backend from the settings. Why a
 ledger and how the tool layer uses it: see `mcp_server.ledger` (the package docstring).
 """
@@ -14,10 +14,11 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mcp_server.json_types import JSON, JSONObject
 from mcp_server.models import Advice, ErrorInfo, JobState, Provider
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerProblem",
+    "TaskLedger",
     "new_job_id",
     "next_utc_midnight",
     "params_fingerprint",
@@ -43,9 +45,9 @@ __all__ = [
     "utc_day_start",
 ]
 
-JsonDict = dict[str, Any]
+JsonDict = JSONObject
 """A JSON object whose shape the provider decides (params, snapshots, results, errors)."""
-ErrorLike = ErrorInfo | Advice | Mapping[str, Any]
+ErrorLike = ErrorInfo | Advice | Mapping[str, JSON]
 """What `fail_submit`/`update` accept as a job's error: the model, or its JSON dump."""
 
 RAW_SUBMITTING: Final = "submitting"
@@ -130,7 +132,7 @@ def provider_for_job_id(value: str) -> str | None:
     return None
 
 
-def params_fingerprint(params: Mapping[str, Any]) -> str:
+def params_fingerprint(params: Mapping[str, JSON]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces): same request, same fingerprint."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -211,7 +213,7 @@ class JobRecord(BaseModel):
         operation: str,
         tenant: str,
         sandbox: bool,
-        params: Mapping[str, Any],
+        params: Mapping[str, JSON],
         targets: Sequence[str] = (),
         credits_requested: int = 0,
         warnings: Sequence[str] = (),
@@ -271,13 +273,49 @@ class JobRecord(BaseModel):
 # The interface
 
 
+class TaskLedger(Protocol):
+    """The MCP task rows (issue 16) that ride on jobs, and the ledger's secrets: what
+    `mcp_server.tasks` needs (its `LedgerTaskStore`). A `Ledger` carries one as `tasks`, in the
+    same file or database as its jobs (same durability; a task row is written before the job's
+    upstream POST)."""
+
+    async def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the ledger under `name`, made on first use: every
+        process on this ledger gets the same one (task ids are an HMAC under it)."""
+        ...
+
+    async def create_task(
+        self, task_id: str, *, job_id: str, data: JsonDict, expires_at: float | None
+    ) -> JsonDict:
+        """Insert a task row for `job_id`, durably (before the job's upstream POST). If
+        `task_id` is stored already, return its stored data unchanged."""
+        ...
+
+    async def get_task(self, task_id: str) -> JsonDict | None:
+        """The task's data, or None. Unscoped: the caller checks whose task it is."""
+        ...
+
+    async def save_task(self, task_id: str, data: JsonDict, *, terminal: bool) -> JsonDict | None:
+        """Replace the task's data unless the stored row is terminal; what is stored after,
+        or None when the task is unknown."""
+        ...
+
+    async def delete_expired_tasks(self, now: float) -> int:
+        """Delete task rows whose `expires_at` (epoch seconds) is at or before `now`."""
+        ...
+
+
 class Ledger(Protocol):
-    """What the tools need from a job ledger; `SqliteLedger` today, Redis/Postgres later.
+    """What the tools need from a job ledger: `SqliteLedger` (a file) or `PostgresLedger`.
 
     Every read is scoped to a tenant (a key fingerprint): a foreign tenant's job reads as
     absent. Writes address a job by handle, which the caller got from a scoped read or from
     `record_intent`. Timestamps are the ledger's (its clock); `now=` on reads is for tests.
+    The MCP task rows beside the jobs are `tasks` (a `TaskLedger`).
     """
+
+    tasks: TaskLedger
+    """The task rows and secrets kept in the same store as the jobs."""
 
     async def record_intent(self, record: JobRecord, *, budget: int | None = None) -> JobRecord:
         """Insert `record` as an intent (state `unknown`, raw status `submitting`), durably.
@@ -376,33 +414,6 @@ class Ledger(Protocol):
     ) -> dict[str, str]:
         """For each key some earlier, not rejected job of `tenant` targeted within the window:
         the most recent such job's handle."""
-        ...
-
-    # -- MCP tasks (issue 16): the task rows that ride on jobs, and the ledger's secrets -----
-
-    async def secret(self, name: str) -> bytes:
-        """A random 32-byte secret kept in the ledger under `name`, made on first use: every
-        process on this ledger gets the same one (task ids are an HMAC under it)."""
-        ...
-
-    async def create_task(
-        self, task_id: str, *, job_id: str, data: JsonDict, expires_at: float | None
-    ) -> JsonDict:
-        """Insert a task row for `job_id`, durably (before the job's upstream POST). If
-        `task_id` is stored already, return its stored data unchanged."""
-        ...
-
-    async def get_task(self, task_id: str) -> JsonDict | None:
-        """The task's data, or None. Unscoped: the caller checks whose task it is."""
-        ...
-
-    async def save_task(self, task_id: str, data: JsonDict, *, terminal: bool) -> JsonDict | None:
-        """Replace the task's data unless the stored row is terminal; what is stored after,
-        or None when the task is unknown."""
-        ...
-
-    async def delete_expired_tasks(self, now: float) -> int:
-        """Delete task rows whose `expires_at` (epoch seconds) is at or before `now`."""
         ...
 
     async def close(self) -> None: ...

@@ -92,6 +92,27 @@ def redis_client(url: str) -> Redis:
     return Redis.from_url(url, socket_timeout=_SOCKET_TIMEOUT, socket_connect_timeout=5.0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """The Redis key names of one limiter, under its prefix."""
+
+    prefix: str
+
+    @staticmethod
+    def bucket_id(key: BucketKey) -> str:
+        return f"{key.provider}:{key.key_fingerprint}:{key.bucket}"
+
+    def bucket(self, key: BucketKey) -> str:
+        return f"{self.prefix}:b:{self.bucket_id(key)}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:index"
+
+    def credits(self, provider: Provider, key_fingerprint: str) -> str:
+        return f"{self.prefix}:credits:{provider}:{key_fingerprint}"
+
+
 @dataclass(slots=True)
 class _Loaded:
     now: float
@@ -118,28 +139,15 @@ class RedisLimiter(SharedWindowLimiter):
     ) -> None:
         super().__init__(clock, **options)
         self._redis = redis
-        self._prefix = DEFAULT_PREFIX if prefix is None else prefix
+        self._keys = _Keys(DEFAULT_PREFIX if prefix is None else prefix)
         self._server_time = is_system_time(clock) if server_time is None else server_time
         self._load = redis.register_script(_LOAD)
         self._store = redis.register_script(_STORE)
 
-    # -- keys and state ---------------------------------------------------------------------
-
-    @staticmethod
-    def _id(key: BucketKey) -> str:
-        return f"{key.provider}:{key.key_fingerprint}:{key.bucket}"
-
-    def _hash(self, key: BucketKey) -> str:
-        return f"{self._prefix}:b:{self._id(key)}"
-
-    def _index(self) -> str:
-        return f"{self._prefix}:index"
-
-    def _credits_key(self, provider: Provider, key_fingerprint: str) -> str:
-        return f"{self._prefix}:credits:{provider}:{key_fingerprint}"
+    # -- state ------------------------------------------------------------------------------
 
     async def _get(self, key: BucketKey) -> _Loaded:
-        raw = await self._load(keys=[self._hash(key)])
+        raw = await self._load(keys=[self._keys.bucket(key)])
         version, state, seconds, micros = cast("list[Any]", raw)
         now = int(seconds) + int(micros) / 1e6 if self._server_time else self._clock.time()
         if state is None:
@@ -149,13 +157,20 @@ class RedisLimiter(SharedWindowLimiter):
 
     async def _put(self, key: BucketKey, loaded: _Loaded) -> bool:
         stored = await self._store(
-            keys=[self._hash(key), self._index()],
-            args=[loaded.version, json.dumps(loaded.state.to_json()), _TTL_MS, self._id(key)],
+            keys=[self._keys.bucket(key), self._keys.index],
+            args=[
+                loaded.version,
+                json.dumps(loaded.state.to_json()),
+                _TTL_MS,
+                self._keys.bucket_id(key),
+            ],
         )
         return bool(stored)
 
     def _changing(self, key: BucketKey) -> RuntimeError:
-        return RuntimeError(f"rate bucket {self._id(key)} kept changing over {_MAX_TRIES} tries")
+        return RuntimeError(
+            f"rate bucket {self._keys.bucket_id(key)} kept changing over {_MAX_TRIES} tries"
+        )
 
     # -- SharedWindowLimiter ----------------------------------------------------------------
 
@@ -180,7 +195,7 @@ class RedisLimiter(SharedWindowLimiter):
         """Correct the shared bucket from a response, as every backend does (same code)."""
         if hints.credits is not None:
             await self._redis.set(
-                self._credits_key(key.provider, key.key_fingerprint), hints.credits, px=_TTL_MS
+                self._keys.credits(key.provider, key.key_fingerprint), hints.credits, px=_TTL_MS
             )
         for _ in range(_MAX_TRIES):
             loaded = await self._get(key)
@@ -191,7 +206,7 @@ class RedisLimiter(SharedWindowLimiter):
 
     async def snapshot(self) -> list[BucketSnapshot]:
         """Every bucket any process has used (within a day)."""
-        members = await cast("Any", self._redis.smembers(self._index()))
+        members = await cast("Any", self._redis.smembers(self._keys.index))
         keys: list[BucketKey] = []
         for raw in members:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -205,7 +220,7 @@ class RedisLimiter(SharedWindowLimiter):
         return out
 
     async def credits(self, provider: Provider, key_fingerprint: str) -> int | None:
-        value = await self._redis.get(self._credits_key(provider, key_fingerprint))
+        value = await self._redis.get(self._keys.credits(provider, key_fingerprint))
         return None if value is None else int(value)
 
     async def ping(self) -> None:

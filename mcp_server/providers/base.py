@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
+import httpx
 from pydantic import BaseModel, SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.advice.table import ProviderAdvice
 from mcp_server.config import ProviderSettings, Settings
 from mcp_server.errors import JobRelayError
+from mcp_server.json_types import JSON, JSONObject
 from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.limits import Limiter, RateLimits
 from mcp_server.models import Advice, JobState, Progress
@@ -60,7 +62,7 @@ JobKind = Literal["research", "seo"]
 ProgressFn = Callable[[float, str | None], Awaitable[None]]
 """`(percent 0-100, message)`; the tool layer turns it into MCP progress notifications."""
 
-LineFn = Callable[[Mapping[str, Any]], "str | list[str]"]
+LineFn = Callable[[Mapping[str, JSON]], "str | list[str]"]
 """One result record as numbered text line(s) (see `render.numbered`)."""
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
@@ -104,7 +106,7 @@ class ProviderEnv:
     sandboxed: bool
     key_for: Callable[[str], SecretStr]
     """The API key behind a tenant fingerprint (never stored by the provider beyond a client)."""
-    transport: Any = None
+    transport: httpx.AsyncBaseTransport | None = None
     """An `httpx.AsyncBaseTransport` for tests (in-process apps), else None."""
     leases: Leases | None = None
     """Poll leases shared with the other processes of this ledger (issue 17.1), else None."""
@@ -131,8 +133,8 @@ class Started:
     upstream_ids: list[str]
     state: JobState
     raw_status: str
-    snapshot: dict[str, Any]
-    final: dict[str, Any] | None = None
+    snapshot: JSONObject
+    final: JSONObject | None = None
 
 
 @dataclass
@@ -192,7 +194,7 @@ class JobContext(Protocol):
 
     def advise(self, error: JobRelayError, *, tool: str) -> Advice: ...
 
-    def error_dict(self, exc: JobRelayError, tool: str) -> dict[str, Any]: ...
+    def error_dict(self, exc: JobRelayError, tool: str) -> JSONObject: ...
 
     async def submit_failed(self, job_id: str, exc: JobRelayError, *, tool: str) -> Outcome:
         """Close the intent row of a submit that failed (unknown or rejected)."""
@@ -245,7 +247,7 @@ class SeoConnection(Connection, Protocol):
     """A connection that starts workflow jobs (`start_seo_job`)."""
 
     async def start(
-        self, ctx: JobContext, caller: Caller, workflow: str, params: dict[str, Any]
+        self, ctx: JobContext, caller: Caller, workflow: str, params: JSONObject
     ) -> Started:
         """Send the (validated) job; raise the `errors.py` class that says what happened."""
         ...
@@ -275,7 +277,7 @@ class ResearchConnection(Connection, Protocol):
         *,
         kind: Literal["contacts", "companies"],
         query: str | None,
-        filters: Mapping[str, Any],
+        filters: Mapping[str, JSON],
         limit: int,
         next_token: str | None,
     ) -> SearchPage: ...
@@ -350,7 +352,7 @@ class JobProvider(Protocol):
     def connect(self, env: ProviderEnv) -> Connection: ...
 
     # ---- job semantics over a ledger row ------------------------------------------------
-    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def validate(self, workflow: str, params: Mapping[str, JSON]) -> JSONObject:
         """The workflow's params as sent, or `InputProblem` naming what to fix."""
         ...
 
@@ -364,20 +366,20 @@ class JobProvider(Protocol):
         """Advice for a job that ended failed/not found/duplicate, or looks odd while open."""
         ...
 
-    def result_records(self, rec: JobRecord) -> list[dict[str, Any]]:
+    def result_records(self, rec: JobRecord) -> list[JSONObject]:
         """A finished job's records in order, each with its key (`request_id`/`job_id`)."""
         ...
 
-    def project(self, rec: JobRecord, record: Mapping[str, Any]) -> dict[str, Any]:
+    def project(self, rec: JobRecord, record: Mapping[str, JSON]) -> JSONObject:
         """The compact default projection of one record (`get_job_result` without fields)."""
         ...
 
     def lines(
         self,
         rec: JobRecord,
-        projected: Sequence[Mapping[str, Any]],
-        window: Sequence[Mapping[str, Any]],
-    ) -> tuple[Sequence[Mapping[str, Any]], LineFn]:
+        projected: Sequence[Mapping[str, JSON]],
+        window: Sequence[Mapping[str, JSON]],
+    ) -> tuple[Sequence[Mapping[str, JSON]], LineFn]:
         """What a page's text block numbers (the projected items, or the raw records of the
         same window) and how each becomes line(s)."""
         ...

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
+from mcp_server.json_types import JSON
+
 log = logging.getLogger(__name__)
 
 SANDBOX_FILE_SUFFIX: Final = "-sandbox"
@@ -36,8 +38,9 @@ MAX_KEPT_JOBS: Final = 5000
 """Newest jobs per API written to the file: it is rewritten on every new job, so it stays
 small (a few MB at most) however long the sandbox has been used."""
 
-Dump = Callable[[], Any]
-Load = Callable[[Any], None]
+Dump = Callable[[], JSON]
+"""An app's section of the file, JSON-ready (see `encode`)."""
+Load = Callable[[JSON], None]
 
 
 def sandbox_path(db_path: Path) -> Path:

@@ -23,6 +23,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
+from mcp_server.json_types import JSON, JSONObject
 from mcp_server.sandbox._persist import JobFile
 
 SandboxProvider = Literal["seamless", "agentseo"]
@@ -62,7 +63,7 @@ class Faults:
     initial_credits: int = 1000
     """Seamless research credits the org starts with."""
 
-    def update(self, data: dict[str, Any]) -> list[str]:
+    def update(self, data: JSONObject) -> list[str]:
         """Apply a partial update; return the names of unknown or invalid keys (nothing applied)."""
         names = {f.name: f for f in fields(self)}
         bad = [k for k in data if k not in names]
@@ -139,7 +140,7 @@ class SandboxState:
         await self.clock.sleep(virtual_seconds)
 
     # control ---------------------------------------------------------------------------------
-    def set_faults(self, data: dict[str, Any]) -> list[str]:
+    def set_faults(self, data: JSONObject) -> list[str]:
         bad = self.faults.update(data)
         if bad:
             return bad
@@ -167,11 +168,11 @@ class SandboxState:
         if self.jobs_file is not None:
             self.jobs_file.save()
 
-    def record_paid_post(self, provider: SandboxProvider, path: str, body: Any) -> None:
+    def record_paid_post(self, provider: SandboxProvider, path: str, body: JSON) -> None:
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         self.post_bodies[f"{provider} {path} {canonical}"] += 1
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> JSONObject:
         dup = sum(n - 1 for n in self.post_bodies.values() if n > 1)
         return {
             "requests": dict(self.requests),

@@ -20,6 +20,8 @@ from pydantic import (
     WrapValidator,
 )
 
+from mcp_server.json_types import JSON, JSONObject
+
 __all__ = [
     "AGENTSEO_TERMINAL",
     "SEAMLESS_TERMINAL",
@@ -126,7 +128,7 @@ class JobEnvelope(_Wire):
     poll_url: Lenient[str] = None
     events_url: Lenient[str] = None
     retry_after_seconds: Lenient[float] = None
-    result: Any = None
+    result: JSON = None
     error: Lenient[JobError] = None
     upstream: Lenient[JobUpstream] = None
     project_id: Lenient[str] = None
@@ -166,7 +168,7 @@ class SearchPage(BaseModel):
     """One page of search hits. `items` are raw records (each with `searchResultId`)."""
 
     kind: SeamlessKind
-    items: list[dict[str, Any]] = Field(
+    items: list[JSONObject] = Field(
         description="Hits as sent (~40 fields each); project them before showing an agent."
     )
     next_token: str | None = None
@@ -194,10 +196,10 @@ class PollItem(BaseModel):
     status: str = Field(description="researching, done, missing, error, duplicate, or new.")
     search_result_id: str | None = None
     message: str | None = None
-    record: dict[str, Any] | None = Field(
+    record: JSONObject | None = Field(
         None, description="The `contact` or `company` record (~100 fields) once done."
     )
-    additional_data: dict[str, Any] | None = Field(
+    additional_data: JSONObject | None = Field(
         None, description="Contact poll items' free-form `additionalData` (e.g. error details)."
     )
 
@@ -210,7 +212,7 @@ class RecordsPage(BaseModel):
     """A page of the org's researched records (`GET /contacts`, `GET /companies`)."""
 
     kind: SeamlessKind
-    items: list[dict[str, Any]]
+    items: list[JSONObject]
     page: int
     limit: int
     total: int | None = None

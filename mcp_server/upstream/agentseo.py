@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from mcp_server._clock import Clock
 from mcp_server.errors import AbsurdAnswer, OutcomeUnknown, ShapeError
+from mcp_server.json_types import JSON
 from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget, poll_interval
 from mcp_server.upstream._client import DEFAULT_TIMEOUT, REQUEST_POOL_LIMITS, Call, same_origin
@@ -240,7 +241,7 @@ class AgentSEOClient:
     async def start(
         self,
         workflow: str,
-        params: Mapping[str, Any],
+        params: Mapping[str, JSON],
         *,
         sync: bool = False,
         deadline: float | None = None,

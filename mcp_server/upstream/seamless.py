@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from mcp_server._clock import Clock
 from mcp_server.coerce import as_int
 from mcp_server.errors import AbsurdAnswer, OutcomeUnknown, ShapeError
+from mcp_server.json_types import JSON
 from mcp_server.limits import BucketSnapshot, Limiter
 from mcp_server.upstream._backoff import BackoffPolicy, RequestKind, RetryBudget
 from mcp_server.upstream._client import DEFAULT_TIMEOUT, Call
@@ -191,7 +192,7 @@ class SeamlessClient:
     async def search(
         self,
         kind: SeamlessKind,
-        filters: Mapping[str, Any],
+        filters: Mapping[str, JSON],
         *,
         limit: int = 50,
         next_token: str | None = None,
@@ -226,8 +227,8 @@ class SeamlessClient:
         kind: SeamlessKind,
         *,
         search_result_ids: Sequence[str] = (),
-        contacts: Sequence[ContactDescriptor | Mapping[str, Any]] = (),
-        companies: Sequence[CompanyDescriptor | Mapping[str, Any]] = (),
+        contacts: Sequence[ContactDescriptor | Mapping[str, JSON]] = (),
+        companies: Sequence[CompanyDescriptor | Mapping[str, JSON]] = (),
         is_job_change: bool = False,
         skip_dedup: bool = False,
         deadline: float | None = None,

@@ -19,7 +19,7 @@ import pytest
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import PLAN_BUDGETS, Plan
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, create_sandbox_app
 
 EPOCH = 1_790_000_000.0

@@ -23,7 +23,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, create_sandbox_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.loopback]

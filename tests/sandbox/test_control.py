@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from mcp_server._clock import ScaledClock
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
 
 pytestmark = pytest.mark.anyio

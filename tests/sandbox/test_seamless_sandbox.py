@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from mcp_server._clock import ScaledClock
-from mcp_server.sandbox._state import (
+from mcp_server.sandbox import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_INSUFFICIENT_SCOPE,
     KEY_MISSING_LICENSE,

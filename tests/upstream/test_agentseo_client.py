@@ -28,7 +28,7 @@ from mcp_server.errors import (
     ServerError,
 )
 from mcp_server.limits import InMemoryLimiter
-from mcp_server.sandbox._state import (
+from mcp_server.sandbox import (
     KEY_INSUFFICIENT_CREDITS,
     KEY_INSUFFICIENT_SCOPE,
     KEY_MISSING_LICENSE,

@@ -27,7 +27,7 @@ from mcp_server.errors import (
     ServerError,
 )
 from mcp_server.limits import InMemoryLimiter
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.upstream import AgentSEOClient, JobEnvelope, SeamlessClient
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget

@@ -21,7 +21,7 @@ from conftest import TEST_EPOCH
 from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server.errors import NotFoundError
 from mcp_server.limits import BucketKey, InMemoryLimiter
-from mcp_server.sandbox._state import Faults, SandboxState
+from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, create_sandbox_app, sandbox_uvicorn_config
 from mcp_server.upstream import AgentSEOClient, JobEnvelope
 from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget

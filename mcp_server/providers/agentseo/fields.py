@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from mcp_server.projection import field_paths
 
@@ -15,15 +14,6 @@ __all__ = ["result_fields"]
 
 @functools.cache
 def result_fields() -> Mapping[str, Sequence[str]]:
-    from mcp_server.sandbox import _seo_results as seo
+    from mcp_server.sandbox import sample_seo_results
 
-    where = seo.Location(code=2840, name="United States")
-    samples: dict[str, Any] = {
-        "serp_analysis": seo.SerpParams(keyword="x", location=where),
-        "keyword_metrics": seo.KeywordMetricsParams(keywords=("x",), location=where),
-        "local_audit": seo.LocalAuditParams(domain="x.com", business_name="X", location=where),
-    }
-    return {
-        name: field_paths(dict(seo.generate_result(0, params, as_of=0.0)))
-        for name, params in samples.items()
-    }
+    return {name: field_paths(result) for name, result in sample_seo_results().items()}

@@ -14,12 +14,6 @@ __all__ = ["result_fields"]
 
 @functools.cache
 def result_fields() -> Mapping[str, Sequence[str]]:
-    from mcp_server.sandbox import _records as rec
+    from mcp_server.sandbox import sample_research_records
 
-    contact = rec.contact_record(
-        rec.build_contact(0, rec.ContactSpec(key="x")), request_id="r", created_at=0.0
-    )
-    company = rec.company_record(
-        rec.build_company(0, rec.CompanySpec(key="x")), request_id="r", created_at=0.0
-    )
-    return {"contacts": field_paths(contact), "companies": field_paths(company)}
+    return {kind: field_paths(record) for kind, record in sample_research_records().items()}
