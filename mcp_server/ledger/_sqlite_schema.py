@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from mcp_server._sqlite_wal import use_wal
 from mcp_server.ledger.base import LedgerError, LedgerProblem
 
 DEFAULT_BUSY_TIMEOUT = 5.0
@@ -239,7 +240,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         raise LedgerError(
             _problem_message("corrupt", path, detail, busy_timeout), path=path, problem="corrupt"
         )
-    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+    mode = use_wal(conn, busy_timeout)
     if mode != "wal":
         detail = f"cannot use WAL, journal_mode is {mode}"
         raise LedgerError(

@@ -35,6 +35,7 @@ import anyio
 import anyio.to_thread
 
 from mcp_server._clock import Clock
+from mcp_server._sqlite_wal import use_wal
 from mcp_server.limits._window import (
     LimiterOptions,
     SharedWindowLimiter,
@@ -90,7 +91,7 @@ class _Db:
         conn = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn, self._busy_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
