@@ -157,7 +157,13 @@ async def _measured_fan_out(
 
 
 async def jobrelay_waits(
-    work: Path, n: int, jobs: int, job_seconds: float, plan: str = "pro"
+    work: Path,
+    n: int,
+    *,
+    jobs: int,
+    job_seconds: float,
+    plan: str = "pro",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`jobrelay serve --transport http` on an external sandbox: `jobs` SEO jobs, then n
     concurrent wait_for_job calls (call i on job i mod jobs) until every job has finished."""
@@ -170,6 +176,7 @@ async def jobrelay_waits(
         env = bl.server_env(
             sandbox.seamless_url, sandbox.agentseo_url, work / f"waits-{n}.sqlite3", plan=plan
         )
+        env.update(extra_env or {})
         serve = ["serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
         proc = bl.start_jobrelay(serve, env, work / f"waits-{n}-server.log")
         await _ready(proc, f"http://127.0.0.1:{port}/healthz")
@@ -193,6 +200,7 @@ async def jobrelay_waits(
 
         async def call(client: Client, i: int, ids: list[Any], tick: Callable[[], None]) -> bool:
             async def progress(progress: float, total: float | None, message: str | None) -> None:
+                del progress, total, message  # counted only
                 tick()
 
             result = await client.call_tool(
@@ -228,6 +236,7 @@ async def floor_waits(work: Path, n: int, held_s: list[float], steps: int) -> di
 
         async def call(client: Client, i: int, ends: list[Any], tick: Callable[[], None]) -> bool:
             async def progress(progress: float, total: float | None, message: str | None) -> None:
+                del progress, total, message  # counted only
                 tick()
 
             result = await client.call_tool(
@@ -282,7 +291,7 @@ async def section_waits(run: Any) -> None:
     job_seconds = QUICK_JOB_SECONDS if loose else FULL_JOB_SECONDS
     rows: list[dict[str, Any]] = []
     for n in counts:
-        jr = await jobrelay_waits(run.work, n, jobs, job_seconds)
+        jr = await jobrelay_waits(run.work, n, jobs=jobs, job_seconds=job_seconds)
         fl = await floor_waits(run.work, n, jr["held_s"], round(jr["progress_per_wait"]))
         for part in (jr, fl):
             part.pop("plan", None)
