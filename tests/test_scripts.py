@@ -88,6 +88,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "agent_text",
         "shared",
         "burst",
+        "waits",
     }
     rate = data["sections"]["rate"]
     assert {
@@ -110,6 +111,13 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
     assert all(part["upstream_429"] == 0 and part["complete"] for part in shared.values())
     burst = data["sections"]["burst"]  # issue 17.7: an idle window goes out at once
     assert all(burst[kind]["jobrelay"]["upstream_429"] == 0 for kind in ("seo", "research"))
+    waits = data["sections"]["waits"]  # issue 17.6: the cost of waiting beside the SDK floor
+    assert [row["n"] for row in waits["rows"]] == [10, 30]
+    for row in waits["rows"]:
+        assert row["jobrelay"]["finished"] == row["floor"]["finished"] == row["n"]
+        assert row["jobrelay"]["cpu_s"] > 0
+        assert row["floor"]["cpu_s"] > 0
+        assert row["jobrelay"]["progress_per_wait"] > 0
     checks = data["checks"]
     assert checks
     assert all({"section", "metric", "value", "target", "ok"} <= set(c) for c in checks)

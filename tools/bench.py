@@ -26,6 +26,9 @@ Sections (see BENCHMARKS.md for what each measures and why):
               upstream 429s, combined makespan vs N/rate, peak per endpoint (issue 17.5)
   burst       60 SEO jobs and 60 research POSTs into an idle window, jobrelay beside a
               naive client that sends them all at once (issue 17.7)
+  waits       100, 300, 1,000 concurrent SSE waits over HTTP beside the SDK floor (a one-tool
+              server holding the same calls as long, with as many progress notifications):
+              server CPU and memory per wait, growth exponent (issue 17.6)
 
 Virtual time: `rate`, `polls`, `tokens` and `agent` run jobrelay in-process on the same
 `ScaledClock` as the sandbox, so every window, reset header, job duration and poll interval is
@@ -58,6 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _bench_waits  # the waits section (issue 17.6)
 import _benchlib as bl  # tools/ is not a package; see _benchlib's docstring
 import anyio
 import httpx
@@ -79,6 +83,7 @@ SECTIONS = (
     "agent_text",
     "shared",
     "burst",
+    "waits",
 )
 SEAMLESS_RATE = Faults().seamless_rate_limit / 60.0
 """Per second; what the sandbox enforces: the documented 60 per minute per endpoint per org."""
@@ -2031,6 +2036,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "agent_text": section_agent_text,
     "shared": section_shared,
     "burst": section_burst,
+    "waits": _bench_waits.section_waits,
 }
 
 
