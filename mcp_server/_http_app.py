@@ -19,6 +19,14 @@ checks, in this order (cheap and unauthenticated first):
    JSON-RPC message before the SDK parses it: a malformed one gets a 400 with a JSON-RPC error
    body (a bad tool argument: the tool's `invalid_input` result), never the SDK's silence.
 
+`POST /webhooks/seamless` (only with `SEAMLESS_WEBHOOK_SECRET`, DESIGN.md section 5) takes
+steps 2, 3 and 5 but not the bearer token (Seamless cannot send one): instead
+`x-seamless-webhook-secret`, compared in constant time on SHA-256 digests (401, nothing read
+or recorded), a body of at most `MAX_WEBHOOK_BODY_BYTES` (413), a JSON object with a
+non-empty `apiResearchId` (400 naming what is wrong); then the server's `receive_webhook`
+(200 `{"received": true, "outcome"}`; an unknown id is acknowledged too, and logged by id
+only). Nothing else is served on that path, and no body or secret is ever logged.
+
 The SDK enforces the same Host/Origin lists again (defence in depth; its own rule is a prefix
 match, which is why ours parses first) and the body limit. Nothing here logs or echoes a
 header value.
@@ -31,6 +39,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -48,11 +58,23 @@ from mcp_server._jsonrpc_guard import Refusal, check_message
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
+log = logging.getLogger(__name__)
+
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
 """Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
+WEBHOOK_PATH: Final = "/webhooks/seamless"
+WEBHOOK_SECRET_HEADER: Final = b"x-seamless-webhook-secret"
+MAX_WEBHOOK_BODY_BYTES: Final = 256 * 1024
+"""A researched contact record is ~17 KB; 256 KiB leaves room and refuses anything absurd."""
+MAX_RESEARCH_ID_CHARS: Final = 200
+MAX_WEBHOOK_DEPTH: Final = 32
+"""A record nests 3 levels (jobHistory, newsAndEvents entries); 32 refuses only abuse."""
+
+WebhookReceiver = Callable[[str, dict[str, object]], Awaitable[str]]
+"""`(apiResearchId, record)` -> the outcome (`PushOutcome`, or `starting`)."""
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
@@ -234,6 +256,82 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+async def _read_limited(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it is (or is declared) larger than `limit`; empty
+    when the client left."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        body += message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _too_deep(body: bytes, limit: int) -> bool:
+    """Whether JSON text `body` nests arrays/objects deeper than `limit` (a linear scan)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
+def _research_record(body: bytes) -> tuple[str | None, str | None, dict[str, object] | None]:
+    """`(problem, apiResearchId, record)` of a Seamless delivery body: the bare Contact or
+    Company record (UPSTREAMS.md, Webhooks). `problem` says what to fix when it is not one."""
+    if _too_deep(body, MAX_WEBHOOK_DEPTH):  # before `json`, which recurses (RecursionError)
+        return f"The body is nested deeper than {MAX_WEBHOOK_DEPTH} levels.", None, None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return (
+            "The body is not JSON: send the researched Contact or Company record as a JSON "
+            "object (Content-Type: application/json).",
+            None,
+            None,
+        )
+    if not isinstance(data, dict):
+        return (
+            "The body must be a JSON object: the researched Contact or Company record.",
+            None,
+            None,
+        )
+    research_id = data.get("apiResearchId")
+    if not isinstance(research_id, str) or not research_id.strip():
+        return (
+            "The record has no apiResearchId (a non-empty string: the requestId of the "
+            "research request it answers).",
+            None,
+            None,
+        )
+    research_id = research_id.strip()
+    if len(research_id) > MAX_RESEARCH_ID_CHARS or not research_id.isprintable():
+        return "apiResearchId is not a Seamless requestId (too long or not printable).", None, None
+    return None, research_id, data
+
+
 def _problem(status: int, error: str, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
@@ -254,9 +352,17 @@ class GuardedApp:
         allowed_origins: Sequence[str],
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         health: HealthCheck | None = None,
+        webhook_secret: SecretStr | None = None,
+        receive_webhook: WebhookReceiver | None = None,
     ) -> None:
         self.app = app
         self._health = health
+        self._webhook_digest = (
+            None
+            if webhook_secret is None or receive_webhook is None
+            else _digest(webhook_secret.get_secret_value())
+        )
+        self._receive_webhook = receive_webhook
         """None for a bare guard (its own tests): health is then just `{"status": "ok"}`."""
         self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
@@ -291,6 +397,12 @@ class GuardedApp:
             return
         if scope["path"] == HEALTH_PATH and self._health_answered(scope):
             await self._answer_health(scope, receive, send)
+            return
+        if scope["path"] == WEBHOOK_PATH and self._webhook_digest is not None:
+            refusal = self._check(scope, bearer=False)
+            if refusal is None:
+                refusal = await self._webhook(scope, receive)
+            await refusal(scope, receive, send)
             return
         refusal = self._check(scope)
         if refusal is not None:
@@ -353,7 +465,7 @@ class GuardedApp:
         ok, body = (True, {"status": "ok"}) if self._health is None else await self._health()
         await JSONResponse(body, status_code=200 if ok else 503)(scope, receive, send)
 
-    def _check(self, scope: Scope) -> JSONResponse | None:
+    def _check(self, scope: Scope, *, bearer: bool = True) -> JSONResponse | None:
         path: str = scope["path"]
         if path == HEALTH_PATH:
             if scope["method"] not in ("GET", "HEAD"):
@@ -383,7 +495,7 @@ class GuardedApp:
                 "Authorization: Bearer <token> and X-Seamless-Api-Key / X-AgentSEO-Api-Key "
                 "as headers.",
             )
-        if self._token_digest is not None and not self._authorized(scope):
+        if bearer and self._token_digest is not None and not self._authorized(scope):
             presented = _header(scope, b"authorization") is not None
             challenge = 'Bearer realm="jobrelay"' + (', error="invalid_token"' if presented else "")
             return _problem(
@@ -401,6 +513,53 @@ class GuardedApp:
                 **{"retry-after": "5"},
             )
         return None
+
+    async def _webhook(self, scope: Scope, receive: Receive) -> JSONResponse:
+        """`POST /webhooks/seamless`, past the Host/Origin/URL checks (module docstring)."""
+        if scope["method"] != "POST":
+            return _problem(405, "method_not_allowed", "Use POST.", allow="POST")
+        presented = _header(scope, WEBHOOK_SECRET_HEADER) or ""
+        if not hmac.compare_digest(_digest(presented), self._webhook_digest or b""):
+            log.warning("jobrelay: webhook refused: wrong or missing x-seamless-webhook-secret")
+            return _problem(
+                401,
+                "unauthorized",
+                "Send the x-seamless-webhook-secret header with the secret set in the Seamless "
+                "dashboard (Settings > Webhooks), equal to this server's SEAMLESS_WEBHOOK_SECRET.",
+            )
+        body = await _read_limited(scope, receive, MAX_WEBHOOK_BODY_BYTES)
+        if body is None:
+            return _problem(
+                413,
+                "too_large",
+                f"A webhook body is at most {MAX_WEBHOOK_BODY_BYTES} bytes (a researched record "
+                "is ~17 KB).",
+            )
+        problem, research_id, record = _research_record(body)
+        if problem is not None or research_id is None or record is None:
+            return _problem(400, "invalid_body", problem or "invalid body")
+        receiver = self._receive_webhook
+        if receiver is None:  # pragma: no cover - the digest is None then
+            return _problem(404, "not_found", "Webhooks are not enabled.")
+        try:
+            outcome = await receiver(research_id, record)
+        except Exception:
+            # Never the body (it is a person's record) nor the secret: the id and the fault.
+            log.exception("jobrelay: webhook for research id %s could not be stored", research_id)
+            return _problem(
+                500,
+                "internal_error",
+                "The delivery could not be stored; polling will still find the result.",
+            )
+        if outcome == "starting":
+            return _problem(
+                503, "starting", "jobrelay is starting; deliver again.", **{"retry-after": "5"}
+            )
+        if outcome == "unknown":
+            log.info(
+                "jobrelay: webhook for research id %s: no such job here, acknowledged", research_id
+            )
+        return JSONResponse({"received": True, "outcome": outcome})
 
     @staticmethod
     def _secret_in_url(scope: Scope) -> bool:
@@ -451,9 +610,10 @@ def create_http_app(
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     health: HealthCheck | None = None,
 ) -> GuardedApp:
-    """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams) and
-    `/healthz`. Its lifespan runs the server's lifespan (ledger, sandbox, clients).
-    `health` defaults to the server's own `health()` (jobrelay's `JobRelayServer` has one).
+    """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams),
+    `/healthz`, and `/webhooks/seamless` when the server has a `webhook_secret`. Its lifespan
+    runs the server's lifespan (ledger, sandbox, clients). `health` defaults to the server's
+    own `health()` (jobrelay's `JobRelayServer` has one).
 
     Call once per server: the SDK's session manager runs only once.
     """
@@ -478,4 +638,6 @@ def create_http_app(
         allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
         health=health or getattr(server, "health", None),
+        webhook_secret=getattr(server, "webhook_secret", None),
+        receive_webhook=getattr(server, "receive_webhook", None),
     )

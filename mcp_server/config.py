@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", validation_alias=_alias("JOBRELAY_LOG_FORMAT")
     )
+    seamless_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=_alias("SEAMLESS_WEBHOOK_SECRET")
+    )
     _db_url: SecretStr | None = PrivateAttr(None)
     _variables: dict[str, str] = PrivateAttr(default_factory=dict)
     """Registered providers' own variables (`ProviderSettings.variables`), set ones only."""
@@ -173,6 +176,7 @@ class Settings(BaseSettings):
         "seamless_oauth_refresh_token",
         "seamless_oauth_redirect_uri",
         "redis_url",
+        "seamless_webhook_secret",
         mode="before",
     )
     @classmethod
@@ -376,6 +380,7 @@ _ENV_NAMES = {
     "seamless_oauth_redirect_uri": "SEAMLESS_OAUTH_REDIRECT_URI",
     "metrics": "JOBRELAY_METRICS",
     "log_format": "JOBRELAY_LOG_FORMAT",
+    "seamless_webhook_secret": "SEAMLESS_WEBHOOK_SECRET",
 }
 
 _FIELD_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}
@@ -388,6 +393,7 @@ _SECRET_FIELDS = {
     "seamless_access_token",
     "seamless_oauth_client_secret",
     "seamless_oauth_refresh_token",
+    "seamless_webhook_secret",
 }
 
 

@@ -48,6 +48,7 @@ _URL_VARS: dict[Provider, str] = {
     "agentseo": "AGENTSEO_BASE_URL",
 }
 _LABEL_WIDTH = 15
+_SHORT_SECRET = 32
 
 
 @dataclass
@@ -260,6 +261,28 @@ def _http(settings: Settings) -> Check:
     return check
 
 
+def _webhooks(settings: Settings) -> Check:
+    """Seamless webhooks (issue 18): where deliveries go, and that stdio never gets them."""
+    check = Check("Webhooks")
+    secret = settings.seamless_webhook_secret
+    if secret is None:
+        check.lines.append(
+            "SEAMLESS_WEBHOOK_SECRET not set: research results are polled. To have Seamless "
+            "push them, serve over HTTP at a public HTTPS address (see the README, Webhooks)"
+        )
+        return check
+    check.lines += [
+        "SEAMLESS_WEBHOOK_SECRET set: Seamless delivers to POST https://<this server>"
+        "/webhooks/seamless (Settings > Webhooks: contact-researched, company-researched, "
+        "the same secret)",
+        "only `jobrelay serve --transport http` at a public HTTPS address receives them; a "
+        "stdio server cannot, and keeps polling",
+    ]
+    if len(secret.get_secret_value()) < _SHORT_SECRET:
+        check.lines.append(f"the secret is short: use {_SHORT_SECRET} or more random characters")
+    return check
+
+
 def _summary(settings: Settings) -> str:
     live = [_NAMES[p] for p in _NAMES if not settings.uses_sandbox(p)]
     sandboxed = [_NAMES[p] for p in _NAMES if settings.uses_sandbox(p)]
@@ -291,7 +314,7 @@ async def diagnose(
         checks = [config]
         for provider in _NAMES:
             checks.append(await _provider(settings, provider, client))
-    checks += [await _ledger(settings), _limits(settings), _http(settings)]
+    checks += [await _ledger(settings), _limits(settings), _http(settings), _webhooks(settings)]
     return Report(checks, summary=_summary(settings))
 
 

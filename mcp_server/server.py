@@ -190,7 +190,7 @@ async def _embedded_sandbox(tg: anyio.abc.TaskGroup, state: SandboxState) -> Asy
     """
     from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
 
-    config = sandbox_uvicorn_config(create_sandbox_app(state), port=0)
+    config = sandbox_uvicorn_config(create_sandbox_app(state, spawn=tg), port=0)
     config.lifespan = "off"
     server = _QuietUvicorn(config)
     stopped = anyio.Event()
@@ -319,6 +319,7 @@ def build_server(
         middleware=[extension.listen_middleware, *_observers(settings)],
         subscriptions=bus,
     )
+    server.webhook_secret = settings.seamless_webhook_secret
     job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
     from mcp_server.tools import register_tools
@@ -384,6 +385,19 @@ class JobRelayServer(MCPServer[Runtime]):
         """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
         self.runtime: Runtime | None = None
         """The runtime while the lifespan runs (for `health`); None before and after."""
+        self.webhook_secret: SecretStr | None = None
+        """`SEAMLESS_WEBHOOK_SECRET`: set, the HTTP app serves `POST /webhooks/seamless`."""
+
+    async def receive_webhook(self, upstream_id: str, payload: Mapping[str, object]) -> str:
+        """A Seamless research delivery (already authenticated and parsed by the HTTP app):
+        what it did (`PushOutcome`), or `starting` when the runtime is not up yet. Trusted
+        for the server's own Seamless tenant only (see `Follower.receive_push`)."""
+        runtime = self.runtime
+        if runtime is None:
+            return "starting"
+        return await runtime.service.receive_push(
+            runtime.caller(), "seamless", upstream_id, payload
+        )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """`GET /healthz` (DESIGN.md section 5): whether this process can serve, and its

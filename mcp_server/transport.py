@@ -482,6 +482,14 @@ def serve(
 
         anyio.run(_check_ledger, settings)
         _announce_start(settings)
+        if settings.seamless_webhook_secret is not None:
+            print(
+                "jobrelay: SEAMLESS_WEBHOOK_SECRET is set, but a stdio server receives no "
+                "webhooks (they need `jobrelay serve --transport http` at a public HTTPS "
+                "address); research results are polled.",
+                file=sys.stderr,
+                flush=True,
+            )
         if _stdin_is_a_terminal():
             print(
                 "jobrelay: waiting for an MCP client on stdin. This is a stdio MCP server: "

@@ -8,6 +8,10 @@
   everyone; the others ask it for their ids and read what it publishes.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
   shared by every waiter on that job.
+- `PushReconciler`: while pushed items (webhook deliveries, issue 18) keep arriving, a
+  `PollCoalescer` polls their ids only on a slow reconciliation cadence, and on the normal
+  one again for an id whose expected completion passed without a push. A pushed item goes
+  through `PollCoalescer.push`, the same keep-and-publish path a poll round's items take.
 
 Both run their loops in a long-lived task group owned by the server lifespan, never in the
 tool call's scope: cancelling a wait never stops the loop other waiters rely on, and never
@@ -16,7 +20,8 @@ touches the upstream job. Loops stop by themselves when nobody is watching.
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -114,6 +119,7 @@ class PollCoalescer(Generic[T]):
         probe_interval: float = PROBE_INTERVAL,
         max_calls_per_round: int | None = None,
         round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
+        push: PushReconciler | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -126,6 +132,8 @@ class PollCoalescer(Generic[T]):
         self._round_poll = round_poll or poll
         """What rounds call: `poll`, or a `SharedPoll` around it; direct polls always `poll`."""
         self._max_ids = max_ids
+        self._push = push
+        """Set when pushed items may stand in for polls (webhooks): which ids are due."""
         self._is_terminal = is_terminal
         self._interval = interval
         self._clock = clock
@@ -159,13 +167,59 @@ class PollCoalescer(Generic[T]):
             if n > 0 and not (i in self._latest and self._is_terminal(self._latest[i]))
         ]
 
+    def _due(self, ids: Sequence[str]) -> list[str]:
+        """The ids to poll now: all of them, unless pushes stand in for some (`push`)."""
+        return list(ids) if self._push is None else self._push.due(ids)
+
+    def started(self, starts: Mapping[str, float]) -> None:
+        """When each id's job started (monotonic): its expected push is timed from there."""
+        if self._push is not None:
+            for i, at in starts.items():
+                self._push.started(i, at)
+
+    def offer(self, items: Mapping[str, T]) -> bool:
+        """Items that arrived without a call of ours: kept and published exactly like a poll
+        round's, so every waiter on them wakes and folds them. True when someone here
+        watches one of them (the waiters then fold it; else the caller stores it)."""
+        watched = any(self._interest[i] > 0 for i in items)
+        self._keep(items)
+        self._publish(polled=False)
+        return watched
+
+    def push(self, items: Mapping[str, T]) -> bool:
+        """Pushed items (webhook deliveries): `offer`ed, and counted by the reconciler, so
+        polling for this endpoint drops to its slow cadence while pushes arrive."""
+        self.pushed(list(items))
+        return self.offer(items)
+
+    def pushed(self, ids: Sequence[str]) -> None:
+        """Pushes for `ids` arrived (a repeat, or one of an item already known, counts too)."""
+        if self._push is not None:
+            for i in ids:
+                self._push.arrived(i)
+
+    def expedite(self, ids: Sequence[str]) -> bool:
+        """Poll `ids` at the next round the cadence floor allows (a push named them but is
+        not trusted to stand in for the poll). False when nobody here watches them."""
+        watched = [i for i in ids if self._interest[i] > 0]
+        if not watched:
+            return False
+        if self._push is not None:
+            self._push.expedite(watched)
+        self._kick.set()
+        return True
+
     def _chunks(self, ids: Sequence[str]) -> list[list[str]]:
         size = self._max_ids or max(1, len(ids))
         return [list(ids[start : start + size]) for start in range(0, len(ids), size)]
 
     async def poll_now(self, ids: Sequence[str]) -> dict[str, T]:
-        """A direct poll of `ids` (get_job_status); results are shared with waiters."""
+        """A direct poll of `ids` (get_job_status); results are shared with waiters. Ids
+        that pushes stand in for and that are not due are answered from what is known."""
         found = self.latest(ids)
+        ids = self._due(ids)
+        if not ids:
+            return found
         try:
             for chunk in self._chunks(ids):
                 items = await self._poll_chunk(chunk)
@@ -180,6 +234,8 @@ class PollCoalescer(Generic[T]):
         """One upstream call; items are kept only for ids still watched (a waiter may have
         left during the call)."""
         self.calls += 1
+        if self._push is not None:
+            self._push.polled(chunk)
         items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
         return items
@@ -202,16 +258,28 @@ class PollCoalescer(Generic[T]):
                 if self._interest[i] <= 0:
                     self._interest.pop(i, None)  # pop: `ids` may name an id twice
                     self._latest.pop(i, None)
+                    if self._push is not None:
+                        self._push.forget(i)
 
     async def _loop(self) -> None:
         index = 0
         try:
             while pending := self._pending():
-                before = self.calls
-                extra_wait = await self._round(pending)
-                telemetry.poll_round(self.calls - before)
-                await self._pause(max(self._interval(index), extra_wait), floor=extra_wait)
-                index += 1
+                due = self._due(pending)
+                extra_wait = 0.0
+                waits = []
+                if due:
+                    before = self.calls
+                    extra_wait = await self._round(due)
+                    telemetry.poll_round(self.calls - before)
+                    waits.append(self._interval(index))
+                    index += 1
+                if self._push is not None and len(due) < len(pending):
+                    # Pushes stand in for the rest: wake when the first of them is due.
+                    polled = set(due)
+                    first = min(self._push.due_at(i) for i in pending if i not in polled)
+                    waits.append(max(0.0, first - self._clock.monotonic()))
+                await self._pause(max(min(waits), extra_wait), floor=extra_wait)
         finally:
             self._running = False
 
@@ -247,8 +315,11 @@ class PollCoalescer(Generic[T]):
             self._publish()
         return 0.0
 
-    def _publish(self, *, error: JobRelayError | None = None, retry_after: float = 0.0) -> None:
-        self._last_round_at = self._clock.monotonic()
+    def _publish(
+        self, *, error: JobRelayError | None = None, retry_after: float = 0.0, polled: bool = True
+    ) -> None:
+        if polled:  # the cadence floor counts upstream calls, not offered items
+            self._last_round_at = self._clock.monotonic()
         self.board.publish(
             PollRound(number=self.board.version + 1, error=error, retry_after=retry_after)
         )
@@ -263,6 +334,109 @@ class PollCoalescer(Generic[T]):
             since = self._clock.monotonic() - (self._last_round_at or 0.0)
             await self._clock.sleep(max(0.0, max(self._fresh_interval, floor) - since))
         self._kick = anyio.Event()
+
+
+# --------------------------------------------------------------------------------------------
+# Pushed items (webhooks) standing in for polls
+
+SLOW_POLL_INTERVAL = 60.0
+"""While pushes arrive, an id whose expected completion has not passed is polled this often at
+most: a reconciliation poll, since a push can be lost (no retries are promised)."""
+PUSH_ACTIVE_SECONDS = 600.0
+"""Pushes count as arriving for this long after the last one; then polling is normal again."""
+EXPECTED_FACTOR = 1.5
+EXPECTED_MARGIN = 10.0
+MAX_EXPECTED_SECONDS = 600.0
+_MAX_TRACKED = 20_000
+
+
+class PushReconciler:
+    """When to poll an id that a push is expected to complete (one per coalescer).
+
+    Inactive (every id due, the normal cadence) until a push arrives, and again once none has
+    arrived for `active_for`. While active, an id is due when its expected completion has
+    passed (its start plus `factor` x the longest start-to-push time of the recent pushes,
+    plus `margin`, at most `max_expected`) or `slow_interval` after its last poll (or start).
+    All instants are the clock's monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        slow_interval: float = SLOW_POLL_INTERVAL,
+        active_for: float = PUSH_ACTIVE_SECONDS,
+        factor: float = EXPECTED_FACTOR,
+        margin: float = EXPECTED_MARGIN,
+        max_expected: float = MAX_EXPECTED_SECONDS,
+    ) -> None:
+        self._clock = clock
+        self._slow = slow_interval
+        self._active_for = active_for
+        self._factor = factor
+        self._margin = margin
+        self._max_expected = max_expected
+        self._started: dict[str, float] = {}
+        self._polled: dict[str, float] = {}
+        self._durations: deque[float] = deque(maxlen=32)
+        self._last_push: float | None = None
+        self.pushes = 0
+        """Pushed items seen (benchmarks, metrics)."""
+
+    def active(self) -> bool:
+        last = self._last_push
+        return last is not None and self._clock.monotonic() - last <= self._active_for
+
+    def started(self, item_id: str, at: float) -> None:
+        """`item_id`'s job started at `at` (monotonic); the first report counts."""
+        if item_id not in self._started:
+            if len(self._started) >= _MAX_TRACKED:
+                self._started.pop(next(iter(self._started)))
+            self._started[item_id] = at
+
+    def expected_seconds(self) -> float:
+        """How long after its start an id's push is expected at the latest."""
+        longest = max(self._durations, default=0.0)
+        return min(self._max_expected, self._factor * longest + self._margin)
+
+    def due_at(self, item_id: str) -> float:
+        """When `item_id` should next be polled (-inf: now, whatever the cadence)."""
+        if not self.active():
+            return -math.inf
+        self.started(item_id, self._clock.monotonic())  # unknown start: timed from now
+        start = self._started[item_id]
+        expected = start + self.expected_seconds()
+        return min(expected, self._polled.get(item_id, start) + self._slow)
+
+    def due(self, ids: Sequence[str]) -> list[str]:
+        now = self._clock.monotonic()
+        return [i for i in ids if self.due_at(i) <= now]
+
+    def polled(self, ids: Sequence[str]) -> None:
+        now = self._clock.monotonic()
+        for i in ids:
+            self._polled[i] = now
+        while len(self._polled) > _MAX_TRACKED:
+            self._polled.pop(next(iter(self._polled)))
+
+    def expedite(self, ids: Sequence[str]) -> None:
+        """Make `ids` due now (a push hinted at them without standing in for a poll)."""
+        for i in ids:
+            self._polled[i] = -math.inf
+
+    def arrived(self, item_id: str) -> None:
+        """A push for `item_id` arrived: pushes are active, and its duration is learnt."""
+        now = self._clock.monotonic()
+        start = self._started.get(item_id)
+        if start is not None:
+            self._durations.append(max(0.0, now - start))
+        self._last_push = now
+        self.pushes += 1
+        self.forget(item_id)
+
+    def forget(self, item_id: str) -> None:
+        self._started.pop(item_id, None)
+        self._polled.pop(item_id, None)
 
 
 class Leases(Protocol):

@@ -242,6 +242,34 @@ class Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+PushOutcome = Literal["applied", "repeated", "forwarded", "unknown"]
+"""What a pushed result (a webhook delivery) did: stored and published, changed nothing (a
+repeat, or the item had ended already), made the job's own poll run early (a job of a tenant
+the push is not trusted for), or matched no job watched here."""
+
+
+@runtime_checkable
+class PushConnection(Connection, Protocol):
+    """A connection that also takes results pushed by its API (webhooks, issue 18)."""
+
+    async def receive_push(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        rec: JobRecord,
+        upstream_id: str,
+        payload: Mapping[str, object],
+    ) -> tuple[JobRecord, PushOutcome]:
+        """Fold one pushed result of `rec`'s `upstream_id` into the job exactly as a poll
+        result would be, and publish it to the job's waiters. A repeat changes nothing."""
+        ...
+
+    def push_hint(self, upstream_id: str) -> bool:
+        """A push named `upstream_id` but is not trusted for its job's tenant: have whoever
+        watches it here poll it early with that tenant's own key. False if nobody does."""
+        ...
+
+
 @runtime_checkable
 class SeoConnection(Connection, Protocol):
     """A connection that starts workflow jobs (`start_seo_job`)."""
