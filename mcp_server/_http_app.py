@@ -19,13 +19,14 @@ checks, in this order (cheap and unauthenticated first):
    JSON-RPC message before the SDK parses it: a malformed one gets a 400 with a JSON-RPC error
    body (a bad tool argument: the tool's `invalid_input` result), never the SDK's silence.
 
-`POST /webhooks/seamless` (only with `SEAMLESS_WEBHOOK_SECRET`, DESIGN.md section 5) takes
-steps 2, 3 and 5 but not the bearer token (Seamless cannot send one): instead
-`x-seamless-webhook-secret`, compared in constant time on SHA-256 digests (401, nothing read
-or recorded), a body of at most `MAX_WEBHOOK_BODY_BYTES` (413), a JSON object with a
-non-empty `apiResearchId` (400 naming what is wrong); then the server's `receive_webhook`
-(200 `{"received": true, "outcome"}`; an unknown id is acknowledged too, and logged by id
-only). Nothing else is served on that path, and no body or secret is ever logged.
+A provider's webhook route (its `WebhookSpec`: `POST /webhooks/seamless` with
+`SEAMLESS_WEBHOOK_SECRET`, DESIGN.md section 5) takes steps 2, 3 and 5 but not the bearer
+token (the API cannot send one): instead its secret header, compared in constant time on
+SHA-256 digests (401, nothing read or recorded), a body of at most `MAX_WEBHOOK_BODY_BYTES`
+(413) nested at most `MAX_WEBHOOK_DEPTH` deep, a JSON object with a non-empty id field
+(`apiResearchId`; 400 naming what is wrong); then the server's `receive_webhook` (200
+`{"received": true, "outcome"}`; an unknown id is acknowledged too, and logged by id only).
+Nothing else is served on that path, and no body or secret is ever logged.
 
 The SDK enforces the same Host/Origin lists again (defence in depth; its own rule is a prefix
 match, which is why ours parses first) and the body limit. Nothing here logs or echoes a
@@ -58,6 +59,8 @@ from mcp_server._jsonrpc_guard import Refusal, check_message
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
+    from mcp_server.providers import WebhookSpec
+
 log = logging.getLogger(__name__)
 
 MCP_PATH: Final = "/mcp"
@@ -65,8 +68,6 @@ HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
 """Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
-WEBHOOK_PATH: Final = "/webhooks/seamless"
-WEBHOOK_SECRET_HEADER: Final = b"x-seamless-webhook-secret"
 MAX_WEBHOOK_BODY_BYTES: Final = 256 * 1024
 """A researched contact record is ~17 KB; 256 KiB leaves room and refuses anything absurd."""
 MAX_RESEARCH_ID_CHARS: Final = 200
@@ -74,7 +75,7 @@ MAX_WEBHOOK_DEPTH: Final = 32
 """A record nests 3 levels (jobHistory, newsAndEvents entries); 32 refuses only abuse."""
 
 WebhookReceiver = Callable[[str, dict[str, object]], Awaitable[str]]
-"""`(apiResearchId, record)` -> the outcome (`PushOutcome`, or `starting`)."""
+"""`(upstream id, record)` -> the outcome (`PushOutcome`, or `starting`)."""
 
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
@@ -298,37 +299,36 @@ def _too_deep(body: bytes, limit: int) -> bool:
     return False
 
 
-def _research_record(body: bytes) -> tuple[str | None, str | None, dict[str, object] | None]:
-    """`(problem, apiResearchId, record)` of a Seamless delivery body: the bare Contact or
-    Company record (UPSTREAMS.md, Webhooks). `problem` says what to fix when it is not one."""
+def _pushed_record(
+    body: bytes, id_field: str
+) -> tuple[str | None, str | None, dict[str, object] | None]:
+    """`(problem, upstream id, record)` of a delivery body: a bare record naming its upstream
+    id in `id_field` (Seamless: the Contact or Company record, `apiResearchId`; UPSTREAMS.md,
+    Webhooks). `problem` says what to fix when it is not one."""
     if _too_deep(body, MAX_WEBHOOK_DEPTH):  # before `json`, which recurses (RecursionError)
         return f"The body is nested deeper than {MAX_WEBHOOK_DEPTH} levels.", None, None
     try:
         data = json.loads(body)
     except ValueError:
         return (
-            "The body is not JSON: send the researched Contact or Company record as a JSON "
-            "object (Content-Type: application/json).",
+            "The body is not JSON: send the finished record as a JSON object "
+            "(Content-Type: application/json).",
             None,
             None,
         )
     if not isinstance(data, dict):
-        return (
-            "The body must be a JSON object: the researched Contact or Company record.",
-            None,
-            None,
-        )
-    research_id = data.get("apiResearchId")
+        return "The body must be a JSON object: the finished record.", None, None
+    research_id = data.get(id_field)
     if not isinstance(research_id, str) or not research_id.strip():
         return (
-            "The record has no apiResearchId (a non-empty string: the requestId of the "
-            "research request it answers).",
+            f"The record has no {id_field} (a non-empty string: the id of the request it "
+            "answers, e.g. a Seamless requestId).",
             None,
             None,
         )
     research_id = research_id.strip()
     if len(research_id) > MAX_RESEARCH_ID_CHARS or not research_id.isprintable():
-        return "apiResearchId is not a Seamless requestId (too long or not printable).", None, None
+        return f"{id_field} is not a request id (too long or not printable).", None, None
     return None, research_id, data
 
 
@@ -352,14 +352,17 @@ class GuardedApp:
         allowed_origins: Sequence[str],
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         health: HealthCheck | None = None,
+        webhook: WebhookSpec | None = None,
         webhook_secret: SecretStr | None = None,
         receive_webhook: WebhookReceiver | None = None,
     ) -> None:
         self.app = app
         self._health = health
+        self._hook = None if webhook_secret is None or receive_webhook is None else webhook
+        """The provider's `WebhookSpec` when its route is served (secret and receiver set)."""
         self._webhook_digest = (
             None
-            if webhook_secret is None or receive_webhook is None
+            if self._webhook is None or webhook_secret is None
             else _digest(webhook_secret.get_secret_value())
         )
         self._receive_webhook = receive_webhook
@@ -398,7 +401,7 @@ class GuardedApp:
         if scope["path"] == HEALTH_PATH and self._health_answered(scope):
             await self._answer_health(scope, receive, send)
             return
-        if scope["path"] == WEBHOOK_PATH and self._webhook_digest is not None:
+        if self._hook is not None and scope["path"] == self._hook.path:
             refusal = self._check(scope, bearer=False)
             if refusal is None:
                 refusal = await self._webhook(scope, receive)
@@ -518,14 +521,18 @@ class GuardedApp:
         """`POST /webhooks/seamless`, past the Host/Origin/URL checks (module docstring)."""
         if scope["method"] != "POST":
             return _problem(405, "method_not_allowed", "Use POST.", allow="POST")
-        presented = _header(scope, WEBHOOK_SECRET_HEADER) or ""
+        spec = self._hook
+        if spec is None:  # pragma: no cover - only called when the route is served
+            return _problem(404, "not_found", "No webhook is served here.")
+        presented = _header(scope, spec.secret_header.encode("latin-1")) or ""
         if not hmac.compare_digest(_digest(presented), self._webhook_digest or b""):
-            log.warning("jobrelay: webhook refused: wrong or missing x-seamless-webhook-secret")
+            log.warning("jobrelay: webhook refused: wrong or missing %s", spec.secret_header)
             return _problem(
                 401,
                 "unauthorized",
-                "Send the x-seamless-webhook-secret header with the secret set in the Seamless "
-                "dashboard (Settings > Webhooks), equal to this server's SEAMLESS_WEBHOOK_SECRET.",
+                f"Send the {spec.secret_header} header with the secret set in the API's "
+                f"dashboard (Seamless: Settings > Webhooks), equal to this server's "
+                f"{spec.secret_env}.",
             )
         body = await _read_limited(scope, receive, MAX_WEBHOOK_BODY_BYTES)
         if body is None:
@@ -535,7 +542,7 @@ class GuardedApp:
                 f"A webhook body is at most {MAX_WEBHOOK_BODY_BYTES} bytes (a researched record "
                 "is ~17 KB).",
             )
-        problem, research_id, record = _research_record(body)
+        problem, research_id, record = _pushed_record(body, spec.id_field)
         if problem is not None or research_id is None or record is None:
             return _problem(400, "invalid_body", problem or "invalid body")
         receiver = self._receive_webhook
@@ -638,6 +645,17 @@ def create_http_app(
         allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
         health=health or getattr(server, "health", None),
+        webhook=_declared_webhook(server),
         webhook_secret=getattr(server, "webhook_secret", None),
         receive_webhook=getattr(server, "receive_webhook", None),
     )
+
+
+def _declared_webhook(server: object) -> WebhookSpec | None:
+    """The `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`), else None."""
+    from mcp_server.providers import WebhookSpec
+
+    declared = getattr(server, "webhook", None)
+    if isinstance(declared, tuple) and len(declared) == 2 and isinstance(declared[1], WebhookSpec):
+        return declared[1]
+    return None

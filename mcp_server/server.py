@@ -38,7 +38,7 @@ from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TasksExtension
-from mcp_server.providers import Connection, ProviderEnv
+from mcp_server.providers import Connection, ProviderEnv, WebhookSpec, webhook_of
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
 from mcp_server.tasks import (
@@ -319,7 +319,7 @@ def build_server(
         middleware=[extension.listen_middleware, *_observers(settings)],
         subscriptions=bus,
     )
-    server.webhook_secret = settings.seamless_webhook_secret
+    _serve_webhook(server, settings)
     job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
     from mcp_server.tools import register_tools
@@ -328,6 +328,16 @@ def build_server(
     register_resources(server)
     _drop_unused_tracing(server, os.environ)
     return server
+
+
+def _serve_webhook(server: JobRelayServer, settings: Settings) -> None:
+    """The first provider that declares a webhook and has its secret set: its route is served
+    by the HTTP app (issue 18)."""
+    for provider in default_registry():
+        spec = webhook_of(provider)
+        if spec is not None and (secret := spec.secret(settings)) is not None:
+            server.webhook, server.webhook_secret = (provider.name, spec), secret
+            return
 
 
 def _shared_budget(
@@ -385,18 +395,20 @@ class JobRelayServer(MCPServer[Runtime]):
         """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
         self.runtime: Runtime | None = None
         """The runtime while the lifespan runs (for `health`); None before and after."""
+        self.webhook: tuple[str, WebhookSpec] | None = None
+        """The provider whose pushed results the HTTP app receives, and how (its
+        `WebhookSpec`), when its secret is set; None: no webhook route."""
         self.webhook_secret: SecretStr | None = None
-        """`SEAMLESS_WEBHOOK_SECRET`: set, the HTTP app serves `POST /webhooks/seamless`."""
 
     async def receive_webhook(self, upstream_id: str, payload: Mapping[str, object]) -> str:
-        """A Seamless research delivery (already authenticated and parsed by the HTTP app):
-        what it did (`PushOutcome`), or `starting` when the runtime is not up yet. Trusted
-        for the server's own Seamless tenant only (see `Follower.receive_push`)."""
+        """A delivery (already authenticated and parsed by the HTTP app): what it did
+        (`PushOutcome`), or `starting` when the runtime is not up yet. Trusted for the
+        server's own tenant of that provider only (see `Follower.receive_push`)."""
         runtime = self.runtime
-        if runtime is None:
+        if runtime is None or self.webhook is None:
             return "starting"
         return await runtime.service.receive_push(
-            runtime.caller(), "seamless", upstream_id, payload
+            runtime.caller(), self.webhook[0], upstream_id, payload
         )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

@@ -482,14 +482,7 @@ def serve(
 
         anyio.run(_check_ledger, settings)
         _announce_start(settings)
-        if settings.seamless_webhook_secret is not None:
-            print(
-                "jobrelay: SEAMLESS_WEBHOOK_SECRET is set, but a stdio server receives no "
-                "webhooks (they need `jobrelay serve --transport http` at a public HTTPS "
-                "address); research results are polled.",
-                file=sys.stderr,
-                flush=True,
-            )
+        _no_webhooks_on_stdio(settings)
         if _stdin_is_a_terminal():
             print(
                 "jobrelay: waiting for an MCP client on stdin. This is a stdio MCP server: "
@@ -556,6 +549,22 @@ def _observability(settings: Settings) -> str | None:
     except telemetry.TelemetryUnavailable as exc:
         return str(exc)
     return None
+
+
+def _no_webhooks_on_stdio(settings: Settings) -> None:
+    """A provider's webhook secret is set, but stdio receives nothing: say so (issue 18)."""
+    from mcp_server.providers import default_registry, webhook_of
+
+    for p in default_registry():
+        spec = webhook_of(p)
+        if spec is not None and spec.secret(settings) is not None:
+            print(
+                f"jobrelay: {spec.secret_env} is set, but a stdio server receives no webhooks "
+                "(they need `jobrelay serve --transport http` at a public HTTPS address); "
+                f"{p.title} results are polled.",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _stdin_is_a_terminal() -> bool:

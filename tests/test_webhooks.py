@@ -30,15 +30,10 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from mcp_server._clock import ScaledClock
-from mcp_server._http_app import (
-    WEBHOOK_PATH,
-    GuardedApp,
-    _too_deep,
-    host_allowlist,
-    origin_allowlist,
-)
+from mcp_server._http_app import GuardedApp, _too_deep, host_allowlist, origin_allowlist
 from mcp_server.config import key_fingerprint, load_settings
 from mcp_server.ledger import JobRecord, open_ledger
+from mcp_server.providers.seamless import SeamlessProvider
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX
 
@@ -337,7 +332,7 @@ async def test_a_wrong_or_missing_secret_is_refused_and_records_nothing(
         (b"{}", 400, "apiResearchId"),
         (b'{"apiResearchId": ""}', 400, "apiResearchId"),
         (b'{"apiResearchId": 12}', 400, "apiResearchId"),
-        (json.dumps({"apiResearchId": "x" * 500}).encode(), 400, "requestId"),
+        (json.dumps({"apiResearchId": "x" * 500}).encode(), 400, "request id"),
         (b'{"apiResearchId": "a", "pad": "' + b"x" * 300_000 + b'"}', 413, "bytes"),
         (b'{"apiResearchId": "a", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "deeper"),
     ],
@@ -431,11 +426,12 @@ async def test_a_delivery_never_changes_another_tenants_job(tmp_path: Path) -> N
 
 
 def test_the_shapes_match_the_reference() -> None:
-    from mcp_server._http_app import WEBHOOK_SECRET_HEADER
     from mcp_server.sandbox._webhooks import SECRET_HEADER
 
     ref = reference()
-    assert yaml_values(ref, "header") == [WEBHOOK_SECRET_HEADER.decode()] == [SECRET_HEADER]
+    spec = SeamlessProvider.webhook
+    assert yaml_values(ref, "header") == [spec.secret_header] == [SECRET_HEADER]
+    assert spec.id_field == "apiResearchId"
     assert sorted(yaml_values(ref, "name")) == ["company-researched", "contact-researched"]
     assert set(yaml_values(ref, "correlation_field")) == {"apiResearchId"}
 
@@ -479,6 +475,7 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
         token=SecretStr("t" * 40),
         allowed_hosts=host_allowlist("127.0.0.1"),
         allowed_origins=origin_allowlist(),
+        webhook=SeamlessProvider.webhook,
         webhook_secret=SecretStr(SECRET),
         receive_webhook=receive_webhook,
     )
@@ -487,7 +484,9 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as h:
             return await h.post(
-                WEBHOOK_PATH, content=body, headers={"x-seamless-webhook-secret": secret}
+                SeamlessProvider.webhook.path,
+                content=body,
+                headers={"x-seamless-webhook-secret": secret},
             )
 
     answer = anyio.run(post)

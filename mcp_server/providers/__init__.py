@@ -24,7 +24,9 @@ from mcp_server.providers.base import (
     SeoConnection,
     SharedFold,
     Started,
+    WebhookSpec,
     aggregate_state,
+    webhook_of,
 )
 from mcp_server.providers.registry import (
     ProviderRegistry,
@@ -53,9 +55,11 @@ __all__ = [
     "SeoConnection",
     "SharedFold",
     "Started",
+    "WebhookSpec",
     "aggregate_state",
     "default_registry",
     "register_provider",
     "registered",
     "unregister_provider",
+    "webhook_of",
 ]

@@ -242,6 +242,28 @@ class Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """How an API pushes finished results to a receiver (issue 18), declared by its provider
+    (`JobProvider.webhook`, optional): the HTTP transport serves `path` when `secret` is set."""
+
+    path: str
+    """Where the receiver listens, e.g. `/webhooks/seamless`."""
+    secret_env: str
+    """The variable holding the shared secret (named in texts)."""
+    secret_header: str
+    """The request header that carries the secret (lower case)."""
+    id_field: str
+    """The body's field naming the upstream id the result answers."""
+    secret: Callable[[Settings], SecretStr | None]
+
+
+def webhook_of(provider: object) -> WebhookSpec | None:
+    """`provider`'s `WebhookSpec`, or None when it declares none."""
+    spec = getattr(provider, "webhook", None)
+    return spec if isinstance(spec, WebhookSpec) else None
+
+
 PushOutcome = Literal["applied", "repeated", "forwarded", "unknown"]
 """What a pushed result (a webhook delivery) did: stored and published, changed nothing (a
 repeat, or the item had ended already), made the job's own poll run early (a job of a tenant

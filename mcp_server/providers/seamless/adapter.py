@@ -21,7 +21,14 @@ from mcp_server.ledger import JobRecord
 from mcp_server.limits import RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_company, project_contact
-from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
+from mcp_server.providers.base import (
+    Connection,
+    JobKind,
+    JobView,
+    LineFn,
+    ProviderEnv,
+    WebhookSpec,
+)
 from mcp_server.providers.seamless import fields
 from mcp_server.providers.seamless.advice import SEAMLESS
 from mcp_server.providers.seamless.limits import RATE_LIMITS
@@ -52,6 +59,14 @@ class SeamlessProvider:
     advice: ProviderAdvice | None = SEAMLESS
     rate_limits: RateLimits = RATE_LIMITS
     settings: ProviderSettings = SETTINGS
+    webhook = WebhookSpec(
+        path="/webhooks/seamless",
+        secret_env="SEAMLESS_WEBHOOK_SECRET",  # noqa: S106  # a variable's name
+        secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
+        id_field="apiResearchId",
+        secret=lambda settings: settings.seamless_webhook_secret,
+    )
+    """`contact-researched`/`company-researched` deliveries (UPSTREAMS.md, Webhooks)."""
     fields_description = (
         "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
     )
