@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from mcp_server import advice as advice_mod
+from mcp_server import telemetry
 from mcp_server.errors import JobRelayError, UnknownJob
 from mcp_server.jobs.context import ServiceContext
 from mcp_server.jobs.listing import RESULT_READ
@@ -39,8 +40,10 @@ EARLY_PUSH_SECONDS = 600.0
 
 
 def observe_push(provider: str, outcome: PushOutcome, seconds: float) -> None:
-    """The one place a pushed result (webhook delivery) is measured: its outcome and how long
-    it took from arrival to stored and published. A log line today; metrics hook in here."""
+    """The one place a pushed result (webhook delivery) is measured: its outcome (counted by
+    `telemetry.webhook_delivered`) and how long it took from arrival to stored and published
+    (logged; when the upstream job itself ended is not known, so no lag is recorded)."""
+    telemetry.webhook_delivered(outcome)
     log.debug("jobrelay: %s push %s in %.1f ms", provider, outcome, seconds * 1000)
 
 
