@@ -37,10 +37,8 @@ The SDK is imported only when the app is built, so a refused start is instant.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -55,6 +53,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcp_server import telemetry
 from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server._webhook_app import (
+    WebhookIntake,
+    WebhookReceiver,
+    declared_webhook,
+)
+from mcp_server._webhook_app import digest as _digest
+from mcp_server._webhook_app import header_value as _header
+from mcp_server._webhook_app import problem as _problem
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -68,15 +74,6 @@ HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
 """Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
-MAX_WEBHOOK_BODY_BYTES: Final = 256 * 1024
-"""A researched contact record is ~17 KB; 256 KiB leaves room and refuses anything absurd."""
-MAX_RESEARCH_ID_CHARS: Final = 200
-MAX_WEBHOOK_DEPTH: Final = 32
-"""A record nests 3 levels (jobHistory, newsAndEvents entries); 32 refuses only abuse."""
-
-WebhookReceiver = Callable[[str, dict[str, object]], Awaitable[str]]
-"""`(upstream id, record)` -> the outcome (`PushOutcome`, or `starting`)."""
-
 HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
 
@@ -245,97 +242,6 @@ def origin_allowed(value: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
-async def _read_limited(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None when it is (or is declared) larger than `limit`; empty
-    when the client left."""
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        body += message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-def _too_deep(body: bytes, limit: int) -> bool:
-    """Whether JSON text `body` nests arrays/objects deeper than `limit` (a linear scan)."""
-    depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return False
-
-
-def _pushed_record(
-    body: bytes, id_field: str
-) -> tuple[str | None, str | None, dict[str, object] | None]:
-    """`(problem, upstream id, record)` of a delivery body: a bare record naming its upstream
-    id in `id_field` (Seamless: the Contact or Company record, `apiResearchId`; UPSTREAMS.md,
-    Webhooks). `problem` says what to fix when it is not one."""
-    if _too_deep(body, MAX_WEBHOOK_DEPTH):  # before `json`, which recurses (RecursionError)
-        return f"The body is nested deeper than {MAX_WEBHOOK_DEPTH} levels.", None, None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return (
-            "The body is not JSON: send the finished record as a JSON object "
-            "(Content-Type: application/json).",
-            None,
-            None,
-        )
-    if not isinstance(data, dict):
-        return "The body must be a JSON object: the finished record.", None, None
-    research_id = data.get(id_field)
-    if not isinstance(research_id, str) or not research_id.strip():
-        return (
-            f"The record has no {id_field} (a non-empty string: the id of the request it "
-            "answers, e.g. a Seamless requestId).",
-            None,
-            None,
-        )
-    research_id = research_id.strip()
-    if len(research_id) > MAX_RESEARCH_ID_CHARS or not research_id.isprintable():
-        return f"{id_field} is not a request id (too long or not printable).", None, None
-    return None, research_id, data
-
-
-def _problem(status: int, error: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
-
-
 def _refuse(status: int, refusal: Refusal) -> JSONResponse:
     return JSONResponse(refusal.response(), status_code=status)
 
@@ -358,15 +264,13 @@ class GuardedApp:
     ) -> None:
         self.app = app
         self._health = health
-        self._hook = None if webhook_secret is None or receive_webhook is None else webhook
-        """The provider's `WebhookSpec` when its route is served (secret and receiver set)."""
-        self._webhook_digest = (
-            None
-            if self._webhook is None or webhook_secret is None
-            else _digest(webhook_secret.get_secret_value())
-        )
-        self._receive_webhook = receive_webhook
         """None for a bare guard (its own tests): health is then just `{"status": "ok"}`."""
+        self._intake = (
+            None
+            if webhook is None or webhook_secret is None or receive_webhook is None
+            else WebhookIntake(webhook, webhook_secret, receive_webhook)
+        )
+        """A provider's webhook route, when its secret and the receiver are set (issue 18)."""
         self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)
@@ -401,10 +305,10 @@ class GuardedApp:
         if scope["path"] == HEALTH_PATH and self._health_answered(scope):
             await self._answer_health(scope, receive, send)
             return
-        if self._hook is not None and scope["path"] == self._hook.path:
-            refusal = self._check(scope, bearer=False)
+        if self._intake is not None and scope["path"] == self._intake.spec.path:
+            refusal = self._check(scope, bearer=False)  # its own secret instead of the token
             if refusal is None:
-                refusal = await self._webhook(scope, receive)
+                refusal = await self._intake.answer(scope, receive)
             await refusal(scope, receive, send)
             return
         refusal = self._check(scope)
@@ -517,57 +421,6 @@ class GuardedApp:
             )
         return None
 
-    async def _webhook(self, scope: Scope, receive: Receive) -> JSONResponse:
-        """`POST /webhooks/seamless`, past the Host/Origin/URL checks (module docstring)."""
-        if scope["method"] != "POST":
-            return _problem(405, "method_not_allowed", "Use POST.", allow="POST")
-        spec = self._hook
-        if spec is None:  # pragma: no cover - only called when the route is served
-            return _problem(404, "not_found", "No webhook is served here.")
-        presented = _header(scope, spec.secret_header.encode("latin-1")) or ""
-        if not hmac.compare_digest(_digest(presented), self._webhook_digest or b""):
-            log.warning("jobrelay: webhook refused: wrong or missing %s", spec.secret_header)
-            return _problem(
-                401,
-                "unauthorized",
-                f"Send the {spec.secret_header} header with the secret set in the API's "
-                f"dashboard (Seamless: Settings > Webhooks), equal to this server's "
-                f"{spec.secret_env}.",
-            )
-        body = await _read_limited(scope, receive, MAX_WEBHOOK_BODY_BYTES)
-        if body is None:
-            return _problem(
-                413,
-                "too_large",
-                f"A webhook body is at most {MAX_WEBHOOK_BODY_BYTES} bytes (a researched record "
-                "is ~17 KB).",
-            )
-        problem, research_id, record = _pushed_record(body, spec.id_field)
-        if problem is not None or research_id is None or record is None:
-            return _problem(400, "invalid_body", problem or "invalid body")
-        receiver = self._receive_webhook
-        if receiver is None:  # pragma: no cover - the digest is None then
-            return _problem(404, "not_found", "Webhooks are not enabled.")
-        try:
-            outcome = await receiver(research_id, record)
-        except Exception:
-            # Never the body (it is a person's record) nor the secret: the id and the fault.
-            log.exception("jobrelay: webhook for research id %s could not be stored", research_id)
-            return _problem(
-                500,
-                "internal_error",
-                "The delivery could not be stored; polling will still find the result.",
-            )
-        if outcome == "starting":
-            return _problem(
-                503, "starting", "jobrelay is starting; deliver again.", **{"retry-after": "5"}
-            )
-        if outcome == "unknown":
-            log.info(
-                "jobrelay: webhook for research id %s: no such job here, acknowledged", research_id
-            )
-        return JSONResponse({"received": True, "outcome": outcome})
-
     @staticmethod
     def _secret_in_url(scope: Scope) -> bool:
         query: bytes = scope.get("query_string", b"")
@@ -645,17 +498,7 @@ def create_http_app(
         allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
         health=health or getattr(server, "health", None),
-        webhook=_declared_webhook(server),
+        webhook=declared_webhook(server),
         webhook_secret=getattr(server, "webhook_secret", None),
         receive_webhook=getattr(server, "receive_webhook", None),
     )
-
-
-def _declared_webhook(server: object) -> WebhookSpec | None:
-    """The `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`), else None."""
-    from mcp_server.providers import WebhookSpec
-
-    declared = getattr(server, "webhook", None)
-    if isinstance(declared, tuple) and len(declared) == 2 and isinstance(declared[1], WebhookSpec):
-        return declared[1]
-    return None

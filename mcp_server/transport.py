@@ -47,6 +47,7 @@ from mcp_server._http_app import (
 )
 from mcp_server._jsonrpc_guard import Refusal, check_message
 from mcp_server._jsonrpc_guard import encode as encode_answer
+from mcp_server._webhook_app import stdio_notice
 from mcp_server.config import Settings, load_settings
 from mcp_server.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
@@ -482,7 +483,7 @@ def serve(
 
         anyio.run(_check_ledger, settings)
         _announce_start(settings)
-        _no_webhooks_on_stdio(settings)
+        stdio_notice(settings)  # a webhook secret is of no use here
         if _stdin_is_a_terminal():
             print(
                 "jobrelay: waiting for an MCP client on stdin. This is a stdio MCP server: "
@@ -549,22 +550,6 @@ def _observability(settings: Settings) -> str | None:
     except telemetry.TelemetryUnavailable as exc:
         return str(exc)
     return None
-
-
-def _no_webhooks_on_stdio(settings: Settings) -> None:
-    """A provider's webhook secret is set, but stdio receives nothing: say so (issue 18)."""
-    from mcp_server.providers import default_registry, webhook_of
-
-    for p in default_registry():
-        spec = webhook_of(p)
-        if spec is not None and spec.secret(settings) is not None:
-            print(
-                f"jobrelay: {spec.secret_env} is set, but a stdio server receives no webhooks "
-                "(they need `jobrelay serve --transport http` at a public HTTPS address); "
-                f"{p.title} results are polled.",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def _stdin_is_a_terminal() -> bool:

@@ -167,10 +167,6 @@ class PollCoalescer(Generic[T]):
             if n > 0 and not (i in self._latest and self._is_terminal(self._latest[i]))
         ]
 
-    def _due(self, ids: Sequence[str]) -> list[str]:
-        """The ids to poll now: all of them, unless pushes stand in for some (`push`)."""
-        return list(ids) if self._push is None else self._push.due(ids)
-
     def started(self, starts: Mapping[str, float]) -> None:
         """When each id's job started (monotonic): its expected push is timed from there."""
         if self._push is not None:
@@ -186,17 +182,14 @@ class PollCoalescer(Generic[T]):
         self._publish(polled=False)
         return watched
 
-    def push(self, items: Mapping[str, T]) -> bool:
+    def push(self, items: Mapping[str, T], *, seen: Sequence[str] = ()) -> bool:
         """Pushed items (webhook deliveries): `offer`ed, and counted by the reconciler, so
-        polling for this endpoint drops to its slow cadence while pushes arrive."""
-        self.pushed(list(items))
-        return self.offer(items)
-
-    def pushed(self, ids: Sequence[str]) -> None:
-        """Pushes for `ids` arrived (a repeat, or one of an item already known, counts too)."""
+        polling for this endpoint drops to its slow cadence while pushes arrive. `seen`: ids
+        whose push changed nothing (a repeat, or an item already known); counted only."""
         if self._push is not None:
-            for i in ids:
+            for i in [*items, *seen]:
                 self._push.arrived(i)
+        return self.offer(items) if items else False
 
     def expedite(self, ids: Sequence[str]) -> bool:
         """Poll `ids` at the next round the cadence floor allows (a push named them but is
@@ -217,7 +210,7 @@ class PollCoalescer(Generic[T]):
         """A direct poll of `ids` (get_job_status); results are shared with waiters. Ids
         that pushes stand in for and that are not due are answered from what is known."""
         found = self.latest(ids)
-        ids = self._due(ids)
+        ids = _due(self._push, ids)
         if not ids:
             return found
         try:
@@ -265,7 +258,7 @@ class PollCoalescer(Generic[T]):
         index = 0
         try:
             while pending := self._pending():
-                due = self._due(pending)
+                due = _due(self._push, pending)
                 extra_wait = 0.0
                 waits = []
                 if due:
@@ -437,6 +430,11 @@ class PushReconciler:
     def forget(self, item_id: str) -> None:
         self._started.pop(item_id, None)
         self._polled.pop(item_id, None)
+
+
+def _due(push: PushReconciler | None, ids: Sequence[str]) -> list[str]:
+    """The ids to poll now: all of them, unless pushes stand in for some."""
+    return list(ids) if push is None else push.due(ids)
 
 
 class Leases(Protocol):

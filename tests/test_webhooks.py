@@ -30,7 +30,8 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from mcp_server._clock import ScaledClock
-from mcp_server._http_app import GuardedApp, _too_deep, host_allowlist, origin_allowlist
+from mcp_server._http_app import GuardedApp, host_allowlist, origin_allowlist
+from mcp_server._webhook_app import too_deep
 from mcp_server.config import key_fingerprint, load_settings
 from mcp_server.ledger import JobRecord, open_ledger
 from mcp_server.providers.seamless import SeamlessProvider
@@ -523,10 +524,10 @@ async def test_doctor_says_webhooks_need_an_http_deployment(tmp_path: Path) -> N
 
 
 def test_depth_is_counted_outside_strings_only() -> None:
-    assert _too_deep(b"[" * 33 + b"]" * 33, 32)
-    assert not _too_deep(b"[" * 32 + b"]" * 32, 32)
-    assert not _too_deep(b'{"a": "[[[[[[[[[[\\"[[[[["}', 2)
-    assert _too_deep(b'{"a": "\\\\", "b": [[]]}', 2)  # an escaped backslash
+    assert too_deep(b"[" * 33 + b"]" * 33, 32)
+    assert not too_deep(b"[" * 32 + b"]" * 32, 32)
+    assert not too_deep(b'{"a": "[[[[[[[[[[\\"[[[[["}', 2)
+    assert too_deep(b'{"a": "\\\\", "b": [[]]}', 2)  # an escaped backslash
 
 
 def test_the_secret_is_a_secret_setting() -> None:

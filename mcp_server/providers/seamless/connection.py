@@ -296,7 +296,7 @@ class SeamlessConnection:
         co.started({upstream_id: _start_of(ctx, rec)})
         records = (rec.result or {}).get("records") or {}
         if seamless_state(item.get("raw_status")).terminal or upstream_id in records:
-            co.pushed([upstream_id])  # still a sign that deliveries arrive
+            co.push({}, seen=[upstream_id])  # still a sign that deliveries arrive
             return rec, "repeated"  # a repeat, or a poll saw it end first: changes nothing
         polled = PollItem.model_construct(
             request_id=upstream_id,
