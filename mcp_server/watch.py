@@ -7,7 +7,10 @@
   ledger (issue 17.1): one process at a time holds the endpoint's lease and polls upstream for
   everyone; the others ask it for their ids and read what it publishes.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
-  shared by every waiter on that job.
+  shared by every waiter on that job; with a `Fanout` (Redis) and leases, by every replica's.
+- `ResultFeed`: the one path poll results take to waiters (issue 17): this replica's coalescer
+  at once, the other replicas' through the `Fanout`. Poll rounds publish into it; so does
+  anything else that learns a result (a webhook delivery, issue 18).
 
 Both run their loops in a long-lived task group owned by the server lifespan, never in the
 tool call's scope: cancelling a wait never stops the loop other waiters rely on, and never
@@ -16,6 +19,8 @@ touches the upstream job. Loops stop by themselves when nobody is watching.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +35,7 @@ from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhaus
 from mcp_server.json_types import JSON
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PROBE_INTERVAL = 10.0
 """While an upstream looks degraded (breaker open) or stalls, poll rounds continue this often
 at most, as probes: the only calls made, never later than the breaker's announced instant."""
@@ -114,6 +120,8 @@ class PollCoalescer(Generic[T]):
         probe_interval: float = PROBE_INTERVAL,
         max_calls_per_round: int | None = None,
         round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
+        on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -125,6 +133,10 @@ class PollCoalescer(Generic[T]):
         self._poll = poll
         self._round_poll = round_poll or poll
         """What rounds call: `poll`, or a `SharedPoll` around it; direct polls always `poll`."""
+        self._on_items = on_items
+        """Told every call's items (a `ResultFeed.share`: the other replicas' waiters)."""
+        self._on_idle = on_idle
+        """Called when the loop stops (nobody waits here): a `SharedPoll` lets its lease go."""
         self._max_ids = max_ids
         self._is_terminal = is_terminal
         self._interval = interval
@@ -151,6 +163,15 @@ class PollCoalescer(Generic[T]):
         for i, item in items.items():
             if self._interest[i] > 0:
                 self._latest[i] = item
+
+    def deliver(self, items: Mapping[str, T]) -> None:
+        """Items learnt without polling (another replica's poll, a webhook), for this
+        replica's waiters: kept for watched ids, and the waiters woken at once."""
+        before = len(self._latest)
+        changed = any(self._interest[i] > 0 and self._latest.get(i) != v for i, v in items.items())
+        self._keep(items)
+        if changed or len(self._latest) != before:
+            self.board.publish(PollRound(number=self.board.version + 1))
 
     def _pending(self) -> list[str]:
         return [
@@ -182,6 +203,8 @@ class PollCoalescer(Generic[T]):
         self.calls += 1
         items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
+        if self._on_items is not None and items:
+            await self._on_items(items)
         return items
 
     @asynccontextmanager
@@ -214,6 +237,9 @@ class PollCoalescer(Generic[T]):
                 index += 1
         finally:
             self._running = False
+            if self._on_idle is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._on_idle()
 
     async def _round(self, pending: Sequence[str]) -> float:
         """Poll `pending` chunk by chunk, publishing after each call; the extra wait a failed
@@ -275,9 +301,44 @@ class Leases(Protocol):
     async def publish(self, name: str, items: dict[str, tuple[JSON, bool]]) -> None: ...
 
 
-LEASE_TTL = 15.0
-"""How long a poll lease lasts without renewal: three rounds at the slowest Seamless cadence
-(5 s). A holder that dies is replaced by the first process to poll after that."""
+LEASE_TTL = 4.0
+"""How long a lease lasts without renewal. Its holder renews it every `RENEW_EVERY` while it
+works, so a holder killed with -9 hands its polls and streams over within about 4 s (issue
+17.3); a holder that exits cleanly lets them go at once."""
+RENEW_EVERY = 1.0
+"""How often a holder renews its leases (a quarter of `LEASE_TTL`: three renewals may be late
+or lost before another process takes over)."""
+IDLE_AFTER = 30.0
+"""A `SharedPoll` holder not asked to poll for this long stops renewing and lets its lease go
+(a safety net: its coalescer lets it go as soon as its loop stops)."""
+
+
+class Fanout(Protocol):
+    """Messages to the other replicas' watchers, by topic (`bus.RedisSubscriptionBus`).
+
+    `send` reaches the `listen`ers of every other replica, never this one's (which were told
+    directly); delivery is best effort (pub/sub, no replay): the leases' board and a takeover
+    cover what is lost.
+    """
+
+    async def send(self, topic: str, message: str) -> None: ...
+    def listen(self, topic: str, listener: Callable[[str], None]) -> Callable[[], None]: ...
+
+
+async def _renewing(
+    leases: Leases, name: str, ttl: float, clock: Clock, *, busy: Callable[[], bool]
+) -> None:
+    """Renew lease `name` every `RENEW_EVERY` while `busy()` and the lease is still ours."""
+    while True:
+        await clock.sleep(min(RENEW_EVERY, ttl / 4))
+        if not busy():
+            return
+        try:
+            if not await leases.hold(name, ttl):
+                return
+        except Exception:
+            log.warning("jobrelay: could not renew the lease %s", name, exc_info=True)
+            return
 
 
 class SharedPoll(Generic[T]):
@@ -286,8 +347,10 @@ class SharedPoll(Generic[T]):
     The lease holder polls its own ids plus those the others asked for (up to `max_ids` per
     call) and publishes the others' items; a process without the lease registers its ids and
     returns what was published for them, calling nothing upstream. The holder lets the lease go
-    when its own ids are all finished, so a process still waiting takes over at its next round
-    instead of after `ttl`.
+    when its own ids are all finished, or when its coalescer stops (`idle`), so a process still
+    waiting takes over at its next round. With `clock` and `spawn` the holder renews the lease
+    every `RENEW_EVERY` between rounds, so the lease can be short (`LEASE_TTL`) and a killed
+    holder's polls move on within seconds.
     """
 
     def __init__(
@@ -301,6 +364,8 @@ class SharedPoll(Generic[T]):
         is_terminal: Callable[[T], bool],
         max_ids: int | None = None,
         ttl: float = LEASE_TTL,
+        clock: Clock | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         self._name = name
         self._poll = poll
@@ -310,14 +375,23 @@ class SharedPoll(Generic[T]):
         self._is_terminal = is_terminal
         self._max_ids = max_ids
         self._ttl = ttl
+        self._clock = clock
+        self._spawn = spawn
+        self._holding = False
+        self._renewer = False
+        self._last_call = 0.0
         self.upstream_calls = 0
         self.board_reads = 0
 
     async def __call__(self, ids: Sequence[str]) -> Mapping[str, T]:
-        if not await self._leases.hold(self._name, self._ttl):
+        if self._clock is not None:
+            self._last_call = self._clock.monotonic()
+        self._holding = await self._leases.hold(self._name, self._ttl)
+        if not self._holding:
             self.board_reads += 1
             found = await self._leases.want(self._name, list(ids), self._ttl)
             return {i: self._decode(payload) for i, payload in found.items()}
+        self._keep_renewed()
         mine = set(ids)
         others = [i for i in await self._leases.wanted(self._name) if i not in mine]
         if self._max_ids is not None:
@@ -330,8 +404,106 @@ class SharedPoll(Generic[T]):
         if published:
             await self._leases.publish(self._name, published)
         if all(i in items and self._is_terminal(items[i]) for i in ids):
-            await self._leases.release(self._name)
+            await self.idle()
         return items
+
+    async def idle(self) -> None:
+        """Nothing of ours left to poll: let the lease go (the others take over at once)."""
+        if self._holding:
+            self._holding = False
+            try:
+                await self._leases.release(self._name)
+            except Exception:
+                log.warning("jobrelay: could not let the lease %s go", self._name, exc_info=True)
+
+    def _busy(self) -> bool:
+        clock = self._clock
+        return (
+            self._holding and clock is not None and clock.monotonic() - self._last_call < IDLE_AFTER
+        )
+
+    def _keep_renewed(self) -> None:
+        if self._renewer or self._clock is None or self._spawn is None:
+            return
+        self._renewer = True
+        clock = self._clock
+
+        async def renew() -> None:
+            try:
+                await _renewing(self._leases, self._name, self._ttl, clock, busy=self._busy)
+            finally:
+                self._renewer = False
+
+        self._spawn(renew)
+
+
+# --------------------------------------------------------------------------------------------
+# Results shared between replicas
+
+
+class ResultFeed(Generic[T]):
+    """The one path results take to waiters, on this replica and, through `fanout`, on the
+    others (issue 17.2). Named seam: whatever learns an item's state publishes it here.
+
+    - `publish(items)`: this replica's waiters at once (`deliver`), then the others'.
+      A webhook delivery (issue 18) is published here, exactly as a poll result.
+    - `share(items)`: the others' only (the `PollCoalescer`'s `on_items`: its own waiters
+      already have them). Only items that changed since this feed last sent them travel.
+    - the others' messages on `topic` are decoded and handed to `deliver`.
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        deliver: Callable[[Mapping[str, T]], None],
+        encode: Callable[[T], Any],
+        decode: Callable[[Any], T],
+        fanout: Fanout | None,
+        memo: int = 10_000,
+    ) -> None:
+        self.topic = topic
+        self._deliver = deliver
+        self._encode = encode
+        self._decode = decode
+        self._fanout = fanout
+        self._memo_size = memo
+        self._sent: dict[str, str] = {}
+        self._unlisten = None if fanout is None else fanout.listen(topic, self._received)
+
+    async def publish(self, items: Mapping[str, T]) -> None:
+        self._deliver(items)
+        await self.share(items)
+
+    async def share(self, items: Mapping[str, T]) -> None:
+        if self._fanout is None:
+            return
+        changed: dict[str, Any] = {}
+        for item_id, item in items.items():
+            encoded = self._encode(item)
+            fingerprint = json.dumps(encoded, sort_keys=True, separators=(",", ":"))
+            if self._sent.get(item_id) != fingerprint:
+                changed[item_id] = encoded
+                self._sent.pop(item_id, None)
+                self._sent[item_id] = fingerprint
+        while len(self._sent) > self._memo_size:
+            del self._sent[next(iter(self._sent))]
+        if changed:
+            await self._fanout.send(self.topic, json.dumps(changed, separators=(",", ":")))
+
+    def _received(self, message: str) -> None:
+        try:
+            raw = json.loads(message)
+            items = {str(i): self._decode(v) for i, v in raw.items()}
+        except Exception:  # noqa: BLE001 - one bad message must not break the listener
+            log.warning("jobrelay: ignored an unreadable %s message", self.topic)
+            return
+        self._deliver(items)
+
+    def close(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,8 +519,25 @@ class _Topic(Generic[T]):
     finished: bool = False
 
 
+@dataclass
+class StreamSharing(Generic[T]):
+    """What a `StreamHub` needs to share its followers with other replicas (issue 17.1): one
+    replica holds a job's lease and follows it upstream, sending each value on the job's
+    topic; the others listen, and take the lease over when its holder stops or dies."""
+
+    fanout: Fanout
+    leases: Leases
+    clock: Clock
+    encode: Callable[[T], Any]
+    decode: Callable[[Any], T]
+    name: str
+    """Prefix of the per-job lease and topic names (one per tenant: `{name}:{job id}`)."""
+    ttl: float = LEASE_TTL
+
+
 class StreamHub(Generic[T]):
-    """One upstream follower per job id, fanned out to every waiter on that job."""
+    """One upstream follower per job id, fanned out to every waiter on that job; with
+    `sharing`, to every replica's waiters, one replica following upstream at a time."""
 
     def __init__(
         self,
@@ -356,13 +545,17 @@ class StreamHub(Generic[T]):
         follow: Callable[[str], AsyncIterator[T]],
         is_terminal: Callable[[T], bool],
         spawn: Spawn,
+        sharing: StreamSharing[T] | None = None,
     ) -> None:
         self._follow = follow
         self._is_terminal = is_terminal
         self._spawn = spawn
+        self._sharing = sharing
         self._topics: dict[str, _Topic[T]] = {}
         self.followers_started = 0
         """Follower tasks started, for tests and benchmarks (one per job being watched)."""
+        self.upstream_follows = 0
+        """Upstream follows this replica ran (with `sharing`: only while holding the lease)."""
 
     @asynccontextmanager
     async def watch(self, job_id: str, initial: T | None = None) -> AsyncIterator[_Topic[T]]:
@@ -387,10 +580,10 @@ class StreamHub(Generic[T]):
     async def _run(self, job_id: str, topic: _Topic[T]) -> None:
         with topic.scope:
             try:
-                async for value in self._follow(job_id):
-                    topic.latest.publish(value)
-                    if self._is_terminal(value):
-                        break
+                if self._sharing is None:
+                    await self._upstream(job_id, topic, None)
+                else:
+                    await self._shared(job_id, topic, self._sharing)
             except JobRelayError as exc:
                 topic.error = exc
             finally:
@@ -399,3 +592,62 @@ class StreamHub(Generic[T]):
                 topic.latest.bump()
                 if self._topics.get(job_id) is topic:
                     del self._topics[job_id]
+
+    async def _upstream(
+        self, job_id: str, topic: _Topic[T], send: Callable[[T], Awaitable[None]] | None
+    ) -> None:
+        self.upstream_follows += 1
+        async for value in self._follow(job_id):
+            topic.latest.publish(value)
+            if send is not None:
+                await send(value)
+            if self._is_terminal(value):
+                break
+
+    async def _shared(self, job_id: str, topic: _Topic[T], sharing: StreamSharing[T]) -> None:
+        """Follow upstream while holding the job's lease, else take the holder's values; try
+        for the lease every `RENEW_EVERY` until the job ends (a holder that stops or dies)."""
+        name = f"{sharing.name}:{job_id}"
+        ended = anyio.Event()
+
+        def received(message: str) -> None:
+            try:
+                value = sharing.decode(json.loads(message))
+            except Exception:  # noqa: BLE001 - one bad message must not break the listener
+                log.warning("jobrelay: ignored an unreadable %s message", sharing.name)
+                return
+            topic.latest.publish(value)
+            if self._is_terminal(value):
+                ended.set()
+
+        async def send(value: T) -> None:
+            await sharing.fanout.send(name, json.dumps(sharing.encode(value)))
+
+        unlisten = sharing.fanout.listen(name, received)
+        try:
+            while not ended.is_set():
+                if await sharing.leases.hold(name, sharing.ttl):
+                    try:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(
+                                lambda: _renewing(
+                                    sharing.leases,
+                                    name,
+                                    sharing.ttl,
+                                    sharing.clock,
+                                    busy=lambda: True,
+                                )
+                            )
+                            await self._upstream(job_id, topic, send)
+                            tg.cancel_scope.cancel()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            try:
+                                await sharing.leases.release(name)
+                            except Exception:
+                                log.warning("jobrelay: could not let %s go", name, exc_info=True)
+                    return
+                with sharing.clock.move_on_after(min(RENEW_EVERY, sharing.ttl / 4)):
+                    await ended.wait()
+        finally:
+            unlisten()
