@@ -606,9 +606,19 @@ class StreamHub(Generic[T]):
 
     async def _shared(self, job_id: str, topic: _Topic[T], sharing: StreamSharing[T]) -> None:
         """Follow upstream while holding the job's lease, else take the holder's values; try
-        for the lease every `RENEW_EVERY` until the job ends (a holder that stops or dies)."""
+        for the lease every `RENEW_EVERY` until the job ends (a holder that stops or dies).
+
+        The holder also leaves the job's final value on the leases' board before it lets the
+        lease go, and a replica reads the board before it follows: a final value still on its
+        way through the fan-out when the lease changes hands is not fetched again upstream.
+        """
         name = f"{sharing.name}:{job_id}"
         ended = anyio.Event()
+
+        def take(value: T) -> None:
+            topic.latest.publish(value)
+            if self._is_terminal(value):
+                ended.set()
 
         def received(message: str) -> None:
             try:
@@ -616,18 +626,30 @@ class StreamHub(Generic[T]):
             except Exception:  # noqa: BLE001 - one bad message must not break the listener
                 log.warning("jobrelay: ignored an unreadable %s message", sharing.name)
                 return
-            topic.latest.publish(value)
-            if self._is_terminal(value):
-                ended.set()
+            take(value)
+
+        async def board() -> None:
+            found = await sharing.leases.want(name, [job_id], sharing.ttl)
+            if job_id in found and not ended.is_set():
+                take(sharing.decode(found[job_id]))
 
         async def send(value: T) -> None:
-            await sharing.fanout.send(name, json.dumps(sharing.encode(value)))
+            encoded = sharing.encode(value)
+            await sharing.fanout.send(name, json.dumps(encoded))
+            if self._is_terminal(value):
+                await sharing.leases.publish(name, {job_id: (encoded, True)})
 
         unlisten = sharing.fanout.listen(name, received)
         try:
             while not ended.is_set():
+                await board()
+                if ended.is_set():
+                    return
                 if await sharing.leases.hold(name, sharing.ttl):
                     try:
+                        await board()  # what a holder that just let go left there
+                        if ended.is_set():
+                            return
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(
                                 lambda: _renewing(

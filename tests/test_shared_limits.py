@@ -340,7 +340,7 @@ async def test_a_dead_pollers_lease_passes_to_a_waiting_process(new_leases: NewL
         await lb.aclose()
 
 
-async def test_a_live_holder_keeps_its_short_lease_between_rounds_and_a_killed_one_loses_it_in_seconds(
+async def test_a_live_holder_keeps_its_short_lease_and_a_killed_one_loses_it_in_seconds(
     new_leases: NewLeases,
 ) -> None:
     """Rounds 10 s apart (longer than the 4 s lease): the holder's renewals keep it; once the
