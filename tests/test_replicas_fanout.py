@@ -40,7 +40,7 @@ machine's hiccup does not pass for a dead holder (at the usual 100x it would be 
 
 
 @pytest.fixture
-def shared_env(
+def shared_env(  # noqa: PLR0917  # pytest fixtures arrive by name
     postgres_schema_url: str,
     redis_url: str,
     redis_prefix: str,
