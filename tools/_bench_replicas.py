@@ -228,31 +228,33 @@ async def replicas(
 
 
 async def _kill_mid_wait(
-    rr: RoundRobin, procs: list[Any], sb: bl.LoopbackSandbox, plan: Plan
+    rr: RoundRobin,
+    procs: list[Any],
+    sb: bl.LoopbackSandbox,
+    plan: Plan,
+    start_until_accepted: Callable[..., Awaitable[str | None]],
 ) -> dict[str, Any]:
     """Start research and SEO jobs, wait on all of them through the replicas in turn, kill
     one replica while the waits run; every job must still finish, nothing paid twice."""
     sb.state.faults.job_seconds = plan.kill_job_seconds
     jobs: list[str] = []
+    start_stats = {"client_errors": 0, "gave_up": 0}
     ends: dict[str, float] = {}
     """When each job ends upstream (real time): its start answered + the sandbox's duration."""
     for i in range(plan.kill_jobs):
         contact = {"name": f"Failover Person{i:03d}", "company": f"Failover Co {i:03d}"}
-        started = await rr.call_tool(
-            "start_research", {"kind": "contacts", "contacts": [contact], "wait_seconds": 0}
-        )
-        jobs.append(str(bl.structured(started)["job_id"]))
-        ends[jobs[-1]] = time.monotonic() + plan.kill_job_seconds
-        seo = await rr.call_tool(
-            "start_seo_job",
-            {
-                "workflow": "serp_analysis",
-                "params": {"keyword": f"failover {i}"},
-                "wait_seconds": 0,
-            },
-        )
-        jobs.append(str(bl.structured(seo)["job_id"]))
-        ends[jobs[-1]] = time.monotonic() + plan.kill_job_seconds
+        research = {"kind": "contacts", "contacts": [contact], "wait_seconds": 0}
+        seo = {"workflow": "serp_analysis", "params": {"keyword": f"failover {i}"}}
+        for tool, args in (
+            ("start_research", research),
+            ("start_seo_job", {**seo, "wait_seconds": 0}),
+        ):
+            # A refusal (the window the first phase used up) says when: wait and start again.
+            job_id = await start_until_accepted(rr, tool, args, sb.clock, start_stats)
+            if job_id is None:
+                raise RuntimeError(f"{tool} was not accepted: {start_stats}")
+            jobs.append(job_id)
+            ends[job_id] = time.monotonic() + plan.kill_job_seconds
     finished: dict[str, float] = {}
     errors: list[str] = []
     victim = 0
@@ -298,6 +300,7 @@ async def _kill_mid_wait(
         "worst_lag_after_job_end_s": bl.rnd(max(finished[j] - ends[j] for j in finished))
         if finished
         else None,
+        "starts_refused_then_accepted": start_stats["client_errors"],
         "upstream_429": sb.recorder.status_count(429),
     }
 
@@ -306,6 +309,7 @@ async def section(
     run: Any,
     *,
     start_and_wait_each: Callable[..., Awaitable[None]],
+    start_until_accepted: Callable[..., Awaitable[str | None]],
     research_figures: Callable[..., dict[str, Any]],
 ) -> None:
     problem = services_problem()
@@ -341,7 +345,7 @@ async def section(
                 "calls_per_replica": list(rr.calls),
                 "wall_s": bl.rnd(time.monotonic() - t0),
             }
-            failover = await _kill_mid_wait(rr, procs, sb, plan)
+            failover = await _kill_mid_wait(rr, procs, sb, plan, start_until_accepted)
     run.data["replicas"] = {"throughput": throughput, "kill": failover}
     _report(run, throughput, failover, n)
 

@@ -2033,7 +2033,10 @@ async def section_replicas(run: Run) -> None:
     import _bench_replicas
 
     await _bench_replicas.section(
-        run, start_and_wait_each=_start_and_wait_each, research_figures=_research_figures
+        run,
+        start_and_wait_each=_start_and_wait_each,
+        start_until_accepted=_start_until_accepted,
+        research_figures=_research_figures,
     )
 
 
