@@ -65,6 +65,9 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL: Final = "jobrelay:events"
 TASKS_TOPIC: Final = "mcp-tasks"
+_TOPIC_MARK: Final = "T "
+"""Starts a topic message (`T {origin} {topic}` then a newline and the message); the SDK's
+events are JSON objects."""
 _RECONNECT_MAX: Final = 30.0
 
 _KINDS: Final[dict[type[Any], str]] = {
@@ -129,9 +132,9 @@ class RedisSubscriptionBus:
     # ---- topics: `watch.Fanout` and the task events --------------------------------------
     async def send(self, topic: str, message: str) -> None:
         """`message` to the `topic` listeners of every other replica (not this one's)."""
-        body = json.dumps(
-            {"origin": self.origin, "topic": topic, "message": message}, separators=(",", ":")
-        )
+        # A header line, then the message: a replica reads the header alone to skip its own
+        # echo and topics nobody here listens to (a poll round's items can be large).
+        body = f"{_TOPIC_MARK}{self.origin} {topic}\n{message}"
         try:
             await self._redis.publish(self._channel, body)
             self.sent += 1
@@ -161,18 +164,15 @@ class RedisSubscriptionBus:
                 _log.exception("jobrelay: a %s listener raised; continuing", topic)
 
     async def _received(self, data: str | bytes) -> None:
-        try:
-            body = json.loads(data)
-        except ValueError:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        if text.startswith(_TOPIC_MARK):
+            header, _, message = text.partition("\n")
+            origin, _, topic = header[len(_TOPIC_MARK) :].partition(" ")
+            if origin != self.origin and topic in self._topics:
+                self._deliver(topic, message)
             return
-        if not isinstance(body, dict) or body.get("origin") == self.origin:
-            return
-        topic, message = body.get("topic"), body.get("message")
-        if isinstance(topic, str) and isinstance(message, str):
-            self._deliver(topic, message)
-            return
-        decoded = event_from_json(data)
-        if decoded is not None:
+        decoded = event_from_json(text)
+        if decoded is not None and decoded[0] != self.origin:
             await self._local.publish(decoded[1])
 
     async def run(
