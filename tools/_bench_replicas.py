@@ -18,6 +18,7 @@ is skipped with the reason (and the test suite fails that skip when CI requires 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -331,14 +332,30 @@ async def section(
                 replicas(sb, run.work, db_url, redis_url, call_timeout=plan.wait_seconds + 15)
             )
 
-            def research_args(i: int) -> dict[str, Any]:
-                contact = {"name": f"Replica Person{i:04d}", "company": f"Replicaco {i:04d}"}
-                return {"kind": "contacts", "contacts": [contact]}
+            def args_for(group: int) -> Callable[[int], dict[str, Any]]:
+                def research_args(i: int) -> dict[str, Any]:
+                    contact = {"name": f"Replica G{group} Person{i:04d}", "company": "Replicaco"}
+                    return {"kind": "contacts", "contacts": [contact]}
+
+                return research_args
 
             t0 = time.monotonic()
-            await start_and_wait_each(
-                rr, "start_research", research_args, n=n, clock=sb.clock, stats=stats, done=done
-            )
+            # One group of drivers per replica's worth of targets (as `shared` runs one per
+            # process); every group's calls go round-robin over all three replicas.
+            async with anyio.create_task_group() as tg:
+                for group in range(REPLICAS):
+                    tg.start_soon(
+                        functools.partial(
+                            start_and_wait_each,
+                            rr,
+                            "start_research",
+                            args_for(group),
+                            n=plan.targets_per_replica,
+                            clock=sb.clock,
+                            stats=stats,
+                            done=done,
+                        )
+                    )
             throughput = {
                 "replicas": REPLICAS,
                 **research_figures(sb.recorder, n, stats, done),
