@@ -19,8 +19,8 @@ The same channel carries two more kinds of message, each tagged with a topic (is
 - `tasks` (`RedisTaskEvents`, the `mcptasks.TaskEventBus` on Redis): "this MCP task changed",
   a task id only; a listen stream on any replica then reads the task from the shared ledger,
   so `notifications/tasks` reach a listener on replica B for a job followed on replica A.
-- the watchers' topics (`send`/`listen`, the `watch.Fanout`): poll results and stream events
-  one replica got from upstream, for the waiters on the others (`watch.ResultFeed`,
+- the watchers' topics (`send`/`listen`, the `sharing.Fanout`): poll results and stream events
+  one replica got from upstream, for the waiters on the others (`sharing.ResultFeed`,
   `watch.StreamHub`).
 
 One subscription per replica serves all three; a message from this replica's own origin is
@@ -129,7 +129,7 @@ class RedisSubscriptionBus:
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         return self._local.subscribe(listener)
 
-    # ---- topics: `watch.Fanout` and the task events --------------------------------------
+    # ---- topics: `sharing.Fanout` and the task events ------------------------------------
     async def send(self, topic: str, message: str) -> None:
         """`message` to the `topic` listeners of every other replica (not this one's)."""
         # A header line, then the message: a replica reads the header alone to skip its own
@@ -226,7 +226,7 @@ class RedisTaskEvents:
 
 if TYPE_CHECKING:
     from mcp_server.mcptasks import TaskEventBus
-    from mcp_server.watch import Fanout
+    from mcp_server.sharing import Fanout
 
     def _conforms(bus: RedisSubscriptionBus) -> SubscriptionBus:
         return bus  # mypy proves RedisSubscriptionBus satisfies the SDK's protocol

@@ -41,6 +41,7 @@ from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension
 from mcp_server.providers import Connection, ProviderEnv
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
+from mcp_server.sharing import Fanout, Leases
 from mcp_server.tasks import (
     SECRET_NAME,
     TASK_TOOLS,
@@ -55,7 +56,6 @@ from mcp_server.tool_results import (
     unknown_tool_result,
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
-from mcp_server.watch import Fanout, Leases
 
 if TYPE_CHECKING:
     from mcp_server.bus import RedisSubscriptionBus

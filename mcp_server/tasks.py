@@ -246,6 +246,17 @@ SUBMIT_MARGIN_SECONDS = 5.0
 "maybe in flight on another replica" before it is judged outcome unknown."""
 
 
+def _submitting_elsewhere(rt: Runtime, rec: JobRecord) -> bool:
+    """Whether another replica may still be submitting `rec`: replicas share the ledger
+    (and Redis), and a submit row younger than one call's time limit (plus a margin) may
+    be another replica's call in flight. Past that, it died with its process (outcome
+    unknown). A single process knows its own submits (`submitting`)."""
+    if rt.fanout is None or rec.upstream_ids:
+        return False
+    age = rt.clock.time() - rec.created_at.timestamp()
+    return age < rt.settings.max_wait_seconds + SUBMIT_MARGIN_SECONDS
+
+
 @dataclass
 class JobTasks:
     """The jobrelay side of the tasks engine (see the module docstring)."""
@@ -443,7 +454,7 @@ class JobTasks:
                 status_message="ended: job removed from the ledger",
             )
         submitting = rec.state is JobState.UNKNOWN and (
-            job_id in self.submitting or self._elsewhere(rt, rec)
+            job_id in self.submitting or _submitting_elsewhere(rt, rec)
         )
         if rec.state.terminal or (not rec.upstream_ids and not submitting):
             # Terminal, or a submit that died with its process (outcome unknown): render it
@@ -462,17 +473,6 @@ class JobTasks:
                 _poll_ms(self._rt(), rec.provider), out.next_check_after_seconds
             ),
         )
-
-    @staticmethod
-    def _elsewhere(rt: Runtime, rec: JobRecord) -> bool:
-        """Whether another replica may still be submitting `rec`: replicas share the ledger
-        (and Redis), and a submit row younger than one call's time limit (plus a margin) may
-        be another replica's call in flight. Past that, it died with its process (outcome
-        unknown). A single process knows its own submits (`submitting`)."""
-        if rt.fanout is None or rec.upstream_ids:
-            return False
-        age = rt.clock.time() - rec.created_at.timestamp()
-        return age < rt.settings.max_wait_seconds + SUBMIT_MARGIN_SECONDS
 
     # -- canceller ---------------------------------------------------------------------------------
 

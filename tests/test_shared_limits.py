@@ -25,8 +25,8 @@ from mcp_server.limits import (
 )
 from mcp_server.limits.base import WINDOW, BucketKey
 from mcp_server.limits.sqlite import holder_alive
+from mcp_server.sharing import LEASE_TTL, SharedPoll
 from mcp_server.transport import GracefulClock
-from mcp_server.watch import LEASE_TTL, SharedPoll
 from tests.conftest import TEST_EPOCH, TEST_SCALE
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,8 @@ from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
 from mcp_server.errors import LocalRateLimited
-from mcp_server.watch import Latest, PollCoalescer, ResultFeed, StreamHub, wait_newer_until
+from mcp_server.sharing import ResultFeed
+from mcp_server.watch import Latest, PollCoalescer, StreamHub, wait_newer_until
 
 pytestmark = pytest.mark.anyio
 

@@ -33,8 +33,8 @@ from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.limits import Limiter, RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.schemas import CompanyTarget, ContactTarget, ItemStatus
+from mcp_server.sharing import Fanout, Leases
 from mcp_server.upstream import BackoffPolicy, RetryBudget, SearchPage
-from mcp_server.watch import Fanout, Leases
 
 __all__ = [
     "Caller",

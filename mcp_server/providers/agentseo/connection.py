@@ -28,8 +28,9 @@ from mcp_server.providers.base import (
     Started,
     aggregate_state,
 )
+from mcp_server.sharing import StreamSharing
 from mcp_server.upstream import AgentSEOClient, JobEnvelope
-from mcp_server.watch import StreamHub, StreamSharing, wait_newer_until
+from mcp_server.watch import StreamHub, wait_newer_until
 
 
 class AgentSEOConnection:

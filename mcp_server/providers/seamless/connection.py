@@ -28,6 +28,7 @@ from mcp_server.providers.seamless.states import (
     research_kind,
     seamless_state,
 )
+from mcp_server.sharing import ResultFeed, SharedPoll
 from mcp_server.upstream import (
     DEADLINE_RETRY_AFTER,
     MAX_POLL_IDS,
@@ -40,7 +41,7 @@ from mcp_server.upstream import (
     SearchPage,
     poll_interval,
 )
-from mcp_server.watch import PollCoalescer, ResultFeed, SharedPoll, wait_newer_until
+from mcp_server.watch import PollCoalescer, wait_newer_until
 
 MAX_POLL_CALLS_PER_ROUND = 10
 """Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
@@ -174,7 +175,7 @@ class SeamlessConnection:
     ) -> None:
         """Poll items learnt without polling (a webhook delivery, issue 18) to every waiter
         on them, on this replica at once and on the others through the fan-out: the same
-        path a poll round's results take (`watch.ResultFeed.publish`)."""
+        path a poll round's results take (`sharing.ResultFeed.publish`)."""
         self.coalescer(caller, kind)
         await self._feeds[(caller.tenant(NAME), kind)].publish(items)
 
