@@ -360,7 +360,7 @@ async def test_latest_wakes_all_waiters() -> None:
 
 
 class TwoReplicaFanout:
-    """An in-process `watch.Fanout` between replicas "a" and "b" (Redis's role): a send
+    """An in-process `sharing.Fanout` between replicas "a" and "b" (Redis's role): a send
     reaches the other replica's listeners, never the sender's."""
 
     def __init__(self) -> None:
