@@ -29,6 +29,10 @@ Sections (see BENCHMARKS.md for what each measures and why):
   waits       100, 300, 1,000 concurrent SSE waits over HTTP beside the SDK floor (a one-tool
               server holding the same calls as long, with as many progress notifications):
               server CPU and memory per wait, growth exponent (issue 17.6)
+  replicas    3 `jobrelay serve` HTTP replicas on PostgreSQL + Redis behind a round-robin
+              client, one org key: 429s, makespan, peak per endpoint; then kill -9 one
+              replica mid-wait: lost jobs, duplicate paid POSTs (issue 17.5;
+              tools/_bench_replicas.py; skipped with the reason without PostgreSQL or Redis)
 
 Virtual time: `rate`, `polls`, `tokens` and `agent` run jobrelay in-process on the same
 `ScaledClock` as the sandbox, so every window, reset header, job duration and poll interval is
@@ -84,6 +88,7 @@ SECTIONS = (
     "shared",
     "burst",
     "waits",
+    "replicas",
 )
 SEAMLESS_RATE = Faults().seamless_rate_limit / 60.0
 """Per second; what the sandbox enforces: the documented 60 per minute per endpoint per org."""
@@ -2024,6 +2029,17 @@ async def section_burst(run: Run) -> None:
         )
 
 
+async def section_replicas(run: Run) -> None:
+    import _bench_replicas
+
+    await _bench_replicas.section(
+        run,
+        start_and_wait_each=_start_and_wait_each,
+        start_until_accepted=_start_until_accepted,
+        research_figures=_research_figures,
+    )
+
+
 RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "rate": section_rate,
     "completion": section_completion,
@@ -2037,6 +2053,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "shared": section_shared,
     "burst": section_burst,
     "waits": _bench_waits.section_waits,
+    "replicas": section_replicas,
 }
 
 
