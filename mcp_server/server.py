@@ -37,10 +37,11 @@ from mcp_server.errors import InputProblem
 from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_leases, make_limiter
-from mcp_server.mcptasks import TaskEngine, TasksExtension
+from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension
 from mcp_server.providers import Connection, ProviderEnv, WebhookSpec, webhook_of
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
+from mcp_server.sharing import Fanout, Leases
 from mcp_server.tasks import (
     SECRET_NAME,
     TASK_TOOLS,
@@ -55,7 +56,6 @@ from mcp_server.tool_results import (
     unknown_tool_result,
 )
 from mcp_server.upstream import BackoffPolicy, RetryBudget
-from mcp_server.watch import Leases
 
 if TYPE_CHECKING:
     from mcp_server.bus import RedisSubscriptionBus
@@ -89,6 +89,8 @@ class Runtime:
     transports: Mapping[str, Any] = field(default_factory=dict)
     leases: Leases | None = None
     """Poll leases shared with the other processes of this ledger (None: this one polls alone)."""
+    fanout: Fanout | None = None
+    """Results and stream events shared with the other replicas (Redis), else None."""
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     providers: ProviderRegistry = field(default_factory=default_registry)
     connections: dict[str, Connection] = field(default_factory=dict)
@@ -112,6 +114,7 @@ class Runtime:
                     transport=self.transports.get(p.name),
                     key_for=self._keys.__getitem__,
                     leases=self.leases,
+                    fanout=self.fanout,
                 )
             )
         self.service = JobService(
@@ -236,9 +239,13 @@ def build_server(
     bus: RedisSubscriptionBus | None = None
     if settings.redis_url is not None:  # notifications reach listeners on every replica
         from mcp_server.bus import RedisSubscriptionBus
-        from mcp_server.limits.redis import redis_client
+        from mcp_server.limits import redis as redis_limits
 
-        bus = RedisSubscriptionBus(redis_client(settings.redis_url.get_secret_value()), clock=clock)
+        bus = RedisSubscriptionBus(
+            redis_limits.redis_client(settings.redis_url.get_secret_value()),
+            channel=f"{redis_limits.DEFAULT_PREFIX}:bus",  # the replicas of one prefix
+            clock=clock,
+        )
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[Runtime]) -> AsyncIterator[Runtime]:
@@ -276,6 +283,7 @@ def build_server(
                 ledger=ledger,
                 limiter=limiter,
                 leases=leases,
+                fanout=bus,
                 policy=BackoffPolicy.from_settings(settings),
                 task_group=tg,
                 base_urls=base_urls,
@@ -298,6 +306,9 @@ def build_server(
                     secret=await ledger.tasks.secret(SECRET_NAME),
                     clock=clock.time,
                     ttl_ms=TASK_TTL_MS,
+                    # With Redis, "task changed" and core notifications reach every replica.
+                    bus=None if bus is None else _task_events(bus),
+                    subscriptions=bus,
                 )
             )
             job_tasks.attach(runtime, runtime.tasks, followers)
@@ -338,6 +349,12 @@ def _serve_webhook(server: JobRelayServer, settings: Settings) -> None:
         if spec is not None and (secret := spec.secret(settings)) is not None:
             server.webhook, server.webhook_secret = (provider.name, spec), secret
             return
+
+
+def _task_events(bus: RedisSubscriptionBus) -> TaskEventBus:
+    from mcp_server.bus import RedisTaskEvents
+
+    return RedisTaskEvents(bus)
 
 
 def _shared_budget(

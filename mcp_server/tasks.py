@@ -241,6 +241,22 @@ MAX_CALLERS = 1024
 # ---- the adapter -------------------------------------------------------------------------------
 
 
+SUBMIT_MARGIN_SECONDS = 5.0
+"""Beyond `JOBRELAY_MAX_WAIT_SECONDS` (every submit's time limit), how long a submit row stays
+"maybe in flight on another replica" before it is judged outcome unknown."""
+
+
+def _submitting_elsewhere(rt: Runtime, rec: JobRecord) -> bool:
+    """Whether another replica may still be submitting `rec`: replicas share the ledger
+    (and Redis), and a submit row younger than one call's time limit (plus a margin) may
+    be another replica's call in flight. Past that, it died with its process (outcome
+    unknown). A single process knows its own submits (`submitting`)."""
+    if rt.fanout is None or rec.upstream_ids:
+        return False
+    age = rt.clock.time() - rec.created_at.timestamp()
+    return age < rt.settings.max_wait_seconds + SUBMIT_MARGIN_SECONDS
+
+
 @dataclass
 class JobTasks:
     """The jobrelay side of the tasks engine (see the module docstring)."""
@@ -437,7 +453,9 @@ class JobTasks:
                 result=_result(_removed(job_id, provider, _service_name(rt, provider))),
                 status_message="ended: job removed from the ledger",
             )
-        submitting = rec.state is JobState.UNKNOWN and job_id in self.submitting
+        submitting = rec.state is JobState.UNKNOWN and (
+            job_id in self.submitting or _submitting_elsewhere(rt, rec)
+        )
         if rec.state.terminal or (not rec.upstream_ids and not submitting):
             # Terminal, or a submit that died with its process (outcome unknown): render it
             # as wait_for_job does (no upstream call for either).

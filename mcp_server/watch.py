@@ -3,15 +3,13 @@
 - `PollCoalescer`: one poll loop per (tenant, Seamless endpoint). Every waiter registers the
   request ids it cares about; each round polls all outstanding ids together (one call per
   100), so 100 waits cost one upstream call per interval, not 100.
-- `SharedPoll`: the poll a `PollCoalescer`'s rounds make when several processes share one
-  ledger (issue 17.1): one process at a time holds the endpoint's lease and polls upstream for
-  everyone; the others ask it for their ids and read what it publishes.
+- What waiters share with other processes and replicas (`SharedPoll`, `ResultFeed`, the
+  leases and the `Fanout`) is in `sharing.py`.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
-  shared by every waiter on that job.
-- `PushReconciler`: while pushed items (webhook deliveries, issue 18) keep arriving, a
-  `PollCoalescer` polls their ids only on a slow reconciliation cadence, and on the normal
-  one again for an id whose expected completion passed without a push. A pushed item goes
-  through `PollCoalescer.push`, the same keep-and-publish path a poll round's items take.
+  shared by every waiter on that job; with a `Fanout` (Redis) and leases, by every replica's.
+- With a `pushes.PushReconciler` (webhook deliveries, issue 18), a `PollCoalescer` polls the
+  ids pushes stand in for only on a slow reconciliation cadence. A pushed item reaches the
+  waiters through `deliver`, the path another replica's poll results take (`ResultFeed`).
 
 Both run their loops in a long-lived task group owned by the server lifespan, never in the
 tool call's scope: cancelling a wait never stops the loop other waiters rely on, and never
@@ -20,25 +18,27 @@ touches the upstream job. Loops stop by themselves when nobody is watching.
 
 from __future__ import annotations
 
-import math
-from collections import Counter, deque
+import json
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 
 from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
-from mcp_server.json_types import JSON
+from mcp_server.pushes import PushReconciler, due_ids
+from mcp_server.sharing import RENEW_EVERY, Spawn, StreamSharing, keep_renewed
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PROBE_INTERVAL = 10.0
 """While an upstream looks degraded (breaker open) or stalls, poll rounds continue this often
 at most, as probes: the only calls made, never later than the breaker's announced instant."""
-Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
 
 class Latest(Generic[T]):
@@ -120,6 +120,8 @@ class PollCoalescer(Generic[T]):
         max_calls_per_round: int | None = None,
         round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
         push: PushReconciler | None = None,
+        on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -131,6 +133,10 @@ class PollCoalescer(Generic[T]):
         self._poll = poll
         self._round_poll = round_poll or poll
         """What rounds call: `poll`, or a `SharedPoll` around it; direct polls always `poll`."""
+        self._on_items = on_items
+        """Told every call's items (a `ResultFeed.share`: the other replicas' waiters)."""
+        self._on_idle = on_idle
+        """Called when the loop stops (nobody waits here): a `SharedPoll` lets its lease go."""
         self._max_ids = max_ids
         self._push = push
         """Set when pushed items may stand in for polls (webhooks): which ids are due."""
@@ -160,6 +166,18 @@ class PollCoalescer(Generic[T]):
             if self._interest[i] > 0:
                 self._latest[i] = item
 
+    def deliver(self, items: Mapping[str, T]) -> bool:
+        """Items learnt without polling (another replica's poll, a webhook), for this
+        replica's waiters: kept for watched ids, and the waiters woken at once. True when
+        someone here watches one of them (they fold it; else the ledger is where it lives)."""
+        before = len(self._latest)
+        watched = any(self._interest[i] > 0 for i in items)
+        changed = any(self._interest[i] > 0 and self._latest.get(i) != v for i, v in items.items())
+        self._keep(items)
+        if changed or len(self._latest) != before:
+            self.board.publish(PollRound(number=self.board.version + 1))
+        return watched
+
     def _pending(self) -> list[str]:
         return [
             i
@@ -173,23 +191,14 @@ class PollCoalescer(Generic[T]):
             for i, at in starts.items():
                 self._push.started(i, at)
 
-    def offer(self, items: Mapping[str, T]) -> bool:
-        """Items that arrived without a call of ours: kept and published exactly like a poll
-        round's, so every waiter on them wakes and folds them. True when someone here
-        watches one of them (the waiters then fold it; else the caller stores it)."""
-        watched = any(self._interest[i] > 0 for i in items)
-        self._keep(items)
-        self._publish(polled=False)
-        return watched
-
-    def push(self, items: Mapping[str, T], *, seen: Sequence[str] = ()) -> bool:
-        """Pushed items (webhook deliveries): `offer`ed, and counted by the reconciler, so
-        polling for this endpoint drops to its slow cadence while pushes arrive. `seen`: ids
-        whose push changed nothing (a repeat, or an item already known); counted only."""
+    def pushed(self, ids: Sequence[str]) -> None:
+        """Pushes (webhook deliveries) arrived for `ids`, changing their items or not (a
+        repeat): counted by the reconciler, so polling for this endpoint drops to its slow
+        cadence while they arrive. The items themselves go through `deliver` (the caller
+        publishes them on the results' one path, `sharing.ResultFeed.publish`)."""
         if self._push is not None:
-            for i in [*items, *seen]:
+            for i in ids:
                 self._push.arrived(i)
-        return self.offer(items) if items else False
 
     def expedite(self, ids: Sequence[str]) -> bool:
         """Poll `ids` at the next round the cadence floor allows (a push named them but is
@@ -210,7 +219,7 @@ class PollCoalescer(Generic[T]):
         """A direct poll of `ids` (get_job_status); results are shared with waiters. Ids
         that pushes stand in for and that are not due are answered from what is known."""
         found = self.latest(ids)
-        ids = _due(self._push, ids)
+        ids = due_ids(self._push, ids)
         if not ids:
             return found
         try:
@@ -231,6 +240,8 @@ class PollCoalescer(Generic[T]):
             self._push.polled(chunk)
         items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
+        if self._on_items is not None and items:
+            await self._on_items(items)
         return items
 
     @asynccontextmanager
@@ -258,7 +269,7 @@ class PollCoalescer(Generic[T]):
         index = 0
         try:
             while pending := self._pending():
-                due = _due(self._push, pending)
+                due = due_ids(self._push, pending)
                 extra_wait = 0.0
                 waits = []
                 if due:
@@ -275,6 +286,9 @@ class PollCoalescer(Generic[T]):
                 await self._pause(max(min(waits), extra_wait), floor=extra_wait)
         finally:
             self._running = False
+            if self._on_idle is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._on_idle()
 
     async def _round(self, pending: Sequence[str]) -> float:
         """Poll `pending` chunk by chunk, publishing after each call; the extra wait a failed
@@ -308,11 +322,8 @@ class PollCoalescer(Generic[T]):
             self._publish()
         return 0.0
 
-    def _publish(
-        self, *, error: JobRelayError | None = None, retry_after: float = 0.0, polled: bool = True
-    ) -> None:
-        if polled:  # the cadence floor counts upstream calls, not offered items
-            self._last_round_at = self._clock.monotonic()
+    def _publish(self, *, error: JobRelayError | None = None, retry_after: float = 0.0) -> None:
+        self._last_round_at = self._clock.monotonic()
         self.board.publish(
             PollRound(number=self.board.version + 1, error=error, retry_after=retry_after)
         )
@@ -330,183 +341,6 @@ class PollCoalescer(Generic[T]):
 
 
 # --------------------------------------------------------------------------------------------
-# Pushed items (webhooks) standing in for polls
-
-SLOW_POLL_INTERVAL = 60.0
-"""While pushes arrive, an id whose expected completion has not passed is polled this often at
-most: a reconciliation poll, since a push can be lost (no retries are promised)."""
-PUSH_ACTIVE_SECONDS = 600.0
-"""Pushes count as arriving for this long after the last one; then polling is normal again."""
-EXPECTED_FACTOR = 1.5
-EXPECTED_MARGIN = 10.0
-MAX_EXPECTED_SECONDS = 600.0
-_MAX_TRACKED = 20_000
-
-
-class PushReconciler:
-    """When to poll an id that a push is expected to complete (one per coalescer).
-
-    Inactive (every id due, the normal cadence) until a push arrives, and again once none has
-    arrived for `active_for`. While active, an id is due when its expected completion has
-    passed (its start plus `factor` x the longest start-to-push time of the recent pushes,
-    plus `margin`, at most `max_expected`) or `slow_interval` after its last poll (or start).
-    All instants are the clock's monotonic seconds.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        slow_interval: float = SLOW_POLL_INTERVAL,
-        active_for: float = PUSH_ACTIVE_SECONDS,
-        factor: float = EXPECTED_FACTOR,
-        margin: float = EXPECTED_MARGIN,
-        max_expected: float = MAX_EXPECTED_SECONDS,
-    ) -> None:
-        self._clock = clock
-        self._slow = slow_interval
-        self._active_for = active_for
-        self._factor = factor
-        self._margin = margin
-        self._max_expected = max_expected
-        self._started: dict[str, float] = {}
-        self._polled: dict[str, float] = {}
-        self._durations: deque[float] = deque(maxlen=32)
-        self._last_push: float | None = None
-        self.pushes = 0
-        """Pushed items seen (benchmarks, metrics)."""
-
-    def active(self) -> bool:
-        last = self._last_push
-        return last is not None and self._clock.monotonic() - last <= self._active_for
-
-    def started(self, item_id: str, at: float) -> None:
-        """`item_id`'s job started at `at` (monotonic); the first report counts."""
-        if item_id not in self._started:
-            if len(self._started) >= _MAX_TRACKED:
-                self._started.pop(next(iter(self._started)))
-            self._started[item_id] = at
-
-    def expected_seconds(self) -> float:
-        """How long after its start an id's push is expected at the latest."""
-        longest = max(self._durations, default=0.0)
-        return min(self._max_expected, self._factor * longest + self._margin)
-
-    def due_at(self, item_id: str) -> float:
-        """When `item_id` should next be polled (-inf: now, whatever the cadence)."""
-        if not self.active():
-            return -math.inf
-        self.started(item_id, self._clock.monotonic())  # unknown start: timed from now
-        start = self._started[item_id]
-        expected = start + self.expected_seconds()
-        return min(expected, self._polled.get(item_id, start) + self._slow)
-
-    def due(self, ids: Sequence[str]) -> list[str]:
-        now = self._clock.monotonic()
-        return [i for i in ids if self.due_at(i) <= now]
-
-    def polled(self, ids: Sequence[str]) -> None:
-        now = self._clock.monotonic()
-        for i in ids:
-            self._polled[i] = now
-        while len(self._polled) > _MAX_TRACKED:
-            self._polled.pop(next(iter(self._polled)))
-
-    def expedite(self, ids: Sequence[str]) -> None:
-        """Make `ids` due now (a push hinted at them without standing in for a poll)."""
-        for i in ids:
-            self._polled[i] = -math.inf
-
-    def arrived(self, item_id: str) -> None:
-        """A push for `item_id` arrived: pushes are active, and its duration is learnt."""
-        now = self._clock.monotonic()
-        start = self._started.get(item_id)
-        if start is not None:
-            self._durations.append(max(0.0, now - start))
-        self._last_push = now
-        self.pushes += 1
-        self.forget(item_id)
-
-    def forget(self, item_id: str) -> None:
-        self._started.pop(item_id, None)
-        self._polled.pop(item_id, None)
-
-
-def _due(push: PushReconciler | None, ids: Sequence[str]) -> list[str]:
-    """The ids to poll now: all of them, unless pushes stand in for some."""
-    return list(ids) if push is None else push.due(ids)
-
-
-class Leases(Protocol):
-    """Named expiring leases plus a board of wanted and published items (`limits.sqlite`)."""
-
-    async def hold(self, name: str, ttl: float) -> bool: ...
-    async def release(self, name: str) -> None: ...
-    async def want(self, name: str, item_ids: list[str], ttl: float) -> dict[str, JSON]: ...
-    async def wanted(self, name: str) -> list[str]: ...
-    async def publish(self, name: str, items: dict[str, tuple[JSON, bool]]) -> None: ...
-
-
-LEASE_TTL = 15.0
-"""How long a poll lease lasts without renewal: three rounds at the slowest Seamless cadence
-(5 s). A holder that dies is replaced by the first process to poll after that."""
-
-
-class SharedPoll(Generic[T]):
-    """One poller per endpoint among processes (issue 17.1); a `PollCoalescer`'s `round_poll`.
-
-    The lease holder polls its own ids plus those the others asked for (up to `max_ids` per
-    call) and publishes the others' items; a process without the lease registers its ids and
-    returns what was published for them, calling nothing upstream. The holder lets the lease go
-    when its own ids are all finished, so a process still waiting takes over at its next round
-    instead of after `ttl`.
-    """
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]],
-        leases: Leases,
-        encode: Callable[[T], JSON],
-        decode: Callable[[JSON], T],
-        is_terminal: Callable[[T], bool],
-        max_ids: int | None = None,
-        ttl: float = LEASE_TTL,
-    ) -> None:
-        self._name = name
-        self._poll = poll
-        self._leases = leases
-        self._encode = encode
-        self._decode = decode
-        self._is_terminal = is_terminal
-        self._max_ids = max_ids
-        self._ttl = ttl
-        self.upstream_calls = 0
-        self.board_reads = 0
-
-    async def __call__(self, ids: Sequence[str]) -> Mapping[str, T]:
-        if not await self._leases.hold(self._name, self._ttl):
-            self.board_reads += 1
-            found = await self._leases.want(self._name, list(ids), self._ttl)
-            return {i: self._decode(payload) for i, payload in found.items()}
-        mine = set(ids)
-        others = [i for i in await self._leases.wanted(self._name) if i not in mine]
-        if self._max_ids is not None:
-            others = others[: max(0, self._max_ids - len(ids))]
-        self.upstream_calls += 1
-        items = await self._poll([*ids, *others])
-        published = {
-            i: (self._encode(items[i]), self._is_terminal(items[i])) for i in others if i in items
-        }
-        if published:
-            await self._leases.publish(self._name, published)
-        if all(i in items and self._is_terminal(items[i]) for i in ids):
-            await self._leases.release(self._name)
-        return items
-
-
-# --------------------------------------------------------------------------------------------
 # AgentSEO: one follower per job
 
 
@@ -520,7 +354,8 @@ class _Topic(Generic[T]):
 
 
 class StreamHub(Generic[T]):
-    """One upstream follower per job id, fanned out to every waiter on that job."""
+    """One upstream follower per job id, fanned out to every waiter on that job; with
+    `sharing`, to every replica's waiters, one replica following upstream at a time."""
 
     def __init__(
         self,
@@ -528,13 +363,17 @@ class StreamHub(Generic[T]):
         follow: Callable[[str], AsyncIterator[T]],
         is_terminal: Callable[[T], bool],
         spawn: Spawn,
+        sharing: StreamSharing[T] | None = None,
     ) -> None:
         self._follow = follow
         self._is_terminal = is_terminal
         self._spawn = spawn
+        self._sharing = sharing
         self._topics: dict[str, _Topic[T]] = {}
         self.followers_started = 0
         """Follower tasks started, for tests and benchmarks (one per job being watched)."""
+        self.upstream_follows = 0
+        """Upstream follows this replica ran (with `sharing`: only while holding the lease)."""
 
     @asynccontextmanager
     async def watch(self, job_id: str, initial: T | None = None) -> AsyncIterator[_Topic[T]]:
@@ -559,10 +398,10 @@ class StreamHub(Generic[T]):
     async def _run(self, job_id: str, topic: _Topic[T]) -> None:
         with topic.scope:
             try:
-                async for value in self._follow(job_id):
-                    topic.latest.publish(value)
-                    if self._is_terminal(value):
-                        break
+                if self._sharing is None:
+                    await self._upstream(job_id, topic, None)
+                else:
+                    await self._shared(job_id, topic, self._sharing)
             except JobRelayError as exc:
                 topic.error = exc
             finally:
@@ -571,3 +410,84 @@ class StreamHub(Generic[T]):
                 topic.latest.bump()
                 if self._topics.get(job_id) is topic:
                     del self._topics[job_id]
+
+    async def _upstream(
+        self, job_id: str, topic: _Topic[T], send: Callable[[T], Awaitable[None]] | None
+    ) -> None:
+        self.upstream_follows += 1
+        async for value in self._follow(job_id):
+            topic.latest.publish(value)
+            if send is not None:
+                await send(value)
+            if self._is_terminal(value):
+                break
+
+    async def _shared(self, job_id: str, topic: _Topic[T], sharing: StreamSharing[T]) -> None:
+        """Follow upstream while holding the job's lease, else take the holder's values; try
+        for the lease every `RENEW_EVERY` until the job ends (a holder that stops or dies).
+
+        The holder also leaves the job's final value on the leases' board before it lets the
+        lease go, and a replica reads the board before it follows: a final value still on its
+        way through the fan-out when the lease changes hands is not fetched again upstream.
+        """
+        name = f"{sharing.name}:{job_id}"
+        ended = anyio.Event()
+
+        def take(value: T) -> None:
+            topic.latest.publish(value)
+            if self._is_terminal(value):
+                ended.set()
+
+        def received(message: str) -> None:
+            try:
+                value = sharing.decode(json.loads(message))
+            except Exception:  # noqa: BLE001 - one bad message must not break the listener
+                log.warning("jobrelay: ignored an unreadable %s message", sharing.name)
+                return
+            take(value)
+
+        async def board() -> None:
+            found = await sharing.leases.want(name, [job_id], sharing.ttl)
+            if job_id in found and not ended.is_set():
+                take(sharing.decode(found[job_id]))
+
+        async def send(value: T) -> None:
+            encoded = sharing.encode(value)
+            await sharing.fanout.send(name, json.dumps(encoded))
+            if self._is_terminal(value):
+                await sharing.leases.publish(name, {job_id: (encoded, True)})
+
+        unlisten = sharing.fanout.listen(name, received)
+        try:
+            while not ended.is_set():
+                await board()
+                if ended.is_set():
+                    return
+                if await sharing.leases.hold(name, sharing.ttl):
+                    try:
+                        await board()  # what a holder that just let go left there
+                        if ended.is_set():
+                            return
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(
+                                lambda: keep_renewed(
+                                    sharing.leases,
+                                    name,
+                                    sharing.ttl,
+                                    sharing.clock,
+                                    busy=lambda: True,
+                                )
+                            )
+                            await self._upstream(job_id, topic, send)
+                            tg.cancel_scope.cancel()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            try:
+                                await sharing.leases.release(name)
+                            except Exception:
+                                log.warning("jobrelay: could not let %s go", name, exc_info=True)
+                    return
+                with sharing.clock.move_on_after(min(RENEW_EVERY, sharing.ttl / 4)):
+                    await ended.wait()
+        finally:
+            unlisten()

@@ -114,3 +114,46 @@ async def test_the_server_uses_the_redis_bus_when_the_url_is_set(
     await server._subscriptions.aclose()
     plain: Any = build_server(make_settings())
     assert not isinstance(plain._subscriptions, RedisSubscriptionBus)
+
+
+async def test_topic_messages_and_task_events_reach_the_other_replicas_only(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The watchers' topics (`send`/`listen`) and the tasks engine's "task changed" events
+    (`RedisTaskEvents`) ride the same subscription: never back to the sender's listeners
+    (those were told directly), never to a topic nobody listens to."""
+    from mcp_server.bus import RedisTaskEvents
+
+    got: dict[str, list[str]] = {"one": [], "two": [], "tasks_one": [], "tasks_two": []}
+    arrived = {name: anyio.Event() for name in ("tasks_one", "tasks_two")}
+
+    def task_listener(name: str) -> Callable[[str], None]:
+        def listener(task_id: str) -> None:
+            got[name].append(task_id)
+            arrived[name].set()
+
+        return listener
+
+    with anyio.fail_after(10):
+        async with buses(redis_url, f"{redis_prefix}:bus", 2) as (one, two):
+            tasks_one, tasks_two = RedisTaskEvents(one), RedisTaskEvents(two)
+            one.listen("results:t", got["one"].append)
+            stop = two.listen("results:t", got["two"].append)
+            tasks_one.subscribe(task_listener("tasks_one"))
+            tasks_two.subscribe(task_listener("tasks_two"))
+            await one.send("results:t", '{"r1": "done"}')
+            await one.send("results:nobody", "x")
+            await tasks_one.publish("task-1")
+            assert got["tasks_one"] == ["task-1"]  # the publisher's own listeners at once
+            await arrived["tasks_two"].wait()  # Redis keeps the channel's order: all are in
+            assert got["two"] == ['{"r1": "done"}']
+            assert got["tasks_two"] == ["task-1"]
+            stop()
+            await one.send("results:t", "after")
+            arrived["tasks_one"] = anyio.Event()
+            await tasks_two.publish("task-2")
+            await arrived["tasks_one"].wait()
+    assert got["one"] == []  # its own messages never come back to it
+    assert got["two"] == ['{"r1": "done"}']  # unsubscribed before "after"
+    assert got["tasks_one"] == ["task-1", "task-2"]
+    assert one.sent == 4

@@ -90,6 +90,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "burst",
         "waits",
         "webhooks",
+        "replicas",
     }
     rate = data["sections"]["rate"]
     assert {
@@ -110,6 +111,13 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
     shared = data["sections"]["shared"]  # issue 17.5: processes sharing one ledger
     assert set(shared) == {"2", "4"}
     assert all(part["upstream_429"] == 0 and part["complete"] for part in shared.values())
+    replicas = data["sections"]["replicas"]  # issue 17.5: HTTP replicas on PostgreSQL + Redis
+    if "skipped" in replicas:
+        assert os.environ.get("JOBRELAY_REQUIRE_SERVICES") != "1", replicas["skipped"]
+    else:
+        assert replicas["throughput"]["upstream_429"] == 0
+        assert replicas["throughput"]["complete"]
+        assert replicas["kill"]["lost_jobs"] == replicas["kill"]["duplicate_paid_posts"] == 0
     burst = data["sections"]["burst"]  # issue 17.7: an idle window goes out at once
     assert all(burst[kind]["jobrelay"]["upstream_429"] == 0 for kind in ("seo", "research"))
     waits = data["sections"]["waits"]  # issue 17.6: the cost of waiting beside the SDK floor

@@ -25,8 +25,8 @@ from mcp_server.limits import (
 )
 from mcp_server.limits.base import WINDOW, BucketKey
 from mcp_server.limits.sqlite import holder_alive
+from mcp_server.sharing import LEASE_TTL, SharedPoll
 from mcp_server.transport import GracefulClock
-from mcp_server.watch import SharedPoll
 from tests.conftest import TEST_EPOCH, TEST_SCALE
 
 pytestmark = pytest.mark.anyio
@@ -326,17 +326,73 @@ async def test_a_dead_pollers_lease_passes_to_a_waiting_process(new_leases: NewL
             await a(["r1"])
             await b(["r2"])
             assert up_b.calls == []
-            # a dies (never calls again); b keeps asking on its cadence until the lease expires.
+            # a dies (never calls or renews again); b keeps asking until the lease expires.
             for _ in range(3):
-                clock.advance(4.9)
+                clock.advance(1.3)
                 await b(["r2"])
             assert up_b.calls == []
-            clock.advance(0.4)  # 15.1 s after a's last renewal: its lease (15 s) expired
+            clock.advance(0.2)  # 4.1 s after a's last renewal: its lease (LEASE_TTL) expired
+            assert LEASE_TTL == 4.0
             await b(["r2"])
             assert up_b.calls == [["r2"]]
     finally:
         await la.aclose()
         await lb.aclose()
+
+
+async def test_a_live_holder_keeps_its_short_lease_and_a_killed_one_loses_it_in_seconds(
+    new_leases: NewLeases,
+) -> None:
+    """Rounds 10 s apart (longer than the 4 s lease): the holder's renewals keep it; once the
+    holder is killed (its tasks end, nothing released) the other process polls within about
+    LEASE_TTL (issue 17.3)."""
+    clock = ScaledClock(5.0, epoch=TEST_EPOCH)
+    up_a, up_b = _Upstream(clock), _Upstream(clock)  # type: ignore[arg-type]
+    up_a.done_at = up_b.done_at = {"r1": 1e12, "r2": 1e12}
+    la, lb = new_leases(clock, "a"), new_leases(clock, "b")  # type: ignore[arg-type]
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as b_tasks:
+                b = SharedPoll(
+                    name="p",
+                    poll=up_b.poll,
+                    leases=lb,
+                    encode=lambda item: item,
+                    decode=dict,
+                    is_terminal=lambda item: item["status"] == "done",
+                    clock=clock,
+                    spawn=b_tasks.start_soon,
+                )
+                async with anyio.create_task_group() as a_tasks:  # process a
+                    a = SharedPoll(
+                        name="p",
+                        poll=up_a.poll,
+                        leases=la,
+                        encode=lambda item: item,
+                        decode=dict,
+                        is_terminal=lambda item: item["status"] == "done",
+                        clock=clock,
+                        spawn=a_tasks.start_soon,
+                    )
+                    await a(["r1"])
+                    for _ in range(2):
+                        await clock.sleep(10.0)  # 2.5 leases without a round
+                        await b(["r2"])  # a still holds it: b asks and reads, polls nothing
+                        assert up_b.calls == []
+                        await a(["r1"])
+                    assert up_b.calls == []
+                    killed_at = clock.monotonic()
+                    a_tasks.cancel_scope.cancel()  # kill -9: renewals stop, nothing released
+                while not up_b.calls:
+                    await clock.sleep(0.25)
+                    await b(["r2"])
+                took = clock.monotonic() - killed_at
+                b_tasks.cancel_scope.cancel()
+    finally:
+        await la.aclose()
+        await lb.aclose()
+    assert up_a.calls[-1] == ["r1", "r2"]  # a polled b's id while it held the lease
+    assert LEASE_TTL - 1.0 <= took <= LEASE_TTL + 1.5, took
 
 
 # --- chosen from the settings ------------------------------------------------------------------

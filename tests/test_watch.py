@@ -8,6 +8,7 @@ from conftest import TEST_EPOCH
 
 from mcp_server._clock import ScaledClock
 from mcp_server.errors import LocalRateLimited
+from mcp_server.sharing import ResultFeed
 from mcp_server.watch import Latest, PollCoalescer, StreamHub, wait_newer_until
 
 pytestmark = pytest.mark.anyio
@@ -356,3 +357,62 @@ async def test_latest_wakes_all_waiters() -> None:
             await anyio.wait_all_tasks_blocked()
             latest.publish("x")
     assert sorted(woke) == [0, 1, 2]
+
+
+class TwoReplicaFanout:
+    """An in-process `sharing.Fanout` between replicas "a" and "b" (Redis's role): a send
+    reaches the other replica's listeners, never the sender's."""
+
+    def __init__(self) -> None:
+        self.listeners: dict[tuple[str, str], list[Callable[[str], None]]] = {}
+        self.sent: list[tuple[str, str, str]] = []
+
+    def replica(self, name: str) -> _Side:
+        return _Side(self, name)
+
+
+class _Side:
+    def __init__(self, hub: TwoReplicaFanout, name: str) -> None:
+        self.hub, self.name = hub, name
+
+    async def send(self, topic: str, message: str) -> None:
+        self.hub.sent.append((self.name, topic, message))
+        for (replica, t), listeners in self.hub.listeners.items():
+            if t == topic and replica != self.name:
+                for listener in listeners:
+                    listener(message)
+
+    def listen(self, topic: str, listener: Callable[[str], None]) -> Callable[[], None]:
+        self.hub.listeners.setdefault((self.name, topic), []).append(listener)
+        return lambda: self.hub.listeners[(self.name, topic)].remove(listener)
+
+
+async def test_results_published_on_one_replica_wake_the_waiters_of_every_replica() -> None:
+    """`ResultFeed` is the one publish path: a poll's items (`share`) and items learnt
+    otherwise, e.g. a webhook delivery (`publish`), reach waiters on both replicas; an
+    unchanged item is not sent again."""
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
+    fanout = TwoReplicaFanout()
+    endpoint_a, endpoint_b = FakeEndpoint(done_after=10**6), FakeEndpoint(done_after=10**6)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co_a, co_b = _coalescer(tg, endpoint_a, clock), _coalescer(tg, endpoint_b, clock)
+            feeds = [
+                ResultFeed(topic="t", deliver=co.deliver, encode=str, decode=str, fanout=side)
+                for co, side in ((co_a, fanout.replica("a")), (co_b, fanout.replica("b")))
+            ]
+            async with co_b.watch(["r1"]):
+                seen = co_b.board.version
+                await feeds[0].share({"r1": "researching", "r9": "researching"})
+                assert co_b.latest(["r1", "r9"]) == {"r1": "researching"}  # watched ids only
+                assert co_b.board.version > seen  # its waiters were woken
+                await feeds[0].share({"r1": "researching"})
+                assert len(fanout.sent) == 1  # unchanged: not sent again
+                async with co_a.watch(["r1"]):
+                    await feeds[0].publish({"r1": "done"})  # e.g. a webhook delivery on a
+                    assert co_a.latest(["r1"]) == {"r1": "done"}
+                    assert co_b.latest(["r1"]) == {"r1": "done"}
+            tg.cancel_scope.cancel()
+    for feed in feeds:
+        feed.close()
+    assert fanout.listeners == {("a", "t"): [], ("b", "t"): []}

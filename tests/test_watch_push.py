@@ -1,5 +1,6 @@
 """Pushed items (webhook deliveries) in the poll coalescer: `PushReconciler` decides which
-watched ids still need polling (issue 18.2); `PollCoalescer.push` publishes like a round."""
+watched ids still need polling (issue 18.2); `PollCoalescer.pushed` tells it a push arrived and
+`PollCoalescer.deliver` (the path another replica's poll results take) wakes the waiters."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from conftest import TEST_EPOCH
 from test_watch import FakeEndpoint
 
 from mcp_server._clock import FakeClock, ScaledClock
-from mcp_server.watch import PollCoalescer, PushReconciler, wait_newer_until
+from mcp_server.pushes import PushReconciler
+from mcp_server.watch import PollCoalescer, wait_newer_until
 
 pytestmark = pytest.mark.anyio
 
@@ -87,6 +89,13 @@ def _coalescer(
     )
 
 
+def _push(co: PollCoalescer[str], items: dict[str, str]) -> bool:
+    """What `SeamlessConnection.receive_push` does with a delivery (its `publish_results`
+    also sends it to the other replicas, which have none here)."""
+    co.pushed(list(items))
+    return co.deliver(items)
+
+
 async def _until_done(co: PollCoalescer[str], ids: list[str], clock: ScaledClock) -> bool:
     deadline = clock.monotonic() + 120
     async with co.watch(ids):
@@ -106,7 +115,7 @@ async def test_pushed_ids_are_not_polled_and_their_waiters_wake_on_the_push() ->
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock, push)
             push.started("old", clock.monotonic() - 5)
-            co.push({"old": "done"})  # pushes arrive: 5 s jobs, expected within 17.5 s
+            _push(co, {"old": "done"})  # pushes arrive: 5 s jobs, expected within 17.5 s
             now = clock.monotonic()
             co.started({"a": now, "b": now})
             done: list[bool] = []
@@ -118,7 +127,7 @@ async def test_pushed_ids_are_not_polled_and_their_waiters_wake_on_the_push() ->
             with clock.move_on_after(5):  # 5 virtual seconds: nothing is due, nothing polled
                 await anyio.Event().wait()
             assert endpoint.calls == []
-            assert co.push({"a": "done", "b": "done"}) is True  # watched here
+            assert _push(co, {"a": "done", "b": "done"}) is True  # watched here
     assert done == [True]
     assert endpoint.calls == []
     assert push.pushes == 3
@@ -132,7 +141,7 @@ async def test_a_lost_push_is_reconciled_by_polling_once_overdue() -> None:
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock, push)
             push.started("old", clock.monotonic() - 4)
-            co.push({"old": "done"})  # expected within 1.5 x 4 + 2 = 8 s
+            _push(co, {"old": "done"})  # expected within 1.5 x 4 + 2 = 8 s
             start = clock.monotonic()
             co.started({"lost": start})
             assert await _until_done(co, ["lost"], clock)
@@ -141,13 +150,13 @@ async def test_a_lost_push_is_reconciled_by_polling_once_overdue() -> None:
     assert 8 <= took < 20
 
 
-async def test_an_unwatched_push_is_offered_but_not_kept() -> None:
+async def test_an_unwatched_push_is_delivered_but_not_kept() -> None:
     clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
     endpoint = FakeEndpoint()
     async with anyio.create_task_group() as tg:
         co = _coalescer(tg, endpoint, clock, PushReconciler(clock=clock))
         version = co.board.version
-        assert co.push({"x": "done"}) is False
-        assert co.board.version == version + 1  # published like a round
+        assert _push(co, {"x": "done"}) is False
+        assert co.board.version == version  # nobody here to wake
         assert co.latest(["x"]) == {}  # nobody watches it: the ledger is where it lives
         assert co.expedite(["x"]) is False

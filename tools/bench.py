@@ -32,6 +32,10 @@ Sections (see BENCHMARKS.md for what each measures and why):
   webhooks    Seamless research webhooks over Streamable HTTP (issue 18): delivery to
               wait_for_job return, poll calls per job with webhooks on vs off, 30 % of
               deliveries dropped, 50 % repeated
+  replicas    3 `jobrelay serve` HTTP replicas on PostgreSQL + Redis behind a round-robin
+              client, one org key: 429s, makespan, peak per endpoint; then kill -9 one
+              replica mid-wait: lost jobs, duplicate paid POSTs (issue 17.5;
+              tools/_bench_replicas.py; skipped with the reason without PostgreSQL or Redis)
 
 Virtual time: `rate`, `polls`, `tokens` and `agent` run jobrelay in-process on the same
 `ScaledClock` as the sandbox, so every window, reset header, job duration and poll interval is
@@ -88,6 +92,7 @@ SECTIONS = (
     "burst",
     "waits",
     "webhooks",
+    "replicas",
 )
 SEAMLESS_RATE = Faults().seamless_rate_limit / 60.0
 """Per second; what the sandbox enforces: the documented 60 per minute per endpoint per org."""
@@ -2034,7 +2039,9 @@ async def section_burst(run: Run) -> None:
         )
 
 
-# =====================================================================================
+# ==============================================================================    )
+
+
 # webhooks (issue 18)
 
 WEBHOOK_SCALE = 20.0
@@ -2247,6 +2254,17 @@ async def section_webhooks(run: Run) -> None:
     )
 
 
+async def section_replicas(run: Run) -> None:
+    import _bench_replicas
+
+    await _bench_replicas.section(
+        run,
+        start_and_wait_each=_start_and_wait_each,
+        start_until_accepted=_start_until_accepted,
+        research_figures=_research_figures,
+    )
+
+
 RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "rate": section_rate,
     "completion": section_completion,
@@ -2261,6 +2279,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "burst": section_burst,
     "waits": _bench_waits.section_waits,
     "webhooks": section_webhooks,
+    "replicas": section_replicas,
 }
 
 

@@ -233,7 +233,7 @@ class RedisLimiter(SharedWindowLimiter):
 
 
 # --------------------------------------------------------------------------------------------
-# Poll leases: one poller per org endpoint among replicas (`watch.SharedPoll`)
+# Poll leases: one poller per org endpoint among replicas (`sharing.SharedPoll`)
 
 _NOW: Final = """
 local function now(arg)
@@ -321,7 +321,7 @@ return 1
 
 class RedisLeases:
     """Named expiring leases and a board of wanted and published items in Redis, shared by
-    every replica on the URL: the `watch.Leases` that `SqliteLeases` is for one file.
+    every replica on the URL: the `sharing.Leases` that `SqliteLeases` is for one file.
 
     Same semantics (`hold` takes a free, expired or own lease and renews it for `ttl`; `want`
     registers ids and returns what was published; `wanted` lists ids still asked for and not
@@ -411,10 +411,10 @@ class RedisLeases:
 
 
 if TYPE_CHECKING:
-    from mcp_server.watch import Leases
+    from mcp_server.sharing import Leases
 
     def _conforms(limiter: RedisLimiter) -> Limiter:
         return limiter  # mypy proves RedisLimiter satisfies the Limiter protocol
 
     def _leases_conform(leases: RedisLeases) -> Leases:
-        return leases  # and RedisLeases the watch.Leases protocol
+        return leases  # and RedisLeases the sharing.Leases protocol

@@ -37,12 +37,17 @@ class InMemoryTaskEventBus:
         self._listeners: dict[object, TaskListener] = {}
 
     async def publish(self, task_id: str) -> None:
+        self.deliver(task_id)
+        await anyio.lowlevel.checkpoint()
+
+    def deliver(self, task_id: str) -> None:
+        """Tell this process's listeners (what `publish` does, without yielding): for a bus
+        that relays other processes' events here."""
         for listener in list(self._listeners.values()):
             try:
                 listener(task_id)
             except Exception:  # fan-out boundary: one broken stream must not starve the rest
                 log.exception("task listener raised; continuing")
-        await anyio.lowlevel.checkpoint()
 
     def subscribe(self, listener: TaskListener) -> Callable[[], None]:
         token = object()

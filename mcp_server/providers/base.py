@@ -33,8 +33,8 @@ from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.limits import Limiter, RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.schemas import CompanyTarget, ContactTarget, ItemStatus
+from mcp_server.sharing import Fanout, Leases
 from mcp_server.upstream import BackoffPolicy, RetryBudget, SearchPage
-from mcp_server.watch import Leases
 
 __all__ = [
     "Caller",
@@ -110,6 +110,8 @@ class ProviderEnv:
     """An `httpx.AsyncBaseTransport` for tests (in-process apps), else None."""
     leases: Leases | None = None
     """Poll leases shared with the other processes of this ledger (issue 17.1), else None."""
+    fanout: Fanout | None = None
+    """Results and stream events sent to the other replicas' waiters (Redis), else None."""
 
 
 @dataclass

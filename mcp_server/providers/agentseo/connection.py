@@ -28,6 +28,7 @@ from mcp_server.providers.base import (
     Started,
     aggregate_state,
 )
+from mcp_server.sharing import StreamSharing
 from mcp_server.upstream import AgentSEOClient, JobEnvelope
 from mcp_server.watch import StreamHub, wait_newer_until
 
@@ -65,10 +66,27 @@ class AgentSEOConnection:
             def follow(job_id: str) -> AsyncIterator[JobEnvelope]:
                 return client.follow(job_id, deadline=None)
 
+            sharing = None
+            # Replicas share a job's stream through the fan-out (Redis); never the embedded
+            # sandbox's jobs, which only this process knows.
+            if (
+                self.env.fanout is not None
+                and self.env.leases is not None
+                and not self.env.sandboxed
+            ):
+                sharing = StreamSharing(
+                    fanout=self.env.fanout,
+                    leases=self.env.leases,
+                    clock=self.env.clock,
+                    encode=env_dump,
+                    decode=JobEnvelope.model_validate,
+                    name=f"agentseo-stream:{tenant}",
+                )
             hub = StreamHub(
                 follow=follow,
                 is_terminal=lambda env: bool(env.terminal),
                 spawn=self.env.spawn,
+                sharing=sharing,
             )
             self._hubs[tenant] = hub
         return hub

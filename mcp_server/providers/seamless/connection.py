@@ -1,8 +1,9 @@
 """Seamless.ai I/O for one server runtime: a client and two poll coalescers per tenant.
 
 With `SEAMLESS_WEBHOOK_SECRET` set, each coalescer has a `PushReconciler`: webhook deliveries
-(`receive_push`) are folded and published like poll items, and polling drops to the slow
-reconciliation cadence while they arrive (issue 18).
+(`receive_push`) are folded like poll items and published on their path (`publish_results`:
+this replica's waiters at once, the other replicas' through the fan-out), and polling drops to
+the slow reconciliation cadence while they arrive (issue 18).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from mcp_server.providers.seamless.states import (
     research_kind,
     seamless_state,
 )
+from mcp_server.pushes import PushReconciler
+from mcp_server.sharing import ResultFeed, SharedPoll
 from mcp_server.upstream import (
     DEADLINE_RETRY_AFTER,
     MAX_POLL_IDS,
@@ -46,11 +49,15 @@ from mcp_server.upstream import (
     SearchPage,
     poll_interval,
 )
-from mcp_server.watch import PollCoalescer, PushReconciler, SharedPoll, wait_newer_until
+from mcp_server.watch import PollCoalescer, wait_newer_until
 
 MAX_POLL_CALLS_PER_ROUND = 10
 """Research poll calls per round and endpoint at most (1,000 ids: ten 100-target jobs); more
 outstanding ids are polled in turn over the next rounds (issue 20.4)."""
+
+
+def _encode(item: PollItem) -> dict[str, Any]:
+    return item.model_dump(mode="json", by_alias=True)
 
 
 class SeamlessConnection:
@@ -58,6 +65,7 @@ class SeamlessConnection:
         self.env = env
         self.clients: dict[str, SeamlessClient] = {}
         self._coalescers: dict[tuple[str, Kind], PollCoalescer[PollItem]] = {}
+        self._feeds: dict[tuple[str, Kind], ResultFeed[PollItem]] = {}
 
     # ---- clients and watchers -----------------------------------------------------------
     def client(self, caller: Caller) -> SeamlessClient:
@@ -126,23 +134,34 @@ class SeamlessConnection:
 
             round_poll = None
             # The embedded sandbox is this process's own: another process's request ids
-            # mean nothing to it, so its polls are never handed to a lease holder.
-            if self.env.leases is not None and not self.env.sandboxed:
+            # mean nothing to it, so its polls are never handed to a lease holder, nor its
+            # results to other replicas.
+            shared = not self.env.sandboxed
+            if self.env.leases is not None and shared:
                 round_poll = SharedPoll(
                     name=f"seamless-poll:{key[0]}:{kind}",
                     poll=poll,
                     leases=self.env.leases,
-                    encode=lambda item: item.model_dump(mode="json"),
+                    encode=_encode,
                     decode=PollItem.model_validate,
                     is_terminal=lambda item: bool(item.terminal),
                     max_ids=MAX_POLL_IDS,
+                    clock=clock,
+                    spawn=self.env.spawn,
                 )
             push = None
             if self.env.settings.seamless_webhook_secret is not None:
                 push = PushReconciler(clock=clock)
+            feed_box: list[ResultFeed[PollItem]] = []
+
+            async def share(items: Mapping[str, PollItem]) -> None:
+                await feed_box[0].share(items)
+
             co = PollCoalescer(
                 poll=poll,
                 round_poll=round_poll,
+                on_items=share,
+                on_idle=None if round_poll is None else round_poll.idle,
                 push=push,
                 is_terminal=lambda item: bool(item.terminal),
                 interval=lambda n: poll_interval(NAME, n, policy=policy),
@@ -151,10 +170,30 @@ class SeamlessConnection:
                 max_ids=MAX_POLL_IDS,
                 max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
             )
+            feed = ResultFeed(
+                topic=f"seamless-results:{key[0]}:{kind}",
+                deliver=co.deliver,
+                encode=_encode,
+                decode=PollItem.model_validate,
+                fanout=self.env.fanout if shared else None,
+            )
+            feed_box.append(feed)
             self._coalescers[key] = co
+            self._feeds[key] = feed
         return co
 
+    async def publish_results(
+        self, caller: Caller, kind: Kind, items: Mapping[str, PollItem]
+    ) -> None:
+        """Poll items learnt without polling (a webhook delivery, issue 18) to every waiter
+        on them, on this replica at once and on the others through the fan-out: the same
+        path a poll round's results take (`sharing.ResultFeed.publish`)."""
+        self.coalescer(caller, kind)
+        await self._feeds[(caller.tenant(NAME), kind)].publish(items)
+
     async def aclose(self) -> None:
+        for feed in self._feeds.values():
+            feed.close()
         for client in self.clients.values():
             await client.aclose()
 
@@ -280,7 +319,8 @@ class SeamlessConnection:
     ) -> tuple[JobRecord, PushOutcome]:
         """A `contact-researched`/`company-researched` delivery: the record of a finished
         request, stored as the poll's `done` item with that record would be, then published
-        through the coalescer (waiters here wake; it is the poll results' publish point)."""
+        as a poll result is (`publish_results`: waiters here at once, other replicas' through
+        the fan-out)."""
         item = next(
             (
                 i
@@ -296,7 +336,7 @@ class SeamlessConnection:
         co.started({upstream_id: _start_of(ctx, rec)})
         records = (rec.result or {}).get("records") or {}
         if seamless_state(item.get("raw_status")).terminal or upstream_id in records:
-            co.push({}, seen=[upstream_id])  # still a sign that deliveries arrive
+            co.pushed([upstream_id])  # still a sign that deliveries arrive
             return rec, "repeated"  # a repeat, or a poll saw it end first: changes nothing
         polled = PollItem.model_construct(
             request_id=upstream_id,
@@ -307,7 +347,9 @@ class SeamlessConnection:
             additional_data=None,
         )
         fresh = await apply_poll(ctx, rec, {upstream_id: polled})
-        co.push({upstream_id: polled})
+        co.pushed([upstream_id])
+        # The results' one path: this replica's waiters at once, the others' through Redis.
+        await self.publish_results(caller, research_kind(rec), {upstream_id: polled})
         return fresh, "applied"
 
     def push_hint(self, upstream_id: str) -> bool:
