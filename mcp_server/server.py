@@ -253,6 +253,9 @@ def build_server(
             ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
             if bus is not None:
                 stack.push_async_callback(bus.aclose)  # after the task group has ended
+            # Closed after the task group has ended too: a poll loop stopped by the shutdown
+            # lets its lease go (`on_idle`) on the way out, through these clients.
+            limiter, leases = _shared_budget(stack, settings, clock)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             if bus is not None:
@@ -276,7 +279,6 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
-            limiter, leases = _shared_budget(stack, settings, clock)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
