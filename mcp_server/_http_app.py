@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcp_server import telemetry
 from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server.json_types import JSONObject
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -54,7 +55,7 @@ METRICS_PATH: Final = "/metrics"
 """Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+HealthCheck = Callable[[], Awaitable[tuple[bool, JSONObject]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
 
 MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES
