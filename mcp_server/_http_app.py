@@ -61,6 +61,7 @@ from mcp_server._webhook_app import (
 from mcp_server._webhook_app import digest as _digest
 from mcp_server._webhook_app import header_value as _header
 from mcp_server._webhook_app import problem as _problem
+from mcp_server.json_types import JSONObject
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -74,7 +75,8 @@ HEALTH_PATH: Final = "/healthz"
 METRICS_PATH: Final = "/metrics"
 """Prometheus text when JOBRELAY_METRICS=1 (issue 19); the same guards as `/mcp`."""
 PROMETHEUS_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"
-HealthCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, JSONObject]]]
 """Whether the process can serve, and the JSON body `/healthz` answers with."""
 
 MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES

@@ -7,9 +7,11 @@ What a provider's settings mean is the provider's knowledge: each declares a
 `ProviderSettings` (its key variable, which credential identifies the account, its base URL,
 any variables of its own), registered with it by the provider registry
 (`register_provider_settings`); the methods below that take a provider name read those
-declarations and name no provider. The built-in providers' own variables are still fields
-here (their names are public: DESIGN.md); a provider registered from outside declares its
-variables in `ProviderSettings.variables` and reads them with `Settings.variable`.
+declarations and name no provider. A provider's own variables are its `ProviderModel`
+(`ProviderSettings.model`: typed fields, validators, read with `Settings.of`; the built-in
+providers' variable names are public: DESIGN.md), or plain strings it lists in
+`ProviderSettings.variables` and reads with `Settings.variable`. `Settings` holds jobrelay's
+own variables only.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
@@ -34,35 +37,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mcp_server.errors import ConfigError
 from mcp_server.models import Provider
 
-DEFAULT_SEAMLESS_BASE_URL = "https://api.seamless.ai/api/client/v1"
-DEFAULT_AGENTSEO_BASE_URL = "https://www.agentseo.dev/api/v1"
-
-
-class Plan(StrEnum):
-    HOBBY = "hobby"
-    STARTER = "starter"
-    PRO = "pro"
-    AGENCY = "agency"
-
-
-#: AgentSEO per-key budgets per minute: (workload, control). UPSTREAMS.md section 2.
-PLAN_BUDGETS: dict[Plan, tuple[int, int]] = {
-    Plan.HOBBY: (60, 600),
-    Plan.STARTER: (120, 1200),
-    Plan.PRO: (300, 3000),
-    Plan.AGENCY: (1000, 10000),
-}
-
 POSTGRES_URL_SCHEMES = ("postgresql://", "postgres://")
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 SandboxMode = Literal["auto", "on", "off"]
-SeamlessAuthKind = Literal["api_key", "access_token", "oauth_refresh"]
 
 
 def default_db_path() -> Path:
@@ -81,6 +65,40 @@ def _alias(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
+class ProviderModel(BaseModel):
+    """A provider's own settings, declared by the provider (`ProviderSettings.model`): each
+    field reads one variable, named by its `validation_alias` (upper case; the built-in
+    providers' names are public: DESIGN.md). `load_settings` reads and validates it with
+    jobrelay's own settings, its errors worded the same way; `Settings.of` returns it. A blank
+    value counts as unset; secrets are `SecretStr` (hidden in errors, redacted from logs)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """field -> the variable it reads, in declaration order."""
+        names: dict[str, str] = {}
+        for field, info in cls.model_fields.items():
+            if not isinstance(info.validation_alias, str):
+                raise TypeError(f"{cls.__name__}.{field}: validation_alias names its variable")
+            names[field] = info.validation_alias
+        return names
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> Self:
+        """Its variables in `env` (any case), blank ones unset; `ValidationError` if invalid."""
+        wanted = set(cls.env_names().values())
+        data = {
+            k.upper(): v
+            for k, v in env.items()
+            if k.upper() in wanted and not (isinstance(v, str) and not v.strip())
+        }
+        return cls.model_validate(data)
+
+
+M = TypeVar("M", bound=ProviderModel)
+
+
 class Settings(BaseSettings):
     """Everything jobrelay reads from the environment. Secrets are `SecretStr`."""
 
@@ -88,30 +106,6 @@ class Settings(BaseSettings):
         env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
     )
 
-    seamless_api_key: SecretStr | None = Field(None, validation_alias=_alias("SEAMLESS_API_KEY"))
-    seamless_access_token: SecretStr | None = Field(
-        None, validation_alias=_alias("SEAMLESS_ACCESS_TOKEN")
-    )
-    seamless_oauth_client_id: str | None = Field(
-        None, validation_alias=_alias("SEAMLESS_OAUTH_CLIENT_ID")
-    )
-    seamless_oauth_client_secret: SecretStr | None = Field(
-        None, validation_alias=_alias("SEAMLESS_OAUTH_CLIENT_SECRET")
-    )
-    seamless_oauth_refresh_token: SecretStr | None = Field(
-        None, validation_alias=_alias("SEAMLESS_OAUTH_REFRESH_TOKEN")
-    )
-    seamless_oauth_redirect_uri: str | None = Field(
-        None, validation_alias=_alias("SEAMLESS_OAUTH_REDIRECT_URI")
-    )
-    seamless_base_url: str = Field(
-        DEFAULT_SEAMLESS_BASE_URL, validation_alias=_alias("SEAMLESS_BASE_URL")
-    )
-    agentseo_api_key: SecretStr | None = Field(None, validation_alias=_alias("AGENTSEO_API_KEY"))
-    agentseo_base_url: str = Field(
-        DEFAULT_AGENTSEO_BASE_URL, validation_alias=_alias("AGENTSEO_BASE_URL")
-    )
-    agentseo_plan: Plan = Field(Plan.HOBBY, validation_alias=_alias("AGENTSEO_PLAN"))
     sandbox: SandboxMode = Field("auto", validation_alias=_alias("JOBRELAY_SANDBOX"))
     db_path: Path = Field(default_factory=default_db_path, validation_alias=_alias("JOBRELAY_DB"))
     max_wait_seconds: float = Field(
@@ -127,12 +121,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", validation_alias=_alias("JOBRELAY_LOG_FORMAT")
     )
-    seamless_webhook_secret: SecretStr | None = Field(
-        None, validation_alias=_alias("SEAMLESS_WEBHOOK_SECRET")
-    )
     _db_url: SecretStr | None = PrivateAttr(None)
     _variables: dict[str, str] = PrivateAttr(default_factory=dict)
     """Registered providers' own variables (`ProviderSettings.variables`), set ones only."""
+    _providers: dict[type[ProviderModel], ProviderModel] = PrivateAttr(default_factory=dict)
+    """Registered providers' own settings models (`ProviderSettings.model`), read."""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -166,19 +159,7 @@ class Settings(BaseSettings):
             return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
         return data
 
-    @field_validator(
-        "seamless_api_key",
-        "agentseo_api_key",
-        "http_token",
-        "seamless_access_token",
-        "seamless_oauth_client_id",
-        "seamless_oauth_client_secret",
-        "seamless_oauth_refresh_token",
-        "seamless_oauth_redirect_uri",
-        "redis_url",
-        "seamless_webhook_secret",
-        mode="before",
-    )
+    @field_validator("http_token", "redis_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -204,19 +185,6 @@ class Settings(BaseSettings):
             return "off"
         return value  # rejected by the Literal with the allowed values
 
-    @field_validator("agentseo_plan", mode="before")
-    @classmethod
-    def _plan_lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("seamless_base_url", "agentseo_base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
-
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
@@ -229,34 +197,24 @@ class Settings(BaseSettings):
         """The PostgreSQL URL when JOBRELAY_DB is one (the ledger then lives there), else None."""
         return self._db_url
 
-    @model_validator(mode="after")
-    def _oauth_complete(self) -> Settings:
-        """The refresh flow needs all four of its variables; name the missing ones."""
-        parts = {
-            "SEAMLESS_OAUTH_CLIENT_ID": self.seamless_oauth_client_id,
-            "SEAMLESS_OAUTH_CLIENT_SECRET": self.seamless_oauth_client_secret,
-            "SEAMLESS_OAUTH_REFRESH_TOKEN": self.seamless_oauth_refresh_token,
-            "SEAMLESS_OAUTH_REDIRECT_URI": self.seamless_oauth_redirect_uri,
-        }
-        given = [k for k, v in parts.items() if v is not None]
-        if given and len(given) < len(parts):
-            missing = ", ".join(k for k in parts if k not in given)
-            raise ValueError(
-                f"Seamless OAuth refresh needs {', '.join(parts)} together; missing: {missing}"
+    def of(self, model: type[M]) -> M:
+        """A registered provider's own settings (`ProviderSettings.model`), read and validated
+        by `load_settings`: `settings.of(SeamlessSettings).base_url`."""
+        found = self._providers.get(model)
+        if not isinstance(found, model):
+            raise LookupError(
+                f"{model.__name__} was not read: register its provider (the provider registry) "
+                "before load_settings"
             )
-        return self
+        return found
 
-    @property
-    def seamless_auth(self) -> SeamlessAuthKind | None:
-        """Which Seamless credential is used: the API key wins, then an access token, then the
-        OAuth refresh flow (one kind per request, never two)."""
-        if self.seamless_api_key is not None:
-            return "api_key"
-        if self.seamless_access_token is not None:
-            return "access_token"
-        if self.seamless_oauth_refresh_token is not None:
-            return "oauth_refresh"
-        return None
+    def secrets(self) -> list[str]:
+        """Every configured secret value (jobrelay's and the providers'): what logs redact."""
+        values: list[object] = [getattr(self, name) for name in type(self).model_fields]
+        values.append(self._db_url)
+        for model in self._providers.values():
+            values.extend(getattr(model, name) for name in type(model).model_fields)
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
 
     def variable(self, name: str) -> str | None:
         """A registered provider's own variable (`ProviderSettings.variables`), stripped;
@@ -300,11 +258,6 @@ class Settings(BaseSettings):
             return "JOBRELAY_SANDBOX=1 or --sandbox"
         return f"no {provider_settings(provider).key_env}"
 
-    @property
-    def agentseo_budgets(self) -> tuple[int, int]:
-        """(workload, control) requests per minute for the configured plan."""
-        return PLAN_BUDGETS[self.agentseo_plan]
-
 
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
@@ -318,11 +271,28 @@ class ProviderSettings:
     """The credential that identifies the account (its fingerprint partitions the ledger)."""
     base_url: Callable[[Settings], str]
     variables: tuple[str, ...] = ()
-    """Variables of its own that `Settings` has no field for (upper case), read with
-    `Settings.variable`; register the provider before loading the settings."""
+    """Variables of its own that `Settings` has no field for (upper case), read as plain
+    strings with `Settings.variable`; register the provider before loading the settings."""
+    model: type[ProviderModel] | None = None
+    """Its own settings as a typed, validated model (`ProviderModel`), read with
+    `Settings.of(model)`; register the provider before loading the settings."""
+    credential: Callable[[Settings, str], list[str]] | None = None
+    """What `jobrelay doctor` says of the configured credential, given its fingerprint; None:
+    `key: set (ab...yz), fingerprint k_...`."""
+    summary: Callable[[Settings], str] | None = None
+    """`jobrelay doctor`'s line on what its settings mean for its rate limits."""
 
 
 _PROVIDER_SETTINGS: dict[Provider, ProviderSettings] = {}
+_BEFORE_LOAD: list[Callable[[], object]] = []
+
+
+def before_load(hook: Callable[[], object]) -> None:
+    """Run `hook` at the start of every `load_settings`: the provider registry registers the
+    built-in providers this way (config imports no provider), so their settings are read even
+    when a program loads the settings before it first asks the registry."""
+    if hook not in _BEFORE_LOAD:
+        _BEFORE_LOAD.append(hook)
 
 
 def register_provider_settings(provider: Provider, declared: ProviderSettings) -> None:
@@ -361,11 +331,6 @@ def _own_variables(data: Mapping[Any, object]) -> dict[str, str]:
 
 
 _ENV_NAMES = {
-    "seamless_api_key": "SEAMLESS_API_KEY",
-    "seamless_base_url": "SEAMLESS_BASE_URL",
-    "agentseo_api_key": "AGENTSEO_API_KEY",
-    "agentseo_base_url": "AGENTSEO_BASE_URL",
-    "agentseo_plan": "AGENTSEO_PLAN",
     "sandbox": "JOBRELAY_SANDBOX",
     "db_path": "JOBRELAY_DB",
     "max_wait_seconds": "JOBRELAY_MAX_WAIT_SECONDS",
@@ -373,66 +338,118 @@ _ENV_NAMES = {
     "credit_budget": "JOBRELAY_CREDIT_BUDGET",
     "http_token": "JOBRELAY_HTTP_TOKEN",
     "redis_url": "JOBRELAY_REDIS_URL",
-    "seamless_access_token": "SEAMLESS_ACCESS_TOKEN",
-    "seamless_oauth_client_id": "SEAMLESS_OAUTH_CLIENT_ID",
-    "seamless_oauth_client_secret": "SEAMLESS_OAUTH_CLIENT_SECRET",
-    "seamless_oauth_refresh_token": "SEAMLESS_OAUTH_REFRESH_TOKEN",
-    "seamless_oauth_redirect_uri": "SEAMLESS_OAUTH_REDIRECT_URI",
     "metrics": "JOBRELAY_METRICS",
     "log_format": "JOBRELAY_LOG_FORMAT",
-    "seamless_webhook_secret": "SEAMLESS_WEBHOOK_SECRET",
 }
-
-_FIELD_BY_ENV = {env: field for field, env in _ENV_NAMES.items()}
-
-_SECRET_FIELDS = {
-    "seamless_api_key",
-    "agentseo_api_key",
-    "http_token",
-    "redis_url",
-    "seamless_access_token",
-    "seamless_oauth_client_secret",
-    "seamless_oauth_refresh_token",
-    "seamless_webhook_secret",
-}
+"""jobrelay's own variables (`Settings`' fields); the providers' come from their models."""
 
 
-def _describe(error: Mapping[str, object]) -> str:
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable jobrelay reads (README "Configuration", the manifests)."""
+
+    name: str
+    """As it is written, e.g. `SEAMLESS_API_KEY`."""
+    provider: str | None
+    """The registered provider whose model reads it; None for jobrelay's own."""
+    field: FieldInfo
+    """Its field: default, type."""
+    secret: bool
+    """Hidden in error messages, redacted from logs (a `SecretStr`)."""
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    annotation = info.annotation
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def variables() -> list[Variable]:
+    """Every variable jobrelay reads: the registered providers' (in registration order, each in
+    its model's order), then jobrelay's own; the providers' plain `variables` are not typed and
+    not listed."""
+    found: list[Variable] = []
+    for provider, declared in _PROVIDER_SETTINGS.items():
+        if declared.model is not None:
+            for field, env in declared.model.env_names().items():
+                info = declared.model.model_fields[field]
+                found.append(Variable(env, provider, info, _is_secret(info)))
+    for field, env in _ENV_NAMES.items():
+        info = Settings.model_fields[field]
+        found.append(Variable(env, None, info, _is_secret(info)))
+    return found
+
+
+def _describe(error: Mapping[str, object], known: Mapping[str, Variable]) -> str:
     if not error.get("loc"):  # a whole-settings check (e.g. OAuth variables that go together)
         return str(error.get("msg", "invalid settings")).removeprefix("Value error, ") + "."
     loc = error.get("loc") or ("?",)
-    field = str(loc[0]).lower() if isinstance(loc, tuple) and loc else "?"
-    field = _FIELD_BY_ENV.get(field.upper(), field)
-    env = _ENV_NAMES.get(field, field.upper())
+    name = str(loc[0]).upper() if isinstance(loc, tuple) and loc else "?"
+    name = _ENV_NAMES.get(name.lower(), name)  # a field name given directly
+    variable = known.get(name)
     kind = str(error.get("type", ""))
     msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     value = error.get("input")
-    shown = "<hidden>" if field in _SECRET_FIELDS else repr(value)
-    if field == "agentseo_plan":
-        msg = "allowed values are " + ", ".join(p.value for p in Plan)
-    elif field == "sandbox":
+    shown = "<hidden>" if variable is not None and variable.secret else repr(value)
+    ctx = error.get("ctx")
+    if kind == "enum" and isinstance(ctx, Mapping):  # "'a', 'b' or 'c'" -> "a, b, c"
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ").replace("'", "")
+        msg = "allowed values are " + expected
+    elif name == "JOBRELAY_SANDBOX":
         msg = "allowed values are auto, 1 (force the sandbox) and 0 (never)"
     elif kind.startswith(("int_", "float_")) or "greater" in kind or "less" in kind:
         msg = msg[0].lower() + msg[1:]
-    return f"{env}={shown} is not valid: {msg}."
+    return f"{name}={shown} is not valid: {msg}."
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment once. Raise `ConfigError` naming each bad variable.
 
-    `env`, when given, replaces the process environment (tests, subprocess launchers).
+    `env`, when given, replaces the process environment (tests, subprocess launchers). The
+    registered providers' models (`ProviderSettings.model`) are read from the same source,
+    first, and their errors reported with jobrelay's own. As in one model, a whole-settings
+    check (no variable to name) is reported only when every variable is valid.
     """
+    for hook in _BEFORE_LOAD:
+        hook()
+    source: Mapping[str, str] = os.environ if env is None else env
+    errors: list[Mapping[str, object]] = []
+    models: dict[type[ProviderModel], ProviderModel] = {}
+    for declared in _PROVIDER_SETTINGS.values():
+        if declared.model is not None:
+            try:
+                models[declared.model] = declared.model.read(source)
+            except ValidationError as exc:
+                errors.extend(exc.errors())
+    settings: Settings | None = None
     try:
         if env is None:  # the fields from the environment; the providers' own variables too
             settings = Settings()
             settings._variables = _own_variables(os.environ)
-            return settings
-        known = _provider_variables() | set(_ENV_NAMES.values())
-        data = {k.lower(): v for k, v in env.items() if k.upper() in known}
-        return Settings.model_validate(data)
+        else:
+            known = _provider_variables() | set(_ENV_NAMES.values())
+            data = {k.lower(): v for k, v in env.items() if k.upper() in known}
+            settings = Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
+        errors.extend(exc.errors())
+    if errors:
+        if any(err.get("loc") for err in errors):
+            errors = [err for err in errors if err.get("loc")]
+        by_name = {v.name: v for v in variables()}
+        lines = [_describe(err, by_name) for err in errors]
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+    if settings is None:  # pragma: no cover - a failed validation always left errors
+        raise ConfigError("Invalid configuration.")
+    settings._providers = models
+    return settings
+
+
+def http_url(value: str) -> str:
+    """A base URL setting: stripped, no trailing slash, http:// or https:// (else
+    `ValueError`, worded for `load_settings`'s message)."""
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
 
 
 def url_for_display(url: str) -> str:

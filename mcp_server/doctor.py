@@ -25,14 +25,20 @@ from typing import TextIO
 
 import anyio
 import httpx
-from pydantic import SecretStr
 
 from mcp_server import __version__
-from mcp_server.config import Settings, key_fingerprint, load_settings, url_for_display
+from mcp_server.config import (
+    Settings,
+    key_fingerprint,
+    load_settings,
+    provider_settings,
+    url_for_display,
+)
 from mcp_server.errors import ConfigError
 from mcp_server.ledger import Ledger, LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.models import Provider
-from mcp_server.providers import default_registry
+from mcp_server.providers import default_registry, webhook_of
+from mcp_server.redact import mask_secret
 
 __all__ = ["Check", "Report", "diagnose", "mask_secret", "run_doctor"]
 
@@ -92,16 +98,6 @@ class Report:
         return "\n".join(out).rstrip() + "\n"
 
 
-def mask_secret(secret: SecretStr | str | None) -> str:
-    """`ab...yz` for a long key, `set` for a short one: enough to tell keys apart, no more."""
-    raw = secret.get_secret_value() if isinstance(secret, SecretStr) else (secret or "")
-    if not raw:
-        return "not set"
-    if len(raw) >= 12:
-        return f"set ({raw[:2]}...{raw[-2:]})"
-    return "set"
-
-
 async def _probe(client: httpx.AsyncClient, url: str) -> tuple[str | None, str | None]:
     """(what answered, None) or (None, why not). Any HTTP status means the host answered."""
     started = time.monotonic()
@@ -113,20 +109,6 @@ async def _probe(client: httpx.AsyncClient, url: str) -> tuple[str | None, str |
         return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     took = (time.monotonic() - started) * 1000
     return f"HTTP {response.status_code} in {took:.0f} ms", None
-
-
-def _seamless_auth_line(settings: Settings) -> str:
-    """Which Seamless OAuth credential is used, without showing any secret."""
-    if settings.seamless_auth == "access_token" and settings.seamless_access_token:
-        return (
-            "auth: OAuth access token (SEAMLESS_ACCESS_TOKEN, Authorization: Bearer "
-            f"{mask_secret(settings.seamless_access_token)}); it is not refreshed"
-        )
-    return (
-        f"auth: OAuth client {settings.seamless_oauth_client_id} with a refresh token "
-        "(SEAMLESS_OAUTH_*): access tokens from POST /oauth/accessToken, refreshed before "
-        "expiry and once after a 401"
-    )
 
 
 async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncClient) -> Check:
@@ -144,14 +126,14 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
         if (missing := settings.missing_key(provider)) is not None:
             check.lines.append("key: not set")
             check.problems.append(missing)
-        elif key is not None and provider == "seamless" and settings.seamless_auth != "api_key":
-            check.lines.append(
-                f"{_seamless_auth_line(settings)}, fingerprint {key_fingerprint(key)}"
-            )
         elif key is not None:
-            check.lines.append(f"key: {mask_secret(key)}, fingerprint {key_fingerprint(key)}")
-        if provider == "seamless" and settings.seamless_auth == "api_key":
-            check.lines.append("auth: API key (Token header)")
+            fingerprint = key_fingerprint(key)
+            credential = provider_settings(provider).credential
+            check.lines.extend(
+                [f"key: {mask_secret(key)}, fingerprint {fingerprint}"]
+                if credential is None
+                else credential(settings, fingerprint)
+            )
         answered, failure = await _probe(client, url)
         if answered:
             check.lines.append(f"reachable: {answered}")
@@ -161,18 +143,8 @@ async def _provider(settings: Settings, provider: Provider, client: httpx.AsyncC
                 f"cannot reach {url} ({failure}). Fix: check the network or proxy, "
                 f"or {url_var} (unset it for the default)."
             )
-    if provider == "seamless":
-        limits = default_registry().get(provider).rate_limits
-        per_endpoint = limits.spec(limits.route("POST", "/contacts/research"), settings).limit
-        check.lines.append(
-            f"rate limit: {per_endpoint} requests/min per endpoint, shared by the whole org"
-        )
-    else:
-        workload, control = settings.agentseo_budgets
-        check.lines.append(
-            f"plan {settings.agentseo_plan.value} (AGENTSEO_PLAN): {workload} workload and "
-            f"{control} control requests/min"
-        )
+    if (summary := provider_settings(provider).summary) is not None:
+        check.lines.append(summary(settings))
     return check
 
 
@@ -264,7 +236,8 @@ def _http(settings: Settings) -> Check:
 def _webhooks(settings: Settings) -> Check:
     """Seamless webhooks (issue 18): where deliveries go, and that stdio never gets them."""
     check = Check("Webhooks")
-    secret = settings.seamless_webhook_secret
+    specs = (webhook_of(p) for p in default_registry())
+    secret = next((s for spec in specs if spec and (s := spec.secret(settings))), None)
     if secret is None:
         check.lines.append(
             "SEAMLESS_WEBHOOK_SECRET not set: research results are polled. To have Seamless "

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mcp_server.models import Provider
@@ -297,7 +297,7 @@ class BadResponse(UpstreamError):
         request_id: str | None = None,
         hints: RateLimitHints | None = None,
         body_excerpt: str = "",
-        details: dict[str, Any] | None = None,
+        details: dict[str, object] | None = None,
         attempts: int = 1,
     ) -> None:
         super().__init__(
@@ -374,9 +374,32 @@ class AbsurdAnswer(MalformedResponse):
         sample: list[str],
         count: int,
         expected: int,
-        **kwargs: Any,
+        provider: Provider,
+        operation: str,
+        method: str = "GET",
+        path: str = "",
+        status: int,
+        api_code: str | None = None,
+        request_id: str | None = None,
+        hints: RateLimitHints | None = None,
+        body_excerpt: str = "",
+        details: dict[str, object] | None = None,
+        attempts: int = 1,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(
+            message,
+            provider=provider,
+            operation=operation,
+            method=method,
+            path=path,
+            status=status,
+            api_code=api_code,
+            request_id=request_id,
+            hints=hints,
+            body_excerpt=body_excerpt,
+            details=details,
+            attempts=attempts,
+        )
         self.sample = sample[: self.MAX_KEPT_IDS]
         self.count = count
         self.expected = expected

@@ -12,7 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["BEARER", "SECRET_FIELD", "SECRET_HEADERS", "redact"]
+from pydantic import SecretStr
+
+__all__ = ["BEARER", "SECRET_FIELD", "SECRET_HEADERS", "mask_secret", "redact"]
 
 SECRET_FIELD: Final = re.compile(
     r"(?i)\b(token|x-api-key|api[_-]?key|apikey|authorization|secret|password)"
@@ -39,3 +41,13 @@ def redact(
             text = text.replace(secret, marker)
     text = SECRET_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}{marker}", text)
     return BEARER.sub(f"Bearer {marker}", text)
+
+
+def mask_secret(secret: SecretStr | str | None) -> str:
+    """`ab...yz` for a long key, `set` for a short one: enough to tell keys apart, no more."""
+    raw = secret.get_secret_value() if isinstance(secret, SecretStr) else (secret or "")
+    if not raw:
+        return "not set"
+    if len(raw) >= 12:
+        return f"set ({raw[:2]}...{raw[-2:]})"
+    return "set"

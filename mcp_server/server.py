@@ -58,7 +58,11 @@ from mcp_server.tool_results import (
 from mcp_server.upstream import BackoffPolicy, RetryBudget
 
 if TYPE_CHECKING:
+    import httpx
+    from mcp.types import CallToolResult, InputRequiredResult
+
     from mcp_server.bus import RedisSubscriptionBus
+    from mcp_server.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ class Runtime:
     task_group: anyio.abc.TaskGroup
     base_urls: Mapping[str, str]
     sandboxed: Mapping[str, bool]
-    transports: Mapping[str, Any] = field(default_factory=dict)
+    transports: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
     leases: Leases | None = None
     """Poll leases shared with the other processes of this ledger (None: this one polls alone)."""
     fanout: Fanout | None = None
@@ -229,7 +233,7 @@ def build_server(
     *,
     clock: Clock | None = None,
     sandbox_state: SandboxState | None = None,
-    transports: Mapping[str, Any] | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> JobRelayServer:
     """The jobrelay MCP server. `clock`, `sandbox_state` and `transports` are for tests."""
     if settings is None:
@@ -430,7 +434,7 @@ class JobRelayServer(MCPServer[Runtime]):
             runtime.caller(), self.webhook[0], upstream_id, payload
         )
 
-    async def health(self) -> tuple[bool, dict[str, Any]]:
+    async def health(self) -> tuple[bool, JSONObject]:
         """`GET /healthz` (DESIGN.md section 5): whether this process can serve, and its
         `{status, ledger, redis, providers}`; names states only, never a key or a path."""
         runtime = self.runtime
@@ -510,7 +514,7 @@ class JobRelayServer(MCPServer[Runtime]):
             self._input_schemas = {t.name: t.input_schema for t in await self.list_tools()}
         return self._input_schemas
 
-    async def task_arguments(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    async def task_arguments(self, name: str, arguments: JSONObject) -> JSONObject | None:
         """The validated keyword arguments of a call that may become a task, or None when
         `call_tool` would refuse them (the ordinary call then answers with its own error)."""
         if await self._argument_problem(name, arguments) is not None:
@@ -523,7 +527,7 @@ class JobRelayServer(MCPServer[Runtime]):
         except ValidationError:
             return None
 
-    async def _argument_problem(self, name: str, arguments: dict[str, Any]) -> Any | None:
+    async def _argument_problem(self, name: str, arguments: JSONObject) -> CallToolResult | None:
         """The isError result `call_tool` answers before the SDK validates, or None."""
         schemas = await self._schemas()
         schema = schemas.get(name)
@@ -572,8 +576,8 @@ class JobRelayServer(MCPServer[Runtime]):
         return None
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Runtime, Any] | None = None
-    ) -> Any:
+        self, name: str, arguments: JSONObject, context: Context[Runtime, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
         problem = await self._argument_problem(name, arguments)
         if problem is not None:
             return problem

@@ -540,9 +540,7 @@ def _provider_names() -> list[str]:
 
 def _observability(settings: Settings) -> str | None:
     """JOBRELAY_LOG_FORMAT and JOBRELAY_METRICS (issue 19); a problem to print, or None."""
-    values = [getattr(settings, name) for name in type(settings).model_fields]
-    secrets = [v.get_secret_value() for v in [*values, settings.db_url] if isinstance(v, SecretStr)]
-    telemetry.configure_logging(settings.log_format, secrets)
+    telemetry.configure_logging(settings.log_format, settings.secrets())
     if not settings.metrics:
         return None
     try:

@@ -172,50 +172,8 @@ STATES = {"queued": JobState.QUEUED, "running": JobState.RUNNING, "done": JobSta
 # ---- the adapter -----------------------------------------------------------------------------
 
 
-class CrunchProvider:
-    name = NAME
-    title = "Crunch"
-    service_name = "Crunch"
-    id_prefix = "crn_"
-    kind: JobKind = "seo"
-    workflows: tuple[str, ...] = ("word_count",)
-    paid_per_target = False
-    key_header = "X-Crunch-Api-Key"
-    task_poll_ms = (1_000, 10_000)
-    advice: ProviderAdvice | None = ADVICE
-    rate_limits = RATE_LIMITS
-    settings = SETTINGS
-    fields_description = "Field names get_job_result(fields=[...]) accepts for word counts."
-
-    def result_fields(self) -> Mapping[str, Sequence[str]]:
-        return {"word_count": ("job_id", "words", "top")}
-
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
-    def sandboxed(self, settings: Settings) -> bool:
-        del settings
-        return False
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        del settings
-        return None
-
-    def sandbox_url(self, root: str) -> str:
-        return root
-
-    def connect(self, env: ProviderEnv) -> CrunchConnection:
-        return CrunchConnection(env)
-
-    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        text = params.get("text")
-        if not isinstance(text, str) or len(text) > 1000 or set(params) - {"text"}:
-            raise InputProblem(f"{workflow} takes params.text, a string of at most 1000 "
-                               "characters.", field="params.text")  # fmt: skip
-        return {"text": text}
+class CrunchReader:
+    """Crunch's reading of a job row."""
 
     def view(self, rec: JobRecord) -> JobView:
         done = rec.state.terminal
@@ -255,6 +213,53 @@ class CrunchProvider:
     def resubmit_note(self, rec: JobRecord) -> str:
         del rec
         return ""
+
+
+class CrunchProvider:
+    name = NAME
+    title = "Crunch"
+    service_name = "Crunch"
+    id_prefix = "crn_"
+    kind: JobKind = "seo"
+    workflows: tuple[str, ...] = ("word_count",)
+    paid_per_target = False
+    key_header = "X-Crunch-Api-Key"
+    task_poll_ms = (1_000, 10_000)
+    advice: ProviderAdvice | None = ADVICE
+    rate_limits = RATE_LIMITS
+    settings = SETTINGS
+    reader = CrunchReader()
+    fields_description = "Field names get_job_result(fields=[...]) accepts for word counts."
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        return {"word_count": ("job_id", "words", "top")}
+
+    def api_key(self, settings: Settings) -> SecretStr | None:
+        return settings.api_key(NAME)
+
+    def base_url(self, settings: Settings) -> str:
+        return settings.base_url(NAME)
+
+    def sandboxed(self, settings: Settings) -> bool:
+        del settings
+        return False
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        del settings
+        return None
+
+    def sandbox_url(self, root: str) -> str:
+        return root
+
+    def connect(self, env: ProviderEnv) -> CrunchConnection:
+        return CrunchConnection(env)
+
+    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        text = params.get("text")
+        if not isinstance(text, str) or len(text) > 1000 or set(params) - {"text"}:
+            raise InputProblem(f"{workflow} takes params.text, a string of at most 1000 "
+                               "characters.", field="params.text")  # fmt: skip
+        return {"text": text}
 
 
 class CrunchConnection:

@@ -8,9 +8,10 @@ import anyio
 import pytest
 
 from mcp_server._clock import FakeClock
-from mcp_server.config import PLAN_BUDGETS, Plan, Settings, key_fingerprint
+from mcp_server.config import Settings, key_fingerprint
 from mcp_server.ledger import JobRecord, Ledger, SqliteLedger, open_ledger
 from mcp_server.limits import InMemoryLimiter, Limiter, bucket_key, make_limiter
+from mcp_server.upstream.agentseo import PLAN_BUDGETS, Plan
 
 pytestmark = pytest.mark.anyio
 

@@ -4,14 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.config import ConfigError, Plan, Settings, key_fingerprint, load_settings
+from mcp_server.config import ConfigError, Settings, key_fingerprint, load_settings
+from mcp_server.providers.agentseo.settings import AgentSEOSettings
+from mcp_server.providers.seamless.settings import SeamlessSettings
+from mcp_server.upstream.agentseo import Plan
 
 
 def test_defaults_without_environment() -> None:
     s = load_settings({})
-    assert s.seamless_base_url == "https://api.seamless.ai/api/client/v1"
-    assert s.agentseo_base_url == "https://www.agentseo.dev/api/v1"
-    assert s.agentseo_plan is Plan.HOBBY
+    assert s.of(SeamlessSettings).base_url == "https://api.seamless.ai/api/client/v1"
+    assert s.of(AgentSEOSettings).base_url == "https://www.agentseo.dev/api/v1"
+    assert s.of(AgentSEOSettings).plan is Plan.HOBBY
     assert s.max_wait_seconds == 45
     assert s.retry_max_attempts == 3
     assert s.credit_budget is None
@@ -35,11 +38,14 @@ def test_every_documented_variable_is_read(tmp_path: Path) -> None:
             "JOBRELAY_HTTP_TOKEN": "tok",
         }
     )
-    assert s.seamless_api_key is not None
-    assert s.seamless_api_key.get_secret_value() == "sk-seam"
-    assert s.seamless_base_url == "http://127.0.0.1:1/seamless"  # trailing slash dropped
-    assert s.agentseo_plan is Plan.AGENCY
-    assert s.agentseo_budgets == (1000, 10000)
+    seamless, agentseo = s.of(SeamlessSettings), s.of(AgentSEOSettings)
+    assert seamless.api_key is not None
+    assert seamless.api_key.get_secret_value() == "sk-seam"
+    assert seamless.base_url == "http://127.0.0.1:1/seamless"  # trailing slash dropped
+    assert agentseo.api_key is not None
+    assert agentseo.base_url == "http://127.0.0.1:1/agentseo"
+    assert agentseo.plan is Plan.AGENCY
+    assert agentseo.budgets == (1000, 10000)
     assert s.sandbox == "off"
     assert s.db_path == tmp_path / "l.db"
     assert s.max_wait_seconds == 12.5
@@ -52,7 +58,7 @@ def test_process_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTSEO_PLAN", "pro")
     monkeypatch.setenv("JOBRELAY_CREDIT_BUDGET", "7")
     s = load_settings()
-    assert s.agentseo_plan is Plan.PRO
+    assert s.of(AgentSEOSettings).plan is Plan.PRO
     assert s.credit_budget == 7
 
 
@@ -102,8 +108,9 @@ def test_sandbox_is_chosen_per_provider(
 
 
 def test_secrets_are_masked_in_repr_and_str() -> None:
-    s = Settings(seamless_api_key="sk-VERY-SECRET-1", http_token="tok-VERY-SECRET-2")  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
-    for text in (repr(s), str(s), s.model_dump_json()):
+    s = Settings(http_token="tok-VERY-SECRET-2")  # type: ignore[arg-type]  # pydantic coerces str to SecretStr
+    seamless = SeamlessSettings(api_key="sk-VERY-SECRET-1")  # type: ignore[arg-type]  # the same
+    for text in (repr(s), str(s), s.model_dump_json(), repr(seamless), seamless.model_dump_json()):
         assert "VERY-SECRET" not in text
 
 

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from mcp_server.cli import main
-from mcp_server.config import _ENV_NAMES
+from mcp_server.config import variables
 from mcp_server.doctor import Report, diagnose, mask_secret, run_doctor
 from mcp_server.ledger import SqliteLedger
 from mcp_server.sandbox.app import (
@@ -272,8 +272,8 @@ def test_run_doctor_prints_the_report_and_returns_its_status(tmp_path: Path) -> 
 def test_jobrelay_doctor_reads_the_process_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in _ENV_NAMES.values():
-        monkeypatch.delenv(name, raising=False)
+    for variable in variables():
+        monkeypatch.delenv(variable.name, raising=False)
     monkeypatch.setenv("JOBRELAY_DB", str(tmp_path / "jobs.sqlite3"))
     monkeypatch.setenv("AGENTSEO_PLAN", "agency")
 

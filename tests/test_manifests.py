@@ -30,7 +30,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server import __version__
 from mcp_server.cli import _build_parser
-from mcp_server.config import _ENV_NAMES, _SECRET_FIELDS, Plan, Settings
+from mcp_server.config import variables
+from mcp_server.upstream.agentseo import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -38,7 +39,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 TOOL_NAMES = list(CONTRACT_TOOLS)
-SECRET_ENV = {_ENV_NAMES[f] for f in _SECRET_FIELDS}
+VARIABLES = {v.name: v for v in variables()}
+SECRET_ENV = {name for name, v in VARIABLES.items() if v.secret}
 PLACEHOLDER = "/ABSOLUTE/PATH/TO/.venv/bin/jobrelay"
 
 
@@ -117,12 +119,11 @@ def test_server_json_documents_the_stdio_variables_with_their_defaults() -> None
     # Everything except the HTTP transport's token and webhook secret, which a stdio package
     # never uses (a stdio server receives no webhooks).
     http_only = {"JOBRELAY_HTTP_TOKEN", "SEAMLESS_WEBHOOK_SECRET"}
-    assert set(variables) == set(_ENV_NAMES.values()) - http_only
+    assert set(variables) == set(VARIABLES) - http_only
     assert {n for n, v in variables.items() if v.get("isSecret")} == SECRET_ENV - http_only
     assert variables["AGENTSEO_PLAN"]["choices"] == [p.value for p in Plan]
-    by_env = {env: field for field, env in _ENV_NAMES.items()}
     for name, var in variables.items():
-        default = Settings.model_fields[by_env[name]].default
+        default = VARIABLES[name].field.default
         if "default" in var:
             shown = f"{default:g}" if isinstance(default, float) else str(default)
             if isinstance(default, bool):
@@ -171,7 +172,7 @@ def test_bundle_user_config_feeds_real_variables_and_hides_the_keys() -> None:
     user_config = BUNDLE["user_config"]
     used = set()
     for name, value in env.items():
-        assert name in _ENV_NAMES.values(), name
+        assert name in VARIABLES, name
         [ref] = re.findall(r"^\$\{user_config\.(\w+)\}$", value)
         used.add(ref)
         assert user_config[ref]["sensitive" if name in SECRET_ENV else "type"], name
@@ -284,7 +285,7 @@ async def test_the_readme_http_server_and_snippet_work_with_a_real_client(
     # Port 0: the OS picks a free port (no race with other servers), which jobrelay announces.
     argv[argv.index("--port") + 1] = "0"
     token = "t0ken-" + "x" * 40
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_NAMES.values()}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env |= {"JOBRELAY_HTTP_TOKEN": token, "JOBRELAY_DB": str(tmp_path / "jobs.sqlite3")}
     program, *prefix = _jobrelay_executable()
     async with await anyio.open_process(

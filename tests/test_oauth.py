@@ -22,6 +22,7 @@ from mcp_server.config import ConfigError, Settings, load_settings
 from mcp_server.doctor import diagnose
 from mcp_server.errors import AuthenticationFailed, PermissionDenied, RequestNotSent
 from mcp_server.limits import InMemoryLimiter
+from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.sandbox import KEY_INSUFFICIENT_SCOPE, KEY_REVOKED, Faults, SandboxState
 from mcp_server.sandbox import seamless as sandbox_seamless
 from mcp_server.sandbox.app import SEAMLESS_PREFIX, create_sandbox_app
@@ -255,12 +256,15 @@ def test_oauth_settings_pick_one_auth_and_a_stable_fingerprint(
         "SEAMLESS_OAUTH_REDIRECT_URI": "https://app.example/cb",
     }
     s = make_settings(**oauth)
-    assert s.seamless_auth == "oauth_refresh"
+    assert s.of(SeamlessSettings).auth == "oauth_refresh"
     assert not s.uses_sandbox("seamless")
     rotated = make_settings(**(oauth | {"SEAMLESS_OAUTH_REFRESH_TOKEN": "other-refresh-0123"}))
     assert rotated.api_key("seamless") == s.api_key("seamless")
-    assert make_settings(SEAMLESS_ACCESS_TOKEN="tok-0123456789").seamless_auth == "access_token"
-    assert make_settings(SEAMLESS_API_KEY="k", **oauth).seamless_auth == "api_key"
+    assert (
+        make_settings(SEAMLESS_ACCESS_TOKEN="tok-0123456789").of(SeamlessSettings).auth
+        == "access_token"
+    )
+    assert make_settings(SEAMLESS_API_KEY="k", **oauth).of(SeamlessSettings).auth == "api_key"
     assert SECRET not in repr(s)
     assert REFRESH not in repr(s)
 

@@ -20,7 +20,7 @@ import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev extras
 import pytest
 
 from mcp_server.cli import _build_parser, main
-from mcp_server.config import _ENV_NAMES, Settings
+from mcp_server.config import Variable, variables
 from mcp_server.models import ErrorCode
 from mcp_server.sandbox import SCENARIO_KEYS
 
@@ -178,7 +178,7 @@ def test_claude_mcp_add_gets_its_env_flags_where_claude_code_accepts_them() -> N
         flags = words[4:end]
         assert flags[0::2] == ["--env"] * (len(flags) // 2), words
         assert all(re.fullmatch(r"[A-Z_]+=\S+", v) for v in flags[1::2]), words
-        assert {v.split("=")[0] for v in flags[1::2]} <= set(_ENV_NAMES.values())
+        assert {v.split("=")[0] for v in flags[1::2]} <= _NAMES
     http = [argv for _, argv in _jobrelay_invocations() if "--transport" in argv]
     assert http == [["serve", "--transport", "http", "--host", "127.0.0.1", "--port", "8765"]]
 
@@ -201,17 +201,29 @@ def test_every_command_and_option_is_documented() -> None:
 _ENV_VAR = re.compile(r"\b(?:SEAMLESS|AGENTSEO|JOBRELAY)_[A-Z_]*[A-Z]\b")
 
 
+_VARIABLES: list[Variable] = variables()
+"""jobrelay's own variables and the registered providers' (their settings models)."""
+_NAMES = {v.name for v in _VARIABLES}
+
+
 def test_the_readme_names_exactly_the_environment_variables_settings_reads() -> None:
-    assert set(_ENV_VAR.findall(README)) == set(_ENV_NAMES.values())
+    assert set(_ENV_VAR.findall(README)) == _NAMES
 
 
 def test_the_configuration_table_lists_every_variable_with_its_default() -> None:
+    names = [_ticked(row[0])[0] for row in _table(_section("Configuration"))]
     rows = {_ticked(row[0])[0]: row[1] for row in _table(_section("Configuration"))}
-    assert list(rows) == list(_ENV_NAMES.values())
-    for field, env in _ENV_NAMES.items():
-        info = Settings.model_fields[field]
+    assert len(names) == len(rows)
+    assert set(rows) == _NAMES
+    # Each owner's variables (jobrelay's, each provider's) in the order it declares them; the
+    # table interleaves the groups (keys and URLs first, OAuth after the core).
+    for owner in {v.provider for v in _VARIABLES}:
+        declared = [v.name for v in _VARIABLES if v.provider == owner]
+        assert [n for n in names if n in declared] == declared, owner
+    for variable in _VARIABLES:
+        env, info = variable.name, variable.field
         cell = rows[env]
-        if field == "db_path":
+        if env == "JOBRELAY_DB":
             assert cell == "`jobs.sqlite3` in the user data directory"
         elif info.default is None:
             assert cell.startswith("unset"), env
@@ -259,7 +271,7 @@ def test_the_tool_table_names_exactly_each_tools_arguments(live_tools: list[Any]
         args = [a for a in dict.fromkeys(documented) if a in tool.input_schema["properties"]]
         assert args == list(tool.input_schema.get("properties", {})), tool.name
         unknown = [a for a in documented if a not in tool.input_schema["properties"]]
-        assert all(a in _ENV_NAMES.values() for a in unknown), (tool.name, unknown)
+        assert all(a in _NAMES for a in unknown), (tool.name, unknown)
 
 
 def test_every_example_call_is_valid_for_its_tool(live_tools: list[Any]) -> None:

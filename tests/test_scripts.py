@@ -45,7 +45,9 @@ def test_a_chaos_results_file_in_the_tree_is_ignored_by_git() -> None:
 TIMEOUT = 240
 """Generous: a loaded CI machine must not turn a slow run into a hang."""
 
-pytestmark = [pytest.mark.slow, pytest.mark.loopback]
+# pytest-timeout's default (120 s) would cut a quick bench run short on a loaded machine before
+# its own TIMEOUT: the scripts get theirs plus room to report.
+pytestmark = [pytest.mark.slow, pytest.mark.loopback, pytest.mark.timeout(TIMEOUT + 60)]
 
 
 def _run(

@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server._clock import ScaledClock
 from mcp_server.config import ConfigError, load_settings
+from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, SEAMLESS_PREFIX, create_sandbox_app
 from mcp_server.server import build_server
@@ -290,9 +291,14 @@ def test_settings_never_show_keys(tmp_path: Path) -> None:
     settings = load_settings(env)
     for shown in (repr(settings), str(settings), settings.model_dump_json(), f"{settings}"):
         assert_clean("Settings", shown)
-    assert settings.seamless_api_key is not None
-    assert settings.seamless_api_key.get_secret_value() == SERVER_SEAMLESS
+    seamless = settings.of(SeamlessSettings)
+    for shown in (repr(seamless), str(seamless), seamless.model_dump_json()):
+        assert_clean("SeamlessSettings", shown)
+    assert seamless.api_key is not None
+    assert seamless.api_key.get_secret_value() == SERVER_SEAMLESS
     assert "**********" in repr(settings)
+    assert "**********" in repr(seamless)
+    assert SERVER_SEAMLESS in settings.secrets()  # what the logs redact
     with pytest.raises(ConfigError) as caught:
         load_settings({**env, "JOBRELAY_MAX_WAIT_SECONDS": "soon", "JOBRELAY_HTTP_TOKEN": " "})
     assert_clean("a configuration error", str(caught.value))
@@ -302,5 +308,5 @@ def test_settings_json_dump_for_support_masks_keys(tmp_path: Path) -> None:
     settings = load_settings(
         {"SEAMLESS_API_KEY": SERVER_SEAMLESS, "JOBRELAY_DB": str(tmp_path / "jobs.db")}
     )
-    dumped = json.loads(settings.model_dump_json())
-    assert dumped["seamless_api_key"] == "**********"
+    dumped = json.loads(settings.of(SeamlessSettings).model_dump_json())
+    assert dumped["api_key"] == "**********"

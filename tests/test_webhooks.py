@@ -32,9 +32,10 @@ from pydantic import SecretStr
 from mcp_server._clock import ScaledClock
 from mcp_server._http_app import GuardedApp, host_allowlist, origin_allowlist
 from mcp_server._webhook_app import too_deep
-from mcp_server.config import key_fingerprint, load_settings
+from mcp_server.config import key_fingerprint, load_settings, variables
 from mcp_server.ledger import JobRecord, open_ledger
 from mcp_server.providers.seamless import SeamlessProvider
+from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.sandbox._state import Faults, SandboxState
 from mcp_server.sandbox.app import SEAMLESS_PREFIX
 
@@ -532,8 +533,12 @@ def test_depth_is_counted_outside_strings_only() -> None:
 
 def test_the_secret_is_a_secret_setting() -> None:
     settings = load_settings({"SEAMLESS_WEBHOOK_SECRET": f"  {SECRET} "})
-    assert settings.seamless_webhook_secret is not None
-    assert settings.seamless_webhook_secret.get_secret_value() == SECRET
+    secret = settings.of(SeamlessSettings).webhook_secret  # the provider's own variable
+    assert secret is not None
+    assert secret.get_secret_value() == SECRET
     for shown in (repr(settings), str(settings), settings.model_dump_json()):
         assert SECRET not in shown
-    assert load_settings({"SEAMLESS_WEBHOOK_SECRET": "  "}).seamless_webhook_secret is None
+    assert SECRET not in repr(settings.of(SeamlessSettings))
+    assert "SEAMLESS_WEBHOOK_SECRET" in {v.name for v in variables() if v.secret}
+    blank = load_settings({"SEAMLESS_WEBHOOK_SECRET": "  "})
+    assert blank.of(SeamlessSettings).webhook_secret is None

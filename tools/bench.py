@@ -75,8 +75,8 @@ import httpx
 from mcp import Client
 
 from mcp_server._clock import Clock
-from mcp_server.config import PLAN_BUDGETS, Plan
 from mcp_server.sandbox import Faults
+from mcp_server.upstream.agentseo import PLAN_BUDGETS, Plan
 
 SECTIONS = (
     "rate",

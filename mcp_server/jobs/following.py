@@ -125,7 +125,7 @@ class Follower:
             if single:
                 outputs.append(out)
             else:
-                odd = p.view(rec).unrecognised_status if not rec.state.terminal else None
+                odd = p.reader.view(rec).unrecognised_status if not rec.state.terminal else None
                 outputs.append(lean_status(out, unrecognised=odd))
         nexts = [o.next_check_after_seconds for o in outputs if o.next_check_after_seconds]
         status_out = StatusOutput(

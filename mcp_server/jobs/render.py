@@ -43,7 +43,7 @@ class Renderer:
         self, rec: JobRecord, *, warnings: Sequence[str] = (), with_results: bool = True
     ) -> JobOutput:
         p = self.providers.get(rec.provider)
-        view = p.view(rec)
+        view = p.reader.view(rec)
         out = JobOutput(
             job_id=rec.job_id,
             provider=rec.provider,
@@ -61,7 +61,7 @@ class Renderer:
         if view.next_check_after_seconds is not None:
             out.next_check_after_seconds = view.next_check_after_seconds
         if rec.state.terminal:
-            records = p.result_records(rec)
+            records = p.reader.result_records(rec)
             out.results_total = len(records)
             if with_results:
                 out.results, _ = page_items(
@@ -72,7 +72,7 @@ class Renderer:
                     start=1,
                     budget=B.item_budget(B.DEFAULT_ANSWER_TOKENS),
                 )
-        if rec.state in _ADVISED_ON_SIGHT or p.needs_advice(rec):
+        if rec.state in _ADVISED_ON_SIGHT or p.reader.needs_advice(rec):
             out.advice = self.job_advice(rec)  # e.g. "unrecognised upstream status X"
         return out
 
@@ -85,7 +85,7 @@ class Renderer:
                 except ValidationError:
                     pass
             return interrupted_submit_advice(p, rec)
-        return p.job_advice(rec, now=self._now())
+        return p.reader.job_advice(rec, now=self._now())
 
     def render(
         self,
@@ -134,7 +134,7 @@ class Renderer:
 def watched_odd(p: JobProvider, rec: JobRecord) -> bool:
     """An open job whose row still calls for advice (an undocumented upstream status, issue
     12.3): watched on, never shown as a job running normally."""
-    return rec.state is not JobState.UNKNOWN and p.needs_advice(rec)
+    return rec.state is not JobState.UNKNOWN and p.reader.needs_advice(rec)
 
 
 def status_one_text(
@@ -142,7 +142,7 @@ def status_one_text(
 ) -> str:
     """One job's status, no results: state, progress, counts, when to look again."""
     jid = rec.job_id
-    lead = f"{p.what(rec)} job {jid}"
+    lead = f"{p.reader.what(rec)} job {jid}"
     nothing_back = rec.state is JobState.DUPLICATE and not out.results_total
     if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not nothing_back:
         total = out.results_total or 0
@@ -201,11 +201,11 @@ def job_text(
 ) -> str:
     """What happened, the results' rows when finished, and exactly one `Next:`."""
     jid = rec.job_id
-    lead = f"{p.what(rec)} job {jid}"
+    lead = f"{p.reader.what(rec)} job {jid}"
     nothing_back = rec.state is JobState.DUPLICATE and not out.results_total
     if rec.state in (JobState.SUCCEEDED, JobState.DUPLICATE) and not nothing_back:
         total = out.results_total or 0
-        records = p.result_records(rec)[: len(out.results or [])]
+        records = p.reader.result_records(rec)[: len(out.results or [])]
         shown_items, lines = page_items(
             p, rec, records, fields=None, start=1, budget=B.item_budget(B.DEFAULT_ANSWER_TOKENS)
         )
@@ -447,14 +447,14 @@ def page_items(
     if fields:
         items = [dict(select_fields(r, fields), **_item_key(r)) for r in window]
     else:
-        items = [p.project(rec, r) for r in window]
+        items = [p.reader.project(rec, r) for r in window]
     items, _ = fit_items([cut_strings(i) for i in items], budget)
     line: LineFn
     sources: Sequence[Mapping[str, Any]] = items
     if fields:
         line = render.fields_line
     else:
-        sources, line = p.lines(rec, items, window)
+        sources, line = p.reader.lines(rec, items, window)
     lines, shown = render.numbered(sources, line, start=start, budget_tokens=budget)
     return items[:shown], lines
 
@@ -494,7 +494,7 @@ def interrupted_submit_advice(p: JobProvider, rec: JobRecord) -> Advice:
         what_happened=(
             f"jobrelay stopped while submitting {rec.job_id} to {p.title}; the request may or "
             "may not have been accepted, and no upstream id was recorded."
-            f"{p.resubmit_note(rec)}"
+            f"{p.reader.resubmit_note(rec)}"
         ),
         retryable=False,
         next_step=(

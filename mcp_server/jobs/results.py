@@ -42,7 +42,7 @@ async def result_page(
             f'Next: wait_for_job(job_id="{rec.job_id}").'
         )
         return Outcome(page, text)
-    records = p.result_records(rec)
+    records = p.reader.result_records(rec)
     total = len(records)
     window = records[offset : offset + limit]
     asked_more = bool(fields) or limit > B.DEFAULT_LIMIT_RESULT

@@ -35,7 +35,7 @@ import anyio
 
 from mcp_server import telemetry
 from mcp_server._clock import Clock
-from mcp_server.config import Settings
+from mcp_server.config import Settings, load_settings
 from mcp_server.errors import LocalRateLimited, not_before
 from mcp_server.limits.base import SAFETY, BucketKey, BucketSnapshot, BucketSpec, default_spec
 from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
@@ -320,7 +320,7 @@ class WindowLimiter:
             raise ValueError("safety must be in (0, 1]")
         self._clock = clock
         # None: every setting at its default (not read from the environment)
-        self._settings = settings if settings is not None else Settings.model_construct()
+        self._settings = settings if settings is not None else load_settings({})
         self._safety = safety
         self._max_inline_wait = max_inline_wait
         self._max_hint = max_hint

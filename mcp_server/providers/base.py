@@ -345,68 +345,9 @@ class ResearchConnection(Connection, Protocol):
     ) -> Outcome: ...
 
 
-class JobProvider(Protocol):
-    """A job provider's static description and job semantics (no I/O)."""
-
-    name: str
-    """Ledger `provider` column, tenant key, `jobrelay://fields/<name>`; lower case."""
-    title: str
-    """How texts name the API, e.g. `Seamless`."""
-    service_name: str
-    """How logs name the service, e.g. `Seamless.ai`."""
-    id_prefix: str
-    """Job handle prefix, e.g. `sea_`; 2-4 lower-case letters and `_`, unique."""
-    kind: JobKind
-    workflows: tuple[str, ...]
-    """Workflow names `start_seo_job` routes here (kind `seo`); empty for research."""
-    paid_per_target: bool
-    """Each target costs a credit: credits shown, paid work listed first, target counts."""
-    key_header: str
-    """The HTTP request header that carries a caller's own API key for this provider, e.g.
-    `X-Seamless-Api-Key` (public: DESIGN.md; used for that request only, never stored)."""
-    task_poll_ms: tuple[int, int]
-    """`pollIntervalMs` bounds (low, high) for an MCP task on one of its jobs: the API's own
-    cadence; the job's `next_check_after_seconds` is clamped into them."""
-    advice: ProviderAdvice | None
-    """Its advice table (rows, routes, vote clues, body readers), registered with it by
-    `register_provider`; None when it has none."""
-    rate_limits: RateLimits
-    settings: ProviderSettings
-    """What its settings mean (key variable, account credential, base URL, variables of its
-    own: `config.ProviderSettings`), registered with it so `Settings` reads them."""
-    """Its rate-limit buckets: which bucket each request draws from and where each starts
-    (`limits.RateLimits`), registered with it so the limiter builds them from this."""
-    fields_description: str
-    """How resources/list describes `jobrelay://fields/<name>` (one sentence)."""
-
-    def result_fields(self) -> Mapping[str, Sequence[str]]:
-        """Field names `get_job_result(fields=[...])` accepts, grouped (per record kind or
-        workflow): `jobrelay://fields/<name>`."""
-        ...
-
-    # ---- settings -------------------------------------------------------------------------
-    def api_key(self, settings: Settings) -> SecretStr | None: ...
-
-    def base_url(self, settings: Settings) -> str: ...
-
-    def sandboxed(self, settings: Settings) -> bool:
-        """Whether the embedded sandbox serves this provider (no key configured)."""
-        ...
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        """Why the embedded sandbox serves it (`no SEAMLESS_API_KEY`), for the log."""
-        ...
-
-    def sandbox_url(self, root: str) -> str:
-        """Its base URL on the embedded sandbox served at `root` (when `sandboxed`)."""
-        ...
-
-    def connect(self, env: ProviderEnv) -> Connection: ...
-
-    # ---- job semantics over a ledger row ------------------------------------------------
-    def validate(self, workflow: str, params: Mapping[str, JSON]) -> JSONObject:
-        """The workflow's params as sent, or `InputProblem` naming what to fix."""
-        ...
+class JobReader(Protocol):
+    """A provider's reading of one of its ledger rows (no I/O): the job's view, its advice,
+    its records and their projection, the words texts use for it (`JobProvider.reader`)."""
 
     def view(self, rec: JobRecord) -> JobView: ...
 
@@ -443,6 +384,73 @@ class JobProvider(Protocol):
     def resubmit_note(self, rec: JobRecord) -> str:
         """For a submit whose outcome is unknown: why one careful resubmit is safe, if it
         is (a sentence with a leading space), else ``""``."""
+        ...
+
+
+class JobProvider(Protocol):
+    """A job provider's static description and job semantics (no I/O)."""
+
+    name: str
+    """Ledger `provider` column, tenant key, `jobrelay://fields/<name>`; lower case."""
+    title: str
+    """How texts name the API, e.g. `Seamless`."""
+    service_name: str
+    """How logs name the service, e.g. `Seamless.ai`."""
+    id_prefix: str
+    """Job handle prefix, e.g. `sea_`; 2-4 lower-case letters and `_`, unique."""
+    kind: JobKind
+    workflows: tuple[str, ...]
+    """Workflow names `start_seo_job` routes here (kind `seo`); empty for research."""
+    paid_per_target: bool
+    """Each target costs a credit: credits shown, paid work listed first, target counts."""
+    key_header: str
+    """The HTTP request header that carries a caller's own API key for this provider, e.g.
+    `X-Seamless-Api-Key` (public: DESIGN.md; used for that request only, never stored)."""
+    task_poll_ms: tuple[int, int]
+    """`pollIntervalMs` bounds (low, high) for an MCP task on one of its jobs: the API's own
+    cadence; the job's `next_check_after_seconds` is clamped into them."""
+    advice: ProviderAdvice | None
+    """Its advice table (rows, routes, vote clues, body readers), registered with it by
+    `register_provider`; None when it has none."""
+    rate_limits: RateLimits
+    """Its rate-limit buckets: which bucket each request draws from and where each starts
+    (`limits.RateLimits`), registered with it so the limiter builds them from this."""
+    settings: ProviderSettings
+    """What its settings mean (key variable, account credential, base URL, its own variables:
+    `config.ProviderSettings`, its `ProviderModel`), registered with it so `load_settings`
+    reads them."""
+    fields_description: str
+    """How resources/list describes `jobrelay://fields/<name>` (one sentence)."""
+    reader: JobReader
+    """Its reading of a ledger row (view, advice, records, projection, texts): `JobReader`."""
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        """Field names `get_job_result(fields=[...])` accepts, grouped (per record kind or
+        workflow): `jobrelay://fields/<name>`."""
+        ...
+
+    # ---- settings -------------------------------------------------------------------------
+    def api_key(self, settings: Settings) -> SecretStr | None: ...
+
+    def base_url(self, settings: Settings) -> str: ...
+
+    def sandboxed(self, settings: Settings) -> bool:
+        """Whether the embedded sandbox serves this provider (no key configured)."""
+        ...
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        """Why the embedded sandbox serves it (`no SEAMLESS_API_KEY`), for the log."""
+        ...
+
+    def sandbox_url(self, root: str) -> str:
+        """Its base URL on the embedded sandbox served at `root` (when `sandboxed`)."""
+        ...
+
+    def connect(self, env: ProviderEnv) -> Connection: ...
+
+    # ---- job semantics --------------------------------------------------------------------
+    def validate(self, workflow: str, params: Mapping[str, JSON]) -> JSONObject:
+        """The workflow's params as sent, or `InputProblem` naming what to fix."""
         ...
 
 

@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcp_server.advice import register_provider_advice, unregister_provider_advice
-from mcp_server.config import register_provider_settings, unregister_provider_settings
+from mcp_server.config import (
+    before_load,
+    register_provider_settings,
+    unregister_provider_settings,
+)
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import (
     register_credit_budget,
@@ -130,6 +134,9 @@ def default_registry() -> ProviderRegistry:
         _add(registry, SeamlessProvider())
         _add(registry, AgentSEOProvider())
     return _DEFAULT[0]
+
+
+before_load(default_registry)  # the built-in providers' settings are read with jobrelay's
 
 
 def _add(registry: ProviderRegistry, provider: JobProvider) -> None:

@@ -105,7 +105,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from mcp_server.config import PLAN_BUDGETS, Plan
 from mcp_server.sandbox._persist import MAX_KEPT_JOBS, decode, encode, key_fingerprint
 from mcp_server.sandbox._seo_results import (
     KeywordMetricsParams,
@@ -128,6 +127,7 @@ from mcp_server.sandbox._state import (
     SandboxState,
 )
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS as CLIENT_MAX_BATCH_TARGETS
+from mcp_server.upstream.agentseo import PLAN_BUDGETS, Plan
 
 __all__ = [
     "MAX_BATCH_TARGETS",

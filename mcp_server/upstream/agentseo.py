@@ -18,6 +18,7 @@ import math
 import random
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -40,12 +41,32 @@ __all__ = [
     "BACKGROUND_POLLS_PER_SECOND",
     "MAX_BATCH_TARGETS",
     "MAX_CONCURRENT_STREAMS",
+    "PLAN_BUDGETS",
     "WORKFLOW_ENDPOINTS",
     "AgentSEOClient",
     "JobEnvelope",
+    "Plan",
 ]
 
 _log = logging.getLogger(__name__)
+
+
+class Plan(StrEnum):
+    """AgentSEO's plans (`AGENTSEO_PLAN`)."""
+
+    HOBBY = "hobby"
+    STARTER = "starter"
+    PRO = "pro"
+    AGENCY = "agency"
+
+
+#: AgentSEO per-key budgets per minute: (workload, control). UPSTREAMS.md section 2.
+PLAN_BUDGETS: Final[Mapping[Plan, tuple[int, int]]] = {
+    Plan.HOBBY: (60, 600),
+    Plan.STARTER: (120, 1200),
+    Plan.PRO: (300, 3000),
+    Plan.AGENCY: (1000, 10000),
+}
 
 #: Workflow name -> POST endpoint below the base URL (UPSTREAMS.md section 2).
 WORKFLOW_ENDPOINTS: Final[Mapping[str, str]] = {

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from mcp_server._clock import ScaledClock
-from mcp_server.config import PLAN_BUDGETS, Plan
 from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.sandbox.app import AGENTSEO_PREFIX, create_sandbox_app
+from mcp_server.upstream.agentseo import PLAN_BUDGETS, Plan
 
 EPOCH = 1_790_000_000.0
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mcp_server._clock import FakeClock
-from mcp_server.config import Plan, Settings
+from mcp_server.config import load_settings
 from mcp_server.errors import LocalRateLimited
 from mcp_server.limits import InMemoryLimiter, SqliteLimiter
 from mcp_server.limits.base import (
@@ -111,7 +111,7 @@ async def test_an_idle_window_is_spent_at_once_then_the_oldest_send_frees_a_slot
 
 async def test_agentseo_budgets_come_from_the_plan(limiter: Make) -> None:
     clock = FakeClock()
-    lim = limiter(clock, settings=Settings.model_construct(agentseo_plan=Plan.PRO))
+    lim = limiter(clock, settings=load_settings({"AGENTSEO_PLAN": "pro"}))
     await lim.acquire(WORKLOAD)
     await lim.acquire(CONTROL)
     snaps = {s.bucket: s for s in await lim.snapshot()}

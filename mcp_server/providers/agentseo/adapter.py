@@ -28,7 +28,14 @@ from mcp_server.providers.agentseo.advice import AGENTSEO
 from mcp_server.providers.agentseo.envelopes import NAME, agentseo_state, clamp_pct, nonneg
 from mcp_server.providers.agentseo.limits import RATE_LIMITS
 from mcp_server.providers.agentseo.settings import SETTINGS
-from mcp_server.providers.base import Connection, JobKind, JobView, LineFn, ProviderEnv
+from mcp_server.providers.base import (
+    Connection,
+    JobKind,
+    JobReader,
+    JobView,
+    LineFn,
+    ProviderEnv,
+)
 from mcp_server.upstream.agentseo import MAX_BATCH_TARGETS
 
 # ---- per-workflow parameter validation ------------------------------------------------------
@@ -162,53 +169,8 @@ def _pydantic_problems(exc: ValidationError, model: type[_Params]) -> str:
     return "; ".join(parts)
 
 
-class AgentSEOProvider:
-    """AgentSEO workflows (`start_seo_job`)."""
-
-    name: str = NAME
-    title = "AgentSEO"
-    service_name = "AgentSEO"
-    id_prefix = "seo_"
-    kind: JobKind = "seo"
-    workflows: tuple[str, ...] = tuple(WORKFLOW_PARAMS)
-    paid_per_target = False
-    key_header = "X-AgentSEO-Api-Key"
-    task_poll_ms = (1_000, 60_000)
-    """AgentSEO's own `retry_after_seconds`, within 1 s to 1 min."""
-    advice: ProviderAdvice | None = AGENTSEO
-    rate_limits: RateLimits = RATE_LIMITS
-    settings: ProviderSettings = SETTINGS
-    fields_description = "Field names get_job_result(fields=[...]) accepts, per SEO workflow."
-
-    def result_fields(self) -> Mapping[str, Sequence[str]]:
-        return fields.result_fields()
-
-    # ---- settings -------------------------------------------------------------------------
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
-    def sandboxed(self, settings: Settings) -> bool:
-        return settings.uses_sandbox(NAME)
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        return settings.sandbox_reason(NAME)
-
-    def sandbox_url(self, root: str) -> str:
-        from mcp_server.sandbox.app import AGENTSEO_PREFIX
-
-        return root + AGENTSEO_PREFIX
-
-    def connect(self, env: ProviderEnv) -> Connection:
-        from mcp_server.providers.agentseo.connection import AgentSEOConnection
-
-        return AgentSEOConnection(env)
-
-    # ---- job semantics --------------------------------------------------------------------
-    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return validate_workflow_params(workflow, params)
+class AgentSEOReader:
+    """AgentSEO's reading of a job row: its view, advice, records and texts."""
 
     def view(self, rec: JobRecord) -> JobView:
         view = JobView()
@@ -276,3 +238,53 @@ class AgentSEOProvider:
     def resubmit_note(self, rec: JobRecord) -> str:
         del rec
         return ""
+
+
+class AgentSEOProvider:
+    """AgentSEO workflows (`start_seo_job`)."""
+
+    name: str = NAME
+    title = "AgentSEO"
+    service_name = "AgentSEO"
+    id_prefix = "seo_"
+    kind: JobKind = "seo"
+    workflows: tuple[str, ...] = tuple(WORKFLOW_PARAMS)
+    paid_per_target = False
+    key_header = "X-AgentSEO-Api-Key"
+    task_poll_ms = (1_000, 60_000)
+    """AgentSEO's own `retry_after_seconds`, within 1 s to 1 min."""
+    advice: ProviderAdvice | None = AGENTSEO
+    rate_limits: RateLimits = RATE_LIMITS
+    settings: ProviderSettings = SETTINGS
+    reader: JobReader = AgentSEOReader()
+    fields_description = "Field names get_job_result(fields=[...]) accepts, per SEO workflow."
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        return fields.result_fields()
+
+    # ---- settings -------------------------------------------------------------------------
+    def api_key(self, settings: Settings) -> SecretStr | None:
+        return settings.api_key(NAME)
+
+    def base_url(self, settings: Settings) -> str:
+        return settings.base_url(NAME)
+
+    def sandboxed(self, settings: Settings) -> bool:
+        return settings.uses_sandbox(NAME)
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        return settings.sandbox_reason(NAME)
+
+    def sandbox_url(self, root: str) -> str:
+        from mcp_server.sandbox.app import AGENTSEO_PREFIX
+
+        return root + AGENTSEO_PREFIX
+
+    def connect(self, env: ProviderEnv) -> Connection:
+        from mcp_server.providers.agentseo.connection import AgentSEOConnection
+
+        return AgentSEOConnection(env)
+
+    # ---- job semantics --------------------------------------------------------------------
+    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return validate_workflow_params(workflow, params)

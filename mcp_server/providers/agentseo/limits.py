@@ -1,10 +1,10 @@
 """AgentSEO's rate limits, as the limiter applies them (UPSTREAMS.md section 2).
 
 Two budgets per key, `workload` and `control`, seeded from the plan (`AGENTSEO_PLAN`,
-`config.PLAN_BUDGETS`) and corrected by `RateLimit-Limit`. Routing: every path under `/jobs`
-(poll, SSE connect or reconnect) is `control`; everything else is `workload`. Which budget
-endpoints other than jobs use is undocumented, so unknown routes count against the smaller
-budget: over-counting it only slows us down, under-counting earns a 429.
+`upstream.agentseo.PLAN_BUDGETS`) and corrected by `RateLimit-Limit`. Routing: every path
+under `/jobs` (poll, SSE connect or reconnect) is `control`; everything else is `workload`.
+Which budget endpoints other than jobs use is undocumented, so unknown routes count against
+the smaller budget: over-counting it only slows us down, under-counting earns a 429.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal
 
 from mcp_server.config import Settings
 from mcp_server.limits import BucketSpec, RateLimits, request_path
+from mcp_server.providers.agentseo.settings import AgentSEOSettings
 
 __all__ = ["AGENTSEO_CONTROL_PREFIXES", "RATE_LIMITS", "AgentSEOBucket", "agentseo_bucket"]
 
@@ -39,7 +40,7 @@ def agentseo_bucket(method: str, path: str) -> AgentSEOBucket:
 
 def _spec(bucket: str, settings: Settings) -> BucketSpec:
     """The configured plan's budget for `workload` or `control`."""
-    workload, control = settings.agentseo_budgets
+    workload, control = settings.of(AgentSEOSettings).budgets
     return BucketSpec(control if bucket == "control" else workload)
 
 

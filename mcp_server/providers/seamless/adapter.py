@@ -24,6 +24,7 @@ from mcp_server.projection import project_company, project_contact
 from mcp_server.providers.base import (
     Connection,
     JobKind,
+    JobReader,
     JobView,
     LineFn,
     ProviderEnv,
@@ -32,7 +33,7 @@ from mcp_server.providers.base import (
 from mcp_server.providers.seamless import fields
 from mcp_server.providers.seamless.advice import SEAMLESS
 from mcp_server.providers.seamless.limits import RATE_LIMITS
-from mcp_server.providers.seamless.settings import SETTINGS
+from mcp_server.providers.seamless.settings import SETTINGS, SeamlessSettings
 from mcp_server.providers.seamless.states import (
     MAX_ITEMS_SHOWN,
     NAME,
@@ -43,64 +44,8 @@ from mcp_server.providers.seamless.states import (
 from mcp_server.schemas import ItemStatus
 
 
-class SeamlessProvider:
-    """Seamless.ai contact and company research (`start_research`, `search_prospects`)."""
-
-    name: str = NAME
-    title = "Seamless"
-    service_name = "Seamless.ai"
-    id_prefix = "sea_"
-    kind: JobKind = "research"
-    workflows: tuple[str, ...] = ()
-    paid_per_target = True
-    key_header = "X-Seamless-Api-Key"
-    task_poll_ms = (2_000, 5_000)
-    """Seamless's documented 2-5 s poll cadence."""
-    advice: ProviderAdvice | None = SEAMLESS
-    rate_limits: RateLimits = RATE_LIMITS
-    settings: ProviderSettings = SETTINGS
-    webhook = WebhookSpec(
-        path="/webhooks/seamless",
-        secret_env="SEAMLESS_WEBHOOK_SECRET",  # noqa: S106  # a variable's name
-        secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
-        id_field="apiResearchId",
-        secret=lambda settings: settings.seamless_webhook_secret,
-    )
-    """`contact-researched`/`company-researched` deliveries (UPSTREAMS.md, Webhooks)."""
-    fields_description = (
-        "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
-    )
-
-    def result_fields(self) -> Mapping[str, Sequence[str]]:
-        return fields.result_fields()
-
-    # ---- settings -------------------------------------------------------------------------
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
-    def sandboxed(self, settings: Settings) -> bool:
-        return settings.uses_sandbox(NAME)
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        return settings.sandbox_reason(NAME)
-
-    def sandbox_url(self, root: str) -> str:
-        from mcp_server.sandbox.app import SEAMLESS_PREFIX
-
-        return root + SEAMLESS_PREFIX
-
-    def connect(self, env: ProviderEnv) -> Connection:
-        from mcp_server.providers.seamless.connection import SeamlessConnection
-
-        return SeamlessConnection(env)
-
-    # ---- job semantics --------------------------------------------------------------------
-    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        del params
-        raise InputProblem(f"Seamless runs no workflow {workflow!r}.", field="workflow")
+class SeamlessReader:
+    """Seamless.ai's reading of a research row: its view, advice, records and texts."""
 
     def view(self, rec: JobRecord) -> JobView:
         items = (rec.snapshot or {}).get("items", [])
@@ -194,3 +139,64 @@ class SeamlessProvider:
             " Seamless deduplicates contact research, so one careful resubmit "
             "(allow_rerun=false) returns 'duplicate' at no cost if it did arrive."
         )
+
+
+class SeamlessProvider:
+    """Seamless.ai contact and company research (`start_research`, `search_prospects`)."""
+
+    name: str = NAME
+    title = "Seamless"
+    service_name = "Seamless.ai"
+    id_prefix = "sea_"
+    kind: JobKind = "research"
+    workflows: tuple[str, ...] = ()
+    paid_per_target = True
+    key_header = "X-Seamless-Api-Key"
+    task_poll_ms = (2_000, 5_000)
+    """Seamless's documented 2-5 s poll cadence."""
+    advice: ProviderAdvice | None = SEAMLESS
+    rate_limits: RateLimits = RATE_LIMITS
+    settings: ProviderSettings = SETTINGS
+    reader: JobReader = SeamlessReader()
+    webhook = WebhookSpec(
+        path="/webhooks/seamless",
+        secret_env="SEAMLESS_WEBHOOK_SECRET",  # noqa: S106  # a variable's name
+        secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
+        id_field="apiResearchId",
+        secret=lambda settings: settings.of(SeamlessSettings).webhook_secret,
+    )
+    """`contact-researched`/`company-researched` deliveries (UPSTREAMS.md, Webhooks)."""
+    fields_description = (
+        "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
+    )
+
+    def result_fields(self) -> Mapping[str, Sequence[str]]:
+        return fields.result_fields()
+
+    # ---- settings -------------------------------------------------------------------------
+    def api_key(self, settings: Settings) -> SecretStr | None:
+        return settings.api_key(NAME)
+
+    def base_url(self, settings: Settings) -> str:
+        return settings.base_url(NAME)
+
+    def sandboxed(self, settings: Settings) -> bool:
+        return settings.uses_sandbox(NAME)
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        return settings.sandbox_reason(NAME)
+
+    def sandbox_url(self, root: str) -> str:
+        from mcp_server.sandbox.app import SEAMLESS_PREFIX
+
+        return root + SEAMLESS_PREFIX
+
+    def connect(self, env: ProviderEnv) -> Connection:
+        from mcp_server.providers.seamless.connection import SeamlessConnection
+
+        return SeamlessConnection(env)
+
+    # ---- job semantics --------------------------------------------------------------------
+    def validate(self, workflow: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        del params
+        raise InputProblem(f"Seamless runs no workflow {workflow!r}.", field="workflow")

@@ -28,6 +28,7 @@ from mcp_server.providers.base import (
     aggregate_state,
 )
 from mcp_server.providers.seamless.search_filters import search_body
+from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.providers.seamless.states import (
     NAME,
     Kind,
@@ -92,29 +93,26 @@ class SeamlessConnection:
         """The configured OAuth auth when `key` is the server's own OAuth credential (a
         per-request key header is always an API key)."""
         settings = self.env.settings
-        own = settings.api_key(NAME)
-        if self.env.sandboxed or own is None:
+        account = settings.api_key(NAME)
+        if self.env.sandboxed or account is None:
             return None
         if not hmac.compare_digest(
-            own.get_secret_value().encode(), key.get_secret_value().encode()
+            account.get_secret_value().encode(), key.get_secret_value().encode()
         ):
             return None
-        if settings.seamless_auth == "access_token" and settings.seamless_access_token:
-            return BearerAuth(settings.seamless_access_token)
+        own = settings.of(SeamlessSettings)
+        if own.auth == "access_token" and own.access_token:
+            return BearerAuth(own.access_token)
         if (
-            settings.seamless_auth == "oauth_refresh"
-            and settings.seamless_oauth_client_id
-            and settings.seamless_oauth_client_secret
-            and settings.seamless_oauth_refresh_token
-            and settings.seamless_oauth_redirect_uri
+            own.auth == "oauth_refresh"
+            and own.oauth_client_id
+            and own.oauth_client_secret
+            and own.oauth_refresh_token
+            and own.oauth_redirect_uri
         ):
             return RefreshingAuth(
-                OAuthClient(
-                    settings.seamless_oauth_client_id,
-                    settings.seamless_oauth_client_secret,
-                    settings.seamless_oauth_redirect_uri,
-                ),
-                settings.seamless_oauth_refresh_token,
+                OAuthClient(own.oauth_client_id, own.oauth_client_secret, own.oauth_redirect_uri),
+                own.oauth_refresh_token,
                 token_url=self.env.base_url.rstrip("/") + TOKEN_PATH,
                 now=self.env.clock.time,
             )
@@ -150,7 +148,7 @@ class SeamlessConnection:
                     spawn=self.env.spawn,
                 )
             push = None
-            if self.env.settings.seamless_webhook_secret is not None:
+            if self.env.settings.of(SeamlessSettings).webhook_secret is not None:
                 push = PushReconciler(clock=clock)
             feed_box: list[ResultFeed[PollItem]] = []
 
