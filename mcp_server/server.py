@@ -30,6 +30,7 @@ from mcp_server import __version__, telemetry
 from mcp_server import _bounds as B
 from mcp_server._bounds import MAX_ARGUMENT_DEPTH
 from mcp_server._clock import Clock, SystemClock
+from mcp_server._gauges import start_sampling
 from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
@@ -296,6 +297,7 @@ def build_server(
                 providers=providers,
             )
             stack.push_async_callback(runtime.aclose)
+            start_sampling(tg, ledger, limiter, clock)  # metrics on: jobs, bucket fill
             # Task followers in a group of their own, ended before the clients close (a
             # follower that outlived them would send on a closed client).
             followers = await stack.enter_async_context(anyio.create_task_group())

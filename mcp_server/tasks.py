@@ -380,9 +380,12 @@ class JobTasks:
         decided = anyio.Event()
         ended: list[CallToolResult] = []
 
+        intents: list[JobRecord] = []
+
         async def on_intent(record: JobRecord) -> None:
             if call.task is not None or call.answered is not None:
                 return  # a second row of the same job (a split research part)
+            intents.append(record)
             self.submitting.add(record.job_id)
             await call.open(
                 record.job_id,
@@ -405,7 +408,14 @@ class JobTasks:
             try:
                 result = await outcome_result(rt.service, call.tool, submit)
             except Exception:  # a jobrelay bug: logged; the task (if any) says failed
-                log.exception("background %s crashed", call.tool)
+                first = intents[0] if intents else None  # the job, once its row exists
+                log.exception(
+                    "background %s crashed",
+                    call.tool,
+                    extra={}
+                    if first is None
+                    else {"job_id": first.job_id, "provider": first.provider},
+                )
                 result = None
             finally:
                 _ON_INTENT.reset(token)
@@ -539,6 +549,14 @@ class JobTasks:
                         pause = (out and out.next_check_after_seconds) or _FOLLOW_RETRY_SECONDS
                         pause = max(1.0, pause)
                         why = out.advice.title if out and out.advice else "the check failed"
+                        log.info(
+                            "task %s: check of job %s failed (%s); next in %.0f s",
+                            task_id,
+                            job_id,
+                            why,
+                            pause,
+                            extra={"job_id": job_id, "provider": provider_for_job_id(job_id)},
+                        )
                         self.live[task_id] = _status(
                             f"Last check failed ({why}); next check in {pause:.0f} s. "
                             f"{progressed[0]}"
@@ -547,7 +565,10 @@ class JobTasks:
                         await rt.clock.sleep(pause)
         except Exception:  # a jobrelay bug: the one case a task fails
             log.exception(
-                "following job %s for task %s crashed", job_id, task_id, extra={"job_id": job_id}
+                "following job %s for task %s crashed",
+                job_id,
+                task_id,
+                extra={"job_id": job_id, "provider": provider_for_job_id(job_id)},
             )
             await engine.update(task_id, _internal_failure(job_id))
         finally:
