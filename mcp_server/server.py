@@ -129,6 +129,8 @@ class Runtime:
             connections=self.connections,
             providers=self.providers,
         )
+        # Metrics on: jobs by state and bucket fill, sampled in the background (issue 19).
+        start_sampling(self.task_group, self.ledger, self.limiter, self.clock)
 
     # ---- callers and keys ---------------------------------------------------------------
     def effective_key(self, provider: str, override: SecretStr | None) -> SecretStr:
@@ -297,7 +299,6 @@ def build_server(
                 providers=providers,
             )
             stack.push_async_callback(runtime.aclose)
-            start_sampling(tg, ledger, limiter, clock)  # metrics on: jobs, bucket fill
             # Task followers in a group of their own, ended before the clients close (a
             # follower that outlived them would send on a closed client).
             followers = await stack.enter_async_context(anyio.create_task_group())
