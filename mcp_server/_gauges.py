@@ -4,11 +4,11 @@ Both are read from shared state, not counted per process: the jobs from the ledg
 `GROUP BY` read, so every process sharing a ledger reports the same figures), the buckets from
 the limiter's `snapshot` (the one arithmetic of `limits._window`, shared by every backend; a
 shared limiter's figures are the same in every process too). `sample_gauges` runs in the
-server's background task group while metrics are on (`start_sampling`, from the server's
-lifespan, starts it only then): it refreshes the figures every `telemetry.GAUGE_SECONDS` on
-the server's clock, and the observable gauges' callbacks read the cached figures synchronously
-when a reader collects. A failed read is logged and tried again next period; the last
-figures stay.
+server's background task group while metrics are on (`start_sampling`, called when the
+server's `Runtime` is built, starts it only then): it refreshes the figures every
+`telemetry.GAUGE_SECONDS` on the server's clock, and the observable gauges' callbacks read the
+cached figures synchronously when a reader collects. A failed read is logged and tried again
+next period; the last figures stay.
 """
 
 from __future__ import annotations

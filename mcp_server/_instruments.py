@@ -1,7 +1,7 @@
 """The instruments `telemetry` records into, built only when metrics are on (`enable`).
 
 Split from `telemetry.py` for size; `telemetry` is its only user. Nothing from `opentelemetry`
-is imported here at module level (types only): `_Instruments` is constructed by `enable`,
+is imported here at module level (types only): `Instruments` is constructed by `enable`,
 after the SDK imported.
 """
 
@@ -44,7 +44,7 @@ class BucketFill(NamedTuple):
     wait: float
 
 
-class _Instruments:
+class Instruments:
     """Everything an enabled process records into; built by `enable` only."""
 
     def __init__(

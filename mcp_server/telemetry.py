@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
-from mcp_server._instruments import BUCKET, GAUGE_SECONDS, PROVIDER, BucketFill, _Instruments
+from mcp_server._instruments import BUCKET, GAUGE_SECONDS, PROVIDER, BucketFill, Instruments
 from mcp_server.logs import REQUEST_ID, JsonFormatter, configure_logging
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class JobLike(Protocol):
     def finished_at(self) -> datetime | None: ...
 
 
-_active: _Instruments | None = None
+_active: Instruments | None = None
 
 
 def enabled() -> bool:
@@ -195,7 +195,7 @@ def enable(
         if tracing:
             _install_otlp_tracing(resource)
     provider = MeterProvider(resource=resource, metric_readers=all_readers)
-    _active = _Instruments(provider, registry, trace.get_tracer("jobrelay"), tracing=tracing)
+    _active = Instruments(provider, registry, trace.get_tracer("jobrelay"), tracing=tracing)
 
 
 def _otlp_metric_reader() -> MetricReader:
@@ -316,7 +316,7 @@ class _Call:
 
     __slots__ = ("_active", "_attrs", "_span", "_start", "_status", "_token")
 
-    def __init__(self, active: _Instruments, provider: str, method: str, template: str) -> None:
+    def __init__(self, active: Instruments, provider: str, method: str, template: str) -> None:
         self._active = active
         self._attrs: dict[str, str | int] = {
             PROVIDER: provider,
