@@ -379,8 +379,7 @@ class JobTasks:
         rt = self._rt()
         decided = anyio.Event()
         ended: list[CallToolResult] = []
-
-        intents: list[JobRecord] = []
+        intents: list[JobRecord] = []  # the job's row, once written (for a crash's log line)
 
         async def on_intent(record: JobRecord) -> None:
             if call.task is not None or call.answered is not None:
@@ -408,14 +407,9 @@ class JobTasks:
             try:
                 result = await outcome_result(rt.service, call.tool, submit)
             except Exception:  # a jobrelay bug: logged; the task (if any) says failed
-                first = intents[0] if intents else None  # the job, once its row exists
-                log.exception(
-                    "background %s crashed",
-                    call.tool,
-                    extra={}
-                    if first is None
-                    else {"job_id": first.job_id, "provider": first.provider},
-                )
+                job = intents[0] if intents else None
+                extra = {} if job is None else {"job_id": job.job_id, "provider": job.provider}
+                log.exception("background %s crashed", call.tool, extra=extra)
                 result = None
             finally:
                 _ON_INTENT.reset(token)
@@ -549,14 +543,6 @@ class JobTasks:
                         pause = (out and out.next_check_after_seconds) or _FOLLOW_RETRY_SECONDS
                         pause = max(1.0, pause)
                         why = out.advice.title if out and out.advice else "the check failed"
-                        log.info(
-                            "task %s: check of job %s failed (%s); next in %.0f s",
-                            task_id,
-                            job_id,
-                            why,
-                            pause,
-                            extra={"job_id": job_id, "provider": provider_for_job_id(job_id)},
-                        )
                         self.live[task_id] = _status(
                             f"Last check failed ({why}); next check in {pause:.0f} s. "
                             f"{progressed[0]}"
@@ -565,10 +551,7 @@ class JobTasks:
                         await rt.clock.sleep(pause)
         except Exception:  # a jobrelay bug: the one case a task fails
             log.exception(
-                "following job %s for task %s crashed",
-                job_id,
-                task_id,
-                extra={"job_id": job_id, "provider": provider_for_job_id(job_id)},
+                "following job %s for task %s crashed", job_id, task_id, extra={"job_id": job_id}
             )
             await engine.update(task_id, _internal_failure(job_id))
         finally:
