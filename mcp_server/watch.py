@@ -117,11 +117,14 @@ class PollCoalescer(Generic[T]):
         round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
         on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
         on_idle: Callable[[], Awaitable[None]] | None = None,
+        provider: str | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
         if max_calls_per_round is not None and max_calls_per_round < 1:
             raise ValueError("max_calls_per_round must be at least 1")
+        self.provider = provider
+        """The provider it polls for (the metrics' `jobrelay.provider` of its rounds)."""
         self._max_calls = max_calls_per_round
         self._rotation = 0
         """Where the next capped round starts in the pending list, so every id gets its turn."""
@@ -227,7 +230,7 @@ class PollCoalescer(Generic[T]):
             while pending := self._pending():
                 before = self.calls
                 extra_wait = await self._round(pending)
-                telemetry.poll_round(self.calls - before)
+                telemetry.poll_round(self.calls - before, self.provider)
                 await self._pause(max(self._interval(index), extra_wait), floor=extra_wait)
                 index += 1
         finally:

@@ -268,6 +268,8 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
     reset_in = None
     if state.reset_at is not None and state.reset_at > now:
         reset_in = state.reset_at - now
+    wait = state.wait(now)  # prunes the window first
+    used = state._in_window()  # the state's own module
     remaining = state.remaining(now)
     return BucketSnapshot(
         provider=key.provider,
@@ -279,6 +281,8 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
         tokens=float(remaining),
         blocked_for=max(0.0, state.blocked_until - now),
         reset_in=reset_in,
+        used=used,
+        wait=wait,
     )
 
 

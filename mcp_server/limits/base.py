@@ -159,6 +159,11 @@ class BucketSnapshot:
     """Time until the bucket sends again after a 429 or `remaining: 0`; 0 when not blocked."""
     reset_in: float | None
     """Time until the window reset the server last announced; None if unknown or passed."""
+    used: int
+    """Our own sends in the current window (the local limiter's count, across processes for
+    a shared backend)."""
+    wait: float
+    """Time a new request would wait for a slot now (window, block and server count)."""
 
 
 class Limiter(Protocol):
