@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from pydantic import SecretStr
 
 from mcp_server._clock import FakeClock
+from mcp_server.config import Settings
 from mcp_server.limits import InMemoryLimiter, SqliteLimiter
 from mcp_server.limits._window import WindowState
 from mcp_server.limits.base import SAFETY, WINDOW, BucketKey, BucketSpec
+from mcp_server.providers.agentseo.connection import AgentSEOConnection
+from mcp_server.providers.agentseo.limits import background_polls_per_second
+from mcp_server.providers.base import Caller, ProviderEnv
 from mcp_server.providers.seamless.connection import MAX_POLL_CALLS_PER_ROUND
 from mcp_server.providers.seamless.limits import POLL_BURST, SEAMLESS_LIMIT
-from mcp_server.upstream._backoff import poll_interval
+from mcp_server.upstream._backoff import DEFAULT_POLICY, RetryBudget, poll_interval
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +153,38 @@ def test_a_stored_state_is_paced_as_its_spec_says_now() -> None:
     restored = lim._restore(POLL, json.dumps(old))  # the backends' one decoder
     assert restored.paced_burst == POLL_BURST
     assert restored.wait(0.0) == 0.0  # no stored pace: a full burst, as a fresh bucket
+
+
+# --- AgentSEO: jobs followed beyond the stream cap -------------------------------------------
+
+
+@pytest.mark.parametrize(("plan", "per_second"), [("hobby", 2.0), ("pro", 10.0)])
+async def test_jobs_beyond_the_stream_cap_are_polled_at_a_share_of_the_plans_control_budget(
+    make_settings: Callable[..., Settings], plan: str, per_second: float
+) -> None:
+    """The connection's client paces its background polls (jobs without a stream) at 20 % of
+    the plan's control budget: 2/s on Hobby as before, 10/s on Pro instead of a fixed 2/s
+    (which polled 236 jobs beyond the 64 streams once every ~2 minutes)."""
+    settings = make_settings(AGENTSEO_PLAN=plan)
+    assert background_polls_per_second(settings) == pytest.approx(per_second)
+    clock = FakeClock()
+    env = ProviderEnv(
+        settings=settings,
+        clock=clock,
+        limiter=InMemoryLimiter(clock),
+        policy=DEFAULT_POLICY,
+        budget=RetryBudget(),
+        spawn=lambda _run: None,
+        base_url="http://127.0.0.1:9/api/v1",
+        sandboxed=True,
+        key_for=lambda _tenant: SecretStr("k"),
+    )
+    connection = AgentSEOConnection(env)
+    client = connection.client(Caller(tenants={"agentseo": "t"}, sandbox={"agentseo": True}))
+    try:
+        with anyio.fail_after(10):
+            for _ in range(21):
+                assert await client._pacer.turn(math.inf)  # the turns `follow` polls on
+        assert clock.monotonic() == pytest.approx(20 / per_second)
+    finally:
+        await connection.aclose()
