@@ -133,15 +133,6 @@ class WindowState:
         at = max(self.paced_at, now) + k * step - tolerance
         return at if at > now + _PACE_EPS else now
 
-    def _paced_free(self, now: float) -> int | None:
-        """Sends a paced bucket admits right now; None when not paced."""
-        if self.paced_burst is None:
-            return None
-        step = self.span / self.limit
-        tolerance = (max(1, self.paced_burst) - 1) * step
-        ahead = max(0.0, self.paced_at - now)
-        return max(0, math.floor((tolerance - ahead + _PACE_EPS) / step) + 1)
-
     def _server_free(self, now: float) -> int | None:
         if self.server_remaining is None or now >= self.server_fresh_until:
             return None
@@ -171,7 +162,7 @@ class WindowState:
             self.paced_at = max(self.paced_at, now) + count * self.span / self.limit
 
     def remaining(self, now: float) -> int:
-        """Sends that could go out right now: what the window (and the server) has left."""
+        """Sends the window (and the server) has left, paced or not."""
         if self.blocked_until > now:
             return 0
         self._prune(now)
@@ -179,10 +170,18 @@ class WindowState:
         server_free = self._server_free(now)
         if server_free is not None:
             estimate = min(estimate, server_free)
-        paced_free = self._paced_free(now)
-        if paced_free is not None:
-            estimate = min(estimate, paced_free)
         return max(0, estimate)
+
+    def sendable(self, now: float) -> int:
+        """Sends that could go out at once: what the window has left, less a paced bucket's
+        pace (a poll bucket with 60 left in its window sends 5 at once)."""
+        left = self.remaining(now)
+        if self.paced_burst is None:
+            return left
+        step = self.span / self.limit
+        tolerance = (max(1, self.paced_burst) - 1) * step
+        ahead = max(0.0, self.paced_at - now)
+        return min(left, max(0, math.floor((tolerance - ahead + _PACE_EPS) / step) + 1))
 
     # --- corrections from responses -------------------------------------------------------
 
@@ -317,7 +316,7 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
         limit=state.limit,
         window=state.window,
         remaining=remaining,
-        tokens=float(remaining),
+        tokens=float(state.sendable(now)),
         blocked_for=max(0.0, state.blocked_until - now),
         reset_in=reset_in,
     )
