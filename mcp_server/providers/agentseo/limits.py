@@ -64,5 +64,5 @@ stream cap may use, all jobs of a key together: 2/s on Hobby (600/min, the fixed
 
 def background_polls_per_second(settings: Settings) -> float:
     """Status polls per second for followed jobs without a stream, from the plan's budget."""
-    _, control = settings.agentseo_budgets
+    _, control = settings.of(AgentSEOSettings).budgets
     return control / 60.0 * BACKGROUND_POLL_SHARE
