@@ -93,8 +93,9 @@ STREAM_POOL_LIMITS: Final = httpx.Limits(
 )
 BACKGROUND_POLLS_PER_SECOND: Final = 2.0
 """Status polls of followed jobs (beyond the stream cap, or without a stream), per API key, all
-jobs together: the control budget (600/min on Hobby) keeps most of its room for the agent's
-own calls however many jobs are followed."""
+jobs together, when the caller says nothing else: the control budget (600/min on Hobby) keeps
+most of its room for the agent's own calls however many jobs are followed. The AgentSEO
+connection passes a share of its plan's budget instead (`background_polls_per_second`)."""
 
 
 class _Pacer:

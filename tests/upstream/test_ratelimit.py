@@ -471,7 +471,9 @@ async def test_buckets_are_partitioned_by_key_endpoint_and_provider(limiter: Mak
     await drain(lim, RESEARCH, 60)
     await lim.observe(RESEARCH, 429, RateLimitHints(remaining=0, reset_after=15.0))
     assert await drain(lim, OTHER_TENANT, 60) == [0.0] * 60
-    assert await drain(lim, POLL, 60) == [0.0] * 60
+    other_endpoint = BucketKey(RESEARCH.provider, RESEARCH.key_fingerprint, "POST /search/contacts")
+    assert await drain(lim, other_endpoint, 60) == [0.0] * 60
+    assert await drain(lim, POLL, 5) == [0.0] * 5  # paced after 5 (tests/test_poll_pacing.py)
     assert await drain(lim, CONTROL, 600) == [0.0] * 600
     assert clock.monotonic() == 0.0
 
