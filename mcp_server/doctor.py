@@ -14,6 +14,7 @@ Keys are shown masked: at most their first and last two characters.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from mcp_server import __version__
+from mcp_server import __version__, telemetry
 from mcp_server.config import (
     Settings,
     key_fingerprint,
@@ -218,6 +219,38 @@ def _limits(settings: Settings) -> Check:
     return check
 
 
+def _observability(settings: Settings, env: Mapping[str, str]) -> Check:
+    """Metrics, JSON logs and the `otel` extra (issue 19): what `serve` will export."""
+    check = Check("Observability")
+    installed = telemetry.extra_installed()
+    if settings.metrics:
+        check.lines.append(
+            "metrics: on (JOBRELAY_METRICS=1): GET /metrics on the HTTP transport, same "
+            "token rule as /mcp"
+        )
+        if installed is None:
+            check.problems.append(
+                f"JOBRELAY_METRICS=1 needs the OpenTelemetry SDK. Fix: {telemetry.EXTRA_HINT}, "
+                "or unset JOBRELAY_METRICS."
+            )
+    else:
+        check.lines.append("metrics: off (JOBRELAY_METRICS=1 turns them on)")
+    check.lines.append(
+        "logs: JSON lines on stderr (JOBRELAY_LOG_FORMAT=json)"
+        if settings.log_format == "json"
+        else "logs: text on stderr (JOBRELAY_LOG_FORMAT=json for JSON lines)"
+    )
+    check.lines.append(
+        f"otel extra: installed (OpenTelemetry SDK {installed})"
+        if installed is not None
+        else f"otel extra: not installed ({telemetry.EXTRA_HINT})"
+    )
+    signals = telemetry.otlp_signals(env)
+    if signals and settings.metrics:
+        check.lines.append(f"OTLP export: {' and '.join(signals)} (the OTEL_* variables)")
+    return check
+
+
 def _http(settings: Settings) -> Check:
     check = Check("HTTP transport")
     if settings.http_token is None:
@@ -288,6 +321,7 @@ async def diagnose(
         for provider in _NAMES:
             checks.append(await _provider(settings, provider, client))
     checks += [await _ledger(settings), _limits(settings), _http(settings), _webhooks(settings)]
+    checks.append(_observability(settings, os.environ if env is None else env))
     return Report(checks, summary=_summary(settings))
 
 

@@ -1,9 +1,9 @@
 """Log lines for people and for log shippers (issue 19): the stderr handler's formatter.
 
 `JOBRELAY_LOG_FORMAT=json` (`configure_logging`): one JSON object per line on stderr, with
-timestamp, level, event, logger, and job_id/provider/request_id when known; the default stays
-human-readable. Both formats redact the configured keys and tokens. Imports nothing from
-jobrelay but `redact` (a leaf).
+timestamp, level, event, logger, and job_id/provider/upstream_id/request_id when known; the
+default stays human-readable. Both formats redact the configured keys and tokens. Imports
+nothing from jobrelay but `redact` (a leaf).
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 """The JSON-RPC id of the MCP request being handled (set by `_operations`), for log lines."""
 
 
-_LOG_FIELDS: Final = ("job_id", "provider", "request_id")
+_LOG_FIELDS: Final = ("job_id", "provider", "upstream_id", "request_id")
+"""A record's `extra` names these (`upstream_id`: the provider's own id of a job, where the
+line knows no jobrelay handle); `request_id` defaults to the MCP request being handled."""
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: timestamp (UTC, ISO 8601), level, event, logger, and
-    job_id/provider/request_id when known (a record's `extra`, or the MCP request being
-    handled); every text field is redacted of `secrets`."""
+    job_id/provider/upstream_id/request_id when known (a record's `extra`, or the MCP request
+    being handled); every text field is redacted of `secrets`."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()

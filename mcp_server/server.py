@@ -30,6 +30,7 @@ from mcp_server import __version__, telemetry
 from mcp_server import _bounds as B
 from mcp_server._bounds import MAX_ARGUMENT_DEPTH
 from mcp_server._clock import Clock, SystemClock
+from mcp_server._gauges import start_sampling
 from mcp_server._jsonrpc_guard import argument_depth
 from mcp_server._schema import compact, inline_defs, share_repeats
 from mcp_server.config import Settings, key_fingerprint, load_settings
@@ -128,6 +129,8 @@ class Runtime:
             connections=self.connections,
             providers=self.providers,
         )
+        # Metrics on: jobs by state and bucket fill, sampled in the background (issue 19).
+        start_sampling(self.task_group, self.ledger, self.limiter, self.clock)
 
     # ---- callers and keys ---------------------------------------------------------------
     def effective_key(self, provider: str, override: SecretStr | None) -> SecretStr:

@@ -379,10 +379,12 @@ class JobTasks:
         rt = self._rt()
         decided = anyio.Event()
         ended: list[CallToolResult] = []
+        intents: list[JobRecord] = []  # the job's row, once written (for a crash's log line)
 
         async def on_intent(record: JobRecord) -> None:
             if call.task is not None or call.answered is not None:
                 return  # a second row of the same job (a split research part)
+            intents.append(record)
             self.submitting.add(record.job_id)
             await call.open(
                 record.job_id,
@@ -405,7 +407,9 @@ class JobTasks:
             try:
                 result = await outcome_result(rt.service, call.tool, submit)
             except Exception:  # a jobrelay bug: logged; the task (if any) says failed
-                log.exception("background %s crashed", call.tool)
+                job = intents[0] if intents else None
+                extra = {} if job is None else {"job_id": job.job_id, "provider": job.provider}
+                log.exception("background %s crashed", call.tool, extra=extra)
                 result = None
             finally:
                 _ON_INTENT.reset(token)

@@ -15,10 +15,15 @@ started inside a tool call is that tool span's child.
 
 The seams, one call each: `upstream/_http.py` (`upstream_call`, `limiter_waited`),
 `upstream/_feedback.py` (`hints_seen`), `limits/_window.py` (`limiter_refused`),
-`ledger/_core.py` (`job_written`, in `stamped`), `watch.py` (`poll_round`), `upstream/_sse.py`
-(`sse_reconnected`), the MCP middleware in `_operations.py` (`mcp_operation`); webhooks call
-`webhook_delivered`. No attribute carries a key, token, tenant fingerprint or contact data:
-providers, endpoint templates, bucket names, states and statuses only.
+`ledger/_core.py` (`job_written`, after the write committed), `watch.py` (`poll_round`, with the
+provider polled), `upstream/_sse.py` (`sse_reconnected`), the MCP middleware in `_operations.py`
+(`mcp_operation`); webhooks call `webhook_delivered`. Two figures are sampled rather than
+recorded: jobs by provider and state (counted in the ledger) and each bucket's fill as the
+local limiter sees it; `_gauges.py` refreshes them off the request path every
+`GAUGE_SECONDS` (`jobs_counted`, `buckets_sampled`) and the observable gauges' callbacks read
+the cached figures when a reader collects. No attribute carries a key, token, tenant
+fingerprint or contact data: providers, endpoint templates, bucket names, states and statuses
+only.
 
 `JOBRELAY_LOG_FORMAT=json` (`configure_logging`): one JSON object per line on stderr.
 The log formatters live in `logs.py` (re-exported here). Imports nothing from jobrelay but
@@ -29,37 +34,40 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
+from mcp_server._instruments import BUCKET, GAUGE_SECONDS, PROVIDER, BucketFill, Instruments
 from mcp_server.logs import REQUEST_ID, JsonFormatter, configure_logging
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter, Histogram
-    from opentelemetry.metrics import _Gauge as Gauge
-    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.trace import Span, Tracer
-    from prometheus_client import CollectorRegistry
+    from opentelemetry.trace import Span
 
 __all__ = [
+    "GAUGE_SECONDS",
     "LOG_FORMAT_ENV",
     "METRICS_ENV",
     "REQUEST_ID",
+    "BucketFill",
     "JobLike",
     "JsonFormatter",
     "TelemetryUnavailable",
+    "buckets_sampled",
     "configure_logging",
     "disable",
     "enable",
     "enabled",
+    "extra_installed",
     "hints_seen",
     "job_written",
+    "jobs_counted",
     "limiter_refused",
     "limiter_waited",
     "mcp_operation",
+    "otlp_signals",
     "poll_round",
     "prometheus_text",
     "sse_reconnected",
@@ -73,15 +81,12 @@ LOG_FORMAT_ENV: Final = "JOBRELAY_LOG_FORMAT"
 EXTRA_HINT: Final = "pip install 'jobrelay[otel]'"
 
 
-# The MCP conventions' advised boundaries for `mcp.*.operation.duration` (seconds).
-MCP_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
-HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-WAIT_BUCKETS: Final = (0.0, 0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 30, 45, 60)
-JOB_BUCKETS: Final = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
-ROUND_BUCKETS: Final = (0, 1, 2, 3, 5, 10, 20, 50)
-
-PROVIDER: Final = "jobrelay.provider"
-BUCKET: Final = "jobrelay.limiter.bucket"
+EXTRA_DISTRIBUTIONS: Final = (
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-prometheus",
+    "opentelemetry-exporter-otlp-proto-http",
+)
+"""What the `otel` extra installs (pyproject's optional-dependencies)."""
 
 
 class TelemetryUnavailable(RuntimeError):
@@ -105,106 +110,7 @@ class JobLike(Protocol):
     def finished_at(self) -> datetime | None: ...
 
 
-class _Instruments:
-    """Everything an enabled process records into; built by `enable` only."""
-
-    def __init__(
-        self,
-        provider: MeterProvider,
-        registry: CollectorRegistry | None,
-        tracer: Tracer,
-        *,
-        tracing: bool,
-    ) -> None:
-        self.provider = provider
-        self.registry = registry
-        self.tracer = tracer
-        self.tracing = tracing
-        meter = provider.get_meter("jobrelay")
-        self.operation: Histogram = meter.create_histogram(
-            "mcp.server.operation.duration",
-            unit="s",
-            description="MCP request or notification duration, received to answered.",
-            explicit_bucket_boundaries_advisory=MCP_BUCKETS,
-        )
-        self.http: Histogram = meter.create_histogram(
-            "http.client.request.duration",
-            unit="s",
-            description="Upstream request duration, sent to response headers (each attempt).",
-            explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
-        )
-        self.rate_limited: Counter = meter.create_counter(
-            "jobrelay.upstream.rate_limited",
-            unit="{response}",
-            description="Upstream 429 answers.",
-        )
-        self.wait: Histogram = meter.create_histogram(
-            "jobrelay.limiter.wait.duration",
-            unit="s",
-            description="Time a request waited for a slot in its local rate bucket.",
-            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
-        )
-        self.refused: Counter = meter.create_counter(
-            "jobrelay.limiter.refusals",
-            unit="{request}",
-            description="Requests the local rate guard refused (the wait did not fit).",
-        )
-        self.remaining: Gauge = meter.create_gauge(
-            "jobrelay.limiter.bucket.remaining",
-            unit="{request}",
-            description="Requests left in the bucket's window, as the upstream last said.",
-        )
-        self.limit: Gauge = meter.create_gauge(
-            "jobrelay.limiter.bucket.limit",
-            unit="{request}",
-            description="The bucket's limit per window, as the upstream last said.",
-        )
-        self.credits: Gauge = meter.create_gauge(
-            "jobrelay.credits.remaining",
-            unit="{credit}",
-            description="Credits left, as the upstream last said (X-PublicAPI-Credits).",
-        )
-        self.spent: Counter = meter.create_counter(
-            "jobrelay.credits.spent",
-            unit="{credit}",
-            description="Credits requested by submits the upstream accepted (or may have).",
-        )
-        self.job_duration: Histogram = meter.create_histogram(
-            "jobrelay.job.duration",
-            unit="s",
-            description="Job time from submit to its terminal state.",
-            explicit_bucket_boundaries_advisory=JOB_BUCKETS,
-        )
-        self.transitions: Counter = meter.create_counter(
-            "jobrelay.job.transitions",
-            unit="{job}",
-            description="Jobs entering a state (jobrelay.job.state), as the ledger stored it.",
-        )
-        self.poll_calls: Histogram = meter.create_histogram(
-            "jobrelay.poll.round.calls",
-            unit="{call}",
-            description="Upstream status calls made in one shared poll round.",
-            explicit_bucket_boundaries_advisory=ROUND_BUCKETS,
-        )
-        self.reconnects: Counter = meter.create_counter(
-            "jobrelay.sse.reconnects",
-            unit="{reconnect}",
-            description="Event-stream reconnects after a drop.",
-        )
-        self.deliveries: Counter = meter.create_counter(
-            "jobrelay.webhook.deliveries",
-            unit="{delivery}",
-            description="Webhook deliveries by outcome.",
-        )
-        self.lag: Histogram = meter.create_histogram(
-            "jobrelay.webhook.delivery.lag",
-            unit="s",
-            description="Time from the job event to its webhook delivery.",
-            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
-        )
-
-
-_active: _Instruments | None = None
+_active: Instruments | None = None
 
 
 def enabled() -> bool:
@@ -225,6 +131,23 @@ def _otlp_wanted(signal: str, environ: Mapping[str, str]) -> bool:
         environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     )
+
+
+def otlp_signals(environ: Mapping[str, str]) -> list[str]:
+    """The signals ("metrics", "traces") `environ`'s OTEL_* variables export over OTLP."""
+    return [signal for signal in ("metrics", "traces") if _otlp_wanted(signal, environ)]
+
+
+def extra_installed() -> str | None:
+    """The installed OpenTelemetry SDK's version when the `otel` extra is complete, else None
+    (read from the installed distributions: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = [version(name) for name in EXTRA_DISTRIBUTIONS]
+    except PackageNotFoundError:
+        return None
+    return found[0]
 
 
 def enable(
@@ -272,7 +195,7 @@ def enable(
         if tracing:
             _install_otlp_tracing(resource)
     provider = MeterProvider(resource=resource, metric_readers=all_readers)
-    _active = _Instruments(provider, registry, trace.get_tracer("jobrelay"), tracing=tracing)
+    _active = Instruments(provider, registry, trace.get_tracer("jobrelay"), tracing=tracing)
 
 
 def _otlp_metric_reader() -> MetricReader:
@@ -393,7 +316,7 @@ class _Call:
 
     __slots__ = ("_active", "_attrs", "_span", "_start", "_status", "_token")
 
-    def __init__(self, active: _Instruments, provider: str, method: str, template: str) -> None:
+    def __init__(self, active: Instruments, provider: str, method: str, template: str) -> None:
         self._active = active
         self._attrs: dict[str, str | int] = {
             PROVIDER: provider,
@@ -485,8 +408,8 @@ def hints_seen(
 
 
 def job_written(old: JobLike, new: JobLike, *, spent: bool) -> None:
-    """A ledger row changed from `old` to `new`; `spent`: its submit left `submitting` for a
-    state that may have spent its `credits_requested`."""
+    """A ledger row changed from `old` to `new` and the change committed; `spent`: its submit
+    left `submitting` for a state that may have spent its `credits_requested`."""
     active = _active
     if active is None:
         return
@@ -501,12 +424,30 @@ def job_written(old: JobLike, new: JobLike, *, spent: bool) -> None:
         active.job_duration.record(seconds, {**attrs, "jobrelay.job.state": str(new.state)})
 
 
-def poll_round(calls: int) -> None:
-    """One shared poll round made `calls` upstream status calls."""
+def poll_round(calls: int, provider: str | None = None) -> None:
+    """One shared poll round for `provider` made `calls` upstream status calls."""
     active = _active
     if active is None:
         return
-    active.poll_calls.record(calls)
+    active.poll_calls.record(calls, None if provider is None else {PROVIDER: provider})
+
+
+def jobs_counted(counts: Mapping[tuple[str, str], int]) -> None:
+    """The ledger's jobs by (provider, state), as just counted; a pair counted before and
+    absent now reads 0 (its jobs all moved on)."""
+    active = _active
+    if active is None:
+        return
+    active.job_counts = dict.fromkeys(active.job_counts, 0) | dict(counts)
+
+
+def buckets_sampled(fills: Iterable[BucketFill]) -> None:
+    """Every rate bucket's fill as the local limiter sees it now (one per provider and
+    bucket); a bucket sampled before and absent now keeps its last figures."""
+    active = _active
+    if active is None:
+        return
+    active.fills = active.fills | {(f.provider, f.bucket): f for f in fills}
 
 
 def sse_reconnected(provider: str) -> None:

@@ -122,11 +122,14 @@ class PollCoalescer(Generic[T]):
         push: PushReconciler | None = None,
         on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
         on_idle: Callable[[], Awaitable[None]] | None = None,
+        provider: str | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
         if max_calls_per_round is not None and max_calls_per_round < 1:
             raise ValueError("max_calls_per_round must be at least 1")
+        self.provider = provider
+        """The provider it polls for (the metrics' `jobrelay.provider` of its rounds)."""
         self._max_calls = max_calls_per_round
         self._rotation = 0
         """Where the next capped round starts in the pending list, so every id gets its turn."""
@@ -275,7 +278,7 @@ class PollCoalescer(Generic[T]):
                 if due:
                     before = self.calls
                     extra_wait = await self._round(due)
-                    telemetry.poll_round(self.calls - before)
+                    telemetry.poll_round(self.calls - before, self.provider)
                     waits.append(self._interval(index))
                     index += 1
                 if self._push is not None and len(due) < len(pending):

@@ -4,7 +4,7 @@ project's one estimator (`_bounds.tokens`) on results received through the real 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,18 @@ from mcp_server.server import build_server
 
 pytestmark = pytest.mark.anyio
 
+UNTIL_DONE = 3_600.0
+"""`wait_seconds` of a wait that must end with its job: an hour of virtual time (36 real s at
+TEST_SCALE, beyond `call`'s fail_after), where 30-45 s (0.3-0.45 real s) ran out on a loaded
+machine with the job still going. The `client` below allows waits that long."""
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> AsyncIterator[Client]:
+    """conftest's `client`, allowed to wait UNTIL_DONE."""
+    async with make_client(JOBRELAY_MAX_WAIT_SECONDS=str(int(UNTIL_DONE))) as c:
+        yield c
+
 
 async def _research(client: Client, n: int, *, tag: str, wait: float = 0) -> dict[str, Any]:
     contacts = [{"name": f"Person {tag}{i}", "company": f"Company {tag}"} for i in range(n)]
@@ -44,7 +56,7 @@ async def _research(client: Client, n: int, *, tag: str, wait: float = 0) -> dic
 
 async def test_status_of_100_finished_jobs_is_status_only_and_under_8k(client: Client) -> None:
     jobs = [(await _research(client, 1, tag=f"s{i}-"))["job_id"] for i in range(100)]
-    await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": 30})
+    await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": UNTIL_DONE})
     status = await call(client, "get_job_status", {"job_ids": jobs})
     data = structured(status)
     assert [j["job_id"] for j in data["jobs"]] == jobs
@@ -68,7 +80,7 @@ async def _one_each(client: Client, emails: list[str]) -> list[str]:
         result = await call(client, "start_research", args)
         assert not result.is_error, text_of(result)
         jobs.append(structured(result)["job_id"])
-    await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": 30})
+    await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": UNTIL_DONE})
     return jobs
 
 
@@ -112,7 +124,7 @@ async def test_status_of_100_jobs_in_mixed_states_is_bounded(client: Client) -> 
 
 
 async def test_results_are_cut_at_item_boundaries_to_their_bounds(client: Client) -> None:
-    job = (await _research(client, 50, tag="r", wait=45))["job_id"]
+    job = (await _research(client, 50, tag="r", wait=UNTIL_DONE))["job_id"]
     waited = await call(client, "wait_for_job", {"job_id": job})
     assert structured(waited)["state"] == "succeeded"
     assert answer_tokens(waited) <= B.DEFAULT_ANSWER_TOKENS
@@ -177,6 +189,7 @@ async def _inflated(tmp_path: Path) -> AsyncIterator[Client]:
             "SEAMLESS_BASE_URL": "http://sandbox.test" + SEAMLESS_PREFIX,
             "JOBRELAY_SANDBOX": "0",
             "AGENTSEO_API_KEY": "unused",
+            "JOBRELAY_MAX_WAIT_SECONDS": str(int(UNTIL_DONE)),
         }
     )
     server = build_server(settings, clock=clock, transports={"seamless": transport})
@@ -188,7 +201,7 @@ async def test_an_oversized_record_is_shown_truncated_and_no_next_step_loops(
     tmp_path: Path,
 ) -> None:
     async with _inflated(tmp_path) as client:
-        job = (await _research(client, 1, tag="big", wait=30))["job_id"]
+        job = (await _research(client, 1, tag="big", wait=UNTIL_DONE))["job_id"]
         waited = await call(client, "wait_for_job", {"job_id": job})
         page = await call(client, "get_job_result", {"job_id": job})
         past = await call(client, "get_job_result", {"job_id": job, "offset": 5})
@@ -211,8 +224,8 @@ async def test_no_tool_answer_exceeds_the_hard_bound(client: Client) -> None:
     """The largest legal requests of every listing tool stay within MAX_ANSWER_TOKENS."""
     with anyio.fail_after(30):
         jobs = [(await _research(client, 100, tag=f"m{i}-"))["job_id"] for i in range(2)]
-        await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": 45})
-        await call(client, "wait_for_job", {"job_id": jobs[0], "wait_seconds": 45})
+        await call(client, "wait_for_job", {"job_id": jobs[-1], "wait_seconds": UNTIL_DONE})
+        await call(client, "wait_for_job", {"job_id": jobs[0], "wait_seconds": UNTIL_DONE})
     biggest = 0
     for tool, args in (
         ("search_prospects", {"kind": "contacts", "limit": 50, "query": "q" * B.MAX_QUERY_CHARS}),
@@ -238,9 +251,13 @@ def test_the_estimator_is_compact_json_over_three() -> None:
 async def test_list_jobs_text_names_every_job_and_points_at_unread_paid_work(
     client: Client,
 ) -> None:
-    paid = (await _research(client, 2, tag="paid", wait=30))["job_id"]  # shown once: read
+    paid = (await _research(client, 2, tag="paid", wait=UNTIL_DONE))["job_id"]  # shown once: read
     unread = (await _research(client, 1, tag="unread"))["job_id"]
-    seo_args = {"workflow": "serp_analysis", "params": {"keyword": "crm"}, "wait_seconds": 45}
+    seo_args = {
+        "workflow": "serp_analysis",
+        "params": {"keyword": "crm"},
+        "wait_seconds": UNTIL_DONE,
+    }
     seo = structured(await call(client, "start_seo_job", seo_args))["job_id"]  # newer, free-ish
     await call(client, "get_job_status", {"job_ids": [unread]})  # status never marks it read
     listed = await call(client, "list_jobs", {})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -139,6 +141,80 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
             with anyio.fail_after(10):
                 await process.wait()
             tg.cancel_scope.cancel()
+
+
+class HoldingProxy:
+    """A loopback TCP relay in front of the sandbox: bytes go through both ways unchanged,
+    until `hold_paid_posts()`. From then on, a connection that sends a paid research POST is
+    held: nothing more of it reaches the sandbox, and the connection stays open until the relay
+    closes. The POST has left the server and has no answer, for certain and for as long as the
+    test needs: the sandbox counts a request only when it answers, and it never sees this one.
+    `held` is set at that moment, so a test kills the server on an event, not on a guess.
+
+    (A `latency_ms` fault cannot do this: a POST the sandbox reads only after the test turned
+    the latency back off is answered at once and counted, a race a loaded machine loses.)"""
+
+    _PAID_POST = re.compile(rb"POST \S*/contacts/research[ ?]")
+
+    def __init__(self, upstream_root: str) -> None:
+        parts = urlsplit(upstream_root)
+        assert parts.hostname is not None, upstream_root
+        assert parts.port is not None, upstream_root
+        self._upstream = (parts.hostname, parts.port)
+        self._holding = False
+        self.held = anyio.Event()
+        self.root = ""
+        """http://127.0.0.1:<port>, once listening."""
+
+    def hold_paid_posts(self) -> None:
+        self._holding = True
+
+    def seamless(self) -> str:
+        return f"{self.root}/seamless/api/client/v1"
+
+    async def _relay(self, client: anyio.abc.SocketStream) -> None:
+        try:
+            async with (
+                client,
+                await anyio.connect_tcp(*self._upstream) as upstream,
+                anyio.create_task_group() as tg,
+            ):
+
+                async def up() -> None:
+                    tail = b""
+                    async for chunk in client:
+                        seen, tail = tail + chunk, (tail + chunk)[-64:]
+                        if self._holding and self._PAID_POST.search(seen):
+                            self.held.set()
+                            await anyio.sleep_forever()  # held until the relay closes
+                        await upstream.send(chunk)
+                    tg.cancel_scope.cancel()
+
+                async def down() -> None:
+                    async for chunk in upstream:
+                        await client.send(chunk)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(up)
+                tg.start_soon(down)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # a peer went away (the server was killed): this connection is over
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, upstream_root: str) -> AsyncIterator[HoldingProxy]:
+        proxy = cls(upstream_root)
+        async with (
+            await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+            anyio.create_task_group() as tg,
+        ):
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  # anyio's
+            proxy.root = f"http://127.0.0.1:{port}"
+            tg.start_soon(listener.serve, proxy._relay)
+            try:
+                yield proxy
+            finally:
+                tg.cancel_scope.cancel()
 
 
 # --------------------------------------------------------------------------------------------

@@ -297,3 +297,36 @@ async def test_an_unreachable_postgresql_ledger_is_a_problem_without_its_passwor
     assert report.exit_code != 0
     assert "postgresql://me:***@127.0.0.1:1/x: cannot be used (io)" in text
     assert "pw-123" not in text
+
+
+async def test_observability_says_metrics_logs_and_whether_the_otel_extra_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_server import telemetry
+
+    _, off = await _report(_env(tmp_path))
+    assert "metrics: off (JOBRELAY_METRICS=1 turns them on)" in off
+    assert "logs: text on stderr" in off
+    assert "otel extra: installed (OpenTelemetry SDK " in off  # the dev extra includes it
+
+    on = _env(
+        tmp_path,
+        JOBRELAY_METRICS="1",
+        JOBRELAY_LOG_FORMAT="json",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318",
+    )
+    report, text = await _report(on)
+    assert report.exit_code == 0, text
+    assert "metrics: on (JOBRELAY_METRICS=1)" in text
+    assert "logs: JSON lines on stderr (JOBRELAY_LOG_FORMAT=json)" in text
+    assert "OTLP export: metrics and traces" in text
+
+    # Without the extra, metrics on is a problem `serve` would refuse to start with.
+    monkeypatch.setattr(telemetry, "EXTRA_DISTRIBUTIONS", ("jobrelay-no-such-distribution",))
+    report, text = await _report(on)
+    assert "otel extra: not installed (pip install 'jobrelay[otel]')" in text
+    assert report.exit_code == 1
+    assert report.problems == [
+        "Observability: JOBRELAY_METRICS=1 needs the OpenTelemetry SDK. "
+        "Fix: pip install 'jobrelay[otel]', or unset JOBRELAY_METRICS."
+    ]

@@ -28,6 +28,7 @@ from mcptasks.toy import (
 )
 from test_crash import (  # the external sandbox subprocess and the stdio server shim
     _SERVE_WITH_PIDFILE,
+    HoldingProxy,
     Sandbox,
     _base_env,
     errlog,  # noqa: F401  # fixture
@@ -61,6 +62,23 @@ async def until_terminal(client: Client, inbox: Inbox, task_ids: list[str]) -> N
             await inbox.wait_for(
                 lambda box: all(any(s != "working" for s in box.statuses(t)) for t in task_ids),
             )
+
+
+async def until_submitted(client: Client, inbox: Inbox, task_ids: list[str]) -> None:
+    """Until the submits behind these tasks have their upstream answer in the ledger. A task
+    is created at the intent row, before its POST: "submitting to ..." until the answer is
+    recorded (a kill before that leaves the job `unknown`, as it should)."""
+
+    def submitted(answers: list[dict[str, Any]]) -> bool:
+        return not any(a.get("statusMessage", "").startswith("submitting") for a in answers)
+
+    async with listening(client, inbox, taskIds=task_ids):
+        with anyio.fail_after(30):
+            while True:
+                seen = len(inbox.tasks)  # before the gets: a change after them wakes us
+                if submitted([await raw_get(client, t) for t in task_ids]):
+                    return
+                await inbox.wait_for(lambda box, seen=seen: len(box.tasks) > seen)
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,14 +159,20 @@ async def test_a_legacy_http_client_sees_todays_result(
 
 @asynccontextmanager
 async def serve(
-    upstream: Sandbox, tmp_path: Path, log: TextIO, n: int, inbox: Inbox
+    upstream: Sandbox,
+    tmp_path: Path,
+    log: TextIO,
+    n: int,
+    inbox: Inbox,
+    *,
+    seamless: str | None = None,
 ) -> AsyncIterator[tuple[Client, Path]]:
     pidfile = tmp_path / f"serve-{n}.pid"
     env = _base_env(tmp_path) | {
         "JOBRELAY_DB": str(tmp_path / "jobs.sqlite3"),
         "SEAMLESS_API_KEY": "tasks-test-key",
         "AGENTSEO_API_KEY": "tasks-test-key",
-        "SEAMLESS_BASE_URL": upstream.seamless,
+        "SEAMLESS_BASE_URL": seamless or upstream.seamless,
         "AGENTSEO_BASE_URL": upstream.agentseo,
     }
     params = StdioServerParameters(
@@ -174,26 +198,34 @@ async def test_tasks_survive_kill_9_and_reach_their_end_after_a_restart(
 
     await sandbox.set_faults(job_seconds=3.0)  # real seconds: running when the server dies
     first_inbox = Inbox()
-    async with serve(sandbox, tmp_path, errlog, 1, first_inbox) as (first, pidfile):
-        research = await raw_call(first, "start_research", ADA)
-        seo = await raw_call(first, "start_seo_job", SERP)
-        before = [await raw_get(first, t["taskId"]) for t in (research, seo)]
-        # A third submit is held in flight upstream: its task (and intent row) exist, its
-        # POST has no answer yet when the process dies.
-        await sandbox.set_faults(latency_ms=60_000)
-        in_flight = await raw_call(first, "start_research", GRACE)
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        with pytest.raises(MCPError):  # the server is gone
-            await raw_get(first, research["taskId"])
-    await sandbox.set_faults(latency_ms=0)
-    paid_before_restart = (await sandbox.stats())["requests"].get(PAID_ROUTE, 0)
+    async with HoldingProxy.running(sandbox.root) as proxy:
+        async with serve(sandbox, tmp_path, errlog, 1, first_inbox, seamless=proxy.seamless()) as (
+            first,
+            pidfile,
+        ):
+            research = await raw_call(first, "start_research", ADA)
+            seo = await raw_call(first, "start_seo_job", SERP)
+            before = [await raw_get(first, t["taskId"]) for t in (research, seo)]
+            # Their POSTs were answered (and recorded) before anything is held.
+            await until_submitted(first, first_inbox, [research["taskId"], seo["taskId"]])
+            # A third submit is held in flight upstream: its task (and intent row) exist, its
+            # POST has left the server and has no answer when the process dies.
+            proxy.hold_paid_posts()
+            in_flight = await raw_call(first, "start_research", GRACE)
+            with anyio.fail_after(30):
+                await proxy.held.wait()
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            with pytest.raises(MCPError):  # the server is gone
+                await raw_get(first, research["taskId"])
+        paid_before_restart = (await sandbox.stats())["requests"].get(PAID_ROUTE, 0)
 
-    ids = [research["taskId"], seo["taskId"], in_flight["taskId"]]
-    second_inbox = Inbox()
-    async with serve(sandbox, tmp_path, errlog, 2, second_inbox) as (second, _pid):
-        answered = [await raw_get(second, t) for t in ids]
-        await until_terminal(second, second_inbox, ids[:2])
-        finals = [await raw_get(second, t) for t in ids]
+        ids = [research["taskId"], seo["taskId"], in_flight["taskId"]]
+        second_inbox = Inbox()
+        async with serve(sandbox, tmp_path, errlog, 2, second_inbox) as (second, _pid):
+            answered = [await raw_get(second, t) for t in ids]
+            await until_terminal(second, second_inbox, ids[:2])
+            finals = [await raw_get(second, t) for t in ids]
+        stats = await sandbox.stats()  # Grace's POST is still held by the proxy
 
     for created in (research, seo, in_flight):
         assert_valid("CreateTaskResult", created)
@@ -207,9 +239,9 @@ async def test_tasks_survive_kill_9_and_reach_their_end_after_a_restart(
     unknown = finals[2]["result"]["structuredContent"]
     assert unknown["state"] == "unknown"
     assert unknown["advice"]["code"] == "outcome_unknown"
-    stats = await sandbox.stats()
-    assert paid_before_restart >= 1  # Ada's (Grace's is still held upstream)
-    assert stats["requests"][PAID_ROUTE] == paid_before_restart  # nothing resubmitted
+    assert paid_before_restart == 1  # Ada's (Grace's never reached the sandbox)
+    assert stats["requests"][PAID_ROUTE] == 1  # nothing resubmitted
+    assert stats["duplicate_paid_posts"] == 0
 
 
 async def test_an_unusable_key_header_is_the_tools_own_refusal_not_a_task(

@@ -134,9 +134,12 @@ with telemetry.upstream_call("seamless", "GET", "/x") as c:
 telemetry.limiter_waited("seamless", "b", 1.0)
 refusal(bucket_key("seamless", "k", "GET", "/x"), 2.0)
 telemetry.hints_seen("seamless", "b", remaining=1, limit=2, credits=3)
-telemetry.poll_round(3)
+telemetry.poll_round(3, "seamless")
 telemetry.sse_reconnected("agentseo")
 telemetry.webhook_delivered("delivered", 1.0)
+telemetry.jobs_counted({("seamless", "running"): 1})
+telemetry.buckets_sampled([telemetry.BucketFill("seamless", "b", 1, 2, 0.0)])
+assert telemetry.extra_installed()  # read from the installed distributions, not imported
 assert telemetry.prometheus_text() is None
 print(sorted(m for m in sys.modules
              if m.startswith(("opentelemetry.metrics", "opentelemetry.sdk",
@@ -193,6 +196,16 @@ async def test_a_research_job_records_operation_upstream_job_and_credit_metrics(
     async with Client(server) as client:
         job = await _research(client, 2)
         bad = await call(client, "get_job_status", {"job_id": "sea_nope"})
+        # The sampled gauges, refreshed by the server's background sampler (virtual time):
+        # the job counted in the state the tool reported (or its end, if it moved on since).
+        with anyio.fail_after(10):
+            while not any(
+                a["jobrelay.provider"] == "seamless"
+                and a["jobrelay.job.state"] in (job["state"], "succeeded")
+                and p.value == 1
+                for a, p in _metrics(reader)[0].get("jobrelay.jobs", [])
+            ):
+                await clock.sleep(1.0)
     assert job["state"] == "succeeded"
     assert bad.is_error
     points, units = _metrics(reader)
@@ -246,6 +259,24 @@ async def test_a_research_job_records_operation_upstream_job_and_credit_metrics(
     assert units["jobrelay.job.duration"] == "s"
     rounds = points.get("jobrelay.poll.round.calls", [])
     assert all(p.sum >= p.count for _, p in rounds)  # a round that ran made at least one call
+    assert all(a == {"jobrelay.provider": "seamless"} for a, _ in rounds)
+
+    # Bucket fill as the local limiter sees it (the sampler's last look): the research POST
+    # bucket used once, of its capacity (0 if that send left the window: virtual time runs
+    # 100x; the arithmetic itself is pinned in test_telemetry_gauges on a FakeClock).
+    fill = {
+        name: {a["jobrelay.limiter.bucket"]: p.value for a, p in points[name]}
+        for name in (
+            "jobrelay.limiter.bucket.used",
+            "jobrelay.limiter.bucket.capacity",
+            "jobrelay.limiter.bucket.wait",
+        )
+    }
+    assert fill["jobrelay.limiter.bucket.used"]["POST /contacts/research"] in (0, 1)
+    assert fill["jobrelay.limiter.bucket.capacity"]["POST /contacts/research"] > 1
+    assert fill["jobrelay.limiter.bucket.wait"]["POST /contacts/research"] == 0.0
+    assert units["jobrelay.limiter.bucket.wait"] == "s"
+    assert units["jobrelay.jobs"] == "{job}"
 
 
 def test_a_429_an_upstream_error_and_a_local_refusal_are_counted(
@@ -391,6 +422,13 @@ async def test_metrics_endpoint_serves_prometheus_text_behind_the_token_with_no_
                 client, "start_seo_job", {"workflow": "serp_analysis", "params": {"keyword": "x"}}
             )
             assert not seo.is_error, text_of(seo)
+            # The sampled gauges (jobs by state, bucket fill) refresh off the request path:
+            # wait (virtual time) until they show these jobs, so the grep below covers them.
+            with anyio.fail_after(10):
+                while b'job_state="succeeded",jobrelay_provider="seamless"' not in (
+                    telemetry.prometheus_text() or b""
+                ):
+                    await clock.sleep(1.0)
         logging.getLogger("mcp_server.test").warning("echo of a key: %s", SEAMLESS_KEY)
         metrics_url = url.removesuffix("/mcp") + "/metrics"
         with anyio.fail_after(10):
@@ -409,6 +447,19 @@ async def test_metrics_endpoint_serves_prometheus_text_behind_the_token_with_no_
     assert 'url_template="/contacts/research"' in text
     assert "jobrelay_credits_spent_total" in text
     assert "jobrelay_job_transitions_total" in text
+    assert "# TYPE jobrelay_jobs gauge" in text
+    [succeeded] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("jobrelay_jobs{")
+        and 'jobrelay_job_state="succeeded"' in line
+        and 'jobrelay_provider="seamless"' in line
+    ]
+    assert succeeded.endswith(" 1.0")  # the one research job, counted in the ledger
+    assert "# TYPE jobrelay_limiter_bucket_used gauge" in text
+    assert "# TYPE jobrelay_limiter_bucket_capacity gauge" in text
+    assert "# TYPE jobrelay_limiter_bucket_wait_seconds gauge" in text
+    assert 'jobrelay_limiter_bucket="POST /contacts/research"' in text
 
     fingerprints = [key_fingerprint(SEAMLESS_KEY), key_fingerprint(AGENTSEO_KEY)]
     forbidden = [SEAMLESS_KEY, AGENTSEO_KEY, HTTP_TOKEN, *fingerprints]
@@ -451,6 +502,8 @@ def test_json_log_lines_carry_timestamp_level_event_ids_and_no_secret() -> None:
     assert out["timestamp"].endswith("+00:00")
     assert SEAMLESS_KEY not in line
     assert out["event"].startswith("poll of sea_1 failed: key=")
+    record.upstream_id = "abc-123"  # a provider's own id, where a line knows no handle
+    assert json.loads(formatter.format(record))["upstream_id"] == "abc-123"
 
 
 def test_configure_logging_switches_the_stderr_handler_and_the_default_stays_text(
@@ -521,6 +574,9 @@ async def test_a_ledger_log_line_names_its_job_and_provider_and_the_write_is_cou
     assert stale["job_id"] == job.job_id
     assert stale["provider"] == "seamless"
     assert stale["level"] == "debug"
+    # Every committed state change is a debug line naming its job and provider.
+    [moved] = [line for line in lines if line["event"] == f"job {job.job_id}: unknown -> succeeded"]
+    assert (moved["job_id"], moved["provider"]) == (job.job_id, "seamless")
     points, _ = _metrics(reader)
     assert [p.value for _, p in points["jobrelay.credits.spent"]] == [3]
     states = {a["jobrelay.job.state"]: p.value for a, p in points["jobrelay.job.transitions"]}

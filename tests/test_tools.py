@@ -367,7 +367,9 @@ async def test_seo_job_waits_with_progress_in_order_only_on_change_ending_at_100
     assert_agent_safe(result)
 
 
-async def test_seo_workflows_validate_params_and_finish(client: Client) -> None:
+async def test_seo_workflows_validate_params_and_finish(
+    make_client: Callable[..., Any],
+) -> None:
     cases = {
         "keyword_metrics": {"keywords": ["pizza", "pasta"]},
         "local_audit": {"business_name": "Joe's Pizza", "location": "Austin, TX"},
@@ -378,15 +380,18 @@ async def test_seo_workflows_validate_params_and_finish(client: Client) -> None:
             ]
         },
     }
-    for workflow, params in cases.items():
-        result = await call(
-            client,
-            "start_seo_job",
-            {"workflow": workflow, "params": params, "wait_seconds": 30},
-        )
-        data = structured(result)
-        assert (data["state"], data["operation"]) == ("succeeded", f"seo:{workflow}"), data
-        assert data["results_total"] == (2 if workflow == "local_audit_batch" else 1)
+    # Each start waits until its job ends: an hour of virtual time (36 real s, beyond `call`'s
+    # fail_after) where 30 s (0.3 real s) ran out on a loaded machine with the job still going.
+    async with make_client(JOBRELAY_MAX_WAIT_SECONDS="3600") as client:
+        for workflow, params in cases.items():
+            result = await call(
+                client,
+                "start_seo_job",
+                {"workflow": workflow, "params": params, "wait_seconds": 3600},
+            )
+            data = structured(result)
+            assert (data["state"], data["operation"]) == ("succeeded", f"seo:{workflow}"), data
+            assert data["results_total"] == (2 if workflow == "local_audit_batch" else 1)
 
 
 async def test_status_of_a_batch_is_one_poll_call_for_all_open_research_jobs(

@@ -14,6 +14,12 @@ from mcp_server.watch import Latest, PollCoalescer, StreamHub, wait_newer_until
 pytestmark = pytest.mark.anyio
 
 SCALE = 200.0  # 1 virtual second = 5 ms
+UNTIL_DONE = 3_600.0
+"""The virtual deadline of a wait that must end by its condition, not by its deadline: at
+SCALE an hour is 18 real seconds, beyond every test's `fail_after`, so a loaded machine (a
+round late by a few hundred real milliseconds) cannot run it out and turn a pass into "not
+done". The deadline itself is tested with short budgets on a slower clock, and a wait that
+must be cut short by a kick keeps a budget shorter than the round it must beat."""
 
 
 class FakeEndpoint:
@@ -84,7 +90,7 @@ async def test_many_waiters_share_one_poll_call_per_round() -> None:
             co = _coalescer(tg, endpoint, clock)
 
             async def waiter(n: int) -> None:
-                results[n] = await _wait_all_done(co, [f"r{n}"], clock, budget=60)
+                results[n] = await _wait_all_done(co, [f"r{n}"], clock, budget=UNTIL_DONE)
 
             async with anyio.create_task_group() as waiters:
                 for n in range(100):
@@ -104,13 +110,13 @@ async def test_terminal_ids_are_not_polled_again_and_loop_stops_when_idle() -> N
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock)
             async with co.watch(["a"]):  # another waiter, still there
-                assert await _wait_all_done(co, ["a", "b"], clock, budget=30) == {
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=UNTIL_DONE) == {
                     "a": "done",
                     "b": "done",
                 }
                 # Known terminal while watched: a new wait returns without another call.
                 before = len(endpoint.calls)
-                assert await _wait_all_done(co, ["a"], clock, budget=30) == {"a": "done"}
+                assert await _wait_all_done(co, ["a"], clock, budget=UNTIL_DONE) == {"a": "done"}
                 assert len(endpoint.calls) == before
         # The task group exited: the loop stopped by itself once nothing was pending.
 
@@ -141,14 +147,14 @@ async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
             co = _coalescer(tg, endpoint, clock)
             async with co.watch(["q"]):
                 seen = co.board.version
-                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + UNTIL_DONE)
                 first = co.board.value
                 assert first is not None
                 assert isinstance(first.error, LocalRateLimited)
                 assert first.retry_after == 9.0
                 t0 = clock.monotonic()
                 seen = co.board.version
-                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + UNTIL_DONE)
                 assert clock.monotonic() - t0 >= 9.0
                 assert co.latest(["q"]) == {"q": "done"}
 
@@ -162,7 +168,7 @@ async def test_items_are_forgotten_once_nobody_watches_them() -> None:
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock)
             async with co.watch(["a", "b"]), co.watch(["b", "b"]):
-                assert await _wait_all_done(co, ["a", "b"], clock, budget=60) == {
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=UNTIL_DONE) == {
                     "a": "done",
                     "b": "done",
                 }
@@ -186,14 +192,14 @@ async def test_a_round_publishes_each_chunk_while_the_next_is_still_being_fetche
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock, max_ids=2)
             async with co.watch(["a", "b", "c", "d", "e"]):
-                assert await _wait_all_done(co, ["a", "b"], clock, budget=60) == {
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=UNTIL_DONE) == {
                     "a": "done",
                     "b": "done",
                 }
                 assert endpoint.calls == [["a", "b"], ["c", "d"]]  # the second is still open
                 assert co.latest(["c", "d", "e"]) == {}
                 second_call.set()
-                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=60) == {
+                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=UNTIL_DONE) == {
                     "c": "done",
                     "d": "done",
                     "e": "done",
@@ -210,21 +216,21 @@ async def test_a_failed_call_keeps_the_chunks_before_it_and_ends_the_round() -> 
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock, max_ids=2)
             async with co.watch(["a", "b", "c", "d", "e"]):
-                assert await _wait_all_done(co, ["a", "b"], clock, budget=60)
+                assert await _wait_all_done(co, ["a", "b"], clock, budget=UNTIL_DONE)
                 endpoint.fail_next = LocalRateLimited(
                     "no token", provider="seamless", bucket="GET /poll", retry_after=9.0
                 )
                 seen = co.board.version
                 t0 = clock.monotonic()
                 held.set()
-                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + UNTIL_DONE)
                 failed = co.board.value
                 assert failed is not None
                 assert isinstance(failed.error, LocalRateLimited)
                 assert co.latest(["a", "b", "c", "d", "e"]) == {"a": "done", "b": "done"}
                 # The rest waits for the next round, after the hinted 9 s: this new wait on
                 # unseen ids kicks the loop, and a kick never cuts a hinted wait short.
-                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=60)
+                assert await _wait_all_done(co, ["c", "d", "e"], clock, budget=UNTIL_DONE)
                 assert clock.monotonic() - t0 >= 9.0
     assert endpoint.calls == [["a", "b"], ["c", "d"], ["c", "d"], ["e"]]
 
@@ -273,7 +279,7 @@ async def test_a_direct_poll_counts_for_the_cadence_floor_of_a_kicked_loop() -> 
             )
             async with co.watch(["a"]):
                 seen = co.board.version
-                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + 30)
+                assert await wait_newer_until(co.board, seen, clock, clock.monotonic() + UNTIL_DONE)
                 await clock.sleep(10.0)  # the loop now pauses 60 s between rounds
                 await co.poll_now(["a"])
                 seen = co.board.version
@@ -291,9 +297,9 @@ async def test_cancelled_waiter_does_not_stop_shared_loop() -> None:
         async with anyio.create_task_group() as tg:
             co = _coalescer(tg, endpoint, clock)
             with anyio.move_on_after(0.001) as scope:
-                await _wait_all_done(co, ["z"], clock, budget=60)
+                await _wait_all_done(co, ["z"], clock, budget=UNTIL_DONE)
             assert scope.cancelled_caught  # the first wait really was cut off mid-wait
-            assert await _wait_all_done(co, ["z"], clock, budget=60) == {"z": "done"}
+            assert await _wait_all_done(co, ["z"], clock, budget=UNTIL_DONE) == {"z": "done"}
 
 
 async def test_stream_hub_shares_one_follower_per_job() -> None:

@@ -109,6 +109,10 @@ class JobRows(Protocol):
 
     async def nonterminal(self, tenant: str | None) -> builtins.list[JobRecord]: ...
 
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        """Jobs by (provider, state), every tenant: one aggregate read."""
+        ...
+
     async def spent(self, day: datetime, tenant: str | None, sandbox: bool | None) -> int:
         """Credits requested by the budgeted provider's jobs created on the UTC day from
         `day`, rejected submits excluded."""
@@ -147,16 +151,53 @@ def stamped(old: JobRecord, new: JobRecord, now: datetime) -> JobRecord | None:
             extra={"job_id": old.job_id, "provider": old.provider},
         )
         return None
-    stored = new.model_copy(
+    return new.model_copy(
         update={
             "updated_at": now,
             "finished_at": (old.finished_at or now) if new.state.terminal else None,
             "next_check_at": None if new.state.terminal else new.next_check_at,
         }
     )
-    paid = old.raw_status == RAW_SUBMITTING and new.raw_status not in (RAW_SUBMITTING, RAW_REJECTED)
-    telemetry.job_written(old, stored, spent=paid)
-    return stored
+
+
+def _spends(old: JobRecord, new: JobRecord) -> bool:
+    """Whether the write `old` -> `new` ends a submit in a state that may have spent its
+    credits (it left `submitting`, and not as a provable rejection)."""
+    return old.raw_status == RAW_SUBMITTING and new.raw_status not in (
+        RAW_SUBMITTING,
+        RAW_REJECTED,
+    )
+
+
+async def _write(
+    rows: JobRows,
+    job_id: str,
+    change: Callable[[JobRecord], JobRecord],
+    now: datetime,
+    *,
+    durable: bool,
+) -> JobRecord:
+    """One write through `stamped`; what it changed is measured and logged once it committed
+    (a rolled-back transaction counts nothing; a retried one counts its last attempt)."""
+    written: list[tuple[JobRecord, JobRecord]] = []
+
+    def apply(old: JobRecord) -> JobRecord | None:
+        stored = stamped(old, change(old), now)
+        written[:] = [] if stored is None else [(old, stored)]
+        return stored
+
+    result = await rows.mutate(job_id, apply, durable=durable)
+    for old, stored in written:
+        telemetry.job_written(old, stored, spent=_spends(old, stored))
+        if old.state != stored.state:
+            _log.debug(
+                "job %s: %s -> %s",
+                job_id,
+                old.state.value,
+                stored.state.value,
+                extra={"job_id": job_id, "provider": stored.provider},
+            )
+    return result
 
 
 def _now(clock: Clock) -> datetime:
@@ -194,14 +235,6 @@ class RowLedger:
         await self._rows.insert(stored, check)
         return stored
 
-    async def _change(
-        self, job_id: str, change: Callable[[JobRecord], JobRecord], *, durable: bool
-    ) -> JobRecord:
-        now = _now(self._clock)
-        return await self._rows.mutate(
-            job_id, lambda old: stamped(old, change(old), now), durable=durable
-        )
-
     async def complete_submit(
         self,
         job_id: str,
@@ -232,7 +265,7 @@ class RowLedger:
                 }
             )
 
-        return await self._change(job_id, change, durable=True)
+        return await _write(self._rows, job_id, change, _now(self._clock), durable=True)
 
     async def fail_submit(
         self, job_id: str, *, error: ErrorLike, processed: Literal["no", "maybe"]
@@ -244,7 +277,7 @@ class RowLedger:
         def change(old: JobRecord) -> JobRecord:
             return old.model_copy(update={"state": state, "raw_status": raw, "error": details})
 
-        return await self._change(job_id, change, durable=True)
+        return await _write(self._rows, job_id, change, _now(self._clock), durable=True)
 
     async def update(
         self,
@@ -275,7 +308,7 @@ class RowLedger:
                 }
             )
 
-        return await self._change(job_id, change, durable=False)
+        return await _write(self._rows, job_id, change, _now(self._clock), durable=False)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -308,6 +341,9 @@ class RowLedger:
 
     async def nonterminal(self, *, tenant: str | None = None) -> builtins.list[JobRecord]:
         return await self._rows.nonterminal(tenant)
+
+    async def job_counts(self) -> dict[tuple[str, JobState], int]:
+        return await self._rows.counts()
 
     async def credits_spent_today(
         self, *, tenant: str | None = None, sandbox: bool | None = None, now: datetime | None = None

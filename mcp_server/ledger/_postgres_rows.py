@@ -15,6 +15,7 @@ from mcp_server.errors import UnknownJob
 from mcp_server.ledger._codec import dumps, record_from_row, task_data, task_text
 from mcp_server.ledger._core import BudgetCheck, Change, JobQuery
 from mcp_server.ledger.base import CREDIT_BUDGET_PROVIDERS, JobRecord, JsonDict
+from mcp_server.models import JobState
 
 if TYPE_CHECKING:
     from psycopg.rows import DictRow
@@ -215,6 +216,18 @@ class PgJobRows:
     async def spent(self, day: datetime, tenant: str | None, sandbox: bool | None) -> int:
         async def read(conn: Conn) -> int:
             return await _spent(conn, day, tenant, sandbox)
+
+        return await self._db.run(read, durable=None)
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        async def read(conn: Conn) -> dict[tuple[str, JobState], int]:
+            cur = await conn.execute(
+                "SELECT provider, state, count(*) AS n FROM jobs GROUP BY provider, state"
+            )
+            return {
+                (str(row["provider"]), JobState(row["state"])): int(row["n"])
+                for row in await cur.fetchall()
+            }
 
         return await self._db.run(read, durable=None)
 

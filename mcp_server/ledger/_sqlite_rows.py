@@ -15,6 +15,7 @@ from mcp_server.ledger._codec import record_from_row
 from mcp_server.ledger._core import BudgetCheck, Change, JobQuery
 from mcp_server.ledger._sqlite_db import SqliteDb, snapshot, transaction
 from mcp_server.ledger.base import CREDIT_BUDGET_PROVIDERS, JobRecord
+from mcp_server.models import JobState
 
 # --------------------------------------------------------------------------------------------
 # Row mapping
@@ -267,6 +268,15 @@ class SqliteJobRows:
 
     async def spent(self, day: datetime, tenant: str | None, sandbox: bool | None) -> int:
         return await self._db.run(lambda conn: _spent(conn, day, tenant, sandbox))
+
+    async def counts(self) -> dict[tuple[str, JobState], int]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, JobState], int]:
+            rows = conn.execute(
+                "SELECT provider, state, count(*) FROM jobs GROUP BY provider, state"
+            ).fetchall()
+            return {(str(p), JobState(s)): int(n) for p, s, n in rows}
+
+        return await self._db.run(snapshot(read))
 
     async def recent_targets(
         self, keys: Sequence[str], tenant: str, since: datetime, until: datetime

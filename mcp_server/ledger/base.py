@@ -393,6 +393,11 @@ class Ledger(Protocol):
         """Jobs still `queued`, `running` or `unknown` (all tenants by default), oldest first."""
         ...
 
+    async def job_counts(self) -> dict[tuple[Provider, JobState], int]:
+        """How many jobs are in each state now, by (provider, state), every tenant (the
+        `jobrelay.jobs` gauge; one aggregate read, no rows loaded)."""
+        ...
+
     async def credits_spent_today(
         self, *, tenant: str | None = None, sandbox: bool | None = None, now: datetime | None = None
     ) -> int:

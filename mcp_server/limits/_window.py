@@ -8,7 +8,11 @@ said (`remaining` with its reset, a block after a 429 or `remaining: 0`). It adm
   POSTs go out together instead of pacing at 0.96/s from the first request);
 - the server's last `remaining`, less what was sent since, is above zero, while that number is
   fresh (until the reset it announced; one window when it announced none);
-- the bucket is not blocked.
+- the bucket is not blocked;
+- for a paced bucket (`paced_burst` set: a poll endpoint), the send fits a token bucket of
+  `paced_burst` sends at once refilled at `limit / span` (GCRA: `paced_at` is the theoretical
+  time of the next send). A poller's early rounds would otherwise spend the whole window at
+  once and leave nothing for the rounds that matter, e.g. when jobs finish 40 s in.
 
 Why no window of the server's ever holds more than `limit` of our sends, whatever its
 alignment (fixed or sliding): any interval of length `window` lies inside one of length
@@ -24,6 +28,7 @@ runs exactly this code on it; nothing here waits or locks.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -54,6 +59,8 @@ __all__ = [
 
 _log = logging.getLogger("mcp_server.limits")
 _EPS = 1e-9
+_PACE_EPS = 1e-6
+"""A paced slot this close to now is now: wall-clock floats near 1.8e9 s resolve 2.4e-7 s."""
 QUANTUM = 0.25
 """Sends less than this apart share one `[time, count]` entry stamped with the later time, so
 a 10,000/min bucket keeps at most span/QUANTUM entries; the later stamp only ever expires
@@ -74,10 +81,16 @@ class WindowState:
     server_fresh_until: float = -math.inf
     sent_since_seen: int = 0
     reset_at: float | None = None
+    paced_burst: int | None = None
+    """None: bursts up to what the window has left; a number: see the module docstring."""
+    paced_at: float = -math.inf
+    """A paced bucket's theoretical time of its next send (GCRA); -inf when idle."""
 
     @classmethod
     def seeded(cls, spec: BucketSpec, safety: float) -> WindowState:
-        return cls(limit=spec.limit, window=spec.window, safety=safety)
+        return cls(
+            limit=spec.limit, window=spec.window, safety=safety, paced_burst=spec.paced_burst
+        )
 
     @property
     def span(self) -> float:
@@ -111,6 +124,15 @@ class WindowState:
         # still to come (queued ahead of us).
         return self._own_slot(now, k - self.limit) + self.span
 
+    def _paced_slot(self, now: float, k: int) -> float:
+        """When a paced bucket admits the k-th next send (0-based); `now` when not paced."""
+        if self.paced_burst is None:
+            return now
+        step = self.span / self.limit
+        tolerance = (max(1, self.paced_burst) - 1) * step
+        at = max(self.paced_at, now) + k * step - tolerance
+        return at if at > now + _PACE_EPS else now
+
     def _server_free(self, now: float) -> int | None:
         if self.server_remaining is None or now >= self.server_fresh_until:
             return None
@@ -120,7 +142,7 @@ class WindowState:
         """Seconds until `need` slots are free for a caller with `ahead` slots queued before it."""
         self._prune(now)
         k = ahead + max(1, min(need, self.limit)) - 1
-        at = max(now, self.blocked_until, self._own_slot(now, k))
+        at = max(now, self.blocked_until, self._own_slot(now, k), self._paced_slot(now, k))
         server_free = self._server_free(now)
         if server_free is not None and k >= server_free:
             at = max(at, self.server_fresh_until)
@@ -136,9 +158,11 @@ class WindowState:
         else:
             self.sent.append([now, float(count)])
         self.sent_since_seen += count
+        if self.paced_burst is not None:
+            self.paced_at = max(self.paced_at, now) + count * self.span / self.limit
 
     def remaining(self, now: float) -> int:
-        """Sends that could go out right now: what the window (and the server) has left."""
+        """Sends the window (and the server) has left, paced or not."""
         if self.blocked_until > now:
             return 0
         self._prune(now)
@@ -147,6 +171,17 @@ class WindowState:
         if server_free is not None:
             estimate = min(estimate, server_free)
         return max(0, estimate)
+
+    def sendable(self, now: float) -> int:
+        """Sends that could go out at once: what the window has left, less a paced bucket's
+        pace (a poll bucket with 60 left in its window sends 5 at once)."""
+        left = self.remaining(now)
+        if self.paced_burst is None:
+            return left
+        step = self.span / self.limit
+        tolerance = (max(1, self.paced_burst) - 1) * step
+        ahead = max(0.0, self.paced_at - now)
+        return min(left, max(0, math.floor((tolerance - ahead + _PACE_EPS) / step) + 1))
 
     # --- corrections from responses -------------------------------------------------------
 
@@ -216,6 +251,8 @@ class WindowState:
             "server_fresh_until": _finite(self.server_fresh_until),
             "sent_since_seen": self.sent_since_seen,
             "reset_at": self.reset_at,
+            "paced_burst": self.paced_burst,
+            "paced_at": _finite(self.paced_at),
         }
 
     @classmethod
@@ -230,6 +267,9 @@ class WindowState:
             server_fresh_until=_infinite(data["server_fresh_until"]),
             sent_since_seen=int(data["sent_since_seen"]),
             reset_at=data["reset_at"],
+            # absent in a state stored before pacing existed: not paced until re-seeded
+            paced_burst=data.get("paced_burst"),
+            paced_at=_infinite(data.get("paced_at")),
         )
 
 
@@ -268,6 +308,8 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
     reset_in = None
     if state.reset_at is not None and state.reset_at > now:
         reset_in = state.reset_at - now
+    wait = state.wait(now)  # prunes the window first
+    used = state._in_window()  # the state's own module
     remaining = state.remaining(now)
     return BucketSnapshot(
         provider=key.provider,
@@ -276,9 +318,11 @@ def snapshot_of(key: BucketKey, state: WindowState, now: float) -> BucketSnapsho
         limit=state.limit,
         window=state.window,
         remaining=remaining,
-        tokens=float(remaining),
+        tokens=float(state.sendable(now)),
         blocked_for=max(0.0, state.blocked_until - now),
         reset_in=reset_in,
+        used=used,
+        wait=wait,
     )
 
 
@@ -331,6 +375,13 @@ class WindowLimiter:
         """A new bucket's state, before any response has corrected it."""
         spec = self._spec_for(key) if self._spec_for else default_spec(key, self._settings)
         return WindowState.seeded(spec, self._safety)
+
+    def _restore(self, key: BucketKey, stored: str | bytes) -> WindowState:
+        """A stored bucket's state, paced as its spec says now (a state stored by an older
+        version, or under another spec, carries no say in that)."""
+        state = WindowState.from_json(json.loads(stored))
+        state.paced_burst = self._seed(key).paced_burst
+        return state
 
     def _observe(self, state: WindowState, now: float, status: int, hints: RateLimitHints) -> None:
         state.observe(now, status, hints, max_hint=self._max_hint, rng=self._rng)

@@ -11,7 +11,9 @@ after a 429 or `remaining: 0`.
 The burst is whatever the window has left (issue 17.7): a bucket admits up to `limit` sends
 in any `window / SAFETY` seconds, so 60 research POSTs into an idle window go out at once, and
 no window of the server's, however aligned, ever holds more than `limit` (the arithmetic and
-its proof are in `limits._window`, shared by every backend).
+its proof are in `limits._window`, shared by every backend). A poll endpoint's spec is paced
+instead (`BucketSpec.paced_burst`): a poller's first rounds must not spend the window its
+later rounds need.
 
 Waiting goes through the injected `Clock` (a `FakeClock` makes it instant in tests) and
 queues behind an `anyio.Lock`, which serves waiters first come, first served. A wait that
@@ -83,6 +85,10 @@ class BucketSpec:
 
     limit: int
     window: float = WINDOW
+    paced_burst: int | None = None
+    """None: the burst is whatever the window has left (submits, issue 17.7). A number: at
+    most that many sends at once, then one per `window / SAFETY / limit` (a poll endpoint:
+    an early burst of rounds must not use up the window a long run's later rounds need)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,11 @@ class BucketSnapshot:
     """Time until the bucket sends again after a 429 or `remaining: 0`; 0 when not blocked."""
     reset_in: float | None
     """Time until the window reset the server last announced; None if unknown or passed."""
+    used: int
+    """Our own sends in the current window (the local limiter's count, across processes for
+    a shared backend)."""
+    wait: float
+    """Time a new request would wait for a slot now (window, block and server count)."""
 
 
 class Limiter(Protocol):

@@ -153,7 +153,7 @@ class RedisLimiter(SharedWindowLimiter):
         if state is None:
             return _Loaded(now, "", self._seed(key))
         text = version.decode() if isinstance(version, bytes) else str(version)
-        return _Loaded(now, text, WindowState.from_json(json.loads(state)))
+        return _Loaded(now, text, self._restore(key, state))
 
     async def _put(self, key: BucketKey, loaded: _Loaded) -> bool:
         stored = await self._store(

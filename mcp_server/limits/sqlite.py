@@ -163,7 +163,7 @@ class SqliteLimiter(SharedWindowLimiter):
             (key.provider, key.key_fingerprint, key.bucket),
         ).fetchone()
         if row is not None:
-            return WindowState.from_json(json.loads(row[0]))
+            return self._restore(key, row[0])
         return self._seed(key)
 
     @staticmethod

@@ -93,8 +93,9 @@ STREAM_POOL_LIMITS: Final = httpx.Limits(
 )
 BACKGROUND_POLLS_PER_SECOND: Final = 2.0
 """Status polls of followed jobs (beyond the stream cap, or without a stream), per API key, all
-jobs together: the control budget (600/min on Hobby) keeps most of its room for the agent's
-own calls however many jobs are followed."""
+jobs together, when the caller says nothing else: the control budget (600/min on Hobby) keeps
+most of its room for the agent's own calls however many jobs are followed. The AgentSEO
+connection passes a share of its plan's budget instead (`background_polls_per_second`)."""
 
 
 class _Pacer:
@@ -255,7 +256,10 @@ class AgentSEOClient:
         if upstream_url and same_origin(upstream_url, self.base_url):
             return str(httpx.URL(self.base_url + "/").join(upstream_url))
         if upstream_url:
-            _log.warning("ignoring an AgentSEO job URL outside the configured base URL origin")
+            _log.warning(
+                "ignoring an AgentSEO job URL outside the configured base URL origin",
+                extra={"provider": "agentseo", "upstream_id": job_id},
+            )
         return f"/jobs/{quote(job_id, safe='')}{suffix}"
 
     # ---- operations -------------------------------------------------------------------------
@@ -405,7 +409,12 @@ class AgentSEOClient:
                             if env.terminal:
                                 return
                 except StreamUnavailable as exc:
-                    _log.info("AgentSEO job %s: %s; polling instead", job_id, exc.reason)
+                    _log.info(
+                        "AgentSEO job %s: %s; polling instead",
+                        job_id,
+                        exc.reason,
+                        extra={"provider": "agentseo", "upstream_id": job_id},
+                    )
                     streamable = False
                 else:
                     return  # the deadline passed
@@ -444,5 +453,9 @@ def _event_envelope(message: SSEMessage) -> JobEnvelope | None:
         data = json.loads(message.data)
         return _parse_envelope(data)
     except (ValueError, ShapeError):
-        _log.debug("skipping an unreadable AgentSEO event (id %s)", message.id)
+        _log.debug(
+            "skipping an unreadable AgentSEO event (id %s)",
+            message.id,
+            extra={"provider": "agentseo"},
+        )
         return None

@@ -351,6 +351,7 @@ async def test_a_suspicious_reset_is_clamped_to_one_window(limiter: Make) -> Non
     await lim.observe(RESEARCH, 429, RateLimitHints(remaining=0, reset_after=300.0))
     (snap,) = await lim.snapshot()
     assert snap.blocked_for == pytest.approx(60.0)
+    assert snap.wait == pytest.approx(60.0)  # a new request waits out the block
     assert snap.reset_in == pytest.approx(300.0)  # the raw value is still reported
 
 
@@ -470,7 +471,9 @@ async def test_buckets_are_partitioned_by_key_endpoint_and_provider(limiter: Mak
     await drain(lim, RESEARCH, 60)
     await lim.observe(RESEARCH, 429, RateLimitHints(remaining=0, reset_after=15.0))
     assert await drain(lim, OTHER_TENANT, 60) == [0.0] * 60
-    assert await drain(lim, POLL, 60) == [0.0] * 60
+    other_endpoint = BucketKey(RESEARCH.provider, RESEARCH.key_fingerprint, "POST /search/contacts")
+    assert await drain(lim, other_endpoint, 60) == [0.0] * 60
+    assert await drain(lim, POLL, 5) == [0.0] * 5  # paced after 5 (tests/test_poll_pacing.py)
     assert await drain(lim, CONTROL, 600) == [0.0] * 600
     assert clock.monotonic() == 0.0
 
@@ -533,6 +536,8 @@ async def test_snapshot_reports_every_bucket_sorted_with_estimates(limiter: Make
             tokens=59.0,
             blocked_for=0.0,
             reset_in=None,
+            used=1,
+            wait=0.0,
         ),
         BucketSnapshot(
             provider="seamless",
@@ -544,6 +549,8 @@ async def test_snapshot_reports_every_bucket_sorted_with_estimates(limiter: Make
             tokens=40.0,
             blocked_for=0.0,
             reset_in=pytest.approx(20.0),
+            used=2,
+            wait=0.0,
         ),
     ]
     await lim.acquire(RESEARCH)
@@ -552,6 +559,11 @@ async def test_snapshot_reports_every_bucket_sorted_with_estimates(limiter: Make
     clock.advance(21.0)
     snap = (await lim.snapshot())[1]
     assert (snap.remaining, snap.reset_in) == (57, None)  # window passed: only our own sends
+    assert (snap.used, snap.wait) == (3, 0.0)
+    await drain(lim, RESEARCH, 57)  # the window full: the next slot frees one span after
+    snap = (await lim.snapshot())[1]
+    assert (snap.used, snap.remaining) == (60, 0)
+    assert snap.wait == pytest.approx(SPAN - 26.0)  # the first two sends, 26 s ago
 
 
 async def test_credits_are_kept_per_provider_and_key(limiter: Make) -> None:

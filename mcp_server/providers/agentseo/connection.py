@@ -19,6 +19,7 @@ from mcp_server.providers.agentseo.envelopes import (
     env_result,
     env_status,
 )
+from mcp_server.providers.agentseo.limits import background_polls_per_second
 from mcp_server.providers.base import (
     Caller,
     JobContext,
@@ -53,6 +54,7 @@ class AgentSEOConnection:
                 budget=env.budget,
                 transport=env.transport,
                 tenant=tenant,
+                background_polls_per_second=background_polls_per_second(env.settings),
             )
             self.clients[tenant] = client
         return client

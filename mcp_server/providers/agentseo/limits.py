@@ -15,7 +15,14 @@ from mcp_server.config import Settings
 from mcp_server.limits import BucketSpec, RateLimits, request_path
 from mcp_server.providers.agentseo.settings import AgentSEOSettings
 
-__all__ = ["AGENTSEO_CONTROL_PREFIXES", "RATE_LIMITS", "AgentSEOBucket", "agentseo_bucket"]
+__all__ = [
+    "AGENTSEO_CONTROL_PREFIXES",
+    "BACKGROUND_POLL_SHARE",
+    "RATE_LIMITS",
+    "AgentSEOBucket",
+    "agentseo_bucket",
+    "background_polls_per_second",
+]
 
 #: AgentSEO paths (below the base URL) that count against `control`; all others: `workload`.
 AGENTSEO_CONTROL_PREFIXES: tuple[str, ...] = ("/jobs",)
@@ -46,3 +53,16 @@ def _spec(bucket: str, settings: Settings) -> BucketSpec:
 
 RATE_LIMITS = RateLimits(route=agentseo_bucket, spec=_spec)
 """AgentSEO's buckets: `workload` and `control`, from the plan."""
+
+
+BACKGROUND_POLL_SHARE = 0.2
+"""The share of the plan's `control` budget that status polls of followed jobs beyond the
+stream cap may use, all jobs of a key together: 2/s on Hobby (600/min, the fixed rate before),
+10/s on Pro, 33/s on Agency. The rest stays for the agent's own calls (issue 14.13). A fixed
+2/s polled 236 jobs beyond the 64 streams once every ~2 minutes on any plan."""
+
+
+def background_polls_per_second(settings: Settings) -> float:
+    """Status polls per second for followed jobs without a stream, from the plan's budget."""
+    _, control = settings.of(AgentSEOSettings).budgets
+    return control / 60.0 * BACKGROUND_POLL_SHARE

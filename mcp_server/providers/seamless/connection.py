@@ -167,6 +167,7 @@ class SeamlessConnection:
                 spawn=self.env.spawn,
                 max_ids=MAX_POLL_IDS,
                 max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
+                provider=NAME,
             )
             feed = ResultFeed(
                 topic=f"seamless-results:{key[0]}:{kind}",
