@@ -19,6 +19,15 @@ checks, in this order (cheap and unauthenticated first):
    JSON-RPC message before the SDK parses it: a malformed one gets a 400 with a JSON-RPC error
    body (a bad tool argument: the tool's `invalid_input` result), never the SDK's silence.
 
+A provider's webhook route (its `WebhookSpec`: `POST /webhooks/seamless` with
+`SEAMLESS_WEBHOOK_SECRET`, DESIGN.md section 5) takes steps 2, 3 and 5 but not the bearer
+token (the API cannot send one): instead its secret header, compared in constant time on
+SHA-256 digests (401, nothing read or recorded), a body of at most `MAX_WEBHOOK_BODY_BYTES`
+(413) nested at most `MAX_WEBHOOK_DEPTH` deep, a JSON object with a non-empty id field
+(`apiResearchId`; 400 naming what is wrong); then the server's `receive_webhook` (200
+`{"received": true, "outcome"}`; an unknown id is acknowledged too, and logged by id only).
+Nothing else is served on that path, and no body or secret is ever logged.
+
 The SDK enforces the same Host/Origin lists again (defence in depth; its own rule is a prefix
 match, which is why ours parses first) and the body limit. Nothing here logs or echoes a
 header value.
@@ -28,9 +37,9 @@ The SDK is imported only when the app is built, so a refused start is instant.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -44,10 +53,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcp_server import telemetry
 from mcp_server._bounds import MAX_MESSAGE_BYTES
 from mcp_server._jsonrpc_guard import Refusal, check_message
+from mcp_server._webhook_app import (
+    WebhookIntake,
+    WebhookReceiver,
+    declared_webhook,
+)
+from mcp_server._webhook_app import digest as _digest
+from mcp_server._webhook_app import header_value as _header
+from mcp_server._webhook_app import problem as _problem
 from mcp_server.json_types import JSONObject
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
+
+    from mcp_server.providers import WebhookSpec
+
+log = logging.getLogger(__name__)
 
 MCP_PATH: Final = "/mcp"
 HEALTH_PATH: Final = "/healthz"
@@ -223,22 +244,6 @@ def origin_allowed(value: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            text: str = value.decode("latin-1")
-            return text
-    return None
-
-
-def _problem(status: int, error: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
-
-
 def _refuse(status: int, refusal: Refusal) -> JSONResponse:
     return JSONResponse(refusal.response(), status_code=status)
 
@@ -255,10 +260,19 @@ class GuardedApp:
         allowed_origins: Sequence[str],
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         health: HealthCheck | None = None,
+        webhook: WebhookSpec | None = None,
+        webhook_secret: SecretStr | None = None,
+        receive_webhook: WebhookReceiver | None = None,
     ) -> None:
         self.app = app
         self._health = health
         """None for a bare guard (its own tests): health is then just `{"status": "ok"}`."""
+        self._intake = (
+            None
+            if webhook is None or webhook_secret is None or receive_webhook is None
+            else WebhookIntake(webhook, webhook_secret, receive_webhook)
+        )
+        """A provider's webhook route, when its secret and the receiver are set (issue 18)."""
         self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)
@@ -292,6 +306,12 @@ class GuardedApp:
             return
         if scope["path"] == HEALTH_PATH and self._health_answered(scope):
             await self._answer_health(scope, receive, send)
+            return
+        if self._intake is not None and scope["path"] == self._intake.spec.path:
+            refusal = self._check(scope, bearer=False)  # its own secret instead of the token
+            if refusal is None:
+                refusal = await self._intake.answer(scope, receive)
+            await refusal(scope, receive, send)
             return
         refusal = self._check(scope)
         if refusal is not None:
@@ -354,7 +374,7 @@ class GuardedApp:
         ok, body = (True, {"status": "ok"}) if self._health is None else await self._health()
         await JSONResponse(body, status_code=200 if ok else 503)(scope, receive, send)
 
-    def _check(self, scope: Scope) -> JSONResponse | None:
+    def _check(self, scope: Scope, *, bearer: bool = True) -> JSONResponse | None:
         path: str = scope["path"]
         if path == HEALTH_PATH:
             if scope["method"] not in ("GET", "HEAD"):
@@ -384,7 +404,7 @@ class GuardedApp:
                 "Authorization: Bearer <token> and X-Seamless-Api-Key / X-AgentSEO-Api-Key "
                 "as headers.",
             )
-        if self._token_digest is not None and not self._authorized(scope):
+        if bearer and self._token_digest is not None and not self._authorized(scope):
             presented = _header(scope, b"authorization") is not None
             challenge = 'Bearer realm="jobrelay"' + (', error="invalid_token"' if presented else "")
             return _problem(
@@ -452,9 +472,10 @@ def create_http_app(
     max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     health: HealthCheck | None = None,
 ) -> GuardedApp:
-    """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams) and
-    `/healthz`. Its lifespan runs the server's lifespan (ledger, sandbox, clients).
-    `health` defaults to the server's own `health()` (jobrelay's `JobRelayServer` has one).
+    """The whole HTTP surface: `/mcp` (both protocol eras, SSE so progress streams),
+    `/healthz`, and `/webhooks/seamless` when the server has a `webhook_secret`. Its lifespan
+    runs the server's lifespan (ledger, sandbox, clients). `health` defaults to the server's
+    own `health()` (jobrelay's `JobRelayServer` has one).
 
     Call once per server: the SDK's session manager runs only once.
     """
@@ -479,4 +500,7 @@ def create_http_app(
         allowed_origins=allowed_origins,
         max_body_bytes=max_body_bytes,
         health=health or getattr(server, "health", None),
+        webhook=declared_webhook(server),
+        webhook_secret=getattr(server, "webhook_secret", None),
+        receive_webhook=getattr(server, "receive_webhook", None),
     )

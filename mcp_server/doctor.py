@@ -38,7 +38,7 @@ from mcp_server.config import (
 from mcp_server.errors import ConfigError
 from mcp_server.ledger import Ledger, LedgerError, SqliteLedger, check_ledger_location
 from mcp_server.models import Provider
-from mcp_server.providers import default_registry
+from mcp_server.providers import default_registry, webhook_of
 from mcp_server.redact import mask_secret
 
 __all__ = ["Check", "Report", "diagnose", "mask_secret", "run_doctor"]
@@ -55,6 +55,7 @@ _URL_VARS: dict[Provider, str] = {
     "agentseo": "AGENTSEO_BASE_URL",
 }
 _LABEL_WIDTH = 15
+_SHORT_SECRET = 32
 
 
 @dataclass
@@ -265,6 +266,29 @@ def _http(settings: Settings) -> Check:
     return check
 
 
+def _webhooks(settings: Settings) -> Check:
+    """Seamless webhooks (issue 18): where deliveries go, and that stdio never gets them."""
+    check = Check("Webhooks")
+    specs = (webhook_of(p) for p in default_registry())
+    secret = next((s for spec in specs if spec and (s := spec.secret(settings))), None)
+    if secret is None:
+        check.lines.append(
+            "SEAMLESS_WEBHOOK_SECRET not set: research results are polled. To have Seamless "
+            "push them, serve over HTTP at a public HTTPS address (see the README, Webhooks)"
+        )
+        return check
+    check.lines += [
+        "SEAMLESS_WEBHOOK_SECRET set: Seamless delivers to POST https://<this server>"
+        "/webhooks/seamless (Settings > Webhooks: contact-researched, company-researched, "
+        "the same secret)",
+        "only `jobrelay serve --transport http` at a public HTTPS address receives them; a "
+        "stdio server cannot, and keeps polling",
+    ]
+    if len(secret.get_secret_value()) < _SHORT_SECRET:
+        check.lines.append(f"the secret is short: use {_SHORT_SECRET} or more random characters")
+    return check
+
+
 def _summary(settings: Settings) -> str:
     live = [_NAMES[p] for p in _NAMES if not settings.uses_sandbox(p)]
     sandboxed = [_NAMES[p] for p in _NAMES if settings.uses_sandbox(p)]
@@ -296,7 +320,7 @@ async def diagnose(
         checks = [config]
         for provider in _NAMES:
             checks.append(await _provider(settings, provider, client))
-    checks += [await _ledger(settings), _limits(settings), _http(settings)]
+    checks += [await _ledger(settings), _limits(settings), _http(settings), _webhooks(settings)]
     checks.append(_observability(settings, os.environ if env is None else env))
     return Report(checks, summary=_summary(settings))
 

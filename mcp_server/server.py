@@ -39,7 +39,7 @@ from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension
-from mcp_server.providers import Connection, ProviderEnv
+from mcp_server.providers import Connection, ProviderEnv, WebhookSpec, webhook_of
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
 from mcp_server.sharing import Fanout, Leases
@@ -200,7 +200,7 @@ async def _embedded_sandbox(tg: anyio.abc.TaskGroup, state: SandboxState) -> Asy
     """
     from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
 
-    config = sandbox_uvicorn_config(create_sandbox_app(state), port=0)
+    config = sandbox_uvicorn_config(create_sandbox_app(state, spawn=tg), port=0)
     config.lifespan = "off"
     server = _QuietUvicorn(config)
     stopped = anyio.Event()
@@ -260,6 +260,9 @@ def build_server(
             ledger = tap(await stack.enter_async_context(open_ledger(settings, clock=clock)))
             if bus is not None:
                 stack.push_async_callback(bus.aclose)  # after the task group has ended
+            # Closed after the task group has ended too: a poll loop stopped by the shutdown
+            # lets its lease go (`on_idle`) on the way out, through these clients.
+            limiter, leases = _shared_budget(stack, settings, clock)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             if bus is not None:
@@ -283,7 +286,6 @@ def build_server(
                     "jobrelay: the embedded sandbox serves %s: simulated data, no API calls",
                     " and ".join(served),
                 )
-            limiter, leases = _shared_budget(stack, settings, clock)
             runtime = Runtime(
                 settings=settings,
                 clock=clock,
@@ -337,6 +339,7 @@ def build_server(
         middleware=[extension.listen_middleware, *_observers(settings)],
         subscriptions=bus,
     )
+    _serve_webhook(server, settings)
     job_tasks = JobTasks(server)
     from mcp_server.resources import register_resources
     from mcp_server.tools import register_tools
@@ -345,6 +348,16 @@ def build_server(
     register_resources(server)
     _drop_unused_tracing(server, os.environ)
     return server
+
+
+def _serve_webhook(server: JobRelayServer, settings: Settings) -> None:
+    """The first provider that declares a webhook and has its secret set: its route is served
+    by the HTTP app (issue 18)."""
+    for provider in default_registry():
+        spec = webhook_of(provider)
+        if spec is not None and (secret := spec.secret(settings)) is not None:
+            server.webhook, server.webhook_secret = (provider.name, spec), secret
+            return
 
 
 def _task_events(bus: RedisSubscriptionBus) -> TaskEventBus:
@@ -408,6 +421,21 @@ class JobRelayServer(MCPServer[Runtime]):
         """`JOBRELAY_MAX_WAIT_SECONDS`: the published and enforced maximum of `wait_seconds`."""
         self.runtime: Runtime | None = None
         """The runtime while the lifespan runs (for `health`); None before and after."""
+        self.webhook: tuple[str, WebhookSpec] | None = None
+        """The provider whose pushed results the HTTP app receives, and how (its
+        `WebhookSpec`), when its secret is set; None: no webhook route."""
+        self.webhook_secret: SecretStr | None = None
+
+    async def receive_webhook(self, upstream_id: str, payload: Mapping[str, object]) -> str:
+        """A delivery (already authenticated and parsed by the HTTP app): what it did
+        (`PushOutcome`), or `starting` when the runtime is not up yet. Trusted for the
+        server's own tenant of that provider only (see `Follower.receive_push`)."""
+        runtime = self.runtime
+        if runtime is None or self.webhook is None:
+            return "starting"
+        return await runtime.service.receive_push(
+            runtime.caller(), self.webhook[0], upstream_id, payload
+        )
 
     async def health(self) -> tuple[bool, JSONObject]:
         """`GET /healthz` (DESIGN.md section 5): whether this process can serve, and its

@@ -196,7 +196,7 @@ class ResultFeed(Generic[T]):
         self,
         *,
         topic: str,
-        deliver: Callable[[Mapping[str, T]], None],
+        deliver: Callable[[Mapping[str, T]], object],
         encode: Callable[[T], JSON],
         decode: Callable[[JSON], T],
         fanout: Fanout | None,

@@ -47,6 +47,7 @@ from mcp_server._http_app import (
 )
 from mcp_server._jsonrpc_guard import Refusal, check_message
 from mcp_server._jsonrpc_guard import encode as encode_answer
+from mcp_server._webhook_app import stdio_notice
 from mcp_server.config import Settings, load_settings
 from mcp_server.exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
@@ -482,6 +483,7 @@ def serve(
 
         anyio.run(_check_ledger, settings)
         _announce_start(settings)
+        stdio_notice(settings)  # a webhook secret is of no use here
         if _stdin_is_a_terminal():
             print(
                 "jobrelay: waiting for an MCP client on stdin. This is a stdio MCP server: "

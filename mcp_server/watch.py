@@ -7,6 +7,9 @@
   leases and the `Fanout`) is in `sharing.py`.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
   shared by every waiter on that job; with a `Fanout` (Redis) and leases, by every replica's.
+- With a `pushes.PushReconciler` (webhook deliveries, issue 18), a `PollCoalescer` polls the
+  ids pushes stand in for only on a slow reconciliation cadence. A pushed item reaches the
+  waiters through `deliver`, the path another replica's poll results take (`ResultFeed`).
 
 Both run their loops in a long-lived task group owned by the server lifespan, never in the
 tool call's scope: cancelling a wait never stops the loop other waiters rely on, and never
@@ -28,6 +31,7 @@ import anyio
 from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
+from mcp_server.pushes import PushReconciler, due_ids
 from mcp_server.sharing import RENEW_EVERY, Spawn, StreamSharing, keep_renewed
 
 T = TypeVar("T")
@@ -115,6 +119,7 @@ class PollCoalescer(Generic[T]):
         probe_interval: float = PROBE_INTERVAL,
         max_calls_per_round: int | None = None,
         round_poll: Callable[[Sequence[str]], Awaitable[Mapping[str, T]]] | None = None,
+        push: PushReconciler | None = None,
         on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
         on_idle: Callable[[], Awaitable[None]] | None = None,
         provider: str | None = None,
@@ -136,6 +141,8 @@ class PollCoalescer(Generic[T]):
         self._on_idle = on_idle
         """Called when the loop stops (nobody waits here): a `SharedPoll` lets its lease go."""
         self._max_ids = max_ids
+        self._push = push
+        """Set when pushed items may stand in for polls (webhooks): which ids are due."""
         self._is_terminal = is_terminal
         self._interval = interval
         self._clock = clock
@@ -162,14 +169,17 @@ class PollCoalescer(Generic[T]):
             if self._interest[i] > 0:
                 self._latest[i] = item
 
-    def deliver(self, items: Mapping[str, T]) -> None:
+    def deliver(self, items: Mapping[str, T]) -> bool:
         """Items learnt without polling (another replica's poll, a webhook), for this
-        replica's waiters: kept for watched ids, and the waiters woken at once."""
+        replica's waiters: kept for watched ids, and the waiters woken at once. True when
+        someone here watches one of them (they fold it; else the ledger is where it lives)."""
         before = len(self._latest)
+        watched = any(self._interest[i] > 0 for i in items)
         changed = any(self._interest[i] > 0 and self._latest.get(i) != v for i, v in items.items())
         self._keep(items)
         if changed or len(self._latest) != before:
             self.board.publish(PollRound(number=self.board.version + 1))
+        return watched
 
     def _pending(self) -> list[str]:
         return [
@@ -178,13 +188,43 @@ class PollCoalescer(Generic[T]):
             if n > 0 and not (i in self._latest and self._is_terminal(self._latest[i]))
         ]
 
+    def started(self, starts: Mapping[str, float]) -> None:
+        """When each id's job started (monotonic): its expected push is timed from there."""
+        if self._push is not None:
+            for i, at in starts.items():
+                self._push.started(i, at)
+
+    def pushed(self, ids: Sequence[str]) -> None:
+        """Pushes (webhook deliveries) arrived for `ids`, changing their items or not (a
+        repeat): counted by the reconciler, so polling for this endpoint drops to its slow
+        cadence while they arrive. The items themselves go through `deliver` (the caller
+        publishes them on the results' one path, `sharing.ResultFeed.publish`)."""
+        if self._push is not None:
+            for i in ids:
+                self._push.arrived(i)
+
+    def expedite(self, ids: Sequence[str]) -> bool:
+        """Poll `ids` at the next round the cadence floor allows (a push named them but is
+        not trusted to stand in for the poll). False when nobody here watches them."""
+        watched = [i for i in ids if self._interest[i] > 0]
+        if not watched:
+            return False
+        if self._push is not None:
+            self._push.expedite(watched)
+        self._kick.set()
+        return True
+
     def _chunks(self, ids: Sequence[str]) -> list[list[str]]:
         size = self._max_ids or max(1, len(ids))
         return [list(ids[start : start + size]) for start in range(0, len(ids), size)]
 
     async def poll_now(self, ids: Sequence[str]) -> dict[str, T]:
-        """A direct poll of `ids` (get_job_status); results are shared with waiters."""
+        """A direct poll of `ids` (get_job_status); results are shared with waiters. Ids
+        that pushes stand in for and that are not due are answered from what is known."""
         found = self.latest(ids)
+        ids = due_ids(self._push, ids)
+        if not ids:
+            return found
         try:
             for chunk in self._chunks(ids):
                 items = await self._poll_chunk(chunk)
@@ -199,6 +239,8 @@ class PollCoalescer(Generic[T]):
         """One upstream call; items are kept only for ids still watched (a waiter may have
         left during the call)."""
         self.calls += 1
+        if self._push is not None:
+            self._push.polled(chunk)
         items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
         if self._on_items is not None and items:
@@ -223,16 +265,28 @@ class PollCoalescer(Generic[T]):
                 if self._interest[i] <= 0:
                     self._interest.pop(i, None)  # pop: `ids` may name an id twice
                     self._latest.pop(i, None)
+                    if self._push is not None:
+                        self._push.forget(i)
 
     async def _loop(self) -> None:
         index = 0
         try:
             while pending := self._pending():
-                before = self.calls
-                extra_wait = await self._round(pending)
-                telemetry.poll_round(self.calls - before, self.provider)
-                await self._pause(max(self._interval(index), extra_wait), floor=extra_wait)
-                index += 1
+                due = due_ids(self._push, pending)
+                extra_wait = 0.0
+                waits = []
+                if due:
+                    before = self.calls
+                    extra_wait = await self._round(due)
+                    telemetry.poll_round(self.calls - before, self.provider)
+                    waits.append(self._interval(index))
+                    index += 1
+                if self._push is not None and len(due) < len(pending):
+                    # Pushes stand in for the rest: wake when the first of them is due.
+                    polled = set(due)
+                    first = min(self._push.due_at(i) for i in pending if i not in polled)
+                    waits.append(max(0.0, first - self._clock.monotonic()))
+                await self._pause(max(min(waits), extra_wait), floor=extra_wait)
         finally:
             self._running = False
             if self._on_idle is not None:

@@ -116,11 +116,11 @@ def test_the_readme_mcp_name_marker_matches_server_json() -> None:
 def test_server_json_documents_the_stdio_variables_with_their_defaults() -> None:
     [package] = SERVER["packages"]
     variables = {v["name"]: v for v in package["environmentVariables"]}
-    # Everything except the HTTP transport's token, which a stdio package never reads.
-    assert set(variables) == set(VARIABLES) - {"JOBRELAY_HTTP_TOKEN"}
-    assert {n for n, v in variables.items() if v.get("isSecret")} == SECRET_ENV - {
-        "JOBRELAY_HTTP_TOKEN"
-    }
+    # Everything except the HTTP transport's token and webhook secret, which a stdio package
+    # never uses (a stdio server receives no webhooks).
+    http_only = {"JOBRELAY_HTTP_TOKEN", "SEAMLESS_WEBHOOK_SECRET"}
+    assert set(variables) == set(VARIABLES) - http_only
+    assert {n for n, v in variables.items() if v.get("isSecret")} == SECRET_ENV - http_only
     assert variables["AGENTSEO_PLAN"]["choices"] == [p.value for p in Plan]
     for name, var in variables.items():
         default = VARIABLES[name].field.default

@@ -91,6 +91,7 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         "shared",
         "burst",
         "waits",
+        "webhooks",
         "replicas",
     }
     rate = data["sections"]["rate"]
@@ -128,6 +129,9 @@ def test_bench_quick_runs_every_section_within_its_loose_thresholds(tmp_path: Pa
         assert row["jobrelay"]["cpu_s"] > 0
         assert row["floor"]["cpu_s"] > 0
         assert row["jobrelay"]["progress_per_wait"] > 0
+    hooks = data["sections"]["webhooks"]  # issue 18: deliveries, reconciliation, repeats
+    assert hooks["drop_30"]["succeeded"] == hooks["drop_30"]["jobs"]
+    assert hooks["duplicate_50"]["duplicate_results"] == 0
     checks = data["checks"]
     assert checks
     assert all({"section", "metric", "value", "target", "ok"} <= set(c) for c in checks)

@@ -29,6 +29,9 @@ Sections (see BENCHMARKS.md for what each measures and why):
   waits       100, 300, 1,000 concurrent SSE waits over HTTP beside the SDK floor (a one-tool
               server holding the same calls as long, with as many progress notifications):
               server CPU and memory per wait, growth exponent (issue 17.6)
+  webhooks    Seamless research webhooks over Streamable HTTP (issue 18): delivery to
+              wait_for_job return, poll calls per job with webhooks on vs off, 30 % of
+              deliveries dropped, 50 % repeated
   replicas    3 `jobrelay serve` HTTP replicas on PostgreSQL + Redis behind a round-robin
               client, one org key: 429s, makespan, peak per endpoint; then kill -9 one
               replica mid-wait: lost jobs, duplicate paid POSTs (issue 17.5;
@@ -88,6 +91,7 @@ SECTIONS = (
     "shared",
     "burst",
     "waits",
+    "webhooks",
     "replicas",
 )
 SEAMLESS_RATE = Faults().seamless_rate_limit / 60.0
@@ -126,6 +130,8 @@ class Mode:
     """Research targets per stdio process, by number of processes sharing one ledger."""
     shared_job_seconds: float
     burst_jobs: int
+    webhook_jobs: int
+    webhook_workers: int
     loose: bool
 
 
@@ -155,6 +161,8 @@ FULL = Mode(
     shared_targets={2: 60, 4: 60},
     shared_job_seconds=JOB_SECONDS,
     burst_jobs=60,
+    webhook_jobs=80,
+    webhook_workers=4,
     loose=False,
 )
 QUICK = Mode(
@@ -183,6 +191,8 @@ QUICK = Mode(
     shared_targets={2: 4, 4: 2},
     shared_job_seconds=0.5,
     burst_jobs=20,
+    webhook_jobs=16,
+    webhook_workers=4,
     loose=True,
 )
 
@@ -2029,6 +2039,221 @@ async def section_burst(run: Run) -> None:
         )
 
 
+# ==============================================================================    )
+
+
+# webhooks (issue 18)
+
+WEBHOOK_SCALE = 20.0
+"""Virtual seconds per real second: a 6 s research job takes 0.3 s; latencies are real ms."""
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789abcdef"  # noqa: S105  # a made-up secret
+
+
+@contextlib.asynccontextmanager
+async def _webhook_world(
+    run: Run, name: str, *, webhooks: bool, drop_rate: float = 0.0, duplicate_rate: float = 0.0
+) -> Any:
+    """A delivering sandbox (recorded) and jobrelay over Streamable HTTP on one clock; yields
+    (MCP client, recorder, webhook sender)."""
+    import httpx2
+    import uvicorn
+    from mcp.client.streamable_http import streamable_http_client
+
+    from mcp_server._http_app import host_allowlist, origin_allowlist
+    from mcp_server.config import load_settings
+    from mcp_server.sandbox._webhooks import webhooks_of
+    from mcp_server.sandbox.app import create_sandbox_app
+    from mcp_server.server import build_server
+    from mcp_server.transport import GracefulClock, http_server
+
+    state = bl.sandbox_state(WEBHOOK_SCALE, initial_credits=10**6, seed=18)
+    clock = GracefulClock(state.clock)
+    async with anyio.create_task_group() as tg:
+        recorder = bl.Recorder(create_sandbox_app(state, spawn=tg), state)
+        port = bl.free_port()
+        sandbox = bl._Uvicorn(  # the bench's own quiet uvicorn
+            uvicorn.Config(
+                recorder,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                date_header=False,
+            )
+        )
+        tg.start_soon(sandbox.serve)
+        root = f"http://127.0.0.1:{port}"
+        extra = {"SEAMLESS_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else {}
+        settings = load_settings(
+            bl.server_env(
+                root + "/seamless/api/client/v1",
+                root + "/agentseo/api/v1",
+                run.work / f"webhooks-{name}.sqlite3",
+                JOBRELAY_MAX_WAIT_SECONDS="600",
+                **extra,
+            )
+        )
+        listening = anyio.Event()
+        http = http_server(
+            build_server(settings, clock=clock),
+            clock,
+            host="127.0.0.1",
+            port=0,
+            token=None,
+            allowed_hosts=host_allowlist("127.0.0.1"),
+            allowed_origins=origin_allowlist(),
+            announce=lambda _port: listening.set(),
+            handle_signals=False,
+        )
+        tg.start_soon(http.serve)
+        with anyio.fail_after(30):
+            while not sandbox.started:  # noqa: ASYNC110  # uvicorn offers a flag only
+                await anyio.sleep(0.005)
+            await listening.wait()
+        url = f"http://127.0.0.1:{http.port}"
+        if webhooks:
+            async with httpx.AsyncClient() as h:
+                answer = await h.post(
+                    root + "/_sandbox/webhooks",
+                    json={
+                        "url": url + "/webhooks/seamless",
+                        "secret": WEBHOOK_SECRET,
+                        "drop_rate": drop_rate,
+                        "duplicate_rate": duplicate_rate,
+                    },
+                )
+                answer.raise_for_status()
+        try:
+            async with (
+                httpx2.AsyncClient(timeout=120.0) as client_http,
+                Client(streamable_http_client(url + "/mcp", http_client=client_http)) as client,
+            ):
+                yield client, recorder, webhooks_of(state)
+        finally:
+            http.should_exit = True
+            sandbox.should_exit = True
+
+
+async def _webhook_jobs(
+    run: Run, name: str, *, webhooks: bool, drop_rate: float = 0.0, duplicate_rate: float = 0.0
+) -> dict[str, Any]:
+    """`webhook_jobs` one-company research jobs, `webhook_workers` at a time, each started
+    without waiting and then waited on (wait_for_job), as an agent does."""
+    mode = run.mode
+    latencies: list[float] = []
+    states: list[str] = []
+    totals: list[int] = []
+    async with _webhook_world(
+        run, name, webhooks=webhooks, drop_rate=drop_rate, duplicate_rate=duplicate_rate
+    ) as (client, recorder, sender):
+        queue = list(range(mode.webhook_jobs))
+
+        async def worker() -> None:
+            while queue:
+                n = queue.pop()
+                started = bl.structured(
+                    await client.call_tool(
+                        "start_research",
+                        {
+                            "kind": "companies",
+                            "companies": [{"name": f"Hook {name} {n}", "domain": f"h{n}.example"}],
+                            "wait_seconds": 0,
+                        },
+                    )
+                )
+                request_id = started["items"][0]["request_id"]
+                waited = bl.structured(
+                    await client.call_tool(
+                        "wait_for_job", {"job_id": started["job_id"], "wait_seconds": 600}
+                    )
+                )
+                returned = time.perf_counter()
+                states.append(str(waited.get("state")))
+                sent = sender.sent_at.get(request_id)
+                if sent is not None and waited.get("state") == "succeeded":
+                    latencies.append(returned - sent)
+                page = bl.structured(
+                    await client.call_tool("get_job_result", {"job_id": started["job_id"]})
+                )
+                totals.append(int(page.get("total", 0)))
+
+        with anyio.fail_after(600):
+            async with anyio.create_task_group() as tg:
+                for _ in range(mode.webhook_workers):
+                    tg.start_soon(worker)
+        polls = recorder.count("seamless", "poll")
+        hooks = sender.stats()
+    jobs = mode.webhook_jobs
+    return {
+        "jobs": jobs,
+        "succeeded": sum(1 for s in states if s == "succeeded"),
+        "poll_calls": polls,
+        "poll_calls_per_job": bl.rnd(polls / jobs, 3),
+        "duplicate_results": sum(max(0, t - 1) for t in totals),
+        "delivery_to_return_ms_p50": bl.rnd(1000 * (bl.median(latencies) or 0), 1)
+        if latencies
+        else None,
+        "delivery_to_return_ms_p95": bl.rnd(1000 * (bl.percentile(latencies, 95) or 0), 1)
+        if latencies
+        else None,
+        "returns_measured": len(latencies),
+        "deliveries": {k: hooks[k] for k in ("sent", "repeated", "dropped", "delivered", "failed")},
+    }
+
+
+async def section_webhooks(run: Run) -> None:
+    off = await _webhook_jobs(run, "off", webhooks=False)
+    on = await _webhook_jobs(run, "on", webhooks=True)
+    dropped = await _webhook_jobs(run, "drop30", webhooks=True, drop_rate=0.3)
+    repeated = await _webhook_jobs(run, "dup50", webhooks=True, duplicate_rate=0.5)
+    run.data["webhooks"] = {
+        "time_scale": WEBHOOK_SCALE,
+        "webhooks_off": off,
+        "webhooks_on": on,
+        "drop_30": dropped,
+        "duplicate_50": repeated,
+    }
+    run.check_max(
+        "webhooks",
+        "delivery to wait_for_job return, p95",
+        on["delivery_to_return_ms_p95"],
+        full=100,
+        quick=250,
+        unit="ms",
+        also=on["returns_measured"] > 0,
+    )
+    run.check_max(
+        "webhooks",
+        "poll calls per research job, webhooks on",
+        on["poll_calls_per_job"],
+        full=0.2,
+        quick=0.5,
+        also=on["succeeded"] == on["jobs"],
+    )
+    run.check(
+        "webhooks",
+        "poll calls per research job, on vs off",
+        f"{on['poll_calls_per_job']} vs {off['poll_calls_per_job']}",
+        target="comparison",
+    )
+    run.check(
+        "webhooks",
+        "30 % dropped: jobs finished (polls per job)",
+        f"{dropped['succeeded']}/{dropped['jobs']} ({dropped['poll_calls_per_job']})",
+        target="all",
+        ok=dropped["succeeded"] == dropped["jobs"] and dropped["deliveries"]["dropped"] > 0,
+    )
+    run.check(
+        "webhooks",
+        "50 % repeated: duplicate results",
+        repeated["duplicate_results"],
+        target="0",
+        ok=repeated["duplicate_results"] == 0
+        and repeated["deliveries"]["repeated"] > 0
+        and repeated["succeeded"] == repeated["jobs"],
+    )
+
+
 async def section_replicas(run: Run) -> None:
     import _bench_replicas
 
@@ -2053,6 +2278,7 @@ RUNNERS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "shared": section_shared,
     "burst": section_burst,
     "waits": _bench_waits.section_waits,
+    "webhooks": section_webhooks,
     "replicas": section_replicas,
 }
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from mcp_server import advice as advice_mod
+from mcp_server import telemetry
 from mcp_server.errors import JobRelayError, UnknownJob
 from mcp_server.jobs.context import ServiceContext
 from mcp_server.jobs.listing import RESULT_READ
@@ -18,8 +21,30 @@ from mcp_server.jobs.render import (
 )
 from mcp_server.ledger import JobRecord
 from mcp_server.models import Advice, JobState
-from mcp_server.providers import Caller, Outcome, ProgressFn, SharedFold
+from mcp_server.providers import (
+    Caller,
+    Outcome,
+    ProgressFn,
+    PushConnection,
+    PushOutcome,
+    SharedFold,
+)
 from mcp_server.schemas import JobOutput, StatusOutput
+
+log = logging.getLogger(__name__)
+
+EARLY_PUSHES = 64
+"""Pushes kept whose id no job of the trusted tenant held yet (a delivery can overtake the
+submit's own ledger write); each is applied when that job is next waited on or checked."""
+EARLY_PUSH_SECONDS = 600.0
+
+
+def observe_push(provider: str, outcome: PushOutcome, seconds: float) -> None:
+    """The one place a pushed result (webhook delivery) is measured: its outcome (counted by
+    `telemetry.webhook_delivered`) and how long it took from arrival to stored and published
+    (logged; when the upstream job itself ended is not known, so no lag is recorded)."""
+    telemetry.webhook_delivered(outcome)
+    log.debug("jobrelay: %s push %s in %.1f ms", provider, outcome, seconds * 1000)
 
 
 class Follower:
@@ -30,6 +55,9 @@ class Follower:
         self.renderer = renderer
         self._folds: dict[str, SharedFold] = {}
         self._marked_read: set[str] = set()
+        self._early: dict[tuple[str, str, str], tuple[float, float, Mapping[str, object]]] = {}
+        """(provider, tenant, upstream id) -> (arrival on the clock and on the performance
+        counter, payload): see `EARLY_PUSHES`."""
 
     async def get(self, caller: Caller, job_id: str) -> JobRecord:
         """A handle or a raw upstream id, scoped to the caller's tenant for that provider."""
@@ -66,7 +94,7 @@ class Follower:
         unknown: dict[str, Advice] = {}
         for jid in dict.fromkeys(job_ids):
             try:
-                found[jid] = await self.get(caller, jid)
+                found[jid] = await self._early_pushes(caller, await self.get(caller, jid))
             except UnknownJob as exc:
                 unknown[jid] = ctx.advise(exc, tool="get_job_status")
         records = list({r.job_id: r for r in found.values()}.values())
@@ -126,7 +154,7 @@ class Follower:
         ctx = self.ctx
         if deadline is None:
             deadline = ctx.deadline(wait_seconds)
-        rec = await self.get(caller, job_id)
+        rec = await self._early_pushes(caller, await self.get(caller, job_id))
         if rec.state.terminal or not rec.upstream_ids:
             outcome = self.renderer.render(rec, warnings=warnings)
             await self.mark_read(rec)
@@ -154,6 +182,70 @@ class Follower:
         outcome = self.renderer.render(rec, warnings=warnings)
         await self.mark_read(rec)
         return outcome
+
+    async def receive_push(
+        self, caller: Caller, provider: str, upstream_id: str, payload: Mapping[str, object]
+    ) -> PushOutcome:
+        """A result `provider` pushed for `upstream_id` (a webhook delivery).
+
+        Trusted only for `caller`'s tenant (the server's own key: whose dashboard holds the
+        webhook); there it is folded under the job's shared fold, like a poll round, and
+        published to its waiters. Another tenant's job is never changed by it: whoever
+        watches that id here polls it early with that tenant's own key instead.
+        """
+        started = time.perf_counter()
+        connection = self.ctx.connection(provider)
+        outcome: PushOutcome = "unknown"
+        if isinstance(connection, PushConnection):
+            rec = await self.ctx.ledger.find_by_upstream_id(
+                upstream_id, tenant=caller.tenant(provider)
+            )
+            if rec is None:
+                outcome = "forwarded" if connection.push_hint(upstream_id) else "unknown"
+                if outcome == "unknown":
+                    self._keep_early((provider, caller.tenant(provider), upstream_id), payload)
+            else:
+                outcome = await self._fold_push(connection, caller, rec, upstream_id, payload)
+        observe_push(provider, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _fold_push(
+        self,
+        connection: PushConnection,
+        caller: Caller,
+        rec: JobRecord,
+        upstream_id: str,
+        payload: Mapping[str, object],
+    ) -> PushOutcome:
+        async with self._shared_fold(rec.job_id) as fold, fold.lock:
+            fresh, outcome = await connection.receive_push(
+                self.ctx, caller, fold.fresher(rec), upstream_id, payload
+            )
+            fold.rec = fold.fresher(fresh)
+        return outcome
+
+    def _keep_early(self, key: tuple[str, str, str], payload: Mapping[str, object]) -> None:
+        now = self.ctx.clock.monotonic()
+        for old, (at, _, _) in list(self._early.items()):
+            if now - at > EARLY_PUSH_SECONDS or len(self._early) >= EARLY_PUSHES:
+                del self._early[old]
+        self._early[key] = (now, time.perf_counter(), payload)
+
+    async def _early_pushes(self, caller: Caller, rec: JobRecord) -> JobRecord:
+        """`rec` with the pushes that arrived before its ids were in the ledger folded in."""
+        if not self._early or rec.state.terminal:
+            return rec
+        connection = self.ctx.connection(rec.provider)
+        if not isinstance(connection, PushConnection):
+            return rec
+        tenant = caller.tenant(rec.provider)
+        for upstream_id in rec.upstream_ids:
+            early = self._early.pop((rec.provider, tenant, upstream_id), None)
+            if early is not None and rec.tenant == tenant:
+                outcome = await self._fold_push(connection, caller, rec, upstream_id, early[2])
+                observe_push(rec.provider, outcome, time.perf_counter() - early[1])
+                rec = await self.get(caller, rec.job_id)
+        return rec
 
     async def mark_read(self, rec: JobRecord) -> None:
         """Note in the ledger that the agent was shown this finished job's results, so

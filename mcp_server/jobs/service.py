@@ -24,7 +24,14 @@ from mcp_server.jobs.render import Renderer
 from mcp_server.json_types import JSON
 from mcp_server.ledger import JobRecord, Ledger
 from mcp_server.models import Advice, JobState
-from mcp_server.providers import Caller, Connection, Outcome, ProgressFn, ResearchRequest
+from mcp_server.providers import (
+    Caller,
+    Connection,
+    Outcome,
+    ProgressFn,
+    PushOutcome,
+    ResearchRequest,
+)
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.schemas import CompanyTarget, ContactTarget, Kind
 from mcp_server.upstream import SearchPage
@@ -184,6 +191,13 @@ class JobService:
             warnings=warnings,
             deadline=deadline,
         )
+
+    async def receive_push(
+        self, caller: Caller, provider: str, upstream_id: str, payload: Mapping[str, object]
+    ) -> PushOutcome:
+        """A result `provider` pushed (a webhook delivery), trusted for `caller`'s tenant only:
+        folded into the job like a poll result and published to its waiters."""
+        return await self.follower.receive_push(caller, provider, upstream_id, payload)
 
     async def result(
         self,

@@ -244,6 +244,56 @@ class Connection(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """How an API pushes finished results to a receiver (issue 18), declared by its provider
+    (`JobProvider.webhook`, optional): the HTTP transport serves `path` when `secret` is set."""
+
+    path: str
+    """Where the receiver listens, e.g. `/webhooks/seamless`."""
+    secret_env: str
+    """The variable holding the shared secret (named in texts)."""
+    secret_header: str
+    """The request header that carries the secret (lower case)."""
+    id_field: str
+    """The body's field naming the upstream id the result answers."""
+    secret: Callable[[Settings], SecretStr | None]
+
+
+def webhook_of(provider: object) -> WebhookSpec | None:
+    """`provider`'s `WebhookSpec`, or None when it declares none."""
+    spec = getattr(provider, "webhook", None)
+    return spec if isinstance(spec, WebhookSpec) else None
+
+
+PushOutcome = Literal["applied", "repeated", "forwarded", "unknown"]
+"""What a pushed result (a webhook delivery) did: stored and published, changed nothing (a
+repeat, or the item had ended already), made the job's own poll run early (a job of a tenant
+the push is not trusted for), or matched no job watched here."""
+
+
+@runtime_checkable
+class PushConnection(Connection, Protocol):
+    """A connection that also takes results pushed by its API (webhooks, issue 18)."""
+
+    async def receive_push(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        rec: JobRecord,
+        upstream_id: str,
+        payload: Mapping[str, object],
+    ) -> tuple[JobRecord, PushOutcome]:
+        """Fold one pushed result of `rec`'s `upstream_id` into the job exactly as a poll
+        result would be, and publish it to the job's waiters. A repeat changes nothing."""
+        ...
+
+    def push_hint(self, upstream_id: str) -> bool:
+        """A push named `upstream_id` but is not trusted for its job's tenant: have whoever
+        watches it here poll it early with that tenant's own key. False if nobody does."""
+        ...
+
+
 @runtime_checkable
 class SeoConnection(Connection, Protocol):
     """A connection that starts workflow jobs (`start_seo_job`)."""

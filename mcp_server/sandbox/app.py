@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -16,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server._clock import ScaledClock
 from mcp_server.sandbox._state import FaultMiddleware, Faults, SandboxState
+from mcp_server.sandbox._webhooks import webhooks_of
 from mcp_server.sandbox.agentseo import create_agentseo_app
 from mcp_server.sandbox.seamless import create_seamless_app
 
@@ -53,12 +58,18 @@ class _VirtualDate:
         await self.app(scope, receive, send_dated)
 
 
-def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
-    """Both APIs under their prefixes, and `/_sandbox/{stats,faults,reset}`."""
+def create_sandbox_app(
+    state: SandboxState | None = None, *, spawn: anyio.abc.TaskGroup | None = None
+) -> Starlette:
+    """Both APIs under their prefixes, and `/_sandbox/{stats,faults,reset,webhooks}`.
+
+    `spawn`: the task group webhook deliveries run in (the embedded sandbox lends the
+    server's); without it, a served app's lifespan opens one.
+    """
     state = state or SandboxState()
 
     async def stats(_request: Request) -> Response:
-        return JSONResponse(state.stats())
+        return JSONResponse({**state.stats(), "webhooks": webhooks_of(state).stats()})
 
     async def set_faults(request: Request) -> Response:
         try:
@@ -78,13 +89,40 @@ def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
 
     async def reset(_request: Request) -> Response:
         state.reset()
+        webhooks_of(state).reset()
         return JSONResponse({"reset": True})
+
+    async def set_webhooks(request: Request) -> Response:
+        try:
+            data: Any = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        if not isinstance(data, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        status, answer = webhooks_of(state).configure(data)
+        return JSONResponse(answer, status_code=status)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        """A served sandbox lends its webhook deliveries a task group of its own."""
+        sender = webhooks_of(state)
+        if spawn is not None:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            sender.attach(tg)
+            try:
+                yield
+            finally:
+                sender.attach(None)
+                tg.cancel_scope.cancel()
 
     app = Starlette(
         routes=[
             Route("/_sandbox/stats", stats, methods=["GET"]),
             Route("/_sandbox/faults", set_faults, methods=["POST"]),
             Route("/_sandbox/reset", reset, methods=["POST"]),
+            Route("/_sandbox/webhooks", set_webhooks, methods=["POST"]),
             Mount(
                 SEAMLESS_PREFIX, app=FaultMiddleware(create_seamless_app(state), state, "seamless")
             ),
@@ -93,7 +131,10 @@ def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
             ),
         ],
         middleware=[Middleware(_VirtualDate, state=state)],
+        lifespan=lifespan,
     )
+    if spawn is not None:
+        webhooks_of(state).attach(spawn)
     app.state.sandbox = state
     return app
 
@@ -144,7 +185,7 @@ def serve_sandbox(
             f"  SEAMLESS_BASE_URL={base}{SEAMLESS_PREFIX}\n"
             f"  AGENTSEO_BASE_URL={base}{AGENTSEO_PREFIX}\n"
             f"  control: GET {base}/_sandbox/stats, POST {base}/_sandbox/faults,"
-            f" POST {base}/_sandbox/reset",
+            f" POST {base}/_sandbox/reset, POST {base}/_sandbox/webhooks",
             file=sys.stderr,
             flush=True,
         )

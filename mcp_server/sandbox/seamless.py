@@ -114,6 +114,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
+from functools import partial
 from typing import Any, Literal
 
 from starlette.applications import Starlette
@@ -132,6 +133,7 @@ from mcp_server.sandbox._state import (
     KEY_REVOKED,
     SandboxState,
 )
+from mcp_server.sandbox._webhooks import webhooks_of
 
 WINDOW_SECONDS = 60
 TOKEN_SECONDS = 3600
@@ -949,6 +951,12 @@ class _SeamlessSandbox:
                 for k in keys:
                     org.dedupe.setdefault(k, job)
         self.state.jobs_changed()
+        deliveries = webhooks_of(self.state)  # `_webhooks`: done targets are pushed when due
+        for job, _ in planned:
+            if job.duplicate_of is None and job.outcome == "done":
+                deliveries.finished_at(
+                    kind, job.request_id, job.ready_at, partial(self._record, job)
+                )
         return 202, {"success": True, "requestIds": [job.request_id for job, _ in planned]}
 
     # poll ----------------------------------------------------------------------------------

@@ -28,11 +28,12 @@ from mcp_server.providers.base import (
     JobView,
     LineFn,
     ProviderEnv,
+    WebhookSpec,
 )
 from mcp_server.providers.seamless import fields
 from mcp_server.providers.seamless.advice import SEAMLESS
 from mcp_server.providers.seamless.limits import RATE_LIMITS
-from mcp_server.providers.seamless.settings import SETTINGS
+from mcp_server.providers.seamless.settings import SETTINGS, SeamlessSettings
 from mcp_server.providers.seamless.states import (
     MAX_ITEMS_SHOWN,
     NAME,
@@ -157,6 +158,14 @@ class SeamlessProvider:
     rate_limits: RateLimits = RATE_LIMITS
     settings: ProviderSettings = SETTINGS
     reader: JobReader = SeamlessReader()
+    webhook = WebhookSpec(
+        path="/webhooks/seamless",
+        secret_env="SEAMLESS_WEBHOOK_SECRET",  # noqa: S106  # a variable's name
+        secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
+        id_field="apiResearchId",
+        secret=lambda settings: settings.of(SeamlessSettings).webhook_secret,
+    )
+    """`contact-researched`/`company-researched` deliveries (UPSTREAMS.md, Webhooks)."""
     fields_description = (
         "Field names get_job_result(fields=[...]) accepts for research contacts and companies."
     )

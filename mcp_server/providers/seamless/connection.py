@@ -1,4 +1,10 @@
-"""Seamless.ai I/O for one server runtime: a client and two poll coalescers per tenant."""
+"""Seamless.ai I/O for one server runtime: a client and two poll coalescers per tenant.
+
+With `SEAMLESS_WEBHOOK_SECRET` set, each coalescer has a `PushReconciler`: webhook deliveries
+(`receive_push`) are folded like poll items and published on their path (`publish_results`:
+this replica's waiters at once, the other replicas' through the fan-out), and polling drops to
+the slow reconciliation cadence while they arrive (issue 18).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from mcp_server.providers.base import (
     Outcome,
     ProgressFn,
     ProviderEnv,
+    PushOutcome,
     ResearchRequest,
     SharedFold,
     aggregate_state,
@@ -29,6 +36,7 @@ from mcp_server.providers.seamless.states import (
     research_kind,
     seamless_state,
 )
+from mcp_server.pushes import PushReconciler
 from mcp_server.sharing import ResultFeed, SharedPoll
 from mcp_server.upstream import (
     DEADLINE_RETRY_AFTER,
@@ -139,6 +147,9 @@ class SeamlessConnection:
                     clock=clock,
                     spawn=self.env.spawn,
                 )
+            push = None
+            if self.env.settings.of(SeamlessSettings).webhook_secret is not None:
+                push = PushReconciler(clock=clock)
             feed_box: list[ResultFeed[PollItem]] = []
 
             async def share(items: Mapping[str, PollItem]) -> None:
@@ -149,6 +160,7 @@ class SeamlessConnection:
                 round_poll=round_poll,
                 on_items=share,
                 on_idle=None if round_poll is None else round_poll.idle,
+                push=push,
                 is_terminal=lambda item: bool(item.terminal),
                 interval=lambda n: poll_interval(NAME, n, policy=policy),
                 clock=clock,
@@ -252,6 +264,7 @@ class SeamlessConnection:
         for kind, recs in by_kind.items():
             ids = [i for r in recs for i in open_request_ids(r)]
             co = self.coalescer(caller, kind)
+            co.started(_starts(ctx, recs))
             try:
                 latest = await self._poll_within(ctx, co, ids)
             except JobRelayError as exc:
@@ -274,6 +287,7 @@ class SeamlessConnection:
     ) -> tuple[JobRecord, JobRelayError | None]:
         co = self.coalescer(caller, research_kind(rec))
         ids = open_request_ids(rec)
+        co.started(_starts(ctx, [rec]))
         problem: JobRelayError | None = None
         last_pct: float | None = None
         async with co.watch(ids):
@@ -292,6 +306,66 @@ class SeamlessConnection:
                 problem = round_.error if round_ is not None else None
                 if not await wait_newer_until(co.board, seen, ctx.clock, deadline):
                     return rec, problem
+
+    # ---- pushed results (webhooks) --------------------------------------------------------
+    async def receive_push(
+        self,
+        ctx: JobContext,
+        caller: Caller,
+        rec: JobRecord,
+        upstream_id: str,
+        payload: Mapping[str, object],
+    ) -> tuple[JobRecord, PushOutcome]:
+        """A `contact-researched`/`company-researched` delivery: the record of a finished
+        request, stored as the poll's `done` item with that record would be, then published
+        as a poll result is (`publish_results`: waiters here at once, other replicas' through
+        the fan-out)."""
+        item = next(
+            (
+                i
+                for i in (rec.snapshot or {}).get("items", [])
+                if i.get("request_id") == upstream_id
+            ),
+            None,
+        )
+        if item is None:
+            return rec, "unknown"
+        co = self.coalescer(caller, research_kind(rec))
+        # So its submit-to-delivery time is learnt, waited on here or not, ended or not.
+        co.started({upstream_id: _start_of(ctx, rec)})
+        records = (rec.result or {}).get("records") or {}
+        if seamless_state(item.get("raw_status")).terminal or upstream_id in records:
+            co.pushed([upstream_id])  # still a sign that deliveries arrive
+            return rec, "repeated"  # a repeat, or a poll saw it end first: changes nothing
+        polled = PollItem.model_construct(
+            request_id=upstream_id,
+            status="done",
+            search_result_id=None,
+            message=None,
+            record=dict(payload),
+            additional_data=None,
+        )
+        fresh = await apply_poll(ctx, rec, {upstream_id: polled})
+        co.pushed([upstream_id])
+        # The results' one path: this replica's waiters at once, the others' through Redis.
+        await self.publish_results(caller, research_kind(rec), {upstream_id: polled})
+        return fresh, "applied"
+
+    def push_hint(self, upstream_id: str) -> bool:
+        hinted = False
+        for co in self._coalescers.values():
+            hinted = co.expedite([upstream_id]) or hinted
+        return hinted
+
+
+def _start_of(ctx: JobContext, rec: JobRecord) -> float:
+    """When `rec`'s job started, on the clock's monotonic scale."""
+    return ctx.clock.monotonic() - max(0.0, ctx.clock.time() - rec.created_at.timestamp())
+
+
+def _starts(ctx: JobContext, recs: Sequence[JobRecord]) -> dict[str, float]:
+    """Each open request id's job start, on the clock's monotonic scale."""
+    return {i: _start_of(ctx, r) for r in recs for i in open_request_ids(r)}
 
 
 async def _fold_round(

@@ -1,5 +1,6 @@
 """What Seamless.ai's settings mean (DESIGN.md section 1): its variables (`SeamlessSettings`:
-the API key, or an access token, or the OAuth refresh flow; the base URL), which credential
+the API key, or an access token, or the OAuth refresh flow; the base URL; the webhook
+secret), which credential
 identifies the account, its key variable. Registered with the provider
 (`JobProvider.settings`)."""
 
@@ -41,6 +42,9 @@ class SeamlessSettings(ProviderModel):
         None, validation_alias="SEAMLESS_OAUTH_REFRESH_TOKEN"
     )
     oauth_redirect_uri: str | None = Field(None, validation_alias="SEAMLESS_OAUTH_REDIRECT_URI")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="SEAMLESS_WEBHOOK_SECRET")
+    """The shared secret of research deliveries (`x-seamless-webhook-secret`, issue 18): with
+    it, the HTTP transport serves `POST /webhooks/seamless`."""
 
     @field_validator(
         "api_key",
@@ -49,6 +53,7 @@ class SeamlessSettings(ProviderModel):
         "oauth_client_secret",
         "oauth_refresh_token",
         "oauth_redirect_uri",
+        "webhook_secret",
         mode="before",
     )
     @classmethod
