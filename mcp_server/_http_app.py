@@ -311,7 +311,7 @@ class GuardedApp:
             refusal = self._check(scope, bearer=False)  # its own secret instead of the token
             if refusal is None:
                 refusal = await self._intake.answer(scope, receive)
-            await refusal(scope, receive, send)
+            await self._intake.counted(refusal)(scope, receive, send)
             return
         refusal = self._check(scope)
         if refusal is not None:

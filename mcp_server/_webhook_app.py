@@ -26,6 +26,8 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope
 
+from mcp_server import telemetry
+
 if TYPE_CHECKING:
     from mcp_server.config import Settings
     from mcp_server.providers import WebhookSpec
@@ -37,6 +39,15 @@ MAX_WEBHOOK_BODY_BYTES: Final = 256 * 1024
 MAX_RESEARCH_ID_CHARS: Final = 200
 MAX_WEBHOOK_DEPTH: Final = 32
 """A record nests 3 levels (jobHistory, newsAndEvents entries); 32 refuses only abuse."""
+
+REFUSALS: Final = {
+    400: "invalid",
+    401: "unauthorized",
+    413: "invalid",
+    500: "failed",
+    503: "starting",
+}
+"""A delivery not taken: its `jobrelay.webhook.outcome` by status (any other: `refused`)."""
 
 WebhookReceiver = Callable[[str, dict[str, object]], Awaitable[str]]
 """`(upstream id, record)` -> the outcome (`PushOutcome`, or `starting`)."""
@@ -140,6 +151,13 @@ class WebhookIntake:
         self.spec = spec
         self._digest = digest(secret.get_secret_value())
         self._receive = receive
+
+    def counted(self, response: JSONResponse) -> JSONResponse:
+        """`response`, a delivery not taken counted by its status (`REFUSALS`; a taken one is
+        counted by the receiver, with what it did and its lag)."""
+        if response.status_code != 200:
+            telemetry.webhook_delivered(REFUSALS.get(response.status_code, "refused"))
+        return response
 
     async def answer(self, scope: Scope, receive: Receive) -> JSONResponse:
         """The answer to one request on the route, past `GuardedApp`'s Host/Origin/URL checks."""

@@ -457,12 +457,19 @@ def sse_reconnected(provider: str) -> None:
     active.reconnects.add(1, {PROVIDER: provider})
 
 
-def webhook_delivered(outcome: str, lag_seconds: float | None = None) -> None:
-    """One webhook delivery attempt ended: `outcome` e.g. delivered/failed/dropped; `lag` from
-    the job event to the delivery (for the webhook helper to call; issue 18)."""
+def webhook_delivered(
+    outcome: str, lag_seconds: float | None = None, *, provider: str | None = None
+) -> None:
+    """One webhook delivery ended: `outcome` what it did (the receiver's `applied`,
+    `repeated`, `forwarded`, `unknown`; or the HTTP app's refusal: `unauthorized`, `invalid`,
+    `starting`, `failed`, `refused`); `lag_seconds` from when the upstream finished the job
+    (as the body says) to the delivery, None when unknown."""
     active = _active
     if active is None:
         return
-    active.deliveries.add(1, {"jobrelay.webhook.outcome": outcome})
+    attrs = {"jobrelay.webhook.outcome": outcome}
+    if provider is not None:
+        attrs[PROVIDER] = provider
+    active.deliveries.add(1, attrs)
     if lag_seconds is not None:
-        active.lag.record(lag_seconds, {"jobrelay.webhook.outcome": outcome})
+        active.lag.record(lag_seconds, attrs)

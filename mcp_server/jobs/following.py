@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from mcp_server import advice as advice_mod
 from mcp_server import telemetry
@@ -28,6 +29,7 @@ from mcp_server.providers import (
     PushConnection,
     PushOutcome,
     SharedFold,
+    webhook_of,
 )
 from mcp_server.schemas import JobOutput, StatusOutput
 
@@ -39,12 +41,42 @@ submit's own ledger write); each is applied when that job is next waited on or c
 EARLY_PUSH_SECONDS = 600.0
 
 
-def observe_push(provider: str, outcome: PushOutcome, seconds: float) -> None:
-    """The one place a pushed result (webhook delivery) is measured: its outcome (counted by
-    `telemetry.webhook_delivered`) and how long it took from arrival to stored and published
-    (logged; when the upstream job itself ended is not known, so no lag is recorded)."""
-    telemetry.webhook_delivered(outcome)
-    log.debug("jobrelay: %s push %s in %.1f ms", provider, outcome, seconds * 1000)
+def observe_push(
+    provider: str, outcome: PushOutcome, seconds: float, lag: float | None = None
+) -> None:
+    """The one place a pushed result (webhook delivery) is measured: its outcome and lag
+    (`telemetry.webhook_delivered`; `delivery_lag`) and how long it took from arrival to
+    stored and published (logged)."""
+    telemetry.webhook_delivered(outcome, lag, provider=provider)
+    log.debug(
+        "jobrelay: %s push %s in %.1f ms",
+        provider,
+        outcome,
+        seconds * 1000,
+        extra={"provider": provider},
+    )
+
+
+def delivery_lag(
+    ctx: ServiceContext, rec: JobRecord, payload: Mapping[str, object]
+) -> float | None:
+    """Seconds from when the upstream finished `rec`'s job, as the delivery body says (its
+    provider's `WebhookSpec.finished_field`), to now; None when the body says no such time,
+    or one before the job's submit (then it is not this job's end)."""
+    spec = webhook_of(ctx.provider(rec.provider))
+    field = spec.finished_field if spec is not None else None
+    value = payload.get(field) if field is not None else None
+    if not isinstance(value, str):
+        return None
+    try:
+        finished = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if finished.tzinfo is None:
+        finished = finished.replace(tzinfo=UTC)
+    if finished < rec.created_at:
+        return None
+    return max(0.0, (ctx.utcnow() - finished).total_seconds())
 
 
 class Follower:
@@ -196,6 +228,7 @@ class Follower:
         started = time.perf_counter()
         connection = self.ctx.connection(provider)
         outcome: PushOutcome = "unknown"
+        lag: float | None = None
         if isinstance(connection, PushConnection):
             rec = await self.ctx.ledger.find_by_upstream_id(
                 upstream_id, tenant=caller.tenant(provider)
@@ -205,8 +238,9 @@ class Follower:
                 if outcome == "unknown":
                     self._keep_early((provider, caller.tenant(provider), upstream_id), payload)
             else:
+                lag = delivery_lag(self.ctx, rec, payload)
                 outcome = await self._fold_push(connection, caller, rec, upstream_id, payload)
-        observe_push(provider, outcome, time.perf_counter() - started)
+        observe_push(provider, outcome, time.perf_counter() - started, lag)
         return outcome
 
     async def _fold_push(

@@ -258,6 +258,9 @@ class WebhookSpec:
     id_field: str
     """The body's field naming the upstream id the result answers."""
     secret: Callable[[Settings], SecretStr | None]
+    finished_field: str | None = None
+    """The body's field saying when the upstream finished the job (ISO 8601), the start of
+    the delivery lag metric; None when its deliveries carry no such time."""
 
 
 def webhook_of(provider: object) -> WebhookSpec | None:

@@ -164,6 +164,9 @@ class SeamlessProvider:
         secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
         id_field="apiResearchId",
         secret=lambda settings: settings.of(SeamlessSettings).webhook_secret,
+        # Not documented as the research's end: the record's last update, which a research
+        # makes; read only when it is not before the job's submit (`following.delivery_lag`).
+        finished_field="updatedAt",
     )
     """`contact-researched`/`company-researched` deliveries (UPSTREAMS.md, Webhooks)."""
     fields_description = (
