@@ -58,10 +58,12 @@ def keys(name: str) -> dict[str, str]:
 async def until_terminal(client: Client, inbox: Inbox, task_ids: list[str]) -> None:
     async with listening(client, inbox, taskIds=task_ids) as stream:
         assert stream.acked.model_extra == {"taskIds": task_ids}
-        with anyio.fail_after(30):
-            await inbox.wait_for(
-                lambda box: all(any(s != "working" for s in box.statuses(t)) for t in task_ids),
-            )
+        # A restarted server may first wait out a lease the killed one held (4 s) and then
+        # its poll cadence: the inbox's own 5 s default is too short for that.
+        await inbox.wait_for(
+            lambda box: all(any(s != "working" for s in box.statuses(t)) for t in task_ids),
+            within=30,
+        )
 
 
 async def until_submitted(client: Client, inbox: Inbox, task_ids: list[str]) -> None:

@@ -246,8 +246,8 @@ class Inbox:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def wait_for(self, predicate: Callable[[Inbox], bool]) -> None:
-        with anyio.fail_after(5):
+    async def wait_for(self, predicate: Callable[[Inbox], bool], within: float = 5.0) -> None:
+        with anyio.fail_after(within):
             while not predicate(self):
                 await self._changed.wait()
 
