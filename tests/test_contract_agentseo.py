@@ -37,7 +37,7 @@ from mcp_server.upstream._backoff import BackoffPolicy, RetryBudget
 pytestmark = pytest.mark.anyio
 
 BASE = "https://www.agentseo.dev/api/v1"  # [AA]
-KEY = "sk_live_contract"  # the only key format shown [AA]
+KEY = "FAKE-agentseo-contract-key"  # a made-up value; [AA] shows only the `sk_live_` prefix
 
 #: [AR]: /audit/local takes domain* (name or domain), location*, language; "geo-targeted
 #: endpoints accept location and optional location_code".
