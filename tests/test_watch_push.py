@@ -4,16 +4,24 @@ watched ids still need polling (issue 18.2); `PollCoalescer.pushed` tells it a p
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import pytest
 from conftest import TEST_EPOCH
-from test_watch import FakeEndpoint
+from test_watch import FakeEndpoint, TwoReplicaFanout
 
 from mcp_server._clock import FakeClock, ScaledClock
-from mcp_server.pushes import PushReconciler
+from mcp_server.pushes import (
+    MAX_SHARED_IDS,
+    PushMessage,
+    PushReconciler,
+    PushShare,
+    UnreadablePush,
+    read_push_message,
+)
 from mcp_server.watch import PollCoalescer, wait_newer_until
 
 pytestmark = pytest.mark.anyio
@@ -160,3 +168,108 @@ async def test_an_unwatched_push_is_delivered_but_not_kept() -> None:
         assert co.board.version == version  # nobody here to wake
         assert co.latest(["x"]) == {}  # nobody watches it: the ledger is where it lives
         assert co.expedite(["x"]) is False
+
+
+# --------------------------------------------------------------------------------------------
+# Arrivals shared between replicas (`PushShare`)
+
+ENDPOINTS = ("contacts", "companies")
+
+
+def test_a_relayed_arrival_is_learnt_like_one_received_here_and_counted_apart() -> None:
+    clock = FakeClock()
+    r = PushReconciler(clock=clock, slow_interval=60, active_for=600, factor=1.5, margin=10)
+    r.arrived("elsewhere", took=400.0, relayed=True)  # never started here: its time is given
+    assert r.active()
+    assert r.expected_seconds() == 600  # 1.5 x 400 + 10, capped
+    assert (r.pushes, r.relayed) == (0, 1)
+    r.started("mine", 0.0)
+    assert r.due(["mine"]) == []  # polled on the slow cadence only
+    r.arrived("unknown", took=None, relayed=True)  # no time known: activity only
+    assert r.expected_seconds() == 600
+
+
+def test_push_messages_round_trip() -> None:
+    sent = PushMessage("companies", {"r1": 12.5, "r2": None}).encode()
+    assert read_push_message(sent, ENDPOINTS) == PushMessage("companies", {"r1": 12.5, "r2": None})
+    hint = PushMessage(hinted=["r3"]).encode()
+    assert read_push_message(hint, ENDPOINTS) == PushMessage(None, {}, ["r3"])
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "",
+        "{",
+        "[]",
+        '"text"',
+        '{"arrived": {"r1": 1}, "endpoint": "contacts"}',  # no version
+        '{"v": 2, "arrived": {"r1": 1}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": 1}}',  # no endpoint
+        '{"v": 1, "arrived": {"r1": 1}, "endpoint": "searches"}',
+        '{"v": 1, "arrived": {"r1": 1}, "endpoint": ["contacts"]}',
+        '{"v": 1, "arrived": ["r1"], "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": -1}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": NaN}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": Infinity}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": true}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"r1": "12"}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"": 1}, "endpoint": "contacts"}',
+        '{"v": 1, "arrived": {"' + "x" * 201 + '": 1}, "endpoint": "contacts"}',
+        '{"v": 1, "hinted": "r1"}',
+        '{"v": 1, "hinted": [1]}',
+        '{"v": 1, "hinted": [null]}',
+        '{"v": 1, "hinted": ' + json.dumps([f"r{i}" for i in range(MAX_SHARED_IDS + 1)]) + "}",
+        "[" * 100_000,
+    ],
+)
+def test_an_unreadable_push_message_is_refused(message: str) -> None:
+    with pytest.raises(UnreadablePush):
+        read_push_message(message, ENDPOINTS)
+
+
+async def test_arrivals_and_hints_reach_the_other_replica_and_bad_messages_are_ignored() -> None:
+    """Replica a tells b of its arrivals and hints; what b cannot read, or fails to apply, is
+    logged and ignored, and the next message is applied all the same."""
+    fanout = TwoReplicaFanout()
+    applied: list[tuple[str, dict[str, float | None]]] = []
+    hinted: list[list[str]] = []
+    fail_next = [False]
+
+    def on_arrived(endpoint: str, took: Mapping[str, float | None]) -> None:
+        if fail_next[0]:
+            fail_next[0] = False
+            raise RuntimeError("a reconciler broke")
+        applied.append((endpoint, dict(took)))
+
+    def share(side: str) -> PushShare:
+        return PushShare(
+            topic="pushes:t1",
+            fanout=fanout.replica(side),
+            endpoints=ENDPOINTS,
+            on_arrived=on_arrived,
+            on_hinted=hinted.append,
+        )
+
+    a, b = share("a"), share("b")
+    await a.arrived("contacts", {"r1": 30.0})
+    await a.hinted(["r2"])
+    assert applied == [("contacts", {"r1": 30.0})]
+    assert hinted == [["r2"]]
+    assert a.ignored == 0  # a never hears its own messages
+
+    side_a = fanout.replica("a")
+    await side_a.send("pushes:t1", "not json")
+    await side_a.send("pushes:t1", '{"v": 1, "arrived": {"r3": 1}, "endpoint": "elsewhere"}')
+    fail_next[0] = True
+    await side_a.send("pushes:t1", PushMessage("contacts", {"r4": 1.0}).encode())
+    assert b.ignored == 3
+    await a.arrived("companies", {"r5": None})  # the listener still works
+    assert applied[-1] == ("companies", {"r5": None})
+    assert len(applied) == 2
+
+    b.close()
+    await a.arrived("contacts", {"r6": 2.0})
+    assert len(applied) == 2  # closed: b no longer listens
+    await a.arrived("contacts", {})  # nothing to tell: nothing sent
+    assert all(message != PushMessage("contacts", {}).encode() for _, _, message in fanout.sent)

@@ -31,7 +31,8 @@ Sections (see BENCHMARKS.md for what each measures and why):
               server CPU and memory per wait, growth exponent (issue 17.6)
   webhooks    Seamless research webhooks over Streamable HTTP (issue 18): delivery to
               wait_for_job return, poll calls per job with webhooks on vs off, 30 % of
-              deliveries dropped, 50 % repeated
+              deliveries dropped, 50 % repeated; on 2 replicas (PostgreSQL + Redis;
+              skipped without), deliveries to one and calls to the other
   replicas    3 `jobrelay serve` HTTP replicas on PostgreSQL + Redis behind a round-robin
               client, one org key: 429s, makespan, peak per endpoint; then kill -9 one
               replica mid-wait: lost jobs, duplicate paid POSTs (issue 17.5;
@@ -2051,10 +2052,17 @@ WEBHOOK_SECRET = "bench-webhook-secret-0123456789abcdef"  # noqa: S105  # a made
 
 @contextlib.asynccontextmanager
 async def _webhook_world(
-    run: Run, name: str, *, webhooks: bool, drop_rate: float = 0.0, duplicate_rate: float = 0.0
+    run: Run,
+    name: str,
+    *,
+    webhooks: bool,
+    drop_rate: float = 0.0,
+    duplicate_rate: float = 0.0,
+    shared: tuple[str, str] | None = None,
 ) -> Any:
     """A delivering sandbox (recorded) and jobrelay over Streamable HTTP on one clock; yields
-    (MCP client, recorder, webhook sender)."""
+    (MCP client, recorder, webhook sender). `shared`: (PostgreSQL URL, Redis URL): two
+    replicas on them, the deliveries going to the first and the client to the second."""
     import httpx2
     import uvicorn
     from mcp.client.streamable_http import streamable_http_client
@@ -2084,33 +2092,40 @@ async def _webhook_world(
         tg.start_soon(sandbox.serve)
         root = f"http://127.0.0.1:{port}"
         extra = {"SEAMLESS_WEBHOOK_SECRET": WEBHOOK_SECRET} if webhooks else {}
-        settings = load_settings(
-            bl.server_env(
-                root + "/seamless/api/client/v1",
-                root + "/agentseo/api/v1",
-                run.work / f"webhooks-{name}.sqlite3",
-                JOBRELAY_MAX_WAIT_SECONDS="600",
-                **extra,
+        env = bl.server_env(
+            root + "/seamless/api/client/v1",
+            root + "/agentseo/api/v1",
+            run.work / f"webhooks-{name}.sqlite3",
+            JOBRELAY_MAX_WAIT_SECONDS="600",
+            **extra,
+        )
+        if shared is not None:
+            env["JOBRELAY_DB"], env["JOBRELAY_REDIS_URL"] = shared
+        settings = load_settings(env)
+        servers = []
+        for _ in range(1 if shared is None else 2):
+            listening = anyio.Event()
+            server_clock = clock if not servers else GracefulClock(state.clock)
+            http = http_server(
+                build_server(settings, clock=server_clock),
+                server_clock,
+                host="127.0.0.1",
+                port=0,
+                token=None,
+                allowed_hosts=host_allowlist("127.0.0.1"),
+                allowed_origins=origin_allowlist(),
+                announce=lambda _port, done=listening: done.set(),
+                handle_signals=False,
             )
-        )
-        listening = anyio.Event()
-        http = http_server(
-            build_server(settings, clock=clock),
-            clock,
-            host="127.0.0.1",
-            port=0,
-            token=None,
-            allowed_hosts=host_allowlist("127.0.0.1"),
-            allowed_origins=origin_allowlist(),
-            announce=lambda _port: listening.set(),
-            handle_signals=False,
-        )
-        tg.start_soon(http.serve)
+            tg.start_soon(http.serve)
+            with anyio.fail_after(30):
+                await listening.wait()
+            servers.append(http)
         with anyio.fail_after(30):
             while not sandbox.started:  # noqa: ASYNC110  # uvicorn offers a flag only
                 await anyio.sleep(0.005)
-            await listening.wait()
-        url = f"http://127.0.0.1:{http.port}"
+        url = f"http://127.0.0.1:{servers[0].port}"  # where Seamless delivers
+        mcp_url = f"http://127.0.0.1:{servers[-1].port}/mcp"  # where the agent calls
         if webhooks:
             async with httpx.AsyncClient() as h:
                 answer = await h.post(
@@ -2126,16 +2141,23 @@ async def _webhook_world(
         try:
             async with (
                 httpx2.AsyncClient(timeout=120.0) as client_http,
-                Client(streamable_http_client(url + "/mcp", http_client=client_http)) as client,
+                Client(streamable_http_client(mcp_url, http_client=client_http)) as client,
             ):
                 yield client, recorder, webhooks_of(state)
         finally:
-            http.should_exit = True
+            for http in servers:
+                http.should_exit = True
             sandbox.should_exit = True
 
 
 async def _webhook_jobs(
-    run: Run, name: str, *, webhooks: bool, drop_rate: float = 0.0, duplicate_rate: float = 0.0
+    run: Run,
+    name: str,
+    *,
+    webhooks: bool,
+    drop_rate: float = 0.0,
+    duplicate_rate: float = 0.0,
+    shared: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """`webhook_jobs` one-company research jobs, `webhook_workers` at a time, each started
     without waiting and then waited on (wait_for_job), as an agent does."""
@@ -2144,7 +2166,12 @@ async def _webhook_jobs(
     states: list[str] = []
     totals: list[int] = []
     async with _webhook_world(
-        run, name, webhooks=webhooks, drop_rate=drop_rate, duplicate_rate=duplicate_rate
+        run,
+        name,
+        webhooks=webhooks,
+        drop_rate=drop_rate,
+        duplicate_rate=duplicate_rate,
+        shared=shared,
     ) as (client, recorder, sender):
         queue = list(range(mode.webhook_jobs))
 
@@ -2206,12 +2233,14 @@ async def section_webhooks(run: Run) -> None:
     on = await _webhook_jobs(run, "on", webhooks=True)
     dropped = await _webhook_jobs(run, "drop30", webhooks=True, drop_rate=0.3)
     repeated = await _webhook_jobs(run, "dup50", webhooks=True, duplicate_rate=0.5)
+    two = await _webhook_two_replicas(run)
     run.data["webhooks"] = {
         "time_scale": WEBHOOK_SCALE,
         "webhooks_off": off,
         "webhooks_on": on,
         "drop_30": dropped,
         "duplicate_50": repeated,
+        "two_replicas": two,
     }
     run.check_max(
         "webhooks",
@@ -2252,6 +2281,39 @@ async def section_webhooks(run: Run) -> None:
         and repeated["deliveries"]["repeated"] > 0
         and repeated["succeeded"] == repeated["jobs"],
     )
+    if "skipped" in two:
+        run.check(
+            "webhooks",
+            "2 replicas: skipped",
+            two["skipped"],
+            target="PostgreSQL and Redis",
+            ok=None,
+        )
+    else:
+        run.check_max(
+            "webhooks",
+            "2 replicas, deliveries to A, waits on B: poll calls per job",
+            two["poll_calls_per_job"],
+            full=0.2,
+            quick=0.5,
+            also=two["succeeded"] == two["jobs"],
+        )
+
+
+async def _webhook_two_replicas(run: Run) -> dict[str, Any]:
+    """The "webhooks on" run on two replicas (one PostgreSQL schema, a private Redis): every
+    delivery reaches replica A, every call replica B, which alone polls (issue 18's
+    `PushShare`: A's arrivals slow B's polling)."""
+    import _bench_replicas
+
+    problem = _bench_replicas.services_problem()
+    if problem is not None:
+        return {"skipped": problem}
+    with (
+        _bench_replicas.postgres_schema() as db_url,
+        _bench_replicas.private_redis(run.work) as redis_url,
+    ):
+        return await _webhook_jobs(run, "two", webhooks=True, shared=(db_url, redis_url))
 
 
 async def section_replicas(run: Run) -> None:

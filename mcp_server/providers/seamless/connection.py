@@ -3,17 +3,20 @@
 With `SEAMLESS_WEBHOOK_SECRET` set, each coalescer has a `PushReconciler`: webhook deliveries
 (`receive_push`) are folded like poll items and published on their path (`publish_results`:
 this replica's waiters at once, the other replicas' through the fan-out), and polling drops to
-the slow reconciliation cadence while they arrive (issue 18).
+the slow reconciliation cadence while they arrive (issue 18). With the fan-out (Redis), each
+arrival is also told to the other replicas' reconcilers (`pushes.PushShare`), so the replica
+holding the poll lease slows down even when the deliveries reach another replica.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast, get_args
 
 import httpx
 
+from mcp_server.config import key_fingerprint
 from mcp_server.errors import DeadlineExceeded, FilterProblem, InputProblem, JobRelayError
 from mcp_server.ledger import JobRecord
 from mcp_server.providers.base import (
@@ -36,7 +39,7 @@ from mcp_server.providers.seamless.states import (
     research_kind,
     seamless_state,
 )
-from mcp_server.pushes import PushReconciler
+from mcp_server.pushes import PushReconciler, PushShare
 from mcp_server.sharing import ResultFeed, SharedPoll
 from mcp_server.upstream import (
     DEADLINE_RETRY_AFTER,
@@ -67,6 +70,7 @@ class SeamlessConnection:
         self.clients: dict[str, SeamlessClient] = {}
         self._coalescers: dict[tuple[str, Kind], PollCoalescer[PollItem]] = {}
         self._feeds: dict[tuple[str, Kind], ResultFeed[PollItem]] = {}
+        self._pushes = _Pushes(env, self._expedite_here)
 
     # ---- clients and watchers -----------------------------------------------------------
     def client(self, caller: Caller) -> SeamlessClient:
@@ -149,7 +153,7 @@ class SeamlessConnection:
                 )
             push = None
             if self.env.settings.of(SeamlessSettings).webhook_secret is not None:
-                push = PushReconciler(clock=clock)
+                push = self._pushes.reconciler(key[0], kind)
             feed_box: list[ResultFeed[PollItem]] = []
 
             async def share(items: Mapping[str, PollItem]) -> None:
@@ -191,6 +195,7 @@ class SeamlessConnection:
         await self._feeds[(caller.tenant(NAME), kind)].publish(items)
 
     async def aclose(self) -> None:
+        self._pushes.close()
         for feed in self._feeds.values():
             feed.close()
         for client in self.clients.values():
@@ -330,12 +335,17 @@ class SeamlessConnection:
         )
         if item is None:
             return rec, "unknown"
-        co = self.coalescer(caller, research_kind(rec))
+        kind = research_kind(rec)
+        co = self.coalescer(caller, kind)
         # So its submit-to-delivery time is learnt, waited on here or not, ended or not.
-        co.started({upstream_id: _start_of(ctx, rec)})
+        start = _start_of(ctx, rec)
+        co.started({upstream_id: start})
         records = (rec.result or {}).get("records") or {}
         if seamless_state(item.get("raw_status")).terminal or upstream_id in records:
             co.pushed([upstream_id])  # still a sign that deliveries arrive
+            await self._pushes.share_arrival(
+                caller, kind, upstream_id, ctx.clock.monotonic() - start
+            )
             return rec, "repeated"  # a repeat, or a poll saw it end first: changes nothing
         polled = PollItem.model_construct(
             request_id=upstream_id,
@@ -347,15 +357,89 @@ class SeamlessConnection:
         )
         fresh = await apply_poll(ctx, rec, {upstream_id: polled})
         co.pushed([upstream_id])
+        # Told before the item is published: the other replicas' reconcilers know deliveries
+        # arrive by the time their waiters have the item (one Redis channel keeps the order).
+        await self._pushes.share_arrival(caller, kind, upstream_id, ctx.clock.monotonic() - start)
         # The results' one path: this replica's waiters at once, the others' through Redis.
-        await self.publish_results(caller, research_kind(rec), {upstream_id: polled})
+        await self.publish_results(caller, kind, {upstream_id: polled})
         return fresh, "applied"
 
     def push_hint(self, upstream_id: str) -> bool:
+        """Expedite `upstream_id`'s poll wherever it is watched, here at once and on the
+        other replicas through the fan-out (each polls it with its watcher's own key)."""
+        self._pushes.share_hint(upstream_id)
+        return self._expedite_here([upstream_id])
+
+    def _expedite_here(self, ids: list[str]) -> bool:
         hinted = False
         for co in self._coalescers.values():
-            hinted = co.expedite([upstream_id]) or hinted
+            hinted = co.expedite(ids) or hinted
         return hinted
+
+
+class _Pushes:
+    """Each tenant's `PushReconciler`s (one per endpoint, made before its coalescer when
+    another replica's arrivals come first), and the arrivals trusted for the server's own
+    tenant shared with the other replicas (`PushShare`, on the fan-out only: results reach a
+    replica that way too; a replica that cannot get the pushed item keeps polling for it).
+    Listening from the start, so a replica learns the submit-to-delivery times before it has
+    waiters of its own."""
+
+    def __init__(self, env: ProviderEnv, expedite: Callable[[list[str]], bool]) -> None:
+        self._env = env
+        self._reconcilers: dict[tuple[str, Kind], PushReconciler] = {}
+        self._tenant: str | None = None
+        self._share: PushShare | None = None
+        own = env.settings.api_key(NAME)
+        if (
+            env.fanout is None
+            or env.sandboxed
+            or own is None
+            or env.settings.of(SeamlessSettings).webhook_secret is None
+        ):
+            return
+        tenant = self._tenant = key_fingerprint(own)
+
+        def arrived(kind: str, took: Mapping[str, float | None]) -> None:
+            push = self.reconciler(tenant, cast(Kind, kind))  # one of `endpoints`: checked
+            for item_id, seconds in took.items():
+                push.arrived(item_id, took=seconds, relayed=True)
+
+        self._share = PushShare(
+            topic=f"seamless-pushes:{tenant}",
+            fanout=env.fanout,
+            endpoints=get_args(Kind),
+            on_arrived=arrived,
+            on_hinted=expedite,
+        )
+
+    def reconciler(self, tenant: str, kind: Kind) -> PushReconciler:
+        push = self._reconcilers.get((tenant, kind))
+        if push is None:
+            push = self._reconcilers[(tenant, kind)] = PushReconciler(clock=self._env.clock)
+        return push
+
+    async def share_arrival(
+        self, caller: Caller, kind: Kind, upstream_id: str, took: float
+    ) -> None:
+        """A push trusted for `caller`'s tenant, to the other replicas' reconcilers (only the
+        server's own tenant's are trusted, there as here)."""
+        if self._share is not None and caller.tenant(NAME) == self._tenant:
+            await self._share.arrived(kind, {upstream_id: max(0.0, took)})
+
+    def share_hint(self, upstream_id: str) -> None:
+        """A push not trusted to stand in for a poll: each replica expedites the id's poll."""
+        share = self._share
+        if share is not None:
+
+            async def tell() -> None:
+                await share.hinted([upstream_id])
+
+            self._env.spawn(tell)
+
+    def close(self) -> None:
+        if self._share is not None:
+            self._share.close()
 
 
 def _start_of(ctx: JobContext, rec: JobRecord) -> float:
