@@ -46,8 +46,9 @@ POST_GAP = 0.1
 
 
 class VirtualClock(FakeClock):
-    """A `FakeClock` whose `move_on_after` ends on fake time: `drive` (a background task)
-    jumps the clock to the earliest open deadline whenever every other task is blocked."""
+    """A `FakeClock` whose `move_on_after` ends on fake time: when a sleep passes its
+    deadline, or when `drive` (a background task) finds every other task blocked and jumps
+    the clock to the earliest open deadline."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,15 +66,17 @@ class VirtualClock(FakeClock):
         finally:
             self._timers.remove(entry)
 
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        for at, _, scope in self._timers:
+            if at <= self.monotonic():
+                scope.cancel()
+
     async def drive(self) -> None:
         while True:
             await anyio.wait_all_tasks_blocked()
-            if not self._timers:
-                await anyio.lowlevel.checkpoint()
-                continue
-            at, _, scope = self._timers[0]
-            self.advance(at - self.monotonic())
-            scope.cancel()
+            if self._timers:
+                self.advance(self._timers[0][0] - self.monotonic())
             await anyio.lowlevel.checkpoint()
 
 
@@ -163,7 +166,7 @@ def _most_in_any(times: Sequence[float], span: float) -> int:
     return max((bisect.bisect_left(times, t + span) - n for n, t in enumerate(times)), default=0)
 
 
-@pytest.mark.parametrize("setup", [0.5, 2.0, 3.3, 4.1])
+@pytest.mark.parametrize("setup", [0.5, 1.0, 2.0, 3.3])
 async def test_ten_jobs_ending_together_are_all_seen_within_the_sweep(setup: float) -> None:
     """The scale bench's shape: ten 100-target jobs POSTed 0.1 s apart, waited on from
     `setup` seconds later (the SEO jobs start in between) for 45 s. Each `setup` puts the
@@ -183,7 +186,7 @@ async def test_ten_jobs_ending_together_are_all_seen_within_the_sweep(setup: flo
         seen = upstream.seen_done.get(f"job{j}-000")
         assert seen is not None, f"job{j} not seen done within the waits"
         assert seen <= first + spread + SWEEP_PAD + 1e-6, (j, first, seen)
-        assert seen <= -setup + WAIT_SECONDS + 1e-6
+        assert seen <= WAIT_SECONDS + 1e-6  # the waits began at 0
     swept = [c for c in upstream.calls if c[2]]
     assert 1 <= len(swept) <= POLL_RESERVE
     calls = [t for t, _, _ in upstream.calls]
