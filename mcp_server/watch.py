@@ -396,7 +396,7 @@ class PollCoalescer(Generic[T]):
                     self._swept = seen = max(ended)
                     now = self._clock.monotonic()
                     sweep = sweep_plan(
-                        [i for i in self._pending() if i not in items],
+                        due_ids(self._push, [i for i in self._pending() if i not in items]),
                         self._starts,
                         seen,
                         size=self._max_ids or len(self._starts),

@@ -31,6 +31,7 @@ from mcp_server.limits._window import WindowState
 from mcp_server.limits.base import SAFETY, WINDOW, BucketKey, BucketSpec
 from mcp_server.providers.seamless.connection import MAX_POLL_CALLS_PER_ROUND
 from mcp_server.providers.seamless.limits import POLL_BURST, POLL_RESERVE, SEAMLESS_LIMIT
+from mcp_server.pushes import PushReconciler
 from mcp_server.upstream import MAX_POLL_IDS
 from mcp_server.watch import SWEEP_PAD, PollCoalescer
 
@@ -271,3 +272,41 @@ def test_a_stored_state_is_reserved_as_its_spec_says_now() -> None:
     assert WindowState.from_json(old).reserve == 0
     restored = InMemoryLimiter(FakeClock())._restore(POLL, json.dumps(old))
     assert restored.reserve == POLL_RESERVE
+
+
+async def test_a_sweep_leaves_the_ids_pushes_stand_in_for() -> None:
+    """With webhook pushes arriving, ids are polled only when due (`pushes.due_ids`): a sweep
+    does not poll the others early either. Job `a` is expedited (a push hinted at it) and seen
+    done; job `b`, started with it, is not due until its expected push time (10 s)."""
+    clock = VirtualClock()
+    upstream = Upstream(clock, InMemoryLimiter(clock))
+    upstream.job("a", start=-41.0)  # both long done upstream
+    upstream.job("b", start=-41.0)
+    starts = {i: 0.0 if i.startswith("a") else 0.1 for i in upstream.ends}  # as the ledger says
+    push = PushReconciler(clock=clock)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.drive)
+            co: PollCoalescer[str] = PollCoalescer(
+                poll=upstream.poll,
+                is_terminal=lambda s: s == "done",
+                interval=lambda n: min(5.0, 2.0 * 1.5**n),
+                clock=clock,
+                spawn=tg.start_soon,
+                max_ids=MAX_POLL_IDS,
+                push=push,
+                sweep_calls=POLL_RESERVE,
+            )
+            co.pushed(["elsewhere"])  # pushes arrive: polling drops to the due ids
+            async with co.watch(list(starts)):
+                co.started(starts)
+                assert co.expedite([i for i in starts if i.startswith("a")])
+                with clock.move_on_after(30.0):
+                    await upstream.all_seen.wait()
+            tg.cancel_scope.cancel()
+    assert upstream.all_seen.is_set()
+    assert [c[2] for c in upstream.calls] == [False, False]  # no sweep call
+    assert upstream.calls[0][1][0].startswith("a")
+    assert upstream.calls[0][0] < 1.0
+    assert upstream.calls[1][1][0].startswith("b")
+    assert upstream.calls[1][0] >= 10.0 + 0.1 - 1e-6  # when b's push was due, not swept
