@@ -2,7 +2,9 @@
 
 - `PollCoalescer`: one poll loop per (tenant, Seamless endpoint). Every waiter registers the
   request ids it cares about; each round polls all outstanding ids together (one call per
-  100), so 100 waits cost one upstream call per interval, not 100.
+  100), so 100 waits cost one upstream call per interval, not 100. When a round first sees
+  the ids of a job end, it may sweep the ids of the jobs submitted with it at once, on the
+  poll bucket's reserve (`sweep_plan`).
 - What waiters share with other processes and replicas (`SharedPoll`, `ResultFeed`, the
   leases and the `Fanout`) is in `sharing.py`.
 - `StreamHub`: one follower per AgentSEO job (SSE, or polling when there is no stream),
@@ -31,6 +33,7 @@ import anyio
 from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.errors import DeadlineExceeded, JobRelayError, RetryBudgetExhausted
+from mcp_server.limits import spend_reserve
 from mcp_server.pushes import PushReconciler, due_ids
 from mcp_server.sharing import RENEW_EVERY, Spawn, StreamSharing, keep_renewed
 
@@ -39,6 +42,11 @@ log = logging.getLogger(__name__)
 PROBE_INTERVAL = 10.0
 """While an upstream looks degraded (breaker open) or stalls, poll rounds continue this often
 at most, as probes: the only calls made, never later than the breaker's announced instant."""
+SWEEP_HORIZON = 5.0
+"""Jobs started within this of a job seen ending count as submitted with it (a sweep's mates)."""
+SWEEP_PAD = 0.5
+"""A mate started after the job seen ending is swept this much after the instant the same
+duration would end it: a start is the ledger's, taken before the POST reached the upstream."""
 
 
 class Latest(Generic[T]):
@@ -81,6 +89,31 @@ async def wait_newer_until(latest: Latest[T], seen: int, clock: Clock, deadline:
 # Seamless: coalesced polling
 
 
+def sweep_plan(
+    others: Sequence[str],
+    starts: Mapping[str, float],
+    seen: float,
+    *,
+    size: int,
+    calls: int,
+    horizon: float = SWEEP_HORIZON,
+) -> list[tuple[list[str], float]]:
+    """A sweep after a call saw ids of a job started at `seen` end: the `others` (watched,
+    not known ended) whose jobs started within `horizon` of it, oldest first, in calls of
+    `size` ids, at most `calls` of them. Each with its delay after that call: none for jobs
+    started before `seen` (with the same duration they have ended too), else the difference
+    in start plus `SWEEP_PAD`. Ids of unknown start are left to the regular rounds."""
+    mates = sorted(
+        (starts[i], i) for i in others if i in starts and abs(starts[i] - seen) <= horizon
+    )
+    plan: list[tuple[list[str], float]] = []
+    for first in range(0, len(mates), max(1, size)):
+        group = mates[first : first + size]
+        later = group[-1][0] - seen
+        plan.append(([i for _, i in group], later + SWEEP_PAD if later > 0 else 0.0))
+    return plan[: max(0, calls)]
+
+
 @dataclass
 class PollRound:
     """What one poll round (or a direct poll) left behind for waiters."""
@@ -98,7 +131,15 @@ class PollCoalescer(Generic[T]):
     direct polls hand it at most `max_ids` ids at a time (None: all in one call).
     `interval(round_index)` is the poll cadence (2 s rising to 5 s for Seamless).
     `max_calls_per_round` caps the calls of one round (None: no cap); ids beyond it are
-    polled in the next rounds, in turn.
+    polled in the next rounds, in turn. The cadence is each id's: a round starts
+    `interval` after the previous round started (a round of paced calls longer than that is
+    followed by the next at once), not after it ended.
+
+    `sweep_calls` (0: never): when a round's call first sees ids of a job end (issue 17, the
+    scale check), the round polls the ids of the jobs started with it at once instead of in
+    turn, at most that many calls, oldest first, under `limits.spend_reserve()`: the poll
+    bucket keeps that reserve from the regular rounds (`BucketSpec.reserve`). Jobs submitted
+    together tend to end together; one sweep per such batch (`started` tells the starts).
 
     A round of more than `max_ids` ids publishes after each call, not once at the end: the
     calls are paced by the rate limiter (about one a second for Seamless), so waiters fold
@@ -123,6 +164,7 @@ class PollCoalescer(Generic[T]):
         on_items: Callable[[Mapping[str, T]], Awaitable[None]] | None = None,
         on_idle: Callable[[], Awaitable[None]] | None = None,
         provider: str | None = None,
+        sweep_calls: int = 0,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -131,6 +173,11 @@ class PollCoalescer(Generic[T]):
         self.provider = provider
         """The provider it polls for (the metrics' `jobrelay.provider` of its rounds)."""
         self._max_calls = max_calls_per_round
+        self._sweep_calls = sweep_calls
+        self._starts: dict[str, float] = {}
+        """When each watched id's job started (`started`), for sweeps."""
+        self._swept: float | None = None
+        """The start of the job whose end set off the last sweep: its batch is not swept twice."""
         self._rotation = 0
         """Where the next capped round starts in the pending list, so every id gets its turn."""
         self._poll = poll
@@ -189,10 +236,13 @@ class PollCoalescer(Generic[T]):
         ]
 
     def started(self, starts: Mapping[str, float]) -> None:
-        """When each id's job started (monotonic): its expected push is timed from there."""
-        if self._push is not None:
-            for i, at in starts.items():
+        """When each id's job started (monotonic): its expected push is timed from there, and
+        a sweep finds the ids of the jobs started together (kept only while watched)."""
+        for i, at in starts.items():
+            if self._push is not None:
                 self._push.started(i, at)
+            if self._sweep_calls and self._interest[i] > 0:
+                self._starts[i] = at
 
     def pushed(self, ids: Sequence[str]) -> None:
         """Pushes (webhook deliveries) arrived for `ids`, changing their items or not (a
@@ -265,6 +315,7 @@ class PollCoalescer(Generic[T]):
                 if self._interest[i] <= 0:
                     self._interest.pop(i, None)  # pop: `ids` may name an id twice
                     self._latest.pop(i, None)
+                    self._starts.pop(i, None)
                     if self._push is not None:
                         self._push.forget(i)
 
@@ -277,9 +328,12 @@ class PollCoalescer(Generic[T]):
                 waits = []
                 if due:
                     before = self.calls
+                    began = self._clock.monotonic()
                     extra_wait = await self._round(due)
                     telemetry.poll_round(self.calls - before, self.provider)
-                    waits.append(self._interval(index))
+                    # Each id's cadence: counted from the round's start, not its end.
+                    took = self._clock.monotonic() - began
+                    waits.append(max(0.0, self._interval(index) - took))
                     index += 1
                 if self._push is not None and len(due) < len(pending):
                     # Pushes stand in for the rest: wake when the first of them is due.
@@ -296,7 +350,9 @@ class PollCoalescer(Generic[T]):
     async def _round(self, pending: Sequence[str]) -> float:
         """Poll `pending` chunk by chunk, publishing after each call; the extra wait a failed
         call asks for (its Retry-After or reset), 0 when every call succeeded. A failure ends
-        the round: the chunks before it are kept, the rest wait for the next round."""
+        the round: the chunks before it are kept, the rest wait for the next round. The first
+        call that sees ids of a new batch end sweeps that batch's other ids first (each
+        planned call: its ids and, for a sweep's, the instant it is due)."""
         chunks = self._chunks(pending)
         if self._max_calls is not None and len(chunks) > self._max_calls:
             # The per-round call budget (issue 20.4): rounds run on the cadence, so no wait
@@ -304,12 +360,19 @@ class PollCoalescer(Generic[T]):
             start = self._rotation % len(chunks)
             chunks = (chunks[start:] + chunks[:start])[: self._max_calls]
             self._rotation = start + self._max_calls
-        for planned in chunks:
+        plan: list[tuple[list[str], float | None]] = [(c, None) for c in chunks]
+        while plan:
+            planned, due = plan.pop(0)
             chunk = [i for i in planned if self._interest[i] > 0]  # a waiter may have left
             if not chunk:
                 continue
             try:
-                await self._poll_chunk(chunk, in_round=True)
+                if due is None:
+                    items = await self._poll_chunk(chunk, in_round=True)
+                else:
+                    await self._clock.sleep(max(0.0, due - self._clock.monotonic()))
+                    with spend_reserve():
+                        await self._poll_chunk(chunk, in_round=True)
             except JobRelayError as exc:
                 extra_wait = float(getattr(exc, "retry_after", None) or 0.0)
                 if isinstance(exc, RetryBudgetExhausted | DeadlineExceeded):
@@ -323,6 +386,25 @@ class PollCoalescer(Generic[T]):
                 self._publish(error=exc, retry_after=extra_wait)
                 return extra_wait
             self._publish()
+            if due is None and self._sweep_calls:
+                ended = [
+                    self._starts[i]
+                    for i, v in items.items()
+                    if self._is_terminal(v) and i in self._starts
+                ]
+                if ended and (self._swept is None or abs(max(ended) - self._swept) > SWEEP_HORIZON):
+                    self._swept = seen = max(ended)
+                    now = self._clock.monotonic()
+                    sweep = sweep_plan(
+                        due_ids(self._push, [i for i in self._pending() if i not in items]),
+                        self._starts,
+                        seen,
+                        size=self._max_ids or len(self._starts),
+                        calls=self._sweep_calls,
+                    )
+                    swept = {i for ids, _ in sweep for i in ids}
+                    rest = [([i for i in ids if i not in swept], d) for ids, d in plan]
+                    plan = [(ids, now + delay) for ids, delay in sweep] + rest
         return 0.0
 
     def _publish(self, *, error: JobRelayError | None = None, retry_after: float = 0.0) -> None:

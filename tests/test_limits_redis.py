@@ -166,10 +166,10 @@ class Booking(RedisLimiter):
 
     booked: list[float]
 
-    async def _try_take(self, key: BucketKey, need: int) -> float:
+    async def _try_take(self, key: BucketKey, need: int, urgent: bool = False) -> float:
         for _ in range(100):
             loaded = await self._get(key)
-            wait = loaded.state.wait(loaded.now, 0, need)
+            wait = loaded.state.wait(loaded.now, 0, need, urgent=urgent)
             if wait > 1e-9:
                 return wait
             loaded.state.record(loaded.now, need)

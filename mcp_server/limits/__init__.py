@@ -24,6 +24,7 @@ from mcp_server.limits.base import (
     rate_limits,
     register_rate_limits,
     request_path,
+    spend_reserve,
     unregister_rate_limits,
 )
 from mcp_server.limits.memory import InMemoryLimiter
@@ -49,6 +50,7 @@ __all__ = [
     "rate_limits",
     "register_rate_limits",
     "request_path",
+    "spend_reserve",
     "unregister_rate_limits",
 ]
 

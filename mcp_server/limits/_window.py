@@ -12,7 +12,10 @@ said (`remaining` with its reset, a block after a 429 or `remaining: 0`). It adm
 - for a paced bucket (`paced_burst` set: a poll endpoint), the send fits a token bucket of
   `paced_burst` sends at once refilled at `limit / span` (GCRA: `paced_at` is the theoretical
   time of the next send). A poller's early rounds would otherwise spend the whole window at
-  once and leave nothing for the rounds that matter, e.g. when jobs finish 40 s in.
+  once and leave nothing for the rounds that matter, e.g. when jobs finish 40 s in. A paced
+  bucket may also hold `reserve` tokens on top of that burst which only an urgent send
+  (`limits.base.spend_reserve()`) takes: regular sends never spend them, so a poller's sweep
+  when jobs end finds them there (the window's count applies to both alike).
 
 Why no window of the server's ever holds more than `limit` of our sends, whatever its
 alignment (fixed or sliding): any interval of length `window` lies inside one of length
@@ -42,7 +45,14 @@ from mcp_server import telemetry
 from mcp_server._clock import Clock
 from mcp_server.config import Settings, load_settings
 from mcp_server.errors import LocalRateLimited, not_before
-from mcp_server.limits.base import SAFETY, BucketKey, BucketSnapshot, BucketSpec, default_spec
+from mcp_server.limits.base import (
+    SAFETY,
+    BucketKey,
+    BucketSnapshot,
+    BucketSpec,
+    default_spec,
+    spending_reserve,
+)
 from mcp_server.upstream import DEFAULT_POLICY, RateLimitHints, hint_jitter
 
 __all__ = [
@@ -85,11 +95,17 @@ class WindowState:
     """None: bursts up to what the window has left; a number: see the module docstring."""
     paced_at: float = -math.inf
     """A paced bucket's theoretical time of its next send (GCRA); -inf when idle."""
+    reserve: int = 0
+    """A paced bucket's tokens beyond `paced_burst` that only urgent sends take."""
 
     @classmethod
     def seeded(cls, spec: BucketSpec, safety: float) -> WindowState:
         return cls(
-            limit=spec.limit, window=spec.window, safety=safety, paced_burst=spec.paced_burst
+            limit=spec.limit,
+            window=spec.window,
+            safety=safety,
+            paced_burst=spec.paced_burst,
+            reserve=spec.reserve,
         )
 
     @property
@@ -124,12 +140,13 @@ class WindowState:
         # still to come (queued ahead of us).
         return self._own_slot(now, k - self.limit) + self.span
 
-    def _paced_slot(self, now: float, k: int) -> float:
-        """When a paced bucket admits the k-th next send (0-based); `now` when not paced."""
+    def _paced_slot(self, now: float, k: int, urgent: bool = False) -> float:
+        """When a paced bucket admits the k-th next send (0-based); `now` when not paced. An
+        urgent send may also take the `reserve`."""
         if self.paced_burst is None:
             return now
         step = self.span / self.limit
-        tolerance = (max(1, self.paced_burst) - 1) * step
+        tolerance = (max(1, self.paced_burst) - 1 + (self.reserve if urgent else 0)) * step
         at = max(self.paced_at, now) + k * step - tolerance
         return at if at > now + _PACE_EPS else now
 
@@ -138,11 +155,13 @@ class WindowState:
             return None
         return self.server_remaining - self.sent_since_seen
 
-    def wait(self, now: float, ahead: int = 0, need: int = 1) -> float:
-        """Seconds until `need` slots are free for a caller with `ahead` slots queued before it."""
+    def wait(self, now: float, ahead: int = 0, need: int = 1, *, urgent: bool = False) -> float:
+        """Seconds until `need` slots are free for a caller with `ahead` slots queued before it
+        (`urgent`: a send that may take a paced bucket's reserve)."""
         self._prune(now)
         k = ahead + max(1, min(need, self.limit)) - 1
-        at = max(now, self.blocked_until, self._own_slot(now, k), self._paced_slot(now, k))
+        paced = self._paced_slot(now, k, urgent)
+        at = max(now, self.blocked_until, self._own_slot(now, k), paced)
         server_free = self._server_free(now)
         if server_free is not None and k >= server_free:
             at = max(at, self.server_fresh_until)
@@ -253,6 +272,7 @@ class WindowState:
             "reset_at": self.reset_at,
             "paced_burst": self.paced_burst,
             "paced_at": _finite(self.paced_at),
+            "reserve": self.reserve,
         }
 
     @classmethod
@@ -270,6 +290,7 @@ class WindowState:
             # absent in a state stored before pacing existed: not paced until re-seeded
             paced_burst=data.get("paced_burst"),
             paced_at=_infinite(data.get("paced_at")),
+            reserve=int(data.get("reserve") or 0),
         )
 
 
@@ -377,10 +398,12 @@ class WindowLimiter:
         return WindowState.seeded(spec, self._safety)
 
     def _restore(self, key: BucketKey, stored: str | bytes) -> WindowState:
-        """A stored bucket's state, paced as its spec says now (a state stored by an older
-        version, or under another spec, carries no say in that)."""
+        """A stored bucket's state, paced (and reserved) as its spec says now (a state stored
+        by an older version, or under another spec, carries no say in that)."""
         state = WindowState.from_json(json.loads(stored))
-        state.paced_burst = self._seed(key).paced_burst
+        seed = self._seed(key)
+        state.paced_burst = seed.paced_burst
+        state.reserve = seed.reserve
         return state
 
     def _observe(self, state: WindowState, now: float, status: int, hints: RateLimitHints) -> None:
@@ -413,11 +436,12 @@ class SharedWindowLimiter(WindowLimiter):
         super().__init__(clock, **options)
         self._queues: dict[BucketKey, _Queue] = {}
 
-    async def _peek(self, key: BucketKey, ahead: int, need: int) -> float:
-        """The predicted wait for `need` slots behind `ahead` queued ones; changes nothing."""
+    async def _peek(self, key: BucketKey, ahead: int, need: int, urgent: bool) -> float:
+        """The predicted wait for `need` slots behind `ahead` queued ones; changes nothing.
+        `urgent`: the send may take a paced bucket's reserve (`spend_reserve()`)."""
         raise NotImplementedError
 
-    async def _try_take(self, key: BucketKey, need: int) -> float:
+    async def _try_take(self, key: BucketKey, need: int, urgent: bool) -> float:
         """Take `need` slots if free now (0.0), else the predicted wait; atomically."""
         raise NotImplementedError
 
@@ -429,13 +453,14 @@ class SharedWindowLimiter(WindowLimiter):
             raise ValueError("cost must be a positive number")
         need = math.ceil(cost - _EPS)
         queue = self._queues.setdefault(key, _Queue())
+        urgent = spending_reserve()
         started = self._clock.monotonic()
-        wait = await self._peek(key, queue.queued, need)
+        wait = await self._peek(key, queue.queued, need, urgent)
         self._check_wait(key, wait, started, self._clock.monotonic(), deadline)
         queue.queued += need
         try:
             async with queue.lock:
-                while (wait := await self._try_take(key, need)) > _EPS:
+                while (wait := await self._try_take(key, need, urgent)) > _EPS:
                     now = self._clock.monotonic()
                     self._check_wait(key, wait, started, now, deadline)
                     await self._clock.sleep(wait)

@@ -30,7 +30,9 @@ settings.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final, Protocol
 from urllib.parse import urlsplit
@@ -53,6 +55,8 @@ __all__ = [
     "rate_limits",
     "register_rate_limits",
     "request_path",
+    "spend_reserve",
+    "spending_reserve",
     "unregister_rate_limits",
 ]
 
@@ -89,6 +93,30 @@ class BucketSpec:
     """None: the burst is whatever the window has left (submits, issue 17.7). A number: at
     most that many sends at once, then one per `window / SAFETY / limit` (a poll endpoint:
     an early burst of rounds must not use up the window a long run's later rounds need)."""
+    reserve: int = 0
+    """A paced bucket's sends held back beyond `paced_burst`: only a send made under
+    `spend_reserve()` takes them (a poller's sweep when jobs end, issue 17 scale fix), so
+    regular sends never spend the last `reserve` tokens of the pace. The window's `limit` is
+    unchanged: reserved sends count in it like any other. Ignored when not paced."""
+
+
+_SPEND_RESERVE: ContextVar[bool] = ContextVar("jobrelay_spend_reserve", default=False)
+
+
+@contextmanager
+def spend_reserve() -> Iterator[None]:
+    """Sends made in this block (this task) may take a paced bucket's `reserve`: the caller
+    knows they are worth more than the regular cadence (a sweep when jobs end)."""
+    token = _SPEND_RESERVE.set(True)
+    try:
+        yield
+    finally:
+        _SPEND_RESERVE.reset(token)
+
+
+def spending_reserve() -> bool:
+    """Whether the current task's sends may take a paced bucket's reserve."""
+    return _SPEND_RESERVE.get()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from mcp_server.limits.base import (
     BucketKey,
     BucketSnapshot,
     Limiter,
+    spending_reserve,
 )
 from mcp_server.models import Provider
 from mcp_server.upstream import RateLimitHints
@@ -61,22 +62,24 @@ class InMemoryLimiter(WindowLimiter):
 
         The wait is predicted on entry (counting everyone queued ahead) and refused at once
         when it does not fit; it is checked again after each sleep in case a 429 arrived
-        meanwhile. A cost above the limit waits for an empty window.
+        meanwhile. A cost above the limit waits for an empty window. Under
+        `spend_reserve()` the send may take a paced bucket's reserve.
         """
         if not (math.isfinite(cost) and cost > 0):
             raise ValueError("cost must be a positive number")
         need = math.ceil(cost - _EPS)
         bucket = self._bucket(key)
         state = bucket.state
+        urgent = spending_reserve()
         started = self._clock.monotonic()
-        wait = state.wait(started, bucket.queued, need)
+        wait = state.wait(started, bucket.queued, need, urgent=urgent)
         self._check_wait(key, wait, started, started, deadline)
         bucket.queued += need
         try:
             async with bucket.lock:
                 while True:
                     now = self._clock.monotonic()
-                    wait = state.wait(now, 0, need)
+                    wait = state.wait(now, 0, need, urgent=urgent)
                     if wait <= _EPS:
                         break
                     self._check_wait(key, wait, started, now, deadline)

@@ -174,14 +174,14 @@ class RedisLimiter(SharedWindowLimiter):
 
     # -- SharedWindowLimiter ----------------------------------------------------------------
 
-    async def _peek(self, key: BucketKey, ahead: int, need: int) -> float:
+    async def _peek(self, key: BucketKey, ahead: int, need: int, urgent: bool) -> float:
         loaded = await self._get(key)
-        return loaded.state.wait(loaded.now, ahead, need)
+        return loaded.state.wait(loaded.now, ahead, need, urgent=urgent)
 
-    async def _try_take(self, key: BucketKey, need: int) -> float:
+    async def _try_take(self, key: BucketKey, need: int, urgent: bool) -> float:
         for _ in range(_MAX_TRIES):
             loaded = await self._get(key)
-            wait = loaded.state.wait(loaded.now, 0, need)
+            wait = loaded.state.wait(loaded.now, 0, need, urgent=urgent)
             if wait > _EPS:
                 return wait
             loaded.state.record(loaded.now, need)

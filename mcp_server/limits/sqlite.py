@@ -175,19 +175,19 @@ class SqliteLimiter(SharedWindowLimiter):
             (key.provider, key.key_fingerprint, key.bucket, json.dumps(state.to_json())),
         )
 
-    async def _peek(self, key: BucketKey, ahead: int, need: int) -> float:
+    async def _peek(self, key: BucketKey, ahead: int, need: int, urgent: bool) -> float:
         def work(conn: sqlite3.Connection) -> float:
-            return self._load(conn, key).wait(self._clock.time(), ahead, need)
+            return self._load(conn, key).wait(self._clock.time(), ahead, need, urgent=urgent)
 
         return await self._db.run(work, write=False)
 
-    async def _try_take(self, key: BucketKey, need: int) -> float:
+    async def _try_take(self, key: BucketKey, need: int, urgent: bool) -> float:
         """Take `need` slots if free now (0.0), else the predicted wait; one transaction."""
 
         def work(conn: sqlite3.Connection) -> float:
             state = self._load(conn, key)
             now = self._clock.time()
-            wait = state.wait(now, 0, need)
+            wait = state.wait(now, 0, need, urgent=urgent)
             if wait <= _EPS:
                 state.record(now, need)
                 self._store(conn, key, state)

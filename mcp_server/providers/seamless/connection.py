@@ -30,6 +30,7 @@ from mcp_server.providers.base import (
     SharedFold,
     aggregate_state,
 )
+from mcp_server.providers.seamless.limits import POLL_RESERVE
 from mcp_server.providers.seamless.search_filters import search_body
 from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.providers.seamless.states import (
@@ -172,6 +173,7 @@ class SeamlessConnection:
                 max_ids=MAX_POLL_IDS,
                 max_calls_per_round=MAX_POLL_CALLS_PER_ROUND,
                 provider=NAME,
+                sweep_calls=POLL_RESERVE,  # the poll bucket's reserve (limits.py)
             )
             feed = ResultFeed(
                 topic=f"seamless-results:{key[0]}:{kind}",
@@ -292,10 +294,10 @@ class SeamlessConnection:
     ) -> tuple[JobRecord, JobRelayError | None]:
         co = self.coalescer(caller, research_kind(rec))
         ids = open_request_ids(rec)
-        co.started(_starts(ctx, [rec]))
         problem: JobRelayError | None = None
         last_pct: float | None = None
         async with co.watch(ids):
+            co.started(_starts(ctx, [rec]))  # watched first: the starts are kept while watched
             while True:
                 seen = co.board.version
                 rec = await _fold_round(ctx, fold, rec, co.latest(ids), seen)

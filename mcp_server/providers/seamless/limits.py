@@ -11,7 +11,14 @@ from __future__ import annotations
 from mcp_server.config import Settings
 from mcp_server.limits import BucketSpec, RateLimits, request_path
 
-__all__ = ["RATE_LIMITS", "SEAMLESS_ENDPOINTS", "SEAMLESS_LIMIT", "seamless_bucket"]
+__all__ = [
+    "POLL_BURST",
+    "POLL_RESERVE",
+    "RATE_LIMITS",
+    "SEAMLESS_ENDPOINTS",
+    "SEAMLESS_LIMIT",
+    "seamless_bucket",
+]
 
 SEAMLESS_LIMIT = 60
 """Requests per minute per endpoint template, per org."""
@@ -45,12 +52,18 @@ a poller keeps its cadence for a long run instead of spending the window on its 
 (10 calls a round for 1,000 ids would use up 60 in 15 s and see nothing more for 47 s).
 Five: what the window refills while a round pauses its longest (5 s), so pausing wastes none."""
 
+POLL_RESERVE = 9
+"""Poll tokens on top of `POLL_BURST` that regular rounds leave: a coalescer's sweep takes them
+(`limits.spend_reserve()`) when a round first sees a job end, to poll every other chunk of a
+full round (10 calls of 100 ids) at once, since jobs submitted together tend to end together.
+They count in the window like every call: never more than 60 in any 62.5 s."""
+
 
 def _spec(bucket: str, settings: Settings) -> BucketSpec:
     """60/min for every endpoint, whatever the settings; poll endpoints paced."""
     del settings
     if bucket.endswith("/research/poll"):
-        return BucketSpec(SEAMLESS_LIMIT, paced_burst=POLL_BURST)
+        return BucketSpec(SEAMLESS_LIMIT, paced_burst=POLL_BURST, reserve=POLL_RESERVE)
     return BucketSpec(SEAMLESS_LIMIT)
 
 
