@@ -248,6 +248,18 @@ def _refuse(status: int, refusal: Refusal) -> JSONResponse:
     return JSONResponse(refusal.response(), status_code=status)
 
 
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that first gives the SDK the body already read, once (and then lets it go)."""
+    pending = [body]
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class GuardedApp:
     """jobrelay's HTTP guards in front of the SDK's Streamable HTTP app (see module docstring)."""
 
@@ -322,49 +334,46 @@ class GuardedApp:
         elif scope["method"] == "GET" and scope["path"] == MCP_PATH:
             await self._stream(scope, receive, send)
         elif scope["method"] == "POST" and scope["path"] == MCP_PATH:
-            await self._checked_post(scope, receive, send)
+            # The check's frame, its copy of the body and the parsed message are gone before
+            # the SDK runs: a wait_for_job request lives for the whole wait (2-3 KB each).
+            checked = await self._checked_post(scope, receive, send)
+            if checked is not None:
+                await self.app(scope, checked, send)
         else:
             await self.app(scope, receive, send)
 
-    async def _checked_post(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _checked_post(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """Read the body (up to the limit), check it with `_jsonrpc_guard` and answer a bad
-        message here; a good one goes to the SDK as it came."""
+        message here (None); a good one is returned as a `receive` that replays it to the SDK
+        as it came."""
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _refuse(413, Refusal(f"the message is larger than {self.max_body_bytes} bytes"))(
                 scope, receive, send
             )
-            return
+            return None
         body = bytearray()
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
             if len(body) > self.max_body_bytes:
                 await _refuse(
                     413, Refusal(f"the message is larger than {self.max_body_bytes} bytes")
                 )(scope, receive, send)
-                return
-        verdict = check_message(bytes(body))
+                return None
+        data = bytes(body)
+        verdict = check_message(data)
         if isinstance(verdict, Refusal):
             verdict.log("http")
             # A bad tool argument is the tool's own invalid_input result (200); anything else
             # is a 400 with the JSON-RPC error as its body (Streamable HTTP allows both).
             await _refuse(200 if verdict.tool else 400, verdict)(scope, receive, send)
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+            return None
+        return _replay(data, receive)
 
     def _health_answered(self, scope: Scope) -> bool:
         """A health GET while running is answered by the health check (the rest: `_check`)."""

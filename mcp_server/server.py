@@ -38,7 +38,7 @@ from mcp_server.errors import InputProblem
 from mcp_server.jobs import Caller, JobService
 from mcp_server.ledger import Ledger, open_ledger
 from mcp_server.limits import Limiter, make_leases, make_limiter
-from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension
+from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension, direct_tool_calls
 from mcp_server.providers import Connection, ProviderEnv, WebhookSpec, webhook_of
 from mcp_server.providers.registry import ProviderRegistry, default_registry
 from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
@@ -327,17 +327,20 @@ def build_server(
             yield runtime
 
     extension = TasksExtension(tools=TASK_TOOLS, engine=lambda runtime: runtime.tasks)
-    server = JobRelayServer(
-        "jobrelay",
-        wait_cap=settings.max_wait_seconds,
-        version=__version__,
-        title="jobrelay",
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        log_level="WARNING",
-        extensions=[extension],
-        middleware=[extension.listen_middleware, *_observers(settings)],
-        subscriptions=bus,
+    server = direct_tool_calls(
+        JobRelayServer(
+            "jobrelay",
+            wait_cap=settings.max_wait_seconds,
+            version=__version__,
+            title="jobrelay",
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level="WARNING",
+            extensions=[extension],
+            middleware=[extension.listen_middleware, *_observers(settings)],
+            subscriptions=bus,
+        ),
+        extension,
     )
     _serve_webhook(server, settings)
     job_tasks = JobTasks(server)
@@ -588,8 +591,7 @@ class JobRelayServer(MCPServer[Runtime]):
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
-            # A bug in jobrelay: the traceback goes to our log (stderr), never to the agent.
-            # The cause's traceback (not the SDK wrapper's) goes to stderr.
+            # A bug in jobrelay: the cause's traceback (not the SDK wrapper's) goes to stderr.
             log.error("tool %s crashed", name, exc_info=exc.__cause__ or exc)  # noqa: TRY400
             return internal_error_result(name)
         except ToolError as exc:

@@ -133,11 +133,12 @@ def _input_problem(exc: InputProblem, tool: str) -> Outcome:
     return Outcome(JobOutput(error=error), text, failed=True)
 
 
-async def _guard(
+def _guard(
     ctx: Context[Any, Any], tool: str, run: Callable[[], Awaitable[Outcome]]
-) -> CallToolResult:
-    """Every expected failure becomes an isError result with advice; never a traceback."""
-    return await outcome_result(_runtime(ctx).service, tool, run)
+) -> Awaitable[CallToolResult]:
+    """Every expected failure becomes an isError result with advice; never a traceback.
+    (`outcome_result`'s coroutine itself, not one around it: a wait holds every frame.)"""
+    return outcome_result(_runtime(ctx).service, tool, run)
 
 
 async def outcome_result(

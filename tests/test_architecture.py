@@ -97,6 +97,7 @@ ANY_ALLOWED: Mapping[str, str] = {
     f"{PACKAGE}.mcptasks._engine.TaskCall": _SDK_CONTEXT + "; " + _WIRE,
     f"{PACKAGE}.mcptasks._engine.TaskEngine": _SDK_CONTEXT,
     f"{PACKAGE}.mcptasks._extension.TasksExtension": _SDK_CONTEXT,
+    f"{PACKAGE}.mcptasks._extension.direct_tool_calls": _SDK_CONTEXT + " (`MCPServer[Any]`)",
     f"{PACKAGE}.mcptasks._store.TaskRecord": _WIRE,
     f"{PACKAGE}.mcptasks._store.TaskUpdate": _WIRE,
     f"{PACKAGE}.mcptasks._wire.TaskState": _WIRE,

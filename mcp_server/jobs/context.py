@@ -3,9 +3,8 @@ the intent row's close on a failed submit. Implements `providers.JobContext`."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -24,7 +23,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _CALL_DEADLINE: ContextVar[float | None] = ContextVar("jobrelay_call_deadline", default=None)
-"""The running tool call's deadline (clock.monotonic), set by `ServiceContext.whole_call`."""
+"""The running tool call's deadline (clock.monotonic), set by `ServiceContext.start_call`."""
 
 
 class AfterSubmit(Protocol):
@@ -75,17 +74,12 @@ class ServiceContext:
             return fixed
         return self.clock.monotonic() + self.settings.max_wait_seconds
 
-    @contextmanager
-    def whole_call(self) -> Iterator[None]:
-        """Start the tool call's clock, unless an outer service call already did."""
+    def start_call(self) -> Token[float | None] | None:
+        """Start the tool call's clock, unless an outer service call already did (None then);
+        the caller resets the token when the call ends (`one_deadline`)."""
         if _CALL_DEADLINE.get() is not None:
-            yield
-            return
-        token = _CALL_DEADLINE.set(self.clock.monotonic() + self.settings.max_wait_seconds)
-        try:
-            yield
-        finally:
-            _CALL_DEADLINE.reset(token)
+            return None
+        return _CALL_DEADLINE.set(self.clock.monotonic() + self.settings.max_wait_seconds)
 
     def advise(self, error: JobRelayError, *, tool: str) -> Advice:
         return advice_mod.advise_error(error, now=self.now(), tool=tool)
@@ -162,9 +156,15 @@ def one_deadline(
 ) -> Callable[Concatenate[_S, _P], Awaitable[_R]]:
     """Run a tool's service method under one deadline for all its upstream calls."""
 
+    # A plain try/finally, not a @contextmanager: a wait holds this frame for its whole length,
+    # and a generator context manager is ~0.4 KB more per open wait (BENCHMARKS.md, scale).
     async def run(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with self.ctx.whole_call():
+        token = self.ctx.start_call()
+        try:
             return await method(self, *args, **kwargs)
+        finally:
+            if token is not None:
+                _CALL_DEADLINE.reset(token)
 
     run.__name__, run.__doc__ = method.__name__, method.__doc__
     return run

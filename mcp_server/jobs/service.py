@@ -11,7 +11,7 @@ upstream calls through each provider's watchers (`watch.PollCoalescer` / `watch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mcp_server._clock import Clock
@@ -170,7 +170,7 @@ class JobService:
         return await self.follower.status(caller, job_ids)
 
     @one_deadline
-    async def wait(
+    def wait(
         self,
         caller: Caller,
         job_id: str,
@@ -179,11 +179,12 @@ class JobService:
         progress: ProgressFn | None,
         warnings: Sequence[str] = (),
         deadline: float | None = None,
-    ) -> Outcome:
+    ) -> Awaitable[Outcome]:
         """Follow a job until it ends or the wait is over: `min(wait_seconds,
         JOBRELAY_MAX_WAIT_SECONDS)` from now, or `deadline` (clock.monotonic) when the caller
-        already started the clock (a start_* call that waits)."""
-        return await self.follower.wait(
+        already started the clock (a start_* call that waits). Not a coroutine of its own: the
+        follower's is awaited directly, one frame less held per open wait."""
+        return self.follower.wait(
             caller,
             job_id,
             wait_seconds=wait_seconds,

@@ -32,7 +32,7 @@ from mcp_server.mcptasks._engine import (
     TaskNotifier,
     owner_from_access_token,
 )
-from mcp_server.mcptasks._extension import TasksExtension, declares_tasks
+from mcp_server.mcptasks._extension import TasksExtension, declares_tasks, direct_tool_calls
 from mcp_server.mcptasks._store import (
     TERMINAL,
     InMemoryTaskStore,
@@ -83,6 +83,7 @@ __all__ = [
     "UpdateTaskRequest",
     "cancel_task",
     "declares_tasks",
+    "direct_tool_calls",
     "get_task",
     "owner_from_access_token",
 ]

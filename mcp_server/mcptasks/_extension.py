@@ -18,12 +18,12 @@ state lives in the `TaskEngine` the server's lifespan opens, found per request t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
-from mcp.server.mcpserver import require_client_extension
+from mcp.server.mcpserver import MCPServer, require_client_extension
 from mcp.types import CallToolRequestParams, CallToolResult
 
 from mcp_server.mcptasks._engine import TaskEngine
@@ -36,6 +36,8 @@ from mcp_server.mcptasks._wire import (
     detailed_task,
     task_fields,
 )
+
+_Server = TypeVar("_Server", bound=MCPServer[Any])
 
 EngineOf = Callable[[Any], TaskEngine]
 """Finds the engine in the lifespan context, e.g. `lambda state: state.tasks`."""
@@ -117,3 +119,28 @@ class TasksExtension(Extension):
         engine = self._engine(ctx)
         await engine.cancel(await engine.visible(ctx, params.task_id))
         return {"resultType": "complete"}
+
+
+def direct_tool_calls(server: _Server, extension: TasksExtension) -> _Server:
+    """`tools/call` as one plain dispatcher instead of the SDK's interceptor chain.
+
+    For an extension that overrides `intercept_tool_call`, the SDK wraps every tool call in
+    four more coroutines and two closures (`compose_tool_call_handler`), all held for the
+    whole call: ~1.5 KB per open `wait_for_job`, 1.5 MB at 1,000 (BENCHMARKS.md, scale). Here
+    a call that may become a task goes through `extension.intercept_tool_call` as before, and
+    every other call is the SDK's own handler's coroutine, nothing around it. Only for a server
+    whose one intercepting extension is `extension` (jobrelay's). The SDK names the bare
+    handler and the low-level server privately (`_lowlevel_server` is v2's name, MCP_SDK_V2.md
+    section 8); tests/test_tasks*.py run task and plain calls through jobrelay's server.
+    """
+    bare = server._handle_call_tool
+
+    def handle(
+        ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams
+    ) -> Awaitable[HandlerResult]:
+        if params.name in extension.task_tools and declares_tasks(ctx):
+            return extension.intercept_tool_call(params, ctx, lambda inner: bare(inner, params))
+        return bare(ctx, params)
+
+    server._lowlevel_server.add_request_handler("tools/call", CallToolRequestParams, handle)
+    return server
