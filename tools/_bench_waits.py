@@ -391,14 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the SDK floor")
     parser.add_argument("--jobs", type=int, default=JOBS, help=f"jobs waited on ({JOBS})")
     parser.add_argument("--job-seconds", type=float, default=FULL_JOB_SECONDS)
+    parser.add_argument("--work", help="keep logs and ledgers here (default: a temporary dir)")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-waits-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         server = [args.server] if args.server else []
         run = functools.partial(
             _standalone, floor=not args.no_floor, jobs=args.jobs, job_seconds=args.job_seconds
         )
-        anyio.run(run, counts, server, Path(tmp))
+        anyio.run(run, counts, server, work)
     return 0
 
 
