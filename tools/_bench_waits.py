@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +164,11 @@ async def jobrelay_waits(
     job_seconds: float,
     plan: str = "pro",
     extra_env: dict[str, str] | None = None,
+    server: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`jobrelay serve --transport http` on an external sandbox: `jobs` SEO jobs, then n
-    concurrent wait_for_job calls (call i on job i mod jobs) until every job has finished."""
+    concurrent wait_for_job calls (call i on job i mod jobs) until every job has finished.
+    `server`: another install's `jobrelay` command instead of this checkout's server."""
     sandbox = bl.ExternalSandbox(job_seconds=job_seconds)
     sandbox.start()
     proc: subprocess.Popen[bytes] | None = None
@@ -178,7 +180,7 @@ async def jobrelay_waits(
         )
         env.update(extra_env or {})
         serve = ["serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port)]
-        proc = bl.start_jobrelay(serve, env, work / f"waits-{n}-server.log")
+        proc = bl.start_jobrelay(serve, env, work / f"waits-{n}-server.log", command=server)
         await _ready(proc, f"http://127.0.0.1:{port}/healthz")
         errors: list[str] = []
         setup_s: list[float] = []
@@ -189,8 +191,13 @@ async def jobrelay_waits(
 
             async def start(j: int) -> None:
                 args = {"workflow": "serp_analysis", "params": {"keyword": f"wait kw {j:04d}"}}
-                result = await client.call_tool("start_seo_job", args)
-                ids[j] = str(bl.structured(result)["job_id"])
+                for _ in range(300):  # many jobs (--jobs): a refused start waits and tries again
+                    result = await client.call_tool("start_seo_job", args)
+                    if bl.error_of(result) is None:
+                        ids[j] = str(bl.structured(result)["job_id"])
+                        return
+                    await anyio.sleep(1.0)
+                raise RuntimeError(bl.text_of(result)[:300])
 
             async with anyio.create_task_group() as tg:
                 for j in range(jobs):
@@ -344,3 +351,59 @@ async def section_waits(run: Any) -> None:
         target=f"{n}, {n}",
         ok=jr["finished"] == n and fl["finished"] == n,
     )
+
+
+# ---- standalone: another commit's server, chosen counts ------------------------------------
+
+
+async def _standalone(
+    counts: list[int], server: list[str], work: Path, *, floor: bool, jobs: int, job_seconds: float
+) -> None:
+    import json
+
+    for n in counts:
+        load = [f"{x:.2f}" for x in os.getloadavg()]
+        jr = await jobrelay_waits(work, n, jobs=jobs, job_seconds=job_seconds, server=server)
+        row: dict[str, Any] = {"n": n, "load_before": " ".join(load), "jobrelay": jr}
+        if floor:
+            row["floor"] = await floor_waits(work, n, jr["held_s"], round(jr["progress_per_wait"]))
+            f = row["floor"]["cpu_ms_per_wait"]
+            row["ratio"] = round(jr["cpu_ms_per_wait"] / f, 2) if f else None
+        for part in ("jobrelay", "floor"):
+            if part in row:
+                row[part].pop("plan", None)
+                row[part].pop("held_s", None)
+        row["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(json.dumps(row), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/_bench_waits.py [--server PATH/TO/jobrelay] [--counts 1000] [--no-floor]`:
+    the section's full-mode points one by one, one JSON line per N, against this checkout's
+    server or another install's (an older commit in its own venv), for before/after tables."""
+    import argparse
+    import functools
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--server", help="a `jobrelay` executable (default: this checkout)")
+    parser.add_argument("--counts", default="1000", help="comma-separated N (default 1000)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the SDK floor")
+    parser.add_argument("--jobs", type=int, default=JOBS, help=f"jobs waited on ({JOBS})")
+    parser.add_argument("--job-seconds", type=float, default=FULL_JOB_SECONDS)
+    parser.add_argument("--work", help="keep logs and ledgers here (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.counts.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-waits-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        server = [args.server] if args.server else []
+        run = functools.partial(
+            _standalone, floor=not args.no_floor, jobs=args.jobs, job_seconds=args.job_seconds
+        )
+        anyio.run(run, counts, server, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -188,15 +188,16 @@ def alive(pid: int) -> bool:
 
 
 def start_jobrelay(
-    args: Sequence[str], env: Mapping[str, str], log: Path
+    args: Sequence[str], env: Mapping[str, str], log: Path, *, command: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     """`python -m mcp_server ARGS` from this checkout with only `env` (plus PATH/HOME);
-    stderr goes to `log`."""
+    stderr goes to `log`. `command` instead of `python -m mcp_server`: another install's
+    `jobrelay` executable (an older commit's server measured by this checkout's bench)."""
     full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}  # noqa: S108
     full.update(env)
     with log.open("wb") as err:
-        return subprocess.Popen(  # noqa: S603  # our interpreter, our module
-            [sys.executable, "-m", "mcp_server", *args],
+        return subprocess.Popen(  # noqa: S603  # our interpreter, our module (or the caller's)
+            [*(command or (sys.executable, "-m", "mcp_server")), *args],
             cwd=str(REPO),
             env=full,
             stdin=subprocess.DEVNULL,
