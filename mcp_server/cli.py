@@ -100,7 +100,17 @@ def _configure_logging() -> None:
     )
 
 
+def _skip_httpx_cli() -> None:
+    """httpx's package init imports its command-line client (`httpx._main`, which loads click
+    and pygments, ~0.4 MB resident in a server) only to offer `httpx.main`, which jobrelay
+    never calls. A None entry in `sys.modules` makes that one import fail, and httpx takes the
+    path it takes when its `cli` extra is not installed (a stub `main`). Only the jobrelay
+    command does this, before anything imports httpx; an embedding program is left alone."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _skip_httpx_cli()
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-import platformdirs
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -50,6 +49,8 @@ SandboxMode = Literal["auto", "on", "off"]
 
 
 def default_db_path() -> Path:
+    import platformdirs  # only when JOBRELAY_DB is unset (~0.4 MB of imports otherwise)
+
     return Path(platformdirs.user_data_dir("jobrelay", appauthor=False)) / "jobs.sqlite3"
 
 

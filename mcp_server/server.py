@@ -41,7 +41,6 @@ from mcp_server.limits import Limiter, make_leases, make_limiter
 from mcp_server.mcptasks import TaskEngine, TaskEventBus, TasksExtension, direct_tool_calls
 from mcp_server.providers import Connection, ProviderEnv, WebhookSpec, webhook_of
 from mcp_server.providers.registry import ProviderRegistry, default_registry
-from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
 from mcp_server.sharing import Fanout, Leases
 from mcp_server.tasks import (
     SECRET_NAME,
@@ -64,6 +63,7 @@ if TYPE_CHECKING:
 
     from mcp_server.bus import RedisSubscriptionBus
     from mcp_server.json_types import JSONObject
+    from mcp_server.sandbox import SandboxState
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,16 @@ class _QuietUvicorn(uvicorn.Server):
 
 
 @asynccontextmanager
-async def _embedded_sandbox(tg: anyio.abc.TaskGroup, state: SandboxState) -> AsyncIterator[str]:
-    """Serve the sandbox on an ephemeral loopback port for the server's lifetime.
-
-    Port 0 lets the OS choose, so two servers never race for the same port.
-    """
+async def _embedded_sandbox(
+    tg: anyio.abc.TaskGroup, state: SandboxState | None, settings: Settings
+) -> AsyncIterator[str]:
+    """Serve `state` (else a sandbox keeping its jobs beside the ledger: a restarted server's
+    still knows them, issue 14.7) on an ephemeral loopback port (0: two servers never race for
+    one) for the server's lifetime. A server with no sandboxed provider never imports it."""
+    from mcp_server.sandbox import JobFile, SandboxState, sandbox_path
     from mcp_server.sandbox.app import create_sandbox_app, sandbox_uvicorn_config
 
+    state = state or SandboxState(jobs_file=JobFile(sandbox_path(settings.db_path)))
     config = sandbox_uvicorn_config(create_sandbox_app(state, spawn=tg), port=0)
     config.lifespan = "off"
     server = _QuietUvicorn(config)
@@ -271,12 +274,9 @@ def build_server(
             sandboxed = {p.name: p.sandboxed(settings) for p in providers}
             base_urls = {p.name: p.base_url(settings) for p in providers}
             if any(sandboxed.values()):
-                # The embedded sandbox keeps its jobs beside the ledger, so a restarted
-                # server's sandbox still knows the jobs the ledger holds (issue 14.7).
-                state = sandbox_state or SandboxState(
-                    jobs_file=JobFile(sandbox_path(settings.db_path))
+                root = await stack.enter_async_context(
+                    _embedded_sandbox(tg, sandbox_state, settings)
                 )
-                root = await stack.enter_async_context(_embedded_sandbox(tg, state))
                 served = []
                 for p in providers:
                     if sandboxed[p.name]:

@@ -8,7 +8,6 @@ instead of being sent.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -96,6 +95,8 @@ def _canonical(values: Sequence[str], allowed: tuple[str, ...], name: str) -> li
                 shown = ", ".join(f"'{a}'" for a in allowed)
                 hint = f"allowed: {shown}"
             else:
+                import difflib  # only for a refused value (0.2 MB of imports otherwise)
+
                 close = difflib.get_close_matches(v, allowed, n=6, cutoff=0.3)
                 shown = ", ".join(f"'{a}'" for a in close) or ", ".join(
                     f"'{a}'" for a in allowed[:6]
