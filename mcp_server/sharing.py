@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -51,6 +51,11 @@ or lost before another process takes over)."""
 IDLE_AFTER = 30.0
 """A `SharedPoll` holder not asked to poll for this long stops renewing and lets its lease go
 (a safety net: its coalescer lets it go as soon as its loop stops)."""
+WISH_TTL = 12.0
+"""How long a process's ask for its ids stands on the leases' board (`SharedPoll` without the
+lease): two of its slowest rounds on the normal cadence (5 s x 1.2), so the holder's rounds see
+every ask between two of them; a process whose waiters left costs the holder at most this
+much more polling of their ids."""
 
 
 class Fanout(Protocol):
@@ -84,13 +89,18 @@ async def keep_renewed(
 class SharedPoll(Generic[T]):
     """One poller per endpoint among processes (issue 17.1); a `PollCoalescer`'s `round_poll`.
 
-    The lease holder polls its own ids plus those the others asked for (up to `max_ids` per
-    call) and publishes the others' items; a process without the lease registers its ids and
-    returns what was published for them, calling nothing upstream. The holder lets the lease go
-    when its own ids are all finished, or when its coalescer stops (`idle`), so a process still
-    waiting takes over at its next round. With `clock` and `spawn` the holder renews the lease
-    every `RENEW_EVERY` between rounds, so the lease can be short (`LEASE_TTL`) and a killed
-    holder's polls move on within seconds.
+    A process without the lease registers its ids on the board (for `WISH_TTL`) and returns
+    what was published for them, calling nothing upstream. The lease holder's coalescer asks
+    `foreign` at each tick of its cadence, whether or not anything of its own is due, and its
+    rounds poll the others' ids with its own, in chunks and in turn under its per-round call
+    cap, the longest-asked first: every process's ids are polled on the normal cadence however
+    many the holder has of its own (issue 17: one poller, fair to all). Each call also fills
+    the room left in it with asked ids not in the round, and publishes the items of every
+    asked id it got. The holder lets the lease go when the ids of its own in a call are all
+    finished, or when its coalescer stops (`idle`), so a process still waiting takes over at
+    its next round. With `clock` and `spawn` the holder renews the lease every `RENEW_EVERY`
+    while its coalescer runs, so the lease can be short (`LEASE_TTL`) and a killed holder's
+    polls move on within seconds.
     """
 
     def __init__(
@@ -118,6 +128,10 @@ class SharedPoll(Generic[T]):
         self._clock = clock
         self._spawn = spawn
         self._holding = False
+        self._asked: dict[str, None] = {}
+        """The ids the others ask for, in the order this holder first saw each ask."""
+        self._handed: set[str] = set()
+        """The asked ids `foreign` last handed the coalescer (not ours)."""
         self._renewer = False
         self._last_call = 0.0
         self.upstream_calls = 0
@@ -129,23 +143,56 @@ class SharedPoll(Generic[T]):
         self._holding = await self._leases.hold(self._name, self._ttl)
         if not self._holding:
             self.board_reads += 1
-            found = await self._leases.want(self._name, list(ids), self._ttl)
+            found = await self._leases.want(self._name, list(ids), max(self._ttl, WISH_TTL))
             return {i: self._decode(payload) for i, payload in found.items()}
         self._keep_renewed()
+        asked = self._oldest_first(await self._leases.wanted(self._name))
         mine = set(ids)
-        others = [i for i in await self._leases.wanted(self._name) if i not in mine]
+        others = [i for i in asked if i not in mine and i not in self._handed]  # not twice
         if self._max_ids is not None:
             others = others[: max(0, self._max_ids - len(ids))]
         self.upstream_calls += 1
         items = await self._poll([*ids, *others])
         published = {
-            i: (self._encode(items[i]), self._is_terminal(items[i])) for i in others if i in items
+            i: (self._encode(item), self._is_terminal(item))
+            for i, item in items.items()
+            if i in self._asked  # asked by another process, ours or not
         }
         if published:
             await self._leases.publish(self._name, published)
-        if all(i in items and self._is_terminal(items[i]) for i in ids):
+        own = [i for i in ids if i not in self._handed]
+        if own and all(i in items and self._is_terminal(items[i]) for i in own):
             await self.idle()
         return items
+
+    async def foreign(self, mine: Collection[str]) -> list[str]:
+        """While this process holds the lease: the ids the others ask for that `mine` (its
+        coalescer's own) lacks, the longest-asked first, for its rounds to poll with its own
+        (the lease renewed: its coalescer still runs). Else, or when the store fails, none,
+        and nothing is asked of the store."""
+        self._handed = set()
+        if not self._holding:
+            return []
+        if self._clock is not None:
+            self._last_call = self._clock.monotonic()
+        try:
+            self._holding = await self._leases.hold(self._name, self._ttl)
+            if not self._holding:
+                return []
+            self._keep_renewed()
+            asked = self._oldest_first(await self._leases.wanted(self._name))
+        except Exception:
+            log.warning("jobrelay: could not read the asks for %s", self._name, exc_info=True)
+            return []
+        self._handed = {i for i in asked if i not in mine}
+        return [i for i in asked if i in self._handed]
+
+    def _oldest_first(self, wanted: Sequence[str]) -> list[str]:
+        """`wanted` (the board's asks, still standing) in the order they were first seen."""
+        standing = set(wanted)
+        self._asked = {i: None for i in self._asked if i in standing}
+        self._asked.update(dict.fromkeys(wanted))
+        return list(self._asked)
 
     async def idle(self) -> None:
         """Nothing of ours left to poll: let the lease go (the others take over at once)."""

@@ -135,6 +135,10 @@ class PollCoalescer(Generic[T]):
     `interval` after the previous round started (a round of paced calls longer than that is
     followed by the next at once), not after it ended.
 
+    `foreign(own pending ids)` (a `SharedPoll.foreign`): the ids other processes ask this
+    one's rounds to poll, asked at each tick of the cadence, even with nothing of its own due;
+    they join the round's ids, before its chunks and call cap.
+
     `sweep_calls` (0: never): when a round's call first sees ids of a job end (issue 17, the
     scale check), the round polls the ids of the jobs started with it at once instead of in
     turn, at most that many calls, oldest first, under `limits.spend_reserve()`: the poll
@@ -165,6 +169,7 @@ class PollCoalescer(Generic[T]):
         on_idle: Callable[[], Awaitable[None]] | None = None,
         provider: str | None = None,
         sweep_calls: int = 0,
+        foreign: Callable[[Sequence[str]], Awaitable[list[str]]] | None = None,
     ) -> None:
         if max_ids is not None and max_ids < 1:
             raise ValueError("max_ids must be at least 1")
@@ -187,6 +192,9 @@ class PollCoalescer(Generic[T]):
         """Told every call's items (a `ResultFeed.share`: the other replicas' waiters)."""
         self._on_idle = on_idle
         """Called when the loop stops (nobody waits here): a `SharedPoll` lets its lease go."""
+        self._foreign = foreign
+        self._theirs: set[str] = set()
+        """The ids of the round in progress that other processes asked for (`foreign`)."""
         self._max_ids = max_ids
         self._push = push
         """Set when pushed items may stand in for polls (webhooks): which ids are due."""
@@ -290,7 +298,7 @@ class PollCoalescer(Generic[T]):
         left during the call)."""
         self.calls += 1
         if self._push is not None:
-            self._push.polled(chunk)
+            self._push.polled([i for i in chunk if i not in self._theirs])
         items = await (self._round_poll if in_round else self._poll)(chunk)
         self._keep(items)
         if self._on_items is not None and items:
@@ -324,16 +332,18 @@ class PollCoalescer(Generic[T]):
         try:
             while pending := self._pending():
                 due = due_ids(self._push, pending)
+                theirs = [] if self._foreign is None else await self._foreign(pending)
+                self._theirs = set(theirs)
                 extra_wait = 0.0
-                waits = []
-                if due:
+                waits = [] if self._foreign is None else [self._interval(index)]
+                if due or theirs:
                     before = self.calls
                     began = self._clock.monotonic()
-                    extra_wait = await self._round(due)
+                    extra_wait = await self._round([*due, *theirs])
                     telemetry.poll_round(self.calls - before, self.provider)
                     # Each id's cadence: counted from the round's start, not its end.
                     took = self._clock.monotonic() - began
-                    waits.append(max(0.0, self._interval(index) - took))
+                    waits = [max(0.0, self._interval(index) - took)]
                     index += 1
                 if self._push is not None and len(due) < len(pending):
                     # Pushes stand in for the rest: wake when the first of them is due.
@@ -363,7 +373,8 @@ class PollCoalescer(Generic[T]):
         plan: list[tuple[list[str], float | None]] = [(c, None) for c in chunks]
         while plan:
             planned, due = plan.pop(0)
-            chunk = [i for i in planned if self._interest[i] > 0]  # a waiter may have left
+            # A waiter may have left; the ids other processes asked for are polled for them.
+            chunk = [i for i in planned if self._interest[i] > 0 or i in self._theirs]
             if not chunk:
                 continue
             try:

@@ -269,3 +269,27 @@ def answer_tokens(result: Any) -> int:
     from mcp_server import _bounds
 
     return _bounds.tokens(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+
+#: `new_leases(clock, holder)`: one process's `sharing.Leases` on a test's shared store.
+NewLeases = Callable[[Clock, str], Any]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def new_leases(request: pytest.FixtureRequest, tmp_path: Path) -> NewLeases:
+    """`new_leases(clock, holder)`: one process's leases on this test's shared store (the
+    SQLite file, or a Redis key prefix of its own; skipped without Redis, failed in CI)."""
+    from mcp_server.limits import SqliteLeases
+
+    if request.param == "sqlite":
+        path = tmp_path / "jobs.sqlite3"
+        return lambda clock, holder: SqliteLeases(path, clock, holder=holder)
+    import redis.asyncio
+
+    from mcp_server.limits.redis import RedisLeases
+
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda clock, holder: RedisLeases(
+        redis.asyncio.Redis.from_url(url), clock, holder=holder, prefix=prefix
+    )

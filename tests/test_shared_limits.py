@@ -27,7 +27,7 @@ from mcp_server.limits.base import WINDOW, BucketKey
 from mcp_server.limits.sqlite import holder_alive
 from mcp_server.sharing import LEASE_TTL, SharedPoll
 from mcp_server.transport import GracefulClock
-from tests.conftest import TEST_EPOCH, TEST_SCALE
+from tests.conftest import TEST_EPOCH, TEST_SCALE, NewLeases
 
 pytestmark = pytest.mark.anyio
 
@@ -173,26 +173,6 @@ async def test_real_processes_sharing_one_file_share_the_window(tmp_path: Path) 
 
 
 # --- leases -----------------------------------------------------------------------------------
-
-NewLeases = Callable[[FakeClock, str], Any]
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def new_leases(request: pytest.FixtureRequest, tmp_path: Path) -> NewLeases:
-    """`new_leases(clock, holder)`: one process's leases on this test's shared store (the
-    SQLite file, or a Redis key prefix of its own; skipped without Redis, failed in CI)."""
-    if request.param == "sqlite":
-        path = tmp_path / "jobs.sqlite3"
-        return lambda clock, holder: SqliteLeases(path, clock, holder=holder)
-    import redis.asyncio
-
-    from mcp_server.limits.redis import RedisLeases
-
-    url = request.getfixturevalue("redis_url")
-    prefix = request.getfixturevalue("redis_prefix")
-    return lambda clock, holder: RedisLeases(
-        redis.asyncio.Redis.from_url(url), clock, holder=holder, prefix=prefix
-    )
 
 
 async def test_a_lease_is_taken_over_when_its_holder_stops_renewing(
@@ -349,7 +329,7 @@ async def test_a_live_holder_keeps_its_short_lease_and_a_killed_one_loses_it_in_
     clock = ScaledClock(5.0, epoch=TEST_EPOCH)
     up_a, up_b = _Upstream(clock), _Upstream(clock)  # type: ignore[arg-type]
     up_a.done_at = up_b.done_at = {"r1": 1e12, "r2": 1e12}
-    la, lb = new_leases(clock, "a"), new_leases(clock, "b")  # type: ignore[arg-type]
+    la, lb = new_leases(clock, "a"), new_leases(clock, "b")
     try:
         with anyio.fail_after(30):
             async with anyio.create_task_group() as b_tasks:

@@ -165,6 +165,7 @@ class SeamlessConnection:
                 round_poll=round_poll,
                 on_items=share,
                 on_idle=None if round_poll is None else round_poll.idle,
+                foreign=None if round_poll is None else round_poll.foreign,
                 push=push,
                 is_terminal=lambda item: bool(item.terminal),
                 interval=lambda n: poll_interval(NAME, n, policy=policy),
