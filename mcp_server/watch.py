@@ -396,6 +396,12 @@ class PollCoalescer(Generic[T]):
                     extra_wait = max(extra_wait, hints.not_before)
                 self._publish(error=exc, retry_after=extra_wait)
                 return extra_wait
+            except Exception:  # e.g. a shared lease store that is locked or gone (issue 17)
+                # Never the end of the loop (and of the server's task group): the next round,
+                # after the cadence floor, tries again; waiters keep waiting meanwhile.
+                log.warning("jobrelay: a poll round failed; retrying", exc_info=True)
+                self._publish()
+                return self._fresh_interval
             self._publish()
             if due is None and self._sweep_calls:
                 ended = [

@@ -159,6 +159,24 @@ async def test_poll_error_is_published_and_loop_backs_off_by_its_hint() -> None:
                 assert co.latest(["q"]) == {"q": "done"}
 
 
+async def test_an_unexpected_failure_of_a_round_is_retried_not_the_end_of_the_loop() -> None:
+    """A shared lease store that is locked (sqlite3.OperationalError) or gone raises what is not
+    a JobRelayError; the loop must keep polling (and the server's task group must not crash):
+    the waiter still gets its item from the next round, after the cadence floor."""
+    import sqlite3
+
+    clock = ScaledClock(SCALE, epoch=TEST_EPOCH)
+    endpoint = FakeEndpoint(done_after=1)
+    endpoint.fail_next = sqlite3.OperationalError("database is locked")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            co = _coalescer(tg, endpoint, clock)
+            t0 = clock.monotonic()
+            assert await _wait_all_done(co, ["q"], clock, UNTIL_DONE) == {"q": "done"}
+            assert len(endpoint.calls) == 2
+            assert clock.monotonic() - t0 >= 2.0  # the retry kept the cadence floor
+
+
 async def test_items_are_forgotten_once_nobody_watches_them() -> None:
     # A finished research item carries the whole record; the ledger keeps it, the coalescer
     # must not (it would grow for as long as the server runs).
