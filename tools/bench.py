@@ -290,7 +290,7 @@ def _peak_per_window(times: list[float], window: float = 60.0) -> int:
 
 
 async def _start_until_accepted(
-    client: Client, tool: str, args: dict[str, Any], clock: Any, stats: dict[str, int]
+    client: Client, tool: str, args: dict[str, Any], clock: Any, stats: dict[str, Any]
 ) -> str | None:
     """Start a job; on an isError result follow its retry_after_seconds (bounded)."""
     for _ in range(30):
@@ -301,6 +301,9 @@ async def _start_until_accepted(
             return str(job_id) if job_id else None
         stats["client_errors"] += 1
         wait = err.get("retry_after_seconds")
+        refusals = stats.get("_refusals")
+        if isinstance(refusals, list):
+            refusals.append((clock.monotonic(), wait, err.get("code")))
         if not err.get("retryable") or wait is None:
             stats["gave_up"] += 1
             return None
@@ -323,7 +326,7 @@ async def _start_and_wait_each(
     *,
     n: int,
     clock: Clock,
-    stats: dict[str, int],
+    stats: dict[str, Any],
     done: dict[str, float],
 ) -> None:
     """Start n jobs from 4 concurrent drivers, each waited on as soon as it is accepted (so
@@ -381,7 +384,7 @@ async def _rate_research_per_target(run: Run, out: dict[str, Any]) -> None:
 
 
 def _research_figures(
-    rec: bl.Recorder, n: int, stats: dict[str, int], done: dict[str, float]
+    rec: bl.Recorder, n: int, stats: dict[str, Any], done: dict[str, float]
 ) -> dict[str, Any]:
     """What the sandbox saw of `n` per-target research jobs: POSTs, polls, 429s, makespan."""
     posts = [h.t for h in rec.select("seamless", "research") if h.status == 202]
@@ -1797,7 +1800,8 @@ async def _shared_processes(run: Run, procs: int, per_process: int) -> dict[str,
     """`procs` stdio servers, one ledger file, one org key, each researching its targets."""
     # Real time: the stdio servers run on the system clock, like the processes of a user.
     state = bl.sandbox_state(1.0, job_seconds=run.mode.shared_job_seconds, initial_credits=10**6)
-    stats = {"client_errors": 0, "gave_up": 0}
+    refusals: list[tuple[float, Any, Any]] = []
+    stats: dict[str, Any] = {"client_errors": 0, "gave_up": 0, "_refusals": refusals}
     done: dict[str, float] = {}
     async with bl.loopback_sandbox(state) as sb:
         env = bl.server_env(sb.seamless_url, sb.agentseo_url, run.work / f"shared-{procs}.sqlite3")
@@ -1832,8 +1836,22 @@ async def _shared_processes(run: Run, procs: int, per_process: int) -> dict[str,
             "processes": procs,
             **_research_figures(sb.recorder, procs * per_process, stats, done),
             "shared_rows": _shared_rows(run.work / f"shared-{procs}.sqlite3"),
+            "trace": _shared_trace(sb.recorder, refusals),
             "wall_s": bl.rnd(time.monotonic() - t0),
         }
+
+
+def _shared_trace(rec: bl.Recorder, refusals: list[tuple[float, Any, Any]]) -> dict[str, Any]:
+    """Every research POST (time, status) and every refusal a driver followed (time, wait),
+    seconds from the first POST: what a makespan miss is read from."""
+    hits = rec.select("seamless", "research")
+    first = min((h.t for h in hits), default=0.0)
+    clock = rec.state.clock
+    return {
+        "first_post_epoch": bl.rnd(first + clock.time() - clock.monotonic(), 3),
+        "research_posts": [[bl.rnd(h.t - first, 3), h.status] for h in hits],
+        "refusals": [[bl.rnd(t - first, 3), w, c] for t, w, c in refusals],
+    }
 
 
 def _shared_rows(db: Path) -> dict[str, int]:
