@@ -293,3 +293,25 @@ def new_leases(request: pytest.FixtureRequest, tmp_path: Path) -> NewLeases:
     return lambda clock, holder: RedisLeases(
         redis.asyncio.Redis.from_url(url), clock, holder=holder, prefix=prefix
     )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def local_limiter(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[Any], Any]]:
+    """Builds a limiter on a test's fake clock, once in process and once on a shared SQLite
+    ledger file (the two local backends); the SQLite ones are closed after the test."""
+    from mcp_server.limits import InMemoryLimiter, SqliteLimiter
+
+    made: list[SqliteLimiter] = []
+
+    def build(clock: Any) -> InMemoryLimiter | SqliteLimiter:
+        if request.param == "memory":
+            return InMemoryLimiter(clock)
+        shared = SqliteLimiter(tmp_path / "jobs.sqlite3", clock)
+        made.append(shared)
+        return shared
+
+    yield build
+    for shared in made:
+        await shared.aclose()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -44,24 +43,6 @@ STEP = WINDOW / SAFETY / SEAMLESS_LIMIT  # 1.0417 s: one poll slot at the long-r
 AnyLimiter = InMemoryLimiter | SqliteLimiter
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def make(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[[FakeClock], AnyLimiter]]:
-    made: list[SqliteLimiter] = []
-
-    def build(clock: FakeClock) -> AnyLimiter:
-        if request.param == "memory":
-            return InMemoryLimiter(clock)
-        shared = SqliteLimiter(tmp_path / "jobs.sqlite3", clock)
-        made.append(shared)
-        return shared
-
-    yield build
-    for shared in made:
-        await shared.aclose()
-
-
 async def _rounds(
     lim: AnyLimiter, clock: FakeClock, chunks: int, until: float
 ) -> list[list[float]]:
@@ -89,10 +70,10 @@ class _NoJitter:
 
 
 async def test_a_thousand_ids_are_each_polled_again_between_40_and_45_s(
-    make: Callable[[FakeClock], AnyLimiter],
+    local_limiter: Callable[[FakeClock], AnyLimiter],
 ) -> None:
     clock = FakeClock()
-    lim = make(clock)
+    lim = local_limiter(clock)
     polled = await _rounds(lim, clock, chunks=10, until=60.0)
     # The best cadence 60 calls a minute allow for 10 chunks: each every 10 calls (10.4 s).
     cadence = MAX_POLL_CALLS_PER_ROUND * STEP
@@ -110,10 +91,10 @@ async def test_a_thousand_ids_are_each_polled_again_between_40_and_45_s(
 
 
 async def test_a_poll_bucket_bursts_five_then_paces_while_submits_burst_the_window(
-    make: Callable[[FakeClock], AnyLimiter],
+    local_limiter: Callable[[FakeClock], AnyLimiter],
 ) -> None:
     clock = FakeClock()
-    lim = make(clock)
+    lim = local_limiter(clock)
     with anyio.fail_after(10):
         research = [await lim.acquire(RESEARCH) for _ in range(60)]
         polls = [await lim.acquire(POLL) for _ in range(10)]
@@ -127,10 +108,10 @@ async def test_a_poll_bucket_bursts_five_then_paces_while_submits_burst_the_wind
 
 
 async def test_an_idle_poll_bucket_refills_its_burst_at_the_long_run_rate(
-    make: Callable[[FakeClock], AnyLimiter],
+    local_limiter: Callable[[FakeClock], AnyLimiter],
 ) -> None:
     clock = FakeClock()
-    lim = make(clock)
+    lim = local_limiter(clock)
     with anyio.fail_after(10):
         for _ in range(5):
             await lim.acquire(POLL)

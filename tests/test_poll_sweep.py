@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import anyio
 import pytest
@@ -111,24 +110,6 @@ class Upstream:
         if len(self.seen_done) == len(self.ends):
             self.all_seen.set()
         return out
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def both_limiters(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[[FakeClock], InMemoryLimiter | SqliteLimiter]]:
-    made: list[SqliteLimiter] = []
-
-    def build(clock: FakeClock) -> InMemoryLimiter | SqliteLimiter:
-        if request.param == "memory":
-            return InMemoryLimiter(clock)
-        shared = SqliteLimiter(tmp_path / "jobs.sqlite3", clock)
-        made.append(shared)
-        return shared
-
-    yield build
-    for shared in made:
-        await shared.aclose()
 
 
 async def _watch_until_seen(
@@ -244,11 +225,11 @@ async def test_two_batches_each_get_one_sweep_and_no_window_holds_more_than_60_c
 
 
 async def test_regular_sends_leave_the_reserve_which_urgent_sends_take_at_once(
-    both_limiters: Callable[[FakeClock], InMemoryLimiter | SqliteLimiter],
+    local_limiter: Callable[[FakeClock], InMemoryLimiter | SqliteLimiter],
 ) -> None:
     """Every backend runs the same arithmetic (`limits._window`)."""
     clock = FakeClock()
-    lim = both_limiters(clock)
+    lim = local_limiter(clock)
     with anyio.fail_after(10):
         regular = [await lim.acquire(POLL) for _ in range(POLL_BURST + 1)]
         assert regular == pytest.approx([0.0] * POLL_BURST + [STEP])
