@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import bisect
 import importlib
 import json
 import re
@@ -262,6 +263,14 @@ def assert_agent_safe(result: Any, secrets: Iterable[str] = ()) -> None:
     whole = text + json.dumps(result.structured_content)
     for secret in secrets:
         assert secret not in whole, secret
+
+
+def most_in_any(times: Iterable[float], length: float) -> int:
+    """The largest number of `times` inside any half-open interval of `length`."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, t + length) - n for n, t in enumerate(ordered)), default=0
+    )
 
 
 def answer_tokens(result: Any) -> int:

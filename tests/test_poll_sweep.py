@@ -33,6 +33,7 @@ from mcp_server.providers.seamless.limits import POLL_BURST, POLL_RESERVE, SEAML
 from mcp_server.pushes import PushReconciler
 from mcp_server.upstream import MAX_POLL_IDS
 from mcp_server.watch import SWEEP_PAD, PollCoalescer
+from tests.conftest import most_in_any
 
 pytestmark = pytest.mark.anyio
 
@@ -143,11 +144,6 @@ async def _watch_until_seen(
             tg.cancel_scope.cancel()
 
 
-def _most_in_any(times: Sequence[float], span: float) -> int:
-    times = sorted(times)
-    return max((bisect.bisect_left(times, t + span) - n for n, t in enumerate(times)), default=0)
-
-
 @pytest.mark.parametrize("setup", [0.5, 1.0, 2.0, 3.3])
 async def test_ten_jobs_ending_together_are_all_seen_within_the_sweep(setup: float) -> None:
     """The scale bench's shape: ten 100-target jobs POSTed 0.1 s apart, waited on from
@@ -172,8 +168,8 @@ async def test_ten_jobs_ending_together_are_all_seen_within_the_sweep(setup: flo
     swept = [c for c in upstream.calls if c[2]]
     assert 1 <= len(swept) <= POLL_RESERVE
     calls = [t for t, _, _ in upstream.calls]
-    assert _most_in_any(calls, WINDOW) <= SEAMLESS_LIMIT
-    assert _most_in_any(calls, WINDOW / SAFETY) <= SEAMLESS_LIMIT
+    assert most_in_any(calls, WINDOW) <= SEAMLESS_LIMIT
+    assert most_in_any(calls, WINDOW / SAFETY) <= SEAMLESS_LIMIT
 
 
 async def test_the_cadence_counts_from_the_rounds_start() -> None:
@@ -220,8 +216,8 @@ async def test_two_batches_each_get_one_sweep_and_no_window_holds_more_than_60_c
     assert 0 < len(swept) <= 4 + 9  # one sweep per batch: the others of each
     calls = [t for t, _, _ in upstream.calls]
     assert len(calls) > SEAMLESS_LIMIT  # long enough for the window to matter
-    assert _most_in_any(calls, WINDOW) <= SEAMLESS_LIMIT
-    assert _most_in_any(calls, WINDOW / SAFETY) <= SEAMLESS_LIMIT
+    assert most_in_any(calls, WINDOW) <= SEAMLESS_LIMIT
+    assert most_in_any(calls, WINDOW / SAFETY) <= SEAMLESS_LIMIT
 
 
 async def test_regular_sends_leave_the_reserve_which_urgent_sends_take_at_once(
