@@ -35,6 +35,7 @@ from mcp_server.ledger import JobRecord
 from mcp_server.limits import BucketSpec, RateLimits, bucket_key
 from mcp_server.models import Advice, ErrorCode, JobState, Progress
 from mcp_server.providers import (
+    ByNameSettings,
     Caller,
     JobContext,
     JobKind,
@@ -215,7 +216,7 @@ class CrunchReader:
         return ""
 
 
-class CrunchProvider:
+class CrunchProvider(ByNameSettings):
     name = NAME
     title = "Crunch"
     service_name = "Crunch"
@@ -234,15 +235,9 @@ class CrunchProvider:
     def result_fields(self) -> Mapping[str, Sequence[str]]:
         return {"word_count": ("job_id", "words", "top")}
 
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
     def sandboxed(self, settings: Settings) -> bool:
         del settings
-        return False
+        return False  # no sandbox of its own: it runs against `crunch_app` in tests
 
     def sandbox_reason(self, settings: Settings) -> str | None:
         del settings

@@ -7,6 +7,7 @@ to every server built afterwards.
 """
 
 from mcp_server.providers.base import (
+    ByNameSettings,
     Caller,
     Connection,
     JobContext,
@@ -38,6 +39,7 @@ from mcp_server.providers.registry import (
 )
 
 __all__ = [
+    "ByNameSettings",
     "Caller",
     "Connection",
     "JobContext",

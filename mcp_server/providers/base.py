@@ -37,6 +37,7 @@ from mcp_server.sharing import Fanout, Leases
 from mcp_server.upstream import BackoffPolicy, RetryBudget, SearchPage
 
 __all__ = [
+    "ByNameSettings",
     "Caller",
     "Connection",
     "JobContext",
@@ -388,6 +389,25 @@ class JobReader(Protocol):
         """For a submit whose outcome is unknown: why one careful resubmit is safe, if it
         is (a sentence with a leading space), else ``""``."""
         ...
+
+
+class ByNameSettings:
+    """`JobProvider`'s settings accessors as a provider answers them by its `name` (its key,
+    base URL and sandbox use as `load_settings` read them through its `ProviderSettings`)."""
+
+    name: str
+
+    def api_key(self, settings: Settings) -> SecretStr | None:
+        return settings.api_key(self.name)
+
+    def base_url(self, settings: Settings) -> str:
+        return settings.base_url(self.name)
+
+    def sandboxed(self, settings: Settings) -> bool:
+        return settings.uses_sandbox(self.name)
+
+    def sandbox_reason(self, settings: Settings) -> str | None:
+        return settings.sandbox_reason(self.name)
 
 
 class JobProvider(Protocol):

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcp_server import _bounds as B
 from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server._bounds import cut_strings
 from mcp_server.advice import ProviderAdvice
-from mcp_server.config import ProviderSettings, Settings
+from mcp_server.config import ProviderSettings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
 from mcp_server.limits import RateLimits
@@ -29,6 +29,7 @@ from mcp_server.providers.agentseo.envelopes import NAME, agentseo_state, clamp_
 from mcp_server.providers.agentseo.limits import RATE_LIMITS
 from mcp_server.providers.agentseo.settings import SETTINGS
 from mcp_server.providers.base import (
+    ByNameSettings,
     Connection,
     JobKind,
     JobReader,
@@ -240,7 +241,7 @@ class AgentSEOReader:
         return ""
 
 
-class AgentSEOProvider:
+class AgentSEOProvider(ByNameSettings):
     """AgentSEO workflows (`start_seo_job`)."""
 
     name: str = NAME
@@ -262,19 +263,7 @@ class AgentSEOProvider:
     def result_fields(self) -> Mapping[str, Sequence[str]]:
         return fields.result_fields()
 
-    # ---- settings -------------------------------------------------------------------------
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
-    def sandboxed(self, settings: Settings) -> bool:
-        return settings.uses_sandbox(NAME)
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        return settings.sandbox_reason(NAME)
-
+    # ---- settings (key, base URL, sandbox use: `ByNameSettings`) --------------------------
     def sandbox_url(self, root: str) -> str:
         from mcp_server.sandbox.app import AGENTSEO_PREFIX
 

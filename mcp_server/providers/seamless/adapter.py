@@ -10,18 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import SecretStr
-
 from mcp_server import advice as advice_mod
 from mcp_server import render
 from mcp_server.advice import ProviderAdvice
-from mcp_server.config import ProviderSettings, Settings
+from mcp_server.config import ProviderSettings
 from mcp_server.errors import InputProblem
 from mcp_server.ledger import JobRecord
 from mcp_server.limits import RateLimits
 from mcp_server.models import Advice, JobState, Progress
 from mcp_server.projection import project_company, project_contact
 from mcp_server.providers.base import (
+    ByNameSettings,
     Connection,
     JobKind,
     JobReader,
@@ -141,7 +140,7 @@ class SeamlessReader:
         )
 
 
-class SeamlessProvider:
+class SeamlessProvider(ByNameSettings):
     """Seamless.ai contact and company research (`start_research`, `search_prospects`)."""
 
     name: str = NAME
@@ -176,19 +175,7 @@ class SeamlessProvider:
     def result_fields(self) -> Mapping[str, Sequence[str]]:
         return fields.result_fields()
 
-    # ---- settings -------------------------------------------------------------------------
-    def api_key(self, settings: Settings) -> SecretStr | None:
-        return settings.api_key(NAME)
-
-    def base_url(self, settings: Settings) -> str:
-        return settings.base_url(NAME)
-
-    def sandboxed(self, settings: Settings) -> bool:
-        return settings.uses_sandbox(NAME)
-
-    def sandbox_reason(self, settings: Settings) -> str | None:
-        return settings.sandbox_reason(NAME)
-
+    # ---- settings (key, base URL, sandbox use: `ByNameSettings`) --------------------------
     def sandbox_url(self, root: str) -> str:
         from mcp_server.sandbox.app import SEAMLESS_PREFIX
 
