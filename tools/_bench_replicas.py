@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +309,7 @@ async def _kill_mid_wait(
 async def section(
     run: Any,
     *,
-    start_and_wait_each: Callable[..., Awaitable[None]],
+    start_and_wait_each: Callable[..., Coroutine[Any, Any, None]],
     start_until_accepted: Callable[..., Awaitable[str | None]],
     research_figures: Callable[..., dict[str, Any]],
 ) -> None:

@@ -1156,12 +1156,12 @@ async def section_telemetry(run: Run) -> None:
                     "ratio_on_off": bl.rnd(on_med / off_med, 3),
                 }
             )
-    ratios = [p["ratio_on_off"] for p in pairs]
+    ratios = [p["ratio_on_off"] for p in pairs if p["ratio_on_off"] is not None]
     out: dict[str, Any] = {
         "pairs": pairs,
         "ratio_on_off_median": bl.median(ratios),
-        "status_off_median_ms": bl.median([p["status_off_median_ms"] for p in pairs]),
-        "status_on_median_ms": bl.median([p["status_on_median_ms"] for p in pairs]),
+        "status_off_median_ms": bl.median([p["status_off_median_ms"] or 0.0 for p in pairs]),
+        "status_on_median_ms": bl.median([p["status_on_median_ms"] or 0.0 for p in pairs]),
     }
     run.data["telemetry"] = out
     sec = "telemetry"
@@ -1841,6 +1841,11 @@ async def _shared_processes(run: Run, procs: int, per_process: int) -> dict[str,
         }
 
 
+def _announced(listening: anyio.Event, port: int) -> None:
+    del port
+    listening.set()
+
+
 def _shared_trace(rec: bl.Recorder, refusals: list[tuple[float, Any, Any]]) -> dict[str, Any]:
     """Every research POST (time, status) and every refusal a driver followed (time, wait),
     seconds from the first POST: what a makespan miss is read from."""
@@ -1868,8 +1873,8 @@ async def section_shared(run: Run) -> None:
     for procs, per_process in sorted(run.mode.shared_targets.items()):
         out[str(procs)] = await _shared_processes(run, procs, per_process)
     run.data["shared"] = out
-    for procs, part in out.items():
-        name = f"{procs} stdio processes, one ledger, {part['targets']} targets"
+    for label, part in out.items():
+        name = f"{label} stdio processes, one ledger, {part['targets']} targets"
         run.check_clean("shared", name, part)
         rows = part["shared_rows"]
         run.check(
@@ -2090,7 +2095,7 @@ async def _webhook_world(
     from mcp_server.sandbox._webhooks import webhooks_of
     from mcp_server.sandbox.app import create_sandbox_app
     from mcp_server.server import build_server
-    from mcp_server.transport import GracefulClock, http_server
+    from mcp_server.transport import GracefulClock, HttpServer, http_server
 
     state = bl.sandbox_state(WEBHOOK_SCALE, initial_credits=10**6, seed=18)
     clock = GracefulClock(state.clock)
@@ -2120,7 +2125,7 @@ async def _webhook_world(
         if shared is not None:
             env["JOBRELAY_DB"], env["JOBRELAY_REDIS_URL"] = shared
         settings = load_settings(env)
-        servers = []
+        servers: list[HttpServer] = []
         for _ in range(1 if shared is None else 2):
             listening = anyio.Event()
             server_clock = clock if not servers else GracefulClock(state.clock)
@@ -2132,7 +2137,7 @@ async def _webhook_world(
                 token=None,
                 allowed_hosts=host_allowlist("127.0.0.1"),
                 allowed_origins=origin_allowlist(),
-                announce=lambda _port, done=listening: done.set(),
+                announce=functools.partial(_announced, listening),
                 handle_signals=False,
             )
             tg.start_soon(http.serve)

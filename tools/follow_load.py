@@ -77,7 +77,10 @@ async def run(jobs: int, rounds: int) -> dict[str, Any]:
             async def follow(job_id: str) -> None:
                 seen = False
 
-                async def progress(_p: float, _t: float | None, _m: str | None) -> None:
+                async def on_progress(
+                    progress: float, total: float | None, message: str | None
+                ) -> None:
+                    del progress, total, message
                     nonlocal seen, count
                     if not seen:
                         seen = True
@@ -88,7 +91,7 @@ async def run(jobs: int, rounds: int) -> dict[str, Any]:
                 await client.call_tool(
                     "wait_for_job",
                     {"job_id": job_id, "wait_seconds": 300},
-                    progress_callback=progress,
+                    progress_callback=on_progress,
                 )
 
             async with anyio.create_task_group() as tg:
