@@ -145,18 +145,23 @@ def problem(status: int, error: str, message: str, **headers: str) -> JSONRespon
 
 
 class WebhookIntake:
-    """One provider's webhook route: its spec, the secret's digest, and the receiver."""
+    """One provider's webhook route: its name and spec, the secret's digest, and the receiver."""
 
-    def __init__(self, spec: WebhookSpec, secret: SecretStr, receive: WebhookReceiver) -> None:
-        self.spec = spec
+    def __init__(
+        self, webhook: tuple[str, WebhookSpec], secret: SecretStr, receive: WebhookReceiver
+    ) -> None:
+        self.provider, self.spec = webhook
+        """The provider the route's deliveries are addressed to, and how it sends them."""
         self._digest = digest(secret.get_secret_value())
         self._receive = receive
 
     def counted(self, response: JSONResponse) -> JSONResponse:
-        """`response`, a delivery not taken counted by its status (`REFUSALS`; a taken one is
-        counted by the receiver, with what it did and its lag)."""
+        """`response`, a delivery not taken counted by its status (`REFUSALS`) and the
+        provider whose route it was sent to; a taken one is counted by the receiver, with what
+        it did and its lag."""
         if response.status_code != 200:
-            telemetry.webhook_delivered(REFUSALS.get(response.status_code, "refused"))
+            outcome = REFUSALS.get(response.status_code, "refused")
+            telemetry.webhook_delivered(outcome, provider=self.provider)
         return response
 
     async def answer(self, scope: Scope, receive: Receive) -> JSONResponse:
@@ -207,13 +212,19 @@ class WebhookIntake:
         return JSONResponse({"received": True, "outcome": outcome})
 
 
-def declared_webhook(server: object) -> WebhookSpec | None:
-    """The `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`), else None."""
+def declared_webhook(server: object) -> tuple[str, WebhookSpec] | None:
+    """The provider and `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`),
+    else None."""
     from mcp_server.providers import WebhookSpec
 
     declared = getattr(server, "webhook", None)
-    if isinstance(declared, tuple) and len(declared) == 2 and isinstance(declared[1], WebhookSpec):
-        return declared[1]
+    if (
+        isinstance(declared, tuple)
+        and len(declared) == 2
+        and isinstance(declared[0], str)
+        and isinstance(declared[1], WebhookSpec)
+    ):
+        return declared[0], declared[1]
     return None
 
 

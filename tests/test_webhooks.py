@@ -477,7 +477,7 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
         token=SecretStr("t" * 40),
         allowed_hosts=host_allowlist("127.0.0.1"),
         allowed_origins=origin_allowlist(),
-        webhook=SeamlessProvider.webhook,
+        webhook=(SeamlessProvider.name, SeamlessProvider.webhook),
         webhook_secret=SecretStr(SECRET),
         receive_webhook=receive_webhook,
     )
