@@ -272,7 +272,7 @@ class GuardedApp:
         allowed_origins: Sequence[str],
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
         health: HealthCheck | None = None,
-        webhook: WebhookSpec | None = None,
+        webhook: tuple[str, WebhookSpec] | None = None,
         webhook_secret: SecretStr | None = None,
         receive_webhook: WebhookReceiver | None = None,
     ) -> None:
@@ -284,7 +284,8 @@ class GuardedApp:
             if webhook is None or webhook_secret is None or receive_webhook is None
             else WebhookIntake(webhook, webhook_secret, receive_webhook)
         )
-        """A provider's webhook route, when its secret and the receiver are set (issue 18)."""
+        """A provider's webhook route (its name and spec), when its secret and the receiver
+        are set (issue 18)."""
         self.max_body_bytes = max_body_bytes
         self._token_digest = None if token is None else _digest(token.get_secret_value())
         self.allowed_hosts = tuple(allowed_hosts)

@@ -108,11 +108,12 @@ def too_deep(body: bytes, limit: int) -> bool:
 
 
 def pushed_record(
-    body: bytes, id_field: str
+    body: bytes, id_field: str, id_example: str
 ) -> tuple[str | None, str | None, dict[str, object] | None]:
     """`(problem, upstream id, record)` of a delivery body: a bare record naming its upstream
     id in `id_field` (Seamless: the Contact or Company record, `apiResearchId`; UPSTREAMS.md,
-    Webhooks). `problem` says what to fix when it is not one."""
+    Webhooks), which the provider calls `id_example`. `problem` says what to fix when it is
+    not one."""
     if too_deep(body, MAX_WEBHOOK_DEPTH):  # before `json`, which recurses (RecursionError)
         return f"The body is nested deeper than {MAX_WEBHOOK_DEPTH} levels.", None, None
     try:
@@ -130,7 +131,7 @@ def pushed_record(
     if not isinstance(research_id, str) or not research_id.strip():
         return (
             f"The record has no {id_field} (a non-empty string: the id of the request it "
-            "answers, e.g. a Seamless requestId).",
+            f"answers, e.g. {id_example}).",
             None,
             None,
         )
@@ -145,18 +146,23 @@ def problem(status: int, error: str, message: str, **headers: str) -> JSONRespon
 
 
 class WebhookIntake:
-    """One provider's webhook route: its spec, the secret's digest, and the receiver."""
+    """One provider's webhook route: its name and spec, the secret's digest, and the receiver."""
 
-    def __init__(self, spec: WebhookSpec, secret: SecretStr, receive: WebhookReceiver) -> None:
-        self.spec = spec
+    def __init__(
+        self, webhook: tuple[str, WebhookSpec], secret: SecretStr, receive: WebhookReceiver
+    ) -> None:
+        self.provider, self.spec = webhook
+        """The provider the route's deliveries are addressed to, and how it sends them."""
         self._digest = digest(secret.get_secret_value())
         self._receive = receive
 
     def counted(self, response: JSONResponse) -> JSONResponse:
-        """`response`, a delivery not taken counted by its status (`REFUSALS`; a taken one is
-        counted by the receiver, with what it did and its lag)."""
+        """`response`, a delivery not taken counted by its status (`REFUSALS`) and the
+        provider whose route it was sent to; a taken one is counted by the receiver, with what
+        it did and its lag."""
         if response.status_code != 200:
-            telemetry.webhook_delivered(REFUSALS.get(response.status_code, "refused"))
+            outcome = REFUSALS.get(response.status_code, "refused")
+            telemetry.webhook_delivered(outcome, provider=self.provider)
         return response
 
     async def answer(self, scope: Scope, receive: Receive) -> JSONResponse:
@@ -170,9 +176,8 @@ class WebhookIntake:
             return problem(
                 401,
                 "unauthorized",
-                f"Send the {spec.secret_header} header with the secret set in the API's "
-                f"dashboard (Seamless: Settings > Webhooks), equal to this server's "
-                f"{spec.secret_env}.",
+                f"Send the {spec.secret_header} header with {spec.setting_hint}, equal to "
+                f"this server's {spec.secret_env}.",
             )
         body = await read_limited(scope, receive, MAX_WEBHOOK_BODY_BYTES)
         if body is None:
@@ -182,7 +187,7 @@ class WebhookIntake:
                 f"A webhook body is at most {MAX_WEBHOOK_BODY_BYTES} bytes (a researched record "
                 "is ~17 KB).",
             )
-        why, research_id, record = pushed_record(body, spec.id_field)
+        why, research_id, record = pushed_record(body, spec.id_field, spec.id_example)
         if why is not None or research_id is None or record is None:
             return problem(400, "invalid_body", why or "invalid body")
         receiver = self._receive
@@ -207,13 +212,19 @@ class WebhookIntake:
         return JSONResponse({"received": True, "outcome": outcome})
 
 
-def declared_webhook(server: object) -> WebhookSpec | None:
-    """The `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`), else None."""
+def declared_webhook(server: object) -> tuple[str, WebhookSpec] | None:
+    """The provider and `WebhookSpec` jobrelay's server serves (`JobRelayServer.webhook`),
+    else None."""
     from mcp_server.providers import WebhookSpec
 
     declared = getattr(server, "webhook", None)
-    if isinstance(declared, tuple) and len(declared) == 2 and isinstance(declared[1], WebhookSpec):
-        return declared[1]
+    if (
+        isinstance(declared, tuple)
+        and len(declared) == 2
+        and isinstance(declared[0], str)
+        and isinstance(declared[1], WebhookSpec)
+    ):
+        return declared[0], declared[1]
     return None
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "LOG_FORMAT_ENV",
     "METRICS_ENV",
     "REQUEST_ID",
+    "UNKNOWN_PROVIDER",
     "BucketFill",
     "JobLike",
     "JsonFormatter",
@@ -79,6 +80,9 @@ __all__ = [
 METRICS_ENV: Final = "JOBRELAY_METRICS"
 LOG_FORMAT_ENV: Final = "JOBRELAY_LOG_FORMAT"
 EXTRA_HINT: Final = "pip install 'jobrelay[otel]'"
+UNKNOWN_PROVIDER: Final = "unknown"
+"""`jobrelay.provider` of a webhook delivery whose provider is not known (README, Metrics):
+never an absent label, which a `sum by (jobrelay_provider)` would show empty."""
 
 
 EXTRA_DISTRIBUTIONS: Final = (
@@ -458,18 +462,16 @@ def sse_reconnected(provider: str) -> None:
 
 
 def webhook_delivered(
-    outcome: str, lag_seconds: float | None = None, *, provider: str | None = None
+    outcome: str, lag_seconds: float | None = None, *, provider: str = UNKNOWN_PROVIDER
 ) -> None:
-    """One webhook delivery ended: `outcome` what it did (the receiver's `applied`,
-    `repeated`, `forwarded`, `unknown`; or the HTTP app's refusal: `unauthorized`, `invalid`,
-    `starting`, `failed`, `refused`); `lag_seconds` from when the upstream finished the job
-    (as the body says) to the delivery, None when unknown."""
+    """One webhook delivery to `provider`'s route ended: `outcome` what it did (the
+    receiver's `applied`, `repeated`, `forwarded`, `unknown`; or the HTTP app's refusal:
+    `unauthorized`, `invalid`, `starting`, `failed`, `refused`); `lag_seconds` from when the
+    upstream finished the job (as the body says) to the delivery, None when unknown."""
     active = _active
     if active is None:
         return
-    attrs = {"jobrelay.webhook.outcome": outcome}
-    if provider is not None:
-        attrs[PROVIDER] = provider
+    attrs = {"jobrelay.webhook.outcome": outcome, PROVIDER: provider}
     active.deliveries.add(1, attrs)
     if lag_seconds is not None:
         active.lag.record(lag_seconds, attrs)

@@ -310,15 +310,17 @@ def test_a_429_an_upstream_error_and_a_local_refusal_are_counted(
 
 
 def test_webhook_sse_and_round_recorders(reader: InMemoryMetricReader) -> None:
-    telemetry.webhook_delivered("delivered", 0.25)
+    telemetry.webhook_delivered("delivered", 0.25, provider="seamless")
     telemetry.webhook_delivered("failed")
     telemetry.sse_reconnected("agentseo")
     telemetry.poll_round(3)
     points, units = _metrics(reader)
     outcomes = {
-        a["jobrelay.webhook.outcome"]: p.value for a, p in points["jobrelay.webhook.deliveries"]
+        (a["jobrelay.webhook.outcome"], a["jobrelay.provider"]): p.value
+        for a, p in points["jobrelay.webhook.deliveries"]
     }
-    assert outcomes == {"delivered": 1, "failed": 1}
+    # A delivery whose provider is not known is labelled so, never left without one.
+    assert outcomes == {("delivered", "seamless"): 1, ("failed", "unknown"): 1}
     assert [p.count for _, p in points["jobrelay.webhook.delivery.lag"]] == [1]
     assert [p.value for _, p in points["jobrelay.sse.reconnects"]] == [1]
     assert [p.sum for _, p in points["jobrelay.poll.round.calls"]] == [3]

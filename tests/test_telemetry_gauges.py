@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -20,6 +21,10 @@ from mcp_server._clock import FakeClock, ScaledClock
 from mcp_server._gauges import bucket_fills, sample_once
 from mcp_server.errors import LocalRateLimited
 from mcp_server.ledger import JobRecord, Ledger, LedgerError, SqliteLedger
+from mcp_server.ledger import _postgres_schema as postgres_schema
+from mcp_server.ledger import _sqlite_schema as sqlite_schema
+from mcp_server.ledger._postgres_rows import JOB_COUNTS as POSTGRES_JOB_COUNTS
+from mcp_server.ledger._sqlite_rows import JOB_COUNTS as SQLITE_JOB_COUNTS
 from mcp_server.ledger.postgres import PostgresLedger
 from mcp_server.limits import BucketKey, SqliteLimiter
 from mcp_server.models import JobState
@@ -131,6 +136,86 @@ async def test_jobs_by_state_are_counted_in_the_shared_ledger_by_any_process(
         set(a) == {"jobrelay.provider", "jobrelay.job.state"}
         for a, _ in _points(reader)["jobrelay.jobs"]
     )
+
+
+INDEX = "jobs_by_provider_state"
+
+
+async def _three_jobs(ledger: Ledger, times: int = 1) -> None:
+    """Three more jobs; `times`: the counts expected then, in threes."""
+    for provider in ("seamless", "seamless", "agentseo"):
+        await ledger.record_intent(_job(provider))
+    assert await ledger.job_counts() == {
+        ("seamless", JobState.UNKNOWN): 2 * times,
+        ("agentseo", JobState.UNKNOWN): times,
+    }
+
+
+async def test_sqlite_counts_jobs_from_the_provider_state_index_alone(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with anyio.fail_after(20):
+        async with SqliteLedger.open(path) as ledger:
+            await _three_jobs(ledger)
+    conn = sqlite3.connect(path)
+    try:
+        plan = [str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {SQLITE_JOB_COUNTS}")]
+    finally:
+        conn.close()
+    # Not "SCAN jobs" (every row with its result, then a temp B-tree: 124 ms at 100,000 jobs).
+    assert plan == [f"SCAN jobs USING COVERING INDEX {INDEX}"]
+
+
+async def test_postgres_counts_jobs_with_an_index_only_scan(postgres_schema_url: str) -> None:
+    with anyio.fail_after(20):
+        async with PostgresLedger.open(postgres_schema_url) as ledger:
+            await _three_jobs(ledger)
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE jobs")  # the visibility map, as autovacuum keeps it
+        # Three rows: the table alone is cheaper to read, so have the planner show what it
+        # would do with a large one (tools/bench_job_counts.py: its own choice at 100,000).
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(str(r[0]) for r in conn.execute(f"EXPLAIN {POSTGRES_JOB_COUNTS}"))
+    assert f"Index Only Scan using {INDEX} on jobs" in plan, plan
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_ledger_from_before_the_index_gets_it_and_keeps_its_jobs(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 3 on a version-2 ledger with jobs in it (both backends)."""
+    if backend == "sqlite":
+        path = tmp_path / "jobs.sqlite3"
+        opened: Open = lambda: SqliteLedger.open(path)  # noqa: E731
+        migrations: Any = sqlite_schema
+    else:
+        url: str = request.getfixturevalue("postgres_schema_url")
+        opened = lambda: PostgresLedger.open(url)  # noqa: E731
+        migrations = postgres_schema
+    version_2 = migrations._MIGRATIONS[:2]
+    with anyio.fail_after(30):
+        with monkeypatch.context() as before:
+            before.setattr(migrations, "_MIGRATIONS", version_2)
+            before.setattr(migrations, "SCHEMA_VERSION", 2, raising=False)
+            async with opened() as ledger:
+                await _three_jobs(ledger)
+        assert INDEX not in _indexes(backend, tmp_path, request)
+        async with opened() as ledger:
+            await _three_jobs(ledger, times=2)  # three more: the first three kept
+    assert INDEX in _indexes(backend, tmp_path, request)
+
+
+def _indexes(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> set[str]:
+    if backend == "sqlite":
+        conn = sqlite3.connect(tmp_path / "jobs.sqlite3")
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        finally:
+            conn.close()
+        return {str(r[0]) for r in rows}
+    url: str = request.getfixturevalue("postgres_schema_url")
+    with psycopg.connect(url) as pg:
+        found = pg.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'").fetchall()
+    return {str(r[0]) for r in found}
 
 
 async def test_sampling_records_nothing_when_metrics_are_off(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from mcp_server import telemetry
 from mcp_server._clock import ScaledClock
+from mcp_server._webhook_app import MAX_WEBHOOK_BODY_BYTES
 from mcp_server.config import key_fingerprint, load_settings
 from mcp_server.ledger import JobRecord, open_ledger
 from mcp_server.sandbox import Faults, SandboxState
@@ -148,9 +149,10 @@ async def test_deliveries_are_counted_by_outcome_with_their_lag_and_no_secret(
                         headers={"x-seamless-webhook-secret": "wrong"},
                     ),
                     await h.post(hook, content=b"not json", headers=good),
+                    await h.post(hook, content=b"{" * (MAX_WEBHOOK_BODY_BYTES + 1), headers=good),
                 ]
             text = (telemetry.prometheus_text() or b"").decode()
-    assert [a.status_code for a in answers] == [200, 200, 200, 200, 401, 400]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 401, 400, 413]
     assert [a.json().get("outcome") for a in answers[:4]] == [
         "applied",
         "repeated",
@@ -174,17 +176,20 @@ async def test_deliveries_are_counted_by_outcome_with_their_lag_and_no_secret(
         "repeated": 1,
         "unknown": 1,
         "unauthorized": 1,
-        "invalid": 1,
+        "invalid": 2,
     }
     lags = {a["jobrelay.webhook.outcome"]: p for a, p in points["jobrelay.webhook.delivery.lag"]}
     assert set(lags) == {"applied", "repeated"}  # the others say no finish time of their job
     assert lags["applied"].count == 1  # the record updated before its submit has no lag
     assert 40.0 <= lags["applied"].sum < 50.0  # a minute after submit, finished at 20 s
     assert lags["repeated"].count == 1
+    # Refused ones too: the route they were sent to names the provider.
     for attrs, _ in points["jobrelay.webhook.deliveries"]:
-        if attrs["jobrelay.webhook.outcome"] in ("applied", "repeated", "unknown"):
-            assert attrs["jobrelay.provider"] == "seamless"
+        assert attrs["jobrelay.provider"] == "seamless", attrs
 
+    delivered = [x for x in text.splitlines() if x.startswith("jobrelay_webhook_deliveries_total{")]
+    assert len(delivered) == 5
+    assert all('jobrelay_provider="seamless"' in line for line in delivered), delivered
     assert 'jobrelay_webhook_outcome="unauthorized"' in text
     assert "jobrelay_webhook_delivery_lag_seconds_bucket" in text
     lines = [line for line in json_logs.getvalue().splitlines() if line]

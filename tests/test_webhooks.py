@@ -34,6 +34,7 @@ from mcp_server._http_app import GuardedApp, host_allowlist, origin_allowlist
 from mcp_server._webhook_app import too_deep
 from mcp_server.config import key_fingerprint, load_settings, variables
 from mcp_server.ledger import JobRecord, open_ledger
+from mcp_server.providers import WebhookSpec
 from mcp_server.providers.seamless import SeamlessProvider
 from mcp_server.providers.seamless.settings import SeamlessSettings
 from mcp_server.sandbox._state import Faults, SandboxState
@@ -477,7 +478,7 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
         token=SecretStr("t" * 40),
         allowed_hosts=host_allowlist("127.0.0.1"),
         allowed_origins=origin_allowlist(),
-        webhook=SeamlessProvider.webhook,
+        webhook=(SeamlessProvider.name, SeamlessProvider.webhook),
         webhook_secret=SecretStr(SECRET),
         receive_webhook=receive_webhook,
     )
@@ -503,6 +504,71 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
     else:
         assert answer.json() == {"received": True, "outcome": "unknown"}
         assert len(received) == 1
+
+
+ACME_HOOK = WebhookSpec(
+    path="/webhooks/acme",
+    secret_env="ACME_WEBHOOK_SECRET",
+    secret_header="x-acme-signature",
+    id_field="jobId",
+    secret=lambda _settings: None,
+    setting_hint="the signing key shown in Acme's Console > Hooks",
+    id_example="an Acme jobId",
+)
+"""A third provider's webhook: its refusals must name its own settings, never Seamless's."""
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "expected"),
+    [
+        (
+            SeamlessProvider.name,
+            SeamlessProvider.webhook,
+            [
+                "Send the x-seamless-webhook-secret header with the secret set in the API's "
+                "dashboard (Seamless: Settings > Webhooks), equal to this server's "
+                "SEAMLESS_WEBHOOK_SECRET.",
+                "The record has no apiResearchId (a non-empty string: the id of the request it "
+                "answers, e.g. a Seamless requestId).",
+            ],
+        ),
+        (
+            "acme",
+            ACME_HOOK,
+            [
+                "Send the x-acme-signature header with the signing key shown in Acme's "
+                "Console > Hooks, equal to this server's ACME_WEBHOOK_SECRET.",
+                "The record has no jobId (a non-empty string: the id of the request it "
+                "answers, e.g. an Acme jobId).",
+            ],
+        ),
+    ],
+)
+async def test_refusals_name_the_providers_own_settings(
+    name: str, spec: WebhookSpec, expected: list[str]
+) -> None:
+    async def receive_webhook(research_id: str, record: dict[str, object]) -> str:
+        raise AssertionError("a refused delivery reaches no receiver")
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("nothing reaches the MCP app")
+
+    app = GuardedApp(
+        inner,
+        token=SecretStr("t" * 40),
+        allowed_hosts=host_allowlist("127.0.0.1"),
+        allowed_origins=origin_allowlist(),
+        webhook=(name, spec),
+        webhook_secret=SecretStr(SECRET),
+        receive_webhook=receive_webhook,
+    )
+    transport = httpx.ASGITransport(app=app)
+    with anyio.fail_after(10):
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as h:
+            unauthorized = await h.post(spec.path, json={}, headers={spec.secret_header: "no"})
+            no_id = await h.post(spec.path, json={}, headers={spec.secret_header: SECRET})
+    assert [unauthorized.status_code, no_id.status_code] == [401, 400]
+    assert [unauthorized.json()["message"], no_id.json()["message"]] == expected
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ _INSERT: Final = (
     f"INSERT INTO jobs ({_COLUMNS}) VALUES "  # noqa: S608 - fixed column names; values are parameters
     f"({', '.join(f'%({column.strip()})s' for column in _COLUMNS.split(','))})"
 )
+JOB_COUNTS: Final = "SELECT provider, state, count(*) AS n FROM jobs GROUP BY provider, state"
+"""An index-only scan of `jobs_by_provider_state` (migration 3) once vacuumed."""
 _BY_HANDLE: Final = "SELECT * FROM jobs WHERE job_id = %(id)s AND tenant = %(tenant)s"
 _BY_UPSTREAM_ID: Final = """
     SELECT * FROM jobs WHERE upstream_ids @> ARRAY[%(id)s]::text[] AND tenant = %(tenant)s
@@ -221,9 +223,7 @@ class PgJobRows:
 
     async def counts(self) -> dict[tuple[str, JobState], int]:
         async def read(conn: Conn) -> dict[tuple[str, JobState], int]:
-            cur = await conn.execute(
-                "SELECT provider, state, count(*) AS n FROM jobs GROUP BY provider, state"
-            )
+            cur = await conn.execute(JOB_COUNTS)
             return {
                 (str(row["provider"]), JobState(row["state"])): int(row["n"])
                 for row in await cur.fetchall()

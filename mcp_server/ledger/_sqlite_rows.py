@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 from mcp_server.errors import UnknownJob
 from mcp_server.ledger._codec import dumps as _dumps
@@ -16,6 +16,9 @@ from mcp_server.ledger._core import BudgetCheck, Change, JobQuery
 from mcp_server.ledger._sqlite_db import SqliteDb, snapshot, transaction
 from mcp_server.ledger.base import CREDIT_BUDGET_PROVIDERS, JobRecord
 from mcp_server.models import JobState
+
+JOB_COUNTS: Final = "SELECT provider, state, count(*) FROM jobs GROUP BY provider, state"
+"""Reads the covering index `jobs_by_provider_state` (migration 3) alone, not the rows."""
 
 # --------------------------------------------------------------------------------------------
 # Row mapping
@@ -271,9 +274,7 @@ class SqliteJobRows:
 
     async def counts(self) -> dict[tuple[str, JobState], int]:
         def read(conn: sqlite3.Connection) -> dict[tuple[str, JobState], int]:
-            rows = conn.execute(
-                "SELECT provider, state, count(*) FROM jobs GROUP BY provider, state"
-            ).fetchall()
+            rows = conn.execute(JOB_COUNTS).fetchall()
             return {(str(p), JobState(s)): int(n) for p, s, n in rows}
 
         return await self._db.run(snapshot(read))

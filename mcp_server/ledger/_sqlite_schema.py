@@ -168,7 +168,17 @@ def _migration_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX tasks_by_expiry ON tasks (expires_at) WHERE expires_at IS NOT NULL")
 
 
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_v1, _migration_v2)
+def _migration_v3(conn: sqlite3.Connection) -> None:
+    """Jobs by (provider, state): `job_counts` (the `jobrelay_jobs` gauge, every 15 s) reads
+    this index alone instead of scanning every row with its result (BENCHMARKS.md)."""
+    conn.execute("CREATE INDEX jobs_by_provider_state ON jobs (provider, state)")
+
+
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migration_v1,
+    _migration_v2,
+    _migration_v3,
+)
 """Migration N (1-based) takes the schema from version N-1 to N. Append; never edit or reorder."""
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -395,7 +395,8 @@ class Ledger(Protocol):
 
     async def job_counts(self) -> dict[tuple[Provider, JobState], int]:
         """How many jobs are in each state now, by (provider, state), every tenant (the
-        `jobrelay.jobs` gauge; one aggregate read, no rows loaded)."""
+        `jobrelay.jobs` gauge; one aggregate read of the `(provider, state)` index, no rows
+        loaded)."""
         ...
 
     async def credits_spent_today(

@@ -259,6 +259,12 @@ class WebhookSpec:
     id_field: str
     """The body's field naming the upstream id the result answers."""
     secret: Callable[[Settings], SecretStr | None]
+    setting_hint: str
+    """Where a person finds the secret the API sends, in the provider's words: the 401 says
+    "Send the <secret_header> header with <setting_hint>, equal to this server's
+    <secret_env>." (UPSTREAMS.md, Webhooks)."""
+    id_example: str
+    """What `id_field` holds, named as the provider does, for the 400 that finds none."""
     finished_field: str | None = None
     """The body's field saying when the upstream finished the job (ISO 8601), the start of
     the delivery lag metric; None when its deliveries carry no such time."""

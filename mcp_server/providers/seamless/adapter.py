@@ -163,6 +163,8 @@ class SeamlessProvider(ByNameSettings):
         secret_header="x-seamless-webhook-secret",  # noqa: S106  # a header's name
         id_field="apiResearchId",
         secret=lambda settings: settings.of(SeamlessSettings).webhook_secret,
+        setting_hint="the secret set in the API's dashboard (Seamless: Settings > Webhooks)",
+        id_example="a Seamless requestId",
         # Not documented as the research's end: the record's last update, which a research
         # makes; read only when it is not before the job's submit (`following.delivery_lag`).
         finished_field="updatedAt",
