@@ -336,7 +336,10 @@ async def test_start_research_with_wait_seconds_is_the_one_call_common_case(
 async def test_seo_job_waits_with_progress_in_order_only_on_change_ending_at_100(
     make_client: Callable[..., Any], sandbox_state: SandboxState
 ) -> None:
-    sandbox_state.set_faults({"job_seconds": 30.0})  # a phase every 3 s: 15 ms apart in real time
+    # A phase every 3 s. At the suite's 100x they were 30 ms apart in real time, and a loaded
+    # machine (a full run beside other work) once merged two of them into one notification
+    # (3 seen); at 25x they are 120 ms apart, the job lasts 1.2 s of real time.
+    sandbox_state.set_faults({"job_seconds": 30.0, "time_scale": 25.0})
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
