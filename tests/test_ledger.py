@@ -559,9 +559,9 @@ async def test_spend_counts_the_current_utc_day_only(open_store: OpenStore) -> N
         assert await ledger.credits_spent_today(now=plus_two) == 3
         assert await ledger.credits_spent_today(now=before_midnight - timedelta(days=1)) == 0
 
-        assert await ledger.budget_resets_at(before_midnight) == datetime(2026, 3, 15, tzinfo=UTC)
-        assert await ledger.budget_resets_at() == datetime(2026, 3, 16, tzinfo=UTC)
-        assert await ledger.budget_resets_at(plus_two) == datetime(2026, 3, 15, tzinfo=UTC)
+        # the budget resets at the next UTC midnight (`usage` reads it from `next_utc_midnight`)
+        assert next_utc_midnight(before_midnight) == datetime(2026, 3, 15, tzinfo=UTC)
+        assert next_utc_midnight(plus_two) == datetime(2026, 3, 15, tzinfo=UTC)
     assert next_utc_midnight(datetime(2026, 3, 15, tzinfo=UTC)) == datetime(2026, 3, 16, tzinfo=UTC)
 
 

@@ -350,9 +350,6 @@ class RowLedger:
     ) -> int:
         return await self._rows.spent(utc_day_start(now or _now(self._clock)), tenant, sandbox)
 
-    async def budget_resets_at(self, now: datetime | None = None) -> datetime:
-        return next_utc_midnight(now or _now(self._clock))
-
     async def recent_targets(
         self,
         keys: Sequence[str],

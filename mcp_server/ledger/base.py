@@ -406,10 +406,6 @@ class Ledger(Protocol):
         (`CREDIT_BUDGET_PROVIDERS`), rejected submits excluded."""
         ...
 
-    async def budget_resets_at(self, now: datetime | None = None) -> datetime:
-        """When today's budget resets: the next UTC midnight."""
-        ...
-
     async def recent_targets(
         self,
         keys: Sequence[str],
