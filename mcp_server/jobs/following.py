@@ -283,20 +283,17 @@ class Follower:
 
     async def mark_read(self, rec: JobRecord) -> None:
         """Note in the ledger that the agent was shown this finished job's results, so
-        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked:
-        their snapshot no longer changes, so no newer snapshot is overwritten."""
+        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked.
+        A flag set in the row (`Ledger.flag`), not a rewrite of it: a finished research
+        job's row is ~450 KB, which an update decodes and encodes again, at the moment its
+        waiters render it (BENCHMARKS.md, "Scale RSS regression")."""
         if rec.state not in (JobState.SUCCEEDED, JobState.DUPLICATE):
             return
         snapshot = rec.snapshot or {}
         if snapshot.get(RESULT_READ) or rec.job_id in self._marked_read:
             return
         self._marked_read.add(rec.job_id)
-        await self.ctx.ledger.update(
-            rec.job_id,
-            state=rec.state,
-            raw_status=rec.raw_status,
-            snapshot={**snapshot, RESULT_READ: True},
-        )
+        await self.ctx.ledger.flag(rec.job_id, RESULT_READ)
 
     @asynccontextmanager
     async def _shared_fold(self, job_id: str) -> AsyncIterator[SharedFold]:
