@@ -1,5 +1,5 @@
-"""What every open wait holds, kept small: 1,000 concurrent waits are the scale benchmark's
-peak RSS (BENCHMARKS.md, "Scale RSS regression"). Behaviour stays the same; these pin it."""
+"""What every open wait and every answer hold, kept small: 1,000 concurrent waits make the scale
+benchmark's peak RSS (BENCHMARKS.md, "Scale peak RSS"). Behaviour stays the same; these pin it."""
 
 from __future__ import annotations
 

@@ -285,7 +285,7 @@ class Follower:
         `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked.
         A flag set in the row (`Ledger.flag`), not a rewrite of it: a finished research
         job's row is ~450 KB, which an update decodes and encodes again, at the moment its
-        waiters render it (BENCHMARKS.md, "Scale RSS regression")."""
+        waiters render it (BENCHMARKS.md, "Scale peak RSS")."""
         if rec.state not in (JobState.SUCCEEDED, JobState.DUPLICATE):
             return
         snapshot = rec.snapshot or {}
@@ -302,7 +302,7 @@ class Follower:
 class _FoldUse:
     """`async with` one job's `SharedFold`, dropped when its last user leaves. A class, not an
     `@asynccontextmanager`: every open wait holds one, and a generator's frame and wrapper
-    cost ~0.5 KB per wait (BENCHMARKS.md, "Scale RSS regression")."""
+    cost ~0.5 KB per wait (BENCHMARKS.md, "Scale peak RSS")."""
 
     __slots__ = ("_fold", "_folds", "_job_id")
 
