@@ -112,10 +112,13 @@ def key_headers(providers: Iterable[JobProvider]) -> dict[str, str]:
 def to_result(outcome: Outcome) -> CallToolResult:
     """Nulls are left out to save tokens, except inside `error`, whose shape is contract
     (DESIGN.md section 1: every key present, null when unknown)."""
-    structured = outcome.output.model_dump(mode="json", exclude_none=True)
-    error = getattr(outcome.output, "error", None)
-    if isinstance(error, ErrorInfo):
-        structured["error"] = error.model_dump(mode="json")
+    structured = outcome.dumped
+    if structured is None:
+        structured = outcome.output.model_dump(mode="json", exclude_none=True)
+        error = getattr(outcome.output, "error", None)
+        if isinstance(error, ErrorInfo):
+            structured["error"] = error.model_dump(mode="json")
+        outcome.dumped = structured
     return CallToolResult(
         content=[TextContent(type="text", text=outcome.text)],
         structured_content=structured,

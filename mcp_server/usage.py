@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from mcp_server.advice import wait_phrase
 from mcp_server.jobs import Caller, Outcome
+from mcp_server.ledger import next_utc_midnight
 from mcp_server.providers import JobProvider
 from mcp_server.schemas import BucketUsage, ProviderUsage, UsageOutput
 
@@ -53,7 +54,7 @@ async def usage_outcome(
         providers=providers,
         credit_budget=budget,
         credits_spent_today=spent,
-        budget_resets_at=await runtime.ledger.budget_resets_at(now) if budget is not None else None,
+        budget_resets_at=next_utc_midnight(now) if budget is not None else None,
     )
     return Outcome(out, _usage_text(out, known, now=now.timestamp()))
 

@@ -1,5 +1,5 @@
 """What `jobrelay serve` imports: modules only some paths need are loaded by those paths, so a
-server that never uses them does not carry them (scale RSS, BENCHMARKS.md "Misses")."""
+server that never uses them does not carry them (scale RSS, BENCHMARKS.md "Scale peak RSS")."""
 
 from __future__ import annotations
 

@@ -421,6 +421,45 @@ async def test_a_finished_job_is_never_reopened_by_a_stale_status(
     assert duplicate.result == {"r": 1}
 
 
+async def test_a_flag_sets_one_snapshot_key_and_only_the_write_time(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    intent = await ledger.record_intent(research())
+    await ledger.complete_submit(
+        intent.job_id, upstream_ids=["req-1"], state=JobState.RUNNING, raw_status="researching"
+    )
+    done = await ledger.update(
+        intent.job_id,
+        state=JobState.SUCCEEDED,
+        raw_status="done",
+        snapshot={"items": [{"request_id": "req-1", "raw_status": "done"}]},
+        result={"records": {"req-1": {"name": "Ada", "emails": ["ada@example.com"]}}},
+        add_warnings=["w1"],
+    )
+    clock.advance(2)
+    await ledger.flag(intent.job_id, "result_read")
+    flagged = await ledger.get(intent.job_id, tenant=ALICE)
+    assert flagged == done.model_copy(
+        update={
+            "snapshot": {**(done.snapshot or {}), "result_read": True},
+            "updated_at": NOON + timedelta(seconds=2),
+        }
+    )
+    await ledger.flag(intent.job_id, "result_read")  # again: the same row
+    assert (await ledger.get(intent.job_id, tenant=ALICE)) == flagged
+
+    bare = await ledger.record_intent(research(targets=["t2"]))
+    await ledger.flag(bare.job_id, "seen")
+    got = await ledger.get(bare.job_id, tenant=ALICE)
+    assert got is not None
+    assert got.snapshot == {"seen": True}
+    assert got.state == JobState.UNKNOWN
+
+    await ledger.flag(new_job_id("seamless"), "result_read")  # a missing job: nothing
+    with pytest.raises(ValueError, match="not a flag name"):
+        await ledger.flag(intent.job_id, "a.b")
+
+
 async def test_writes_to_a_handle_the_ledger_does_not_know_raise_unknown_job(
     ledger: Ledger,
 ) -> None:
@@ -559,9 +598,9 @@ async def test_spend_counts_the_current_utc_day_only(open_store: OpenStore) -> N
         assert await ledger.credits_spent_today(now=plus_two) == 3
         assert await ledger.credits_spent_today(now=before_midnight - timedelta(days=1)) == 0
 
-        assert await ledger.budget_resets_at(before_midnight) == datetime(2026, 3, 15, tzinfo=UTC)
-        assert await ledger.budget_resets_at() == datetime(2026, 3, 16, tzinfo=UTC)
-        assert await ledger.budget_resets_at(plus_two) == datetime(2026, 3, 15, tzinfo=UTC)
+        # the budget resets at the next UTC midnight (`usage` reads it from `next_utc_midnight`)
+        assert next_utc_midnight(before_midnight) == datetime(2026, 3, 15, tzinfo=UTC)
+        assert next_utc_midnight(plus_two) == datetime(2026, 3, 15, tzinfo=UTC)
     assert next_utc_midnight(datetime(2026, 3, 15, tzinfo=UTC)) == datetime(2026, 3, 16, tzinfo=UTC)
 
 

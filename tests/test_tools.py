@@ -594,17 +594,22 @@ async def test_concurrent_waits_on_research_jobs_share_one_poll_call_per_round(
 
 
 def _count_writes_and_renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Ledger updates and job renderings per job id, counted at the class level."""
+    """Ledger updates, "results read" flags and job renderings per job id, counted at the
+    class level."""
     from mcp_server.jobs.render import Renderer
     from mcp_server.ledger import JobRecord, SqliteLedger
 
     counts: Counter[str] = Counter()
-    update, job_output = SqliteLedger.update, Renderer.job_output
+    update, flag, job_output = SqliteLedger.update, SqliteLedger.flag, Renderer.job_output
 
     async def counted_update(self: SqliteLedger, job_id: str, **kwargs: Any) -> JobRecord:
         marks_read = (kwargs.get("snapshot") or {}).get("result_read")
-        counts[f"{'read' if marks_read else 'update'} {job_id}"] += 1
+        counts[f"{'read by rewrite' if marks_read else 'update'} {job_id}"] += 1
         return await update(self, job_id, **kwargs)
+
+    async def counted_flag(self: SqliteLedger, job_id: str, key: str) -> None:
+        counts[f"{'read' if key == 'result_read' else 'flag'} {job_id}"] += 1
+        await flag(self, job_id, key)
 
     def counted_output(self: Renderer, rec: JobRecord, **kwargs: Any) -> Any:
         # Renders that project results (a status check renders state only, never results).
@@ -612,6 +617,7 @@ def _count_writes_and_renders(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         return job_output(self, rec, **kwargs)
 
     monkeypatch.setattr(SqliteLedger, "update", counted_update)
+    monkeypatch.setattr(SqliteLedger, "flag", counted_flag)
     monkeypatch.setattr(Renderer, "job_output", counted_output)
     return counts
 
@@ -641,9 +647,11 @@ async def test_several_waits_on_one_research_job_fold_and_render_it_once(
     assert [structured(r)["jobs"][0].get("results") for r in status] == [None] * 3
     assert [structured(r)["jobs"][0]["results_total"] for r in status] == [1] * 3
     # One target: one change (researching -> done), written once; rendered once when
-    # started and once for the five waiters together; "results read" noted once.
+    # started and once for the five waiters together; "results read" noted once, as a flag:
+    # not an update, which decodes and encodes the whole row again (~450 KB for 100 targets).
     assert counts[f"update {job_id}"] == 1
     assert counts[f"read {job_id}"] == 1
+    assert counts[f"read by rewrite {job_id}"] == 0
     assert counts[f"render {job_id}"] == 2
 
 

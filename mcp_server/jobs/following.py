@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from mcp_server import advice as advice_mod
@@ -283,31 +282,47 @@ class Follower:
 
     async def mark_read(self, rec: JobRecord) -> None:
         """Note in the ledger that the agent was shown this finished job's results, so
-        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked:
-        their snapshot no longer changes, so no newer snapshot is overwritten."""
+        `list_jobs` can point at paid work nobody read yet. Only terminal rows are marked.
+        A flag set in the row (`Ledger.flag`), not a rewrite of it: a finished research
+        job's row is ~450 KB, which an update decodes and encodes again, at the moment its
+        waiters render it (BENCHMARKS.md, "Scale peak RSS")."""
         if rec.state not in (JobState.SUCCEEDED, JobState.DUPLICATE):
             return
         snapshot = rec.snapshot or {}
         if snapshot.get(RESULT_READ) or rec.job_id in self._marked_read:
             return
         self._marked_read.add(rec.job_id)
-        await self.ctx.ledger.update(
-            rec.job_id,
-            state=rec.state,
-            raw_status=rec.raw_status,
-            snapshot={**snapshot, RESULT_READ: True},
-        )
+        await self.ctx.ledger.flag(rec.job_id, RESULT_READ)
 
-    @asynccontextmanager
-    async def _shared_fold(self, job_id: str) -> AsyncIterator[SharedFold]:
+    def _shared_fold(self, job_id: str) -> _FoldUse:
         """The job's `SharedFold` while at least one waiter uses it."""
-        fold = self._folds.get(job_id)
+        return _FoldUse(self._folds, job_id)
+
+
+class _FoldUse:
+    """`async with` one job's `SharedFold`, dropped when its last user leaves. A class, not an
+    `@asynccontextmanager`: every open wait holds one, and a generator's frame and wrapper
+    cost ~0.5 KB per wait (BENCHMARKS.md, "Scale peak RSS")."""
+
+    __slots__ = ("_fold", "_folds", "_job_id")
+
+    def __init__(self, folds: dict[str, SharedFold], job_id: str) -> None:
+        self._folds = folds
+        self._job_id = job_id
+        self._fold: SharedFold | None = None
+
+    async def __aenter__(self) -> SharedFold:
+        fold = self._folds.get(self._job_id)
         if fold is None:
-            fold = self._folds[job_id] = SharedFold()
+            fold = self._folds[self._job_id] = SharedFold()
         fold.users += 1
-        try:
-            yield fold
-        finally:
-            fold.users -= 1
-            if fold.users == 0 and self._folds.get(job_id) is fold:
-                del self._folds[job_id]
+        self._fold = fold
+        return fold
+
+    async def __aexit__(self, *exc: object) -> None:
+        fold, self._fold = self._fold, None
+        if fold is None:
+            return
+        fold.users -= 1
+        if fold.users == 0 and self._folds.get(self._job_id) is fold:
+            del self._folds[self._job_id]

@@ -99,6 +99,11 @@ class JobRows(Protocol):
         is None, return what is stored after. `durable`: the commit waits for the disk."""
         ...
 
+    async def set_flag(self, job_id: str, key: str, now: datetime) -> None:
+        """`snapshot[key] = true` and `updated_at = now` in one statement, the row neither
+        loaded nor rewritten from Python (a missing job: nothing)."""
+        ...
+
     async def get(self, job_id: str, tenant: str) -> JobRecord | None: ...
 
     async def by_upstream_id(self, upstream_id: str, tenant: str) -> JobRecord | None: ...
@@ -310,6 +315,11 @@ class RowLedger:
 
         return await _write(self._rows, job_id, change, _now(self._clock), durable=False)
 
+    async def flag(self, job_id: str, key: str) -> None:
+        if not key.isidentifier():
+            raise ValueError(f"not a flag name: {key!r}")
+        await self._rows.set_flag(job_id, key, _now(self._clock))
+
     # -- reads ------------------------------------------------------------------------------
 
     async def get(self, job_id: str, *, tenant: str) -> JobRecord | None:
@@ -349,9 +359,6 @@ class RowLedger:
         self, *, tenant: str | None = None, sandbox: bool | None = None, now: datetime | None = None
     ) -> int:
         return await self._rows.spent(utc_day_start(now or _now(self._clock)), tenant, sandbox)
-
-    async def budget_resets_at(self, now: datetime | None = None) -> datetime:
-        return next_utc_midnight(now or _now(self._clock))
 
     async def recent_targets(
         self,

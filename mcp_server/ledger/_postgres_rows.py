@@ -154,6 +154,19 @@ class PgJobRows:
 
         return await self._db.run(apply, durable=durable)
 
+    async def set_flag(self, job_id: str, key: str, now: datetime) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(
+                """
+                UPDATE jobs SET snapshot = (coalesce(snapshot::jsonb, '{}'::jsonb)
+                    || jsonb_build_object(%(key)s::text, true))::text, updated_at = %(now)s
+                WHERE job_id = %(job_id)s
+                """,
+                {"key": key, "now": now, "job_id": job_id},
+            )
+
+        await self._db.run(write, durable=False)
+
     async def _many(self, sql: str, args: dict[str, Value]) -> builtins.list[JobRecord]:
         async def read(conn: Conn) -> builtins.list[JobRecord]:
             cur = await conn.execute(sql, args)

@@ -208,6 +208,16 @@ class SqliteJobRows:
 
         return await self._db.run(transaction(apply, durable=durable))
 
+    async def set_flag(self, job_id: str, key: str, now: datetime) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE jobs SET snapshot = json_set(coalesce(snapshot, '{}'), ?, json('true')),"
+                " updated_at = ? WHERE job_id = ?",
+                (f"$.{key}", _iso(now), job_id),
+            )
+
+        await self._db.run(transaction(write))
+
     async def get(self, job_id: str, tenant: str) -> JobRecord | None:
         return await self._db.read(lambda conn: _one(conn, _BY_HANDLE, (job_id, tenant)))
 

@@ -365,6 +365,12 @@ class Ledger(Protocol):
         sets `finished_at` and clears `next_check_at`; a terminal job never goes back."""
         ...
 
+    async def flag(self, job_id: str, key: str) -> None:
+        """Set `snapshot[key]` to true (and `updated_at`), nothing else. One statement: the
+        row is not loaded, so a finished research job's ~450 KB of records are not decoded
+        and encoded again for one flag. `key` is an identifier; a missing job is no error."""
+        ...
+
     async def get(self, job_id: str, *, tenant: str) -> JobRecord | None: ...
 
     async def find_by_upstream_id(self, upstream_id: str, *, tenant: str) -> JobRecord | None:
@@ -404,10 +410,6 @@ class Ledger(Protocol):
     ) -> int:
         """Credits requested since UTC midnight by jobs of the providers the budget counts
         (`CREDIT_BUDGET_PROVIDERS`), rejected submits excluded."""
-        ...
-
-    async def budget_resets_at(self, now: datetime | None = None) -> datetime:
-        """When today's budget resets: the next UTC midnight."""
         ...
 
     async def recent_targets(

@@ -80,6 +80,10 @@ class Outcome:
     output: BaseModel
     text: str
     failed: bool = False
+    dumped: dict[str, JSON] | None = field(default=None, compare=False, repr=False)
+    """`output` as the tool result's structured content, made once (`tools.to_result`) and
+    shared by every call answered with this outcome (a cached rendering: the many waiters
+    of one job). Nothing mutates it after."""
 
 
 @dataclass
