@@ -77,6 +77,15 @@ def research(
     )
 
 
+async def researching(ledger: Ledger) -> JobRecord:
+    """A research job submitted upstream (`req-1`) and running: its intent as recorded."""
+    intent = await ledger.record_intent(research())
+    await ledger.complete_submit(
+        intent.job_id, upstream_ids=["req-1"], state=JobState.RUNNING, raw_status="researching"
+    )
+    return intent
+
+
 def seo_job(tenant: str = ALICE) -> JobRecord:
     return JobRecord.new(
         provider="agentseo",
@@ -402,10 +411,7 @@ async def test_update_keeps_every_field_it_is_not_given(ledger: Ledger, clock: F
 async def test_a_finished_job_is_never_reopened_by_a_stale_status(
     ledger: Ledger, clock: FakeClock
 ) -> None:
-    intent = await ledger.record_intent(research())
-    await ledger.complete_submit(
-        intent.job_id, upstream_ids=["req-1"], state=JobState.RUNNING, raw_status="researching"
-    )
+    intent = await researching(ledger)
     done = await ledger.update(
         intent.job_id, state=JobState.SUCCEEDED, raw_status="done", result={"r": 1}
     )
@@ -424,10 +430,7 @@ async def test_a_finished_job_is_never_reopened_by_a_stale_status(
 async def test_a_flag_sets_one_snapshot_key_and_only_the_write_time(
     ledger: Ledger, clock: FakeClock
 ) -> None:
-    intent = await ledger.record_intent(research())
-    await ledger.complete_submit(
-        intent.job_id, upstream_ids=["req-1"], state=JobState.RUNNING, raw_status="researching"
-    )
+    intent = await researching(ledger)
     done = await ledger.update(
         intent.job_id,
         state=JobState.SUCCEEDED,

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from mcp_server._clock import ScaledClock
 from mcp_server._http_app import GuardedApp, host_allowlist, origin_allowlist
-from mcp_server._webhook_app import too_deep
+from mcp_server._webhook_app import WebhookReceiver, too_deep
 from mcp_server.config import key_fingerprint, load_settings, variables
 from mcp_server.ledger import JobRecord, open_ledger
 from mcp_server.providers import WebhookSpec
@@ -451,6 +451,24 @@ _json = st.recursive(
 )
 
 
+def _webhook_only(name: str, spec: WebhookSpec, receive_webhook: WebhookReceiver) -> GuardedApp:
+    """The HTTP guard with `name`'s webhook route (secret `SECRET`) in front of an MCP app that
+    must never be reached."""
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("nothing reaches the MCP app")
+
+    return GuardedApp(
+        inner,
+        token=SecretStr("t" * 40),
+        allowed_hosts=host_allowlist("127.0.0.1"),
+        allowed_origins=origin_allowlist(),
+        webhook=(name, spec),
+        webhook_secret=SecretStr(SECRET),
+        receive_webhook=receive_webhook,
+    )
+
+
 @hypothesis_settings(max_examples=150, deadline=None)
 @given(
     body=st.one_of(
@@ -470,18 +488,7 @@ def test_any_body_gets_a_clear_answer(body: bytes, secret: str) -> None:
         received.append(research_id)
         return "unknown"
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("nothing reaches the MCP app")
-
-    app = GuardedApp(
-        inner,
-        token=SecretStr("t" * 40),
-        allowed_hosts=host_allowlist("127.0.0.1"),
-        allowed_origins=origin_allowlist(),
-        webhook=(SeamlessProvider.name, SeamlessProvider.webhook),
-        webhook_secret=SecretStr(SECRET),
-        receive_webhook=receive_webhook,
-    )
+    app = _webhook_only(SeamlessProvider.name, SeamlessProvider.webhook, receive_webhook)
 
     async def post() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -550,18 +557,7 @@ async def test_refusals_name_the_providers_own_settings(
     async def receive_webhook(research_id: str, record: dict[str, object]) -> str:
         raise AssertionError("a refused delivery reaches no receiver")
 
-    async def inner(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("nothing reaches the MCP app")
-
-    app = GuardedApp(
-        inner,
-        token=SecretStr("t" * 40),
-        allowed_hosts=host_allowlist("127.0.0.1"),
-        allowed_origins=origin_allowlist(),
-        webhook=(name, spec),
-        webhook_secret=SecretStr(SECRET),
-        receive_webhook=receive_webhook,
-    )
+    app = _webhook_only(name, spec, receive_webhook)
     transport = httpx.ASGITransport(app=app)
     with anyio.fail_after(10):
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as h:
