@@ -49,9 +49,7 @@ class _TakeProbe(SqliteLimiter):
             self.resume.wait(10)
 
     def waiting_for_store(self) -> int:
-        return self._db_lock_waiters()
-
-    def _db_lock_waiters(self) -> int:
+        """Callers of this process waiting for the store's lock (a peek or a take)."""
         return int(self._db._lock.statistics().tasks_waiting)
 
 
