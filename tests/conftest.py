@@ -23,6 +23,7 @@ from mcp_server.sandbox import Faults, SandboxState
 from mcp_server.transport import HttpServer
 from tests._services import (  # noqa: F401  (fixtures, and the hook that fails skips in CI)
     postgres_schema_url,
+    pytest_runtest_call,
     pytest_runtest_makereport,
     redis_prefix,
     redis_url,
