@@ -182,9 +182,10 @@ class Runtime:
 
         self.task_group.start_soon(run)
 
-    async def aclose(self) -> None:
-        for connection in self.connections.values():
-            await connection.aclose()
+
+async def _aclose_each(connections: Mapping[str, Connection]) -> None:
+    for connection in connections.values():
+        await connection.aclose()
 
 
 class _QuietUvicorn(uvicorn.Server):
@@ -269,6 +270,11 @@ def build_server(
             # Closed after the task group has ended too: a poll loop stopped by the shutdown
             # lets its lease go (`on_idle`) on the way out, through these clients.
             limiter, leases = _shared_budget(stack, settings, clock)
+            # The providers' clients close after the task group has ended too: a background
+            # loop still running at shutdown (a stream follower reconnecting) would otherwise
+            # send on a closed client ("Cannot send a request, as the client has been closed").
+            connections: dict[str, Connection] = {}
+            stack.push_async_callback(_aclose_each, connections)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             if bus is not None:
@@ -302,8 +308,8 @@ def build_server(
                 sandboxed=sandboxed,
                 transports=dict(transports or {}),
                 providers=providers,
+                connections=connections,
             )
-            stack.push_async_callback(runtime.aclose)
             # Task followers in a group of their own, ended before the clients close (a
             # follower that outlived them would send on a closed client).
             followers = await stack.enter_async_context(anyio.create_task_group())
