@@ -183,11 +183,6 @@ class Runtime:
         self.task_group.start_soon(run)
 
 
-async def _aclose_each(connections: Mapping[str, Connection]) -> None:
-    for connection in connections.values():
-        await connection.aclose()
-
-
 class _QuietUvicorn(uvicorn.Server):
     """uvicorn without its signal handlers: the jobrelay process owns SIGINT/SIGTERM."""
 
@@ -268,13 +263,10 @@ def build_server(
             if bus is not None:
                 stack.push_async_callback(bus.aclose)  # after the task group has ended
             # Closed after the task group has ended too: a poll loop stopped by the shutdown
-            # lets its lease go (`on_idle`) on the way out, through these clients.
+            # lets its lease go (`on_idle`) through these clients; the providers' clients, as a
+            # stream follower reconnecting at shutdown would send on a closed one.
             limiter, leases = _shared_budget(stack, settings, clock)
-            # The providers' clients close after the task group has ended too: a background
-            # loop still running at shutdown (a stream follower reconnecting) would otherwise
-            # send on a closed client ("Cannot send a request, as the client has been closed").
-            connections: dict[str, Connection] = {}
-            stack.push_async_callback(_aclose_each, connections)
+            closing = await stack.enter_async_context(AsyncExitStack())
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             if bus is not None:
@@ -308,8 +300,9 @@ def build_server(
                 sandboxed=sandboxed,
                 transports=dict(transports or {}),
                 providers=providers,
-                connections=connections,
             )
+            for connection in runtime.connections.values():
+                closing.push_async_callback(connection.aclose)
             # Task followers in a group of their own, ended before the clients close (a
             # follower that outlived them would send on a closed client).
             followers = await stack.enter_async_context(anyio.create_task_group())
